@@ -1,0 +1,4 @@
+//! One module per mode of the `kvd` binary: argument parsing and presentation
+//! only; the work happens in `core`.
+
+pub mod serve;
