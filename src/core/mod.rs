@@ -1,5 +1,15 @@
 //! Everything the modes share: configuration, storage, Raft, transport and
-//! the etcd v3 API services.
+//! the etcd v3 API services. Nothing here reads argv or the environment.
 
+pub mod api;
 pub mod config;
+pub mod errors;
+pub mod members;
+pub mod mvcc;
+pub mod node;
+pub mod proposal;
+pub mod raft_log;
+pub mod raft_logging;
 pub mod server;
+pub mod storage;
+pub mod transport;

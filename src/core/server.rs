@@ -1,7 +1,26 @@
 //! Starts and stops a serving member: storage, Raft node, peer transport and
 //! the client-facing gRPC/HTTP server.
+//!
+//! Start-up order: open the data dir and check it belongs to this member and
+//! cluster; bootstrap or load the Raft log; bind the peer endpoint; start the
+//! Raft task; serve clients; publish this member's client URLs through Raft.
+//! Shutdown (SIGINT/SIGTERM) stops accepting clients, stops the Raft task,
+//! closes the peer endpoint and syncs the database before returning.
 
-use crate::core::config::ServeConfig;
+use std::time::Duration;
+
+use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbMember};
+use prost::Message as _;
+use tokio::sync::watch;
+
+use crate::core::api::{cluster, http, kv, maintenance, ApiContext};
+use crate::core::config::{ClusterState, ServeConfig};
+use crate::core::members;
+use crate::core::node::{self, Event, NodeConfig, NodeHandle};
+use crate::core::proposal::{MemberAttributes, Op};
+use crate::core::raft_log::RaftLog;
+use crate::core::storage::{self, Storage};
+use crate::core::transport::Transport;
 
 /// Why `kvd serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -14,12 +33,234 @@ pub enum ServeError {
     Other(#[from] anyhow::Error),
 }
 
+/// gRPC messages may exceed `--max-request-bytes` by this much of framing
+/// before the transport refuses them (etcd's `grpcOverheadBytes`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
 /// Runs a member until SIGINT/SIGTERM.
 ///
 /// # Errors
 /// [`ServeError::Config`] for configuration the data dir rejects; [`ServeError::Other`]
 /// for I/O, bind or storage failures.
 pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
-    let _ = cfg;
-    Err(ServeError::Other(anyhow::anyhow!("not built yet")))
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    run_until(cfg, stop_rx).await
+}
+
+/// Runs a member until `stop` turns true.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_until(cfg: ServeConfig, mut stop: watch::Receiver<bool>) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        ServeError::Other(anyhow::anyhow!(
+            "cannot create data dir {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    let storage = Storage::open(&cfg.data_dir).map_err(|e| {
+        ServeError::Other(anyhow::anyhow!(
+            "cannot open data dir {}: {e}",
+            cfg.data_dir.display()
+        ))
+    })?;
+    let (member_id, cluster_id, log) = open_or_bootstrap(&cfg, &storage)?;
+    tracing::info!(
+        name = %cfg.name,
+        member_id = format_args!("{member_id:x}"),
+        cluster_id = format_args!("{cluster_id:x}"),
+        data_dir = %cfg.data_dir.display(),
+        "starting member"
+    );
+
+    let peer_addr = *cfg
+        .listen_peer_addrs
+        .first()
+        .ok_or_else(|| ServeError::Config("no --listen-peer-urls".into()))?;
+    let transport = Transport::bind(peer_addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_addr}: {e:#}"))?;
+    for m in members::list(&storage)? {
+        if m.id != member_id {
+            transport.add_peer(m.id, m.peer_ur_ls.clone());
+        }
+    }
+
+    let tick = cfg.heartbeat_interval.max(Duration::from_millis(1));
+    let election_ticks = (cfg.election_timeout.as_millis() / tick.as_millis().max(1)).max(2) as usize;
+    let (handle, raft_thread) = node::start(
+        NodeConfig {
+            member_id,
+            cluster_id,
+            tick,
+            election_ticks,
+        },
+        storage.clone(),
+        log,
+        transport.outbox(),
+    )?;
+    transport.start(handle.clone());
+
+    let ctx = ApiContext {
+        node: handle.clone(),
+        storage: storage.clone(),
+        max_request_bytes: cfg.max_request_bytes,
+        max_txn_ops: cfg.max_txn_ops,
+        request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
+    };
+    let mut servers = Vec::new();
+    for addr in &cfg.listen_client_addrs {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen for clients on {addr}: {e}"))?;
+        tracing::info!(%addr, "serving client requests");
+        let router = client_router(&ctx, cfg.max_request_bytes);
+        let mut stop = stop.clone();
+        servers.push(tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await
+        }));
+    }
+
+    let publisher = tokio::spawn(publish(
+        handle.clone(),
+        MemberAttributes {
+            member_id,
+            name: cfg.name.clone(),
+            client_urls: cfg.advertise_client_urls.clone(),
+        },
+        ctx.request_timeout,
+    ));
+
+    let _ = stop.wait_for(|s| *s).await;
+    tracing::info!("shutting down");
+    publisher.abort();
+    for s in servers {
+        let _ = s.await;
+    }
+    let _ = handle.send(Event::Shutdown);
+    let _ = tokio::task::spawn_blocking(move || raft_thread.join()).await;
+    transport.close();
+    storage.sync().map_err(|e| anyhow::anyhow!("final sync: {e}"))?;
+    Ok(())
+}
+
+fn client_router(ctx: &ApiContext, max_request_bytes: usize) -> axum::Router {
+    let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let grpc = tonic::service::Routes::new(
+        PbKvServer::new(kv::KvService { ctx: ctx.clone() }).max_decoding_message_size(limit),
+    )
+    .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService {
+        ctx: ctx.clone(),
+    }))
+    .add_service(PbClusterServer::new(cluster::ClusterService { ctx: ctx.clone() }));
+    grpc.into_axum_router().merge(http::router(ctx.clone()))
+}
+
+/// Loads this member's identity and Raft log, or bootstraps them for a new
+/// cluster; refuses a data dir that belongs to another member or cluster.
+fn open_or_bootstrap(cfg: &ServeConfig, s: &Storage) -> Result<(u64, u64, RaftLog), ServeError> {
+    if let Some(log) = RaftLog::load(s.clone())? {
+        let name = s.meta_string(storage::META_MEMBER_NAME)?.unwrap_or_default();
+        let token = s.meta_string(storage::META_CLUSTER_TOKEN)?.unwrap_or_default();
+        if token != cfg.initial_cluster_token {
+            return Err(ServeError::Config(format!(
+                "data dir {} belongs to cluster {token:?}, not --initial-cluster-token {:?}",
+                cfg.data_dir.display(),
+                cfg.initial_cluster_token
+            )));
+        }
+        if name != cfg.name {
+            return Err(ServeError::Config(format!(
+                "data dir {} belongs to member {name:?}, not --name {:?}",
+                cfg.data_dir.display(),
+                cfg.name
+            )));
+        }
+        let member_id = s.meta_u64(storage::META_MEMBER_ID)?;
+        let cluster_id = s.meta_u64(storage::META_CLUSTER_ID)?;
+        return Ok((member_id, cluster_id, log));
+    }
+    if cfg.initial_cluster_state == ClusterState::Existing {
+        return Err(ServeError::Other(anyhow::anyhow!(
+            "joining an existing cluster (--initial-cluster-state existing) is not supported yet"
+        )));
+    }
+    let token = &cfg.initial_cluster_token;
+    let initial: Vec<(u64, &crate::core::config::InitialMember)> = cfg
+        .initial_cluster
+        .iter()
+        .map(|m| (members::member_id(&m.peer_urls, token), m))
+        .collect();
+    let Some((member_id, _)) = initial.iter().find(|(_, m)| m.name == cfg.name) else {
+        return Err(ServeError::Config(format!(
+            "couldn't find local name {:?} in the initial cluster configuration",
+            cfg.name
+        )));
+    };
+    let member_id = *member_id;
+    let ids: Vec<u64> = initial.iter().map(|(id, _)| *id).collect();
+    let cluster_id = members::cluster_id(&ids, token);
+    let mut tx = s.db.write_tx();
+    for (id, m) in &initial {
+        let record = PbMember {
+            id: *id,
+            name: m.name.clone(),
+            peer_ur_ls: m.peer_urls.clone(),
+            client_ur_ls: Vec::new(),
+            is_learner: false,
+        };
+        tx.insert(&s.members, members::key(*id), record.encode_to_vec());
+    }
+    tx.insert(&s.meta, storage::META_MEMBER_ID, member_id.to_be_bytes());
+    tx.insert(&s.meta, storage::META_CLUSTER_ID, cluster_id.to_be_bytes());
+    tx.insert(&s.meta, storage::META_MEMBER_NAME, cfg.name.as_bytes());
+    tx.insert(&s.meta, storage::META_CLUSTER_TOKEN, token.as_bytes());
+    tx.commit().map_err(anyhow::Error::from)?;
+    let log = RaftLog::bootstrap(s.clone(), ids)?;
+    Ok((member_id, cluster_id, log))
+}
+
+/// Publishes this member's name and client URLs through Raft, retrying
+/// until it is applied (etcd's `publishV3`).
+async fn publish(node: NodeHandle, attrs: MemberAttributes, timeout: Duration) {
+    loop {
+        match node.propose(Op::Publish(attrs.clone()), timeout).await {
+            Ok(_) => {
+                tracing::info!("published member attributes");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("publish: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+impl From<fjall::Error> for ServeError {
+    fn from(e: fjall::Error) -> Self {
+        Self::Other(e.into())
+    }
 }

@@ -1,0 +1,288 @@
+//! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact with etcd's
+//! validation (`api/v3rpc/key.go`) and semantics.
+
+use std::pin::Pin;
+
+use etcd_client::proto::{
+    PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbKvService,
+    PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbRangeStreamResponse,
+    PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
+};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::core::api::ApiContext;
+use crate::core::errors::EtcdError;
+use crate::core::mvcc::{self, ApplyResponse, KeyRange};
+use crate::core::proposal::Op;
+
+/// Keys per message of `RangeStream`.
+const RANGE_STREAM_CHUNK: usize = 1000;
+
+/// The KV service.
+pub struct KvService {
+    /// Shared API state.
+    pub ctx: ApiContext,
+}
+
+impl KvService {
+    /// Serves a range (linearizable unless `serializable`).
+    ///
+    /// # Errors
+    /// etcd's errors for the request (empty key, compacted, future revision,
+    /// no leader, timeout).
+    pub async fn do_range(&self, req: &PbRangeRequest) -> Result<PbRangeResponse, EtcdError> {
+        if req.key.is_empty() {
+            return Err(EtcdError::EmptyKey);
+        }
+        if !req.serializable {
+            self.ctx
+                .node
+                .linearizable_barrier(self.ctx.request_timeout)
+                .await?;
+        }
+        let snapshot = self.ctx.storage.db.read_tx();
+        let revs = mvcc::revisions(&snapshot, &self.ctx.storage)?;
+        let mut resp = mvcc::range(&snapshot, &self.ctx.storage, revs, req)?;
+        self.ctx.fill(&mut resp.header);
+        Ok(resp)
+    }
+
+    async fn propose(&self, op: Op) -> Result<ApplyResponse, EtcdError> {
+        if op.encoded_len() > self.ctx.max_request_bytes {
+            return Err(EtcdError::RequestTooLarge);
+        }
+        self.ctx.node.propose(op, self.ctx.request_timeout).await
+    }
+}
+
+type RangeStream = Pin<Box<dyn Stream<Item = Result<PbRangeStreamResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PbKvService for KvService {
+    async fn range(
+        &self,
+        request: Request<PbRangeRequest>,
+    ) -> Result<Response<PbRangeResponse>, Status> {
+        Ok(Response::new(self.do_range(request.get_ref()).await?))
+    }
+
+    type RangeStreamStream = RangeStream;
+
+    async fn range_stream(
+        &self,
+        request: Request<PbRangeRequest>,
+    ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        let mut resp = self.do_range(request.get_ref()).await?;
+        let kvs = std::mem::take(&mut resp.kvs);
+        let mut chunks: Vec<Result<PbRangeStreamResponse, Status>> = Vec::new();
+        let mut first = Some(resp);
+        for part in kvs.chunks(RANGE_STREAM_CHUNK) {
+            let mut r = first.take().unwrap_or_default();
+            r.kvs = part.to_vec();
+            chunks.push(Ok(PbRangeStreamResponse {
+                range_response: Some(r),
+            }));
+        }
+        if let Some(r) = first {
+            chunks.push(Ok(PbRangeStreamResponse {
+                range_response: Some(r),
+            }));
+        }
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+    }
+
+    async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
+        let req = request.into_inner();
+        check_put(&req)?;
+        match self.propose(Op::Put(req)).await? {
+            ApplyResponse::Put(mut r) => {
+                self.ctx.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn delete_range(
+        &self,
+        request: Request<PbDeleteRequest>,
+    ) -> Result<Response<PbDeleteResponse>, Status> {
+        let req = request.into_inner();
+        if req.key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        match self.propose(Op::DeleteRange(req)).await? {
+            ApplyResponse::DeleteRange(mut r) => {
+                self.ctx.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
+        let req = request.into_inner();
+        check_txn(&req, self.ctx.max_txn_ops)?;
+        match self.propose(Op::Txn(req)).await? {
+            ApplyResponse::Txn(mut r) => {
+                fill_txn(&self.ctx, &mut r);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn compact(
+        &self,
+        request: Request<PbCompactionRequest>,
+    ) -> Result<Response<PbCompactionResponse>, Status> {
+        let req = request.into_inner();
+        let physical = req.physical;
+        let revision = req.revision;
+        match self.propose(Op::Compaction(req)).await? {
+            ApplyResponse::Compaction(mut r) => {
+                if physical {
+                    // etcd answers a physical compaction once the history is gone.
+                    let mut done = self.ctx.node.compact_done.clone();
+                    let wait = done.wait_for(|d| *d >= revision);
+                    tokio::time::timeout(self.ctx.request_timeout, wait)
+                        .await
+                        .map_err(|_| EtcdError::Timeout)?
+                        .map_err(|_| EtcdError::Stopped)?;
+                }
+                self.ctx.fill(&mut r.header);
+                Ok(Response::new(r))
+            }
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn fill_txn(ctx: &ApiContext, r: &mut PbTxnResponse) {
+    ctx.fill(&mut r.header);
+    for op in &mut r.responses {
+        match &mut op.response {
+            Some(PbTxnOpResponse::ResponseRange(x)) => ctx.fill(&mut x.header),
+            Some(PbTxnOpResponse::ResponsePut(x)) => ctx.fill(&mut x.header),
+            Some(PbTxnOpResponse::ResponseDeleteRange(x)) => ctx.fill(&mut x.header),
+            Some(PbTxnOpResponse::ResponseTxn(x)) => fill_txn(ctx, x),
+            None => {}
+        }
+    }
+}
+
+fn unexpected(r: &ApplyResponse) -> Status {
+    EtcdError::Internal(format!("unexpected apply response {r:?}")).into()
+}
+
+/// etcd's `checkPutRequest`.
+fn check_put(r: &PbPutRequest) -> Result<(), EtcdError> {
+    if r.key.is_empty() {
+        return Err(EtcdError::EmptyKey);
+    }
+    if r.ignore_value && !r.value.is_empty() {
+        return Err(EtcdError::ValueProvided);
+    }
+    if r.ignore_lease && r.lease != 0 {
+        return Err(EtcdError::LeaseProvided);
+    }
+    Ok(())
+}
+
+/// etcd's `checkTxnRequest` + `checkIntervals`: op counts, each op's own
+/// checks, and no key written twice in one branch.
+fn check_txn(r: &PbTxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+    check_txn_ops(r, max_ops)?;
+    check_intervals(&r.success)?;
+    check_intervals(&r.failure)?;
+    Ok(())
+}
+
+fn check_txn_ops(r: &PbTxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+    if r.compare.len() > max_ops || r.success.len() > max_ops || r.failure.len() > max_ops {
+        return Err(EtcdError::TooManyOps);
+    }
+    for c in &r.compare {
+        if c.key.is_empty() {
+            return Err(EtcdError::EmptyKey);
+        }
+    }
+    for op in r.success.iter().chain(r.failure.iter()) {
+        match &op.request {
+            Some(PbTxnOpRequest::RequestRange(x)) => {
+                if x.key.is_empty() {
+                    return Err(EtcdError::EmptyKey);
+                }
+            }
+            Some(PbTxnOpRequest::RequestPut(x)) => check_put(x)?,
+            Some(PbTxnOpRequest::RequestDeleteRange(x)) => {
+                if x.key.is_empty() {
+                    return Err(EtcdError::EmptyKey);
+                }
+            }
+            Some(PbTxnOpRequest::RequestTxn(x)) => check_txn_ops(x, max_ops)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Keys put and ranges deleted by a list of ops (with nested txns).
+struct Writes {
+    puts: Vec<Vec<u8>>,
+    dels: Vec<KeyRange>,
+}
+
+impl Writes {
+    fn deleted(&self, key: &[u8]) -> bool {
+        self.dels.iter().any(|d| d.contains(key))
+    }
+}
+
+fn check_intervals(ops: &[PbTxnRequestOp]) -> Result<Writes, EtcdError> {
+    let mut w = Writes {
+        puts: Vec::new(),
+        dels: Vec::new(),
+    };
+    for op in ops {
+        if let Some(PbTxnOpRequest::RequestDeleteRange(d)) = &op.request {
+            w.dels.push(KeyRange::new(&d.key, &d.range_end));
+        }
+    }
+    let mut nested_dels = Vec::new();
+    for op in ops {
+        let Some(PbTxnOpRequest::RequestTxn(t)) = &op.request else {
+            continue;
+        };
+        let then = check_intervals(&t.success)?;
+        let otherwise = check_intervals(&t.failure)?;
+        for k in &then.puts {
+            if w.puts.contains(k) || w.deleted(k) {
+                return Err(EtcdError::DuplicateKey);
+            }
+            w.puts.push(k.clone());
+        }
+        for k in &otherwise.puts {
+            // The two branches exclude each other, so the same key in both is fine.
+            if (w.puts.contains(k) && !then.puts.contains(k)) || w.deleted(k) {
+                return Err(EtcdError::DuplicateKey);
+            }
+            if !w.puts.contains(k) {
+                w.puts.push(k.clone());
+            }
+        }
+        nested_dels.extend(then.dels);
+        nested_dels.extend(otherwise.dels);
+    }
+    w.dels.extend(nested_dels);
+    for op in ops {
+        if let Some(PbTxnOpRequest::RequestPut(p)) = &op.request {
+            if w.puts.contains(&p.key) || w.deleted(&p.key) {
+                return Err(EtcdError::DuplicateKey);
+            }
+            w.puts.push(p.key.clone());
+        }
+    }
+    Ok(w)
+}

@@ -1,0 +1,90 @@
+//! etcd's client-visible errors: the exact gRPC codes and messages that etcd
+//! clients match on (etcd `api/v3rpc/rpctypes/error.go`).
+
+use tonic::{Code, Status};
+
+/// An error a client can see, with etcd's gRPC code and message.
+///
+/// Raised by validation in the API layer and by the state machine when a
+/// committed request cannot take effect (nothing is written then).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EtcdError {
+    /// `Range`/`Put`/`DeleteRange` with an empty key.
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    /// `Put` with `ignore_value`/`ignore_lease` on a key that does not exist.
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    /// `Put` with `ignore_value` and a value.
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    /// `Put` with `ignore_lease` and a lease.
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    /// A transaction with more than `--max-txn-ops` operations in one list.
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    /// A transaction that writes one key twice.
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    /// A request larger than `--max-request-bytes`.
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    /// A revision at or below the compact revision.
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    /// A revision above the current one.
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    /// A lease id that no lease has.
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    /// No leader is known, so a request cannot be ordered.
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    /// The leader changed while the request waited.
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    /// The request did not complete within the request timeout.
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    /// The member is stopping.
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    /// A fault inside the member (storage, encoding); the message says which.
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl EtcdError {
+    /// The gRPC code etcd uses for this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Self::EmptyKey
+            | Self::ValueProvided
+            | Self::LeaseProvided
+            | Self::TooManyOps
+            | Self::DuplicateKey
+            | Self::RequestTooLarge
+            | Self::KeyNotFound => Code::InvalidArgument,
+            Self::Compacted | Self::FutureRevision => Code::OutOfRange,
+            Self::LeaseNotFound => Code::NotFound,
+            Self::NoLeader | Self::LeaderChanged | Self::Stopped | Self::Timeout => {
+                Code::Unavailable
+            }
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<EtcdError> for Status {
+    fn from(e: EtcdError) -> Self {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<fjall::Error> for EtcdError {
+    fn from(e: fjall::Error) -> Self {
+        Self::Internal(format!("storage: {e}"))
+    }
+}

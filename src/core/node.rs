@@ -1,0 +1,552 @@
+//! The Raft task: the one owner of the `RawNode`.
+//!
+//! Everything else talks to it through [`NodeHandle`], which sends a closed
+//! set of [`Event`]s over a channel. The task runs on its own OS thread
+//! (fsync blocks), ticks every heartbeat interval, drains every queued event
+//! before handling one Ready (group commit: one fsync per Ready, however
+//! many proposals it carries), and answers each proposal by its own id after
+//! the entry is committed **and** applied.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use etcd_client::proto::PbMember;
+use fjall::Readable;
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::{RawNode, StateRole};
+use tokio::sync::{oneshot, watch};
+
+use crate::core::errors::EtcdError;
+use crate::core::members;
+use crate::core::mvcc::{self, ApplyResponse, Applier};
+use crate::core::proposal::{Op, RaftRequest};
+use crate::core::raft_log::RaftLog;
+use crate::core::storage::{self, Storage};
+
+/// The answer to a proposal: the state machine's response or etcd's error.
+pub type ProposalResult = Result<ApplyResponse, EtcdError>;
+
+/// The closed set of things the Raft task reacts to.
+pub enum Event {
+    /// Propose an operation; answered once it is applied here.
+    Propose {
+        /// The operation.
+        op: Op,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ProposalResult>,
+    },
+    /// Ask for a ReadIndex; answered with an index the caller waits to be applied.
+    ReadIndex {
+        /// Where the read index goes.
+        reply: oneshot::Sender<Result<u64, EtcdError>>,
+    },
+    /// A Raft message from a peer.
+    Step(Box<Message>),
+    /// The transport could not reach this peer.
+    Unreachable(u64),
+    /// Stop the task.
+    Shutdown,
+}
+
+/// Volatile facts about the member that the API layer reports; written only
+/// by the Raft task.
+#[derive(Debug)]
+pub struct NodeStatus {
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// The current leader (0 = none known).
+    pub leader: AtomicU64,
+    /// The current Raft term.
+    pub term: AtomicU64,
+    /// The last Raft log index.
+    pub raft_index: AtomicU64,
+}
+
+/// A cheap, cloneable way to reach the Raft task.
+#[derive(Clone)]
+pub struct NodeHandle {
+    /// Events into the task.
+    tx: mpsc::Sender<Event>,
+    /// Shared status.
+    pub status: Arc<NodeStatus>,
+    /// The applied index, for read-index waits.
+    pub applied: watch::Receiver<u64>,
+    /// Revision up to which history has been physically compacted.
+    pub compact_done: watch::Receiver<i64>,
+}
+
+impl NodeHandle {
+    /// Sends an event to the Raft task.
+    ///
+    /// # Errors
+    /// [`EtcdError::Stopped`] when the task has ended.
+    pub fn send(&self, ev: Event) -> Result<(), EtcdError> {
+        self.tx.send(ev).map_err(|_| EtcdError::Stopped)
+    }
+
+    /// Proposes `op` and waits (up to `timeout`) until it is applied here.
+    ///
+    /// # Errors
+    /// The state machine's error for the operation; `NoLeader`,
+    /// `LeaderChanged`, `Timeout` or `Stopped` when it could not be ordered.
+    pub async fn propose(&self, op: Op, timeout: Duration) -> ProposalResult {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Propose { op, reply })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+
+    /// Waits until this member has applied everything committed when the
+    /// call started, confirmed by the leader (Raft ReadIndex): after it, a
+    /// local read is linearizable.
+    ///
+    /// # Errors
+    /// `NoLeader`, `LeaderChanged`, `Timeout` or `Stopped`.
+    pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), EtcdError> {
+        let work = async {
+            let (reply, rx) = oneshot::channel();
+            self.send(Event::ReadIndex { reply })?;
+            let index = rx.await.map_err(|_| EtcdError::Stopped)??;
+            let mut applied = self.applied.clone();
+            applied
+                .wait_for(|a| *a >= index)
+                .await
+                .map_err(|_| EtcdError::Stopped)?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(EtcdError::Timeout))
+    }
+}
+
+/// Settings of the Raft task, from the serve configuration.
+pub struct NodeConfig {
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// Tick length (the heartbeat interval).
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: usize,
+}
+
+/// Sends outgoing Raft messages; implemented by the peer transport.
+pub trait Outbox: Send + 'static {
+    /// Queues `msgs` for their peers without blocking.
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// Starts the Raft task on its own thread.
+///
+/// # Errors
+/// raft-rs rejecting the configuration or the stored state, storage errors.
+pub fn start(
+    cfg: NodeConfig,
+    storage: Storage,
+    log: RaftLog,
+    outbox: Box<dyn Outbox>,
+) -> anyhow::Result<(NodeHandle, std::thread::JoinHandle<()>)> {
+    let applied_index = storage.meta_u64(storage::META_APPLIED_INDEX)?;
+    let mut log = log;
+    log.ensure_commit(applied_index)?;
+    let raft_cfg = raft::Config {
+        id: cfg.member_id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: 1,
+        applied: applied_index,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    raft_cfg.validate()?;
+    let logger = slog::Logger::root(crate::core::raft_logging::TracingDrain, slog::o!());
+    let raw = RawNode::new(&raft_cfg, log, &logger)?;
+    let status = Arc::new(NodeStatus {
+        member_id: cfg.member_id,
+        cluster_id: cfg.cluster_id,
+        leader: AtomicU64::new(0),
+        term: AtomicU64::new(raw.raft.term),
+        raft_index: AtomicU64::new(raw.raft.raft_log.last_index()),
+    });
+    let (tx, rx) = mpsc::channel();
+    let (applied_tx, applied_rx) = watch::channel(applied_index);
+    let compact_done = storage.meta_u64(storage::META_COMPACT_DONE)? as i64;
+    let (compact_tx, compact_rx) = watch::channel(compact_done);
+    let compactor = Compactor::start(storage.clone(), compact_tx)?;
+    let handle = NodeHandle {
+        tx,
+        status: status.clone(),
+        applied: applied_rx,
+        compact_done: compact_rx,
+    };
+    let mut task = RaftTask {
+        raw,
+        storage,
+        outbox,
+        status,
+        applied_tx,
+        applied: applied_index,
+        next_id: 1,
+        proposals: HashMap::new(),
+        reads: HashMap::new(),
+        reads_waiting: Vec::new(),
+        compactor,
+        tick: cfg.tick,
+    };
+    let thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            if let Err(e) = task.run(rx) {
+                // A failed fsync or a corrupt entry: stop, and let a restart
+                // recover from the durable state.
+                tracing::error!("raft task stopped: {e:#}");
+                std::process::exit(1);
+            }
+        })?;
+    Ok((handle, thread))
+}
+
+/// The Raft task's state; lives on its own thread.
+struct RaftTask {
+    /// The one `RawNode`.
+    raw: RawNode<RaftLog>,
+    /// Database handles for applying entries.
+    storage: Storage,
+    /// Outgoing messages.
+    outbox: Box<dyn Outbox>,
+    /// Shared status for the API layer.
+    status: Arc<NodeStatus>,
+    /// Publishes the applied index.
+    applied_tx: watch::Sender<u64>,
+    /// The last applied index.
+    applied: u64,
+    /// Next proposal / read id (unique within this process).
+    next_id: u64,
+    /// Proposals waiting to be applied, by id.
+    proposals: HashMap<u64, oneshot::Sender<ProposalResult>>,
+    /// ReadIndex requests waiting for their read state, by id.
+    reads: HashMap<u64, oneshot::Sender<Result<u64, EtcdError>>>,
+    /// Read states whose index is not applied yet.
+    reads_waiting: Vec<(u64, oneshot::Sender<Result<u64, EtcdError>>)>,
+    /// Runs physical compaction beside the Raft task.
+    compactor: Compactor,
+    /// Tick length.
+    tick: Duration,
+}
+
+/// Most events taken from the queue before handling one Ready.
+const MAX_EVENTS_PER_READY: usize = 4096;
+
+impl RaftTask {
+    fn run(&mut self, rx: mpsc::Receiver<Event>) -> anyhow::Result<()> {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(ev) => {
+                    if !self.handle(ev) {
+                        return Ok(());
+                    }
+                    for ev in rx.try_iter().take(MAX_EVENTS_PER_READY) {
+                        if !self.handle(ev) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                next_tick += self.tick;
+                if next_tick < now {
+                    next_tick = now + self.tick;
+                }
+            }
+            self.on_ready()?;
+        }
+    }
+
+    /// Handles one event; false on shutdown.
+    fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Propose { op, reply } => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let data = RaftRequest { id, op: Some(op) }.encode_to_vec();
+                match self.raw.propose(Vec::new(), data) {
+                    Ok(()) => {
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(EtcdError::NoLeader));
+                    }
+                }
+            }
+            Event::ReadIndex { reply } => {
+                if self.raw.raft.leader_id == 0 {
+                    let _ = reply.send(Err(EtcdError::NoLeader));
+                } else {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.raw.read_index(id.to_be_bytes().to_vec());
+                    self.reads.insert(id, reply);
+                }
+            }
+            Event::Step(m) => {
+                if let Err(e) = self.raw.step(*m) {
+                    tracing::debug!("raft step: {e}");
+                }
+            }
+            Event::Unreachable(id) => self.raw.report_unreachable(id),
+            Event::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Handles a Ready in raft-rs 0.7's documented order (lib.rs,
+    /// "Processing the Ready State").
+    fn on_ready(&mut self) -> anyhow::Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        // 1. Messages that need no persistence go out at once.
+        self.outbox.send(ready.take_messages());
+        // 2. A snapshot from the leader (the log is never compacted yet).
+        if !ready.snapshot().is_empty() {
+            anyhow::bail!("received a Raft snapshot, which this version cannot apply");
+        }
+        // 3. Committed entries (already persisted locally: raft-rs only
+        //    hands out entries up to min(committed, persisted)).
+        self.apply_entries(ready.take_committed_entries())?;
+        // 4. Read states: answer once their index is applied.
+        for rs in ready.take_read_states() {
+            let id = storage::be_u64(&rs.request_ctx);
+            if let Some(reply) = self.reads.remove(&id) {
+                self.reads_waiting.push((rs.index, reply));
+            }
+        }
+        // 5. Append new entries; 6. the hard state.
+        let must_sync = ready.must_sync();
+        self.raw.mut_store().append(ready.entries())?;
+        if let Some(hs) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hs)?;
+        }
+        // 7. One fsync for everything above: entries, hard state and the
+        //    apply transactions of this Ready.
+        if must_sync {
+            self.storage.sync()?;
+        }
+        // 8. Only now the messages that require persisted state.
+        self.outbox.send(ready.take_persisted_messages());
+        // 9. Advance, then the light ready.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.store().hard_state().clone();
+            hs.commit = commit;
+            self.raw.mut_store().set_hard_state(&hs)?;
+        }
+        self.outbox.send(light.take_messages());
+        self.apply_entries(light.take_committed_entries())?;
+        // 10. advance_apply.
+        self.raw.advance_apply();
+        self.status
+            .raft_index
+            .store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
+        self.status.term.store(self.raw.raft.term, Ordering::Relaxed);
+        self.answer_reads();
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        let old = self.status.leader.swap(leader, Ordering::Relaxed);
+        if old != leader {
+            tracing::info!(leader = format_args!("{leader:x}"), ?role, "leader changed");
+            // Proposals forwarded to the old leader may be lost; answer them
+            // now rather than at the timeout (the client retries).
+            for (_, reply) in self.proposals.drain() {
+                let _ = reply.send(Err(EtcdError::LeaderChanged));
+            }
+            for (_, reply) in self.reads.drain() {
+                let _ = reply.send(Err(EtcdError::LeaderChanged));
+            }
+        }
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.applied;
+        let mut i = 0;
+        while i < self.reads_waiting.len() {
+            if self.reads_waiting[i].0 <= applied {
+                let (index, reply) = self.reads_waiting.swap_remove(i);
+                let _ = reply.send(Ok(index));
+            } else {
+                i += 1;
+            }
+        }
+        // Drop the answers nobody waits for any more (timed-out clients).
+        self.proposals.retain(|_, r| !r.is_closed());
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue; // Re-applying after a restart is a no-op.
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&entry)?,
+                EntryType::EntryConfChange => {
+                    let mut cc = ConfChange::default();
+                    protobuf::Message::merge_from_bytes(&mut cc, &entry.data)?;
+                    self.apply_conf_change(entry.index, &cc)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let mut cc = ConfChangeV2::default();
+                    protobuf::Message::merge_from_bytes(&mut cc, &entry.data)?;
+                    self.apply_conf_change(entry.index, &cc)?;
+                }
+            }
+            self.applied = entry.index;
+            self.applied_tx.send_replace(entry.index);
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, index: u64, cc: &impl raft_proto::ConfChangeI) -> anyhow::Result<()> {
+        let cs = self.raw.apply_conf_change(cc)?;
+        self.raw.mut_store().set_conf_state(&cs)?;
+        let mut tx = self.storage.db.write_tx();
+        tx.insert(&self.storage.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn apply_normal(&mut self, entry: &Entry) -> anyhow::Result<()> {
+        let s = self.storage.clone();
+        if entry.data.is_empty() {
+            let mut tx = s.db.write_tx();
+            tx.insert(&s.meta, storage::META_APPLIED_INDEX, entry.index.to_be_bytes());
+            tx.commit()?;
+            return Ok(());
+        }
+        let req = RaftRequest::decode(entry.data.as_ref())?;
+        let mut tx = s.db.write_tx();
+        let result = apply_op(&mut tx, &s, req.op.as_ref());
+        let compaction = match &result {
+            Ok(ApplyResponse::Compaction(_)) => match &req.op {
+                Some(Op::Compaction(c)) => Some(c.revision),
+                _ => None,
+            },
+            _ => None,
+        };
+        let tx = if result.is_ok() {
+            tx
+        } else {
+            // Nothing of a failed operation is written; only the index moves.
+            tx.rollback();
+            s.db.write_tx()
+        };
+        let mut tx = tx;
+        // The applied index goes in the same transaction as the changes.
+        tx.insert(&s.meta, storage::META_APPLIED_INDEX, entry.index.to_be_bytes());
+        tx.commit()?;
+        if let Some(rev) = compaction {
+            self.compactor.schedule(rev);
+        }
+        if let Some(reply) = self.proposals.remove(&req.id) {
+            let _ = reply.send(result);
+        }
+        Ok(())
+    }
+}
+
+/// Applies one operation inside `tx`.
+fn apply_op(
+    tx: &mut fjall::SingleWriterWriteTx<'_>,
+    s: &Storage,
+    op: Option<&Op>,
+) -> ProposalResult {
+    let Some(op) = op else {
+        return Ok(ApplyResponse::Done);
+    };
+    if let Op::Publish(attrs) = op {
+        let mut member = match tx.get(&s.members, members::key(attrs.member_id))? {
+            Some(v) => PbMember::decode(v.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?,
+            None => PbMember {
+                id: attrs.member_id,
+                ..Default::default()
+            },
+        };
+        member.name = attrs.name.clone();
+        member.client_ur_ls = attrs.client_urls.clone();
+        tx.insert(&s.members, members::key(attrs.member_id), member.encode_to_vec());
+        return Ok(ApplyResponse::Done);
+    }
+    let mut a = Applier::new(tx, s)?;
+    let r = match op {
+        Op::Put(r) => ApplyResponse::Put(a.put(r)?),
+        Op::DeleteRange(r) => ApplyResponse::DeleteRange(a.delete_range(r)?),
+        Op::Txn(r) => ApplyResponse::Txn(a.txn(r)?),
+        Op::Compaction(r) => ApplyResponse::Compaction(a.compact(r)?),
+        Op::Publish(_) => ApplyResponse::Done,
+    };
+    a.finish();
+    Ok(r)
+}
+
+/// The physical-compaction worker: one thread, latest request wins.
+struct Compactor {
+    /// Compact revisions to process.
+    tx: mpsc::Sender<i64>,
+}
+
+impl Compactor {
+    fn start(storage: Storage, done: watch::Sender<i64>) -> anyhow::Result<Self> {
+        let (tx, rx) = mpsc::channel::<i64>();
+        // Resume a pass a crash interrupted.
+        let snapshot = storage.db.read_tx();
+        let revs = mvcc::revisions(&snapshot, &storage)?;
+        drop(snapshot);
+        if revs.compacted > *done.borrow() {
+            let _ = tx.send(revs.compacted);
+        }
+        std::thread::Builder::new()
+            .name("compactor".into())
+            .spawn(move || {
+                while let Ok(mut rev) = rx.recv() {
+                    for newer in rx.try_iter() {
+                        rev = rev.max(newer);
+                    }
+                    match mvcc::compact_history(&storage, rev, 10_000) {
+                        Ok(()) => {
+                            done.send_replace(rev);
+                        }
+                        Err(e) => tracing::error!("compaction at revision {rev}: {e}"),
+                    }
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    fn schedule(&self, rev: i64) {
+        let _ = self.tx.send(rev);
+    }
+}

@@ -1,0 +1,50 @@
+//! What goes into the Raft log: one [`RaftRequest`] per normal entry, encoded
+//! with prost so that the etcd request types travel unchanged.
+
+use etcd_client::proto::{PbCompactionRequest, PbDeleteRequest, PbPutRequest, PbTxnRequest};
+
+/// One proposal, as stored in a Raft log entry's `data`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RaftRequest {
+    /// Matches the answer to the waiting client on the proposing member
+    /// (unique per member process; other members ignore it).
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The operation.
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6")]
+    pub op: Option<Op>,
+}
+
+/// The operations a Raft entry can carry.
+#[derive(Clone, PartialEq, prost::Oneof)]
+pub enum Op {
+    /// `KV.Put`.
+    #[prost(message, tag = "2")]
+    Put(PbPutRequest),
+    /// `KV.DeleteRange`.
+    #[prost(message, tag = "3")]
+    DeleteRange(PbDeleteRequest),
+    /// `KV.Txn`.
+    #[prost(message, tag = "4")]
+    Txn(PbTxnRequest),
+    /// `KV.Compact`.
+    #[prost(message, tag = "5")]
+    Compaction(PbCompactionRequest),
+    /// A member announces its name and client URLs (etcd's `publish`).
+    #[prost(message, tag = "6")]
+    Publish(MemberAttributes),
+}
+
+/// The attributes a member publishes through Raft once it has started.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemberAttributes {
+    /// The member id (Raft node id).
+    #[prost(uint64, tag = "1")]
+    pub member_id: u64,
+    /// Its `--name`.
+    #[prost(string, tag = "2")]
+    pub name: String,
+    /// Its `--advertise-client-urls`.
+    #[prost(string, repeated, tag = "3")]
+    pub client_urls: Vec<String>,
+}

@@ -1,0 +1,267 @@
+//! The Raft log and Raft state on fjall: raft-rs's `Storage` trait.
+//!
+//! Only the Raft task owns a [`RaftLog`] (inside its `RawNode`); it appends
+//! entries and hard state with [`RaftLog::append`] / [`RaftLog::set_hard_state`]
+//! and makes them durable with one `Storage::sync` per Ready.
+
+use fjall::Readable;
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+
+use crate::core::storage::Storage;
+
+const HARD_STATE: &[u8] = b"hard_state";
+const CONF_STATE: &[u8] = b"conf_state";
+const SNAPSHOT_META: &[u8] = b"snapshot_meta";
+
+/// raft-rs `Storage` over the `raft_log` and `raft_state` keyspaces, with the
+/// terms of the live log cached in memory (raft-rs asks for terms often).
+pub struct RaftLog {
+    /// The database.
+    storage: Storage,
+    /// Last persisted (or about to be persisted) hard state.
+    hard_state: HardState,
+    /// Current membership configuration.
+    conf_state: ConfState,
+    /// Index and term of the entry the log starts after (0, 0 for a fresh log).
+    snapshot_index: u64,
+    /// Term of `snapshot_index`.
+    snapshot_term: u64,
+    /// `terms[i]` is the term of entry `snapshot_index + 1 + i`.
+    terms: Vec<u64>,
+}
+
+impl RaftLog {
+    /// Loads the log from storage; `None` when nothing was ever stored.
+    ///
+    /// # Errors
+    /// A storage or decoding error.
+    pub fn load(storage: Storage) -> anyhow::Result<Option<Self>> {
+        let Some(cs) = storage.raft_state.get(CONF_STATE)? else {
+            return Ok(None);
+        };
+        let conf_state = ConfState::parse_from_bytes(&cs)?;
+        let hard_state = match storage.raft_state.get(HARD_STATE)? {
+            Some(b) => HardState::parse_from_bytes(&b)?,
+            None => HardState::default(),
+        };
+        let (snapshot_index, snapshot_term) = match storage.raft_state.get(SNAPSHOT_META)? {
+            Some(b) => {
+                let m = SnapshotMetadata::parse_from_bytes(&b)?;
+                (m.index, m.term)
+            }
+            None => (0, 0),
+        };
+        let mut terms = Vec::new();
+        let start = (snapshot_index + 1).to_be_bytes();
+        for item in storage.raft_log.inner().range(start..) {
+            let (k, v) = item.into_inner()?;
+            let index = crate::core::storage::be_u64(&k);
+            let e = Entry::parse_from_bytes(&v)?;
+            if index != snapshot_index + 1 + terms.len() as u64 {
+                anyhow::bail!("raft log has a gap at index {index}");
+            }
+            terms.push(e.term);
+        }
+        Ok(Some(Self {
+            storage,
+            hard_state,
+            conf_state,
+            snapshot_index,
+            snapshot_term,
+            terms,
+        }))
+    }
+
+    /// Creates the log of a member bootstrapping a new cluster with `voters`,
+    /// durably (synced before returning).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn bootstrap(storage: Storage, voters: Vec<u64>) -> anyhow::Result<Self> {
+        let mut conf_state = ConfState::default();
+        conf_state.voters = voters;
+        let mut tx = storage.db.write_tx();
+        tx.insert(&storage.raft_state, CONF_STATE, conf_state.write_to_bytes()?);
+        tx.insert(
+            &storage.raft_state,
+            HARD_STATE,
+            HardState::default().write_to_bytes()?,
+        );
+        tx.commit()?;
+        storage.sync()?;
+        Ok(Self {
+            storage,
+            hard_state: HardState::default(),
+            conf_state,
+            snapshot_index: 0,
+            snapshot_term: 0,
+            terms: Vec::new(),
+        })
+    }
+
+    /// The last log index (the snapshot index for an empty log).
+    pub fn last_index_now(&self) -> u64 {
+        self.snapshot_index + self.terms.len() as u64
+    }
+
+    /// The hard state as last set.
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// Raises the hard state's commit index to at least `commit` (recovery:
+    /// the applied index may be durable ahead of the hard state that was
+    /// written after it in the same Ready).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn ensure_commit(&mut self, commit: u64) -> anyhow::Result<()> {
+        if self.hard_state.commit < commit {
+            let mut hs = self.hard_state.clone();
+            hs.commit = commit;
+            self.set_hard_state(&hs)?;
+        }
+        Ok(())
+    }
+
+    /// Appends `entries`, dropping any conflicting suffix of the log (raft-rs
+    /// may overwrite uncommitted entries). Not durable until `Storage::sync`.
+    ///
+    /// # Errors
+    /// A storage or encoding error.
+    pub fn append(&mut self, entries: &[Entry]) -> anyhow::Result<()> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        if first.index <= self.snapshot_index {
+            anyhow::bail!(
+                "append at index {} overlaps the snapshot at {}",
+                first.index,
+                self.snapshot_index
+            );
+        }
+        let old_last = self.last_index_now();
+        let mut batch = self.storage.db.inner().batch();
+        let log = self.storage.raft_log.inner();
+        for e in entries {
+            batch.insert(log, e.index.to_be_bytes(), e.write_to_bytes()?);
+        }
+        let new_last = entries[entries.len() - 1].index;
+        for stale in (new_last + 1)..=old_last {
+            batch.remove(log, stale.to_be_bytes());
+        }
+        batch.commit()?;
+        self.terms
+            .truncate((first.index - self.snapshot_index - 1) as usize);
+        self.terms.extend(entries.iter().map(|e| e.term));
+        Ok(())
+    }
+
+    /// Records a new hard state. Not durable until `Storage::sync`.
+    ///
+    /// # Errors
+    /// A storage or encoding error.
+    pub fn set_hard_state(&mut self, hs: &HardState) -> anyhow::Result<()> {
+        self.storage
+            .raft_state
+            .inner()
+            .insert(HARD_STATE, hs.write_to_bytes()?)?;
+        self.hard_state = hs.clone();
+        Ok(())
+    }
+
+    /// Records a new membership configuration (after a conf change applied).
+    ///
+    /// # Errors
+    /// A storage or encoding error.
+    pub fn set_conf_state(&mut self, cs: &ConfState) -> anyhow::Result<()> {
+        self.storage
+            .raft_state
+            .inner()
+            .insert(CONF_STATE, cs.write_to_bytes()?)?;
+        self.conf_state = cs.clone();
+        Ok(())
+    }
+
+    /// The current membership configuration.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+}
+
+fn store_err(e: fjall::Error) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+impl raft::Storage for RaftLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState {
+            hard_state: self.hard_state.clone(),
+            conf_state: self.conf_state.clone(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.snapshot_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index_now() + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let snapshot = self.storage.db.read_tx();
+        let mut out = Vec::with_capacity((high - low) as usize);
+        let mut size = 0u64;
+        for item in snapshot.range(&self.storage.raft_log, low.to_be_bytes()..high.to_be_bytes()) {
+            let (_, v) = item.into_inner().map_err(store_err)?;
+            let e = Entry::parse_from_bytes(&v).map_err(raft::Error::CodecError)?;
+            size += u64::from(e.compute_size());
+            // raft-rs's rule (util::limit_size): always at least one entry.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(e);
+        }
+        if out.is_empty() && low < high {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snapshot_index {
+            return Ok(self.snapshot_term);
+        }
+        if idx < self.snapshot_index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        match self.terms.get((idx - self.snapshot_index - 1) as usize) {
+            Some(t) => Ok(*t),
+            None => Err(raft::Error::Store(StorageError::Unavailable)),
+        }
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.snapshot_index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index_now())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // The log is never compacted yet (Raft snapshots arrive with the
+        // membership work), so a follower never needs one; raft-rs retries.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}

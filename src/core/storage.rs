@@ -1,0 +1,126 @@
+//! The member's one fjall database and its keyspaces.
+//!
+//! | keyspace | key | value |
+//! |---|---|---|
+//! | `raft_log` | log index (u64 BE) | `eraftpb.Entry` |
+//! | `raft_state` | `hard_state`, `conf_state`, `snapshot` | protobuf |
+//! | `kv` | user key | current `mvccpb.KeyValue` |
+//! | `rev` | main rev (i64 BE) ++ sub rev (i64 BE) | history record (see `mvcc`) |
+//! | `hist` | escaped user key ++ main ++ sub | kind byte |
+//! | `meta` | names below | numbers (u64/i64 BE) and strings |
+//! | `members` | member id (u64 BE) | `etcdserverpb.Member` |
+//!
+//! Integer keys are big-endian so that LSM order is numeric order. Only the
+//! Raft task writes (fjall's single-writer transactions); readers use
+//! snapshots.
+
+use std::path::Path;
+
+use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
+
+/// `meta` key: the last Raft log index applied to the state machine (u64 BE).
+/// Written in the same transaction as the state changes of that entry.
+pub const META_APPLIED_INDEX: &[u8] = b"applied_index";
+/// `meta` key: the current MVCC main revision (i64 BE).
+pub const META_REVISION: &[u8] = b"revision";
+/// `meta` key: the compact revision (i64 BE); reads below it fail.
+pub const META_COMPACT_REVISION: &[u8] = b"compact_revision";
+/// `meta` key: revision up to which history has been physically removed (i64 BE).
+pub const META_COMPACT_DONE: &[u8] = b"compact_done";
+/// `meta` key: the cluster id (u64 BE), fixed at bootstrap.
+pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
+/// `meta` key: this member's id (u64 BE), fixed at bootstrap.
+pub const META_MEMBER_ID: &[u8] = b"member_id";
+/// `meta` key: this member's name at bootstrap (UTF-8).
+pub const META_MEMBER_NAME: &[u8] = b"member_name";
+/// `meta` key: the `--initial-cluster-token` at bootstrap (UTF-8).
+pub const META_CLUSTER_TOKEN: &[u8] = b"cluster_token";
+
+/// Handles to the database and every keyspace. Cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    /// The database; its journal is shared by all keyspaces, so one
+    /// `persist` makes everything written before it durable.
+    pub db: SingleWriterTxDatabase,
+    /// Raft log entries by index.
+    pub raft_log: SingleWriterTxKeyspace,
+    /// Hard state, conf state and snapshot metadata.
+    pub raft_state: SingleWriterTxKeyspace,
+    /// Current value of every live key.
+    pub kv: SingleWriterTxKeyspace,
+    /// Every change by revision (history, for reads at a past revision and watch replay).
+    pub rev: SingleWriterTxKeyspace,
+    /// Per-key revision index into `rev`.
+    pub hist: SingleWriterTxKeyspace,
+    /// Applied index, revisions, ids.
+    pub meta: SingleWriterTxKeyspace,
+    /// Cluster members.
+    pub members: SingleWriterTxKeyspace,
+}
+
+impl Storage {
+    /// Opens (or creates) the database under `dir`.
+    ///
+    /// # Errors
+    /// Any fjall error (I/O, corruption, a directory locked by another process).
+    pub fn open(dir: &Path) -> fjall::Result<Self> {
+        let db = SingleWriterTxDatabase::builder(dir)
+            // Durability is explicit: the Raft task persists once per Ready.
+            .manual_journal_persist(true)
+            .open()?;
+        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        Ok(Self {
+            raft_log: ks("raft_log")?,
+            raft_state: ks("raft_state")?,
+            kv: ks("kv")?,
+            rev: ks("rev")?,
+            hist: ks("hist")?,
+            meta: ks("meta")?,
+            members: ks("members")?,
+            db,
+        })
+    }
+
+    /// Makes everything written so far durable (fsync of the journal).
+    ///
+    /// # Errors
+    /// An I/O error; fjall then poisons the database, and the member must stop.
+    pub fn sync(&self) -> fjall::Result<()> {
+        self.db.persist(PersistMode::SyncData)
+    }
+
+    /// Reads a big-endian u64 from `meta`, 0 when absent.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn meta_u64(&self, key: &[u8]) -> fjall::Result<u64> {
+        Ok(self.meta.get(key)?.map(|v| be_u64(&v)).unwrap_or(0))
+    }
+
+    /// Reads a UTF-8 string from `meta`.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn meta_string(&self, key: &[u8]) -> fjall::Result<Option<String>> {
+        Ok(self
+            .meta
+            .get(key)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+}
+
+/// Decodes a big-endian u64 (missing bytes read as zero).
+pub fn be_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    u64::from_be_bytes(a)
+}
+
+/// Decodes a big-endian i64 (missing bytes read as zero).
+pub fn be_i64(b: &[u8]) -> i64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    i64::from_be_bytes(a)
+}
