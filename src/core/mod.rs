@@ -5,6 +5,7 @@ pub mod api;
 pub mod config;
 pub mod errors;
 pub mod members;
+pub mod metrics;
 pub mod mvcc;
 pub mod node;
 pub mod proposal;

@@ -13,7 +13,7 @@
 use std::cmp::Ordering;
 
 use etcd_client::proto::{
-    PbCompare, PbCompareTarget, PbCompactionRequest, PbCompactionResponse, PbDeleteRequest,
+    PbCompactionRequest, PbCompactionResponse, PbCompare, PbCompareTarget, PbDeleteRequest,
     PbDeleteResponse, PbEvent, PbKeyValue, PbPutRequest, PbPutResponse, PbRangeRequest,
     PbRangeResponse, PbResponseHeader, PbResponseOp, PbTargetUnion, PbTxnOpRequest,
     PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
@@ -81,7 +81,9 @@ impl KeyRange {
 
     /// Whether the interval holds no key at all.
     pub fn is_empty(&self) -> bool {
-        self.end.as_deref().is_some_and(|e| e <= self.start.as_slice())
+        self.end
+            .as_deref()
+            .is_some_and(|e| e <= self.start.as_slice())
     }
 }
 
@@ -281,7 +283,11 @@ fn scan_at<R: Readable>(
     flush(&mut newest)
 }
 
-fn read_event<R: Readable>(r: &R, s: &Storage, rev_key: &[u8]) -> Result<Option<PbEvent>, EtcdError> {
+fn read_event<R: Readable>(
+    r: &R,
+    s: &Storage,
+    rev_key: &[u8],
+) -> Result<Option<PbEvent>, EtcdError> {
     match r.get(&s.rev, rev_key)? {
         Some(b) => Ok(Some(
             PbEvent::decode(b.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?,
@@ -407,7 +413,11 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         hk.extend_from_slice(&rk);
         self.tx.insert(&self.s.hist, hk, [kind]);
         let event = PbEvent {
-            r#type: if kind == HIST_PUT { EVENT_PUT } else { EVENT_DELETE },
+            r#type: if kind == HIST_PUT {
+                EVENT_PUT
+            } else {
+                EVENT_DELETE
+            },
             kv: Some(kv),
             prev_kv: None,
         };
@@ -453,7 +463,8 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             value,
             lease,
         };
-        self.tx.insert(&self.s.kv, req.key.clone(), kv.encode_to_vec());
+        self.tx
+            .insert(&self.s.kv, req.key.clone(), kv.encode_to_vec());
         self.write_event(HIST_PUT, kv);
         Ok(PbPutResponse {
             header: Some(header(main)),
@@ -580,7 +591,10 @@ impl<'a, 'tx> Applier<'a, 'tx> {
     /// # Errors
     /// [`EtcdError::Compacted`] at or below the current compact revision,
     /// [`EtcdError::FutureRevision`] above the current revision.
-    pub fn compact(&mut self, req: &PbCompactionRequest) -> Result<PbCompactionResponse, EtcdError> {
+    pub fn compact(
+        &mut self,
+        req: &PbCompactionRequest,
+    ) -> Result<PbCompactionResponse, EtcdError> {
         if req.revision <= self.revs.compacted {
             return Err(EtcdError::Compacted);
         }
@@ -693,7 +707,11 @@ pub fn compact_history(s: &Storage, compact_rev: i64, chunk: usize) -> Result<()
     }
     flush_chunk(&mut doomed)?;
     let mut tx = s.db.write_tx();
-    tx.insert(&s.meta, storage::META_COMPACT_DONE, compact_rev.to_be_bytes());
+    tx.insert(
+        &s.meta,
+        storage::META_COMPACT_DONE,
+        compact_rev.to_be_bytes(),
+    );
     tx.commit()?;
     Ok(())
 }

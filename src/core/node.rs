@@ -21,7 +21,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::core::errors::EtcdError;
 use crate::core::members;
-use crate::core::mvcc::{self, ApplyResponse, Applier};
+use crate::core::metrics::METRICS;
+use crate::core::mvcc::{self, Applier, ApplyResponse};
 use crate::core::proposal::{Op, RaftRequest};
 use crate::core::raft_log::RaftLog;
 use crate::core::storage::{self, Storage};
@@ -173,7 +174,19 @@ pub fn start(
     };
     raft_cfg.validate()?;
     let logger = slog::Logger::root(crate::core::raft_logging::TracingDrain, slog::o!());
-    let raw = RawNode::new(&raft_cfg, log, &logger)?;
+    let mut raw = RawNode::new(&raft_cfg, log, &logger)?;
+    // A lone voter need not wait an election timeout to lead.
+    if raw
+        .raft
+        .prs()
+        .conf()
+        .voters()
+        .ids()
+        .iter()
+        .eq([cfg.member_id])
+    {
+        raw.campaign()?;
+    }
     let status = Arc::new(NodeStatus {
         member_id: cfg.member_id,
         cluster_id: cfg.cluster_id,
@@ -290,6 +303,7 @@ impl RaftTask {
                 let data = RaftRequest { id, op: Some(op) }.encode_to_vec();
                 match self.raw.propose(Vec::new(), data) {
                     Ok(()) => {
+                        METRICS.proposals.inc();
                         self.proposals.insert(id, reply);
                     }
                     Err(_) => {
@@ -353,8 +367,11 @@ impl RaftTask {
         // 7. One fsync for everything above: entries, hard state and the
         //    apply transactions of this Ready.
         if must_sync {
+            let timer = METRICS.fsync.start_timer();
             self.storage.sync()?;
+            timer.observe_duration();
         }
+        METRICS.readies.inc();
         // 8. Only now the messages that require persisted state.
         self.outbox.send(ready.take_persisted_messages());
         // 9. Advance, then the light ready.
@@ -371,14 +388,18 @@ impl RaftTask {
         self.status
             .raft_index
             .store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
-        self.status.term.store(self.raw.raft.term, Ordering::Relaxed);
+        self.status
+            .term
+            .store(self.raw.raft.term, Ordering::Relaxed);
         self.answer_reads();
         Ok(())
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
         let old = self.status.leader.swap(leader, Ordering::Relaxed);
+        METRICS.has_leader.set(i64::from(leader != 0));
         if old != leader {
+            METRICS.leader_changes.inc();
             tracing::info!(leader = format_args!("{leader:x}"), ?role, "leader changed");
             // Proposals forwarded to the old leader may be lost; answer them
             // now rather than at the timeout (the client retries).
@@ -425,16 +446,25 @@ impl RaftTask {
                 }
             }
             self.applied = entry.index;
+            METRICS.applied.inc();
             self.applied_tx.send_replace(entry.index);
         }
         Ok(())
     }
 
-    fn apply_conf_change(&mut self, index: u64, cc: &impl raft_proto::ConfChangeI) -> anyhow::Result<()> {
+    fn apply_conf_change(
+        &mut self,
+        index: u64,
+        cc: &impl raft_proto::ConfChangeI,
+    ) -> anyhow::Result<()> {
         let cs = self.raw.apply_conf_change(cc)?;
         self.raw.mut_store().set_conf_state(&cs)?;
         let mut tx = self.storage.db.write_tx();
-        tx.insert(&self.storage.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
+        tx.insert(
+            &self.storage.meta,
+            storage::META_APPLIED_INDEX,
+            index.to_be_bytes(),
+        );
         tx.commit()?;
         Ok(())
     }
@@ -443,7 +473,11 @@ impl RaftTask {
         let s = self.storage.clone();
         if entry.data.is_empty() {
             let mut tx = s.db.write_tx();
-            tx.insert(&s.meta, storage::META_APPLIED_INDEX, entry.index.to_be_bytes());
+            tx.insert(
+                &s.meta,
+                storage::META_APPLIED_INDEX,
+                entry.index.to_be_bytes(),
+            );
             tx.commit()?;
             return Ok(());
         }
@@ -466,7 +500,11 @@ impl RaftTask {
         };
         let mut tx = tx;
         // The applied index goes in the same transaction as the changes.
-        tx.insert(&s.meta, storage::META_APPLIED_INDEX, entry.index.to_be_bytes());
+        tx.insert(
+            &s.meta,
+            storage::META_APPLIED_INDEX,
+            entry.index.to_be_bytes(),
+        );
         tx.commit()?;
         if let Some(rev) = compaction {
             self.compactor.schedule(rev);
@@ -489,7 +527,9 @@ fn apply_op(
     };
     if let Op::Publish(attrs) = op {
         let mut member = match tx.get(&s.members, members::key(attrs.member_id))? {
-            Some(v) => PbMember::decode(v.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?,
+            Some(v) => {
+                PbMember::decode(v.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?
+            }
             None => PbMember {
                 id: attrs.member_id,
                 ..Default::default()
@@ -497,7 +537,11 @@ fn apply_op(
         };
         member.name = attrs.name.clone();
         member.client_ur_ls = attrs.client_urls.clone();
-        tx.insert(&s.members, members::key(attrs.member_id), member.encode_to_vec());
+        tx.insert(
+            &s.members,
+            members::key(attrs.member_id),
+            member.encode_to_vec(),
+        );
         return Ok(ApplyResponse::Done);
     }
     let mut a = Applier::new(tx, s)?;

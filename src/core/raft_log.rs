@@ -80,10 +80,16 @@ impl RaftLog {
     /// # Errors
     /// A storage error.
     pub fn bootstrap(storage: Storage, voters: Vec<u64>) -> anyhow::Result<Self> {
-        let mut conf_state = ConfState::default();
-        conf_state.voters = voters;
+        let conf_state = ConfState {
+            voters,
+            ..Default::default()
+        };
         let mut tx = storage.db.write_tx();
-        tx.insert(&storage.raft_state, CONF_STATE, conf_state.write_to_bytes()?);
+        tx.insert(
+            &storage.raft_state,
+            CONF_STATE,
+            conf_state.write_to_bytes()?,
+        );
         tx.insert(
             &storage.raft_state,
             HARD_STATE,
@@ -220,7 +226,10 @@ impl raft::Storage for RaftLog {
         let snapshot = self.storage.db.read_tx();
         let mut out = Vec::with_capacity((high - low) as usize);
         let mut size = 0u64;
-        for item in snapshot.range(&self.storage.raft_log, low.to_be_bytes()..high.to_be_bytes()) {
+        for item in snapshot.range(
+            &self.storage.raft_log,
+            low.to_be_bytes()..high.to_be_bytes(),
+        ) {
             let (_, v) = item.into_inner().map_err(store_err)?;
             let e = Entry::parse_from_bytes(&v).map_err(raft::Error::CodecError)?;
             size += u64::from(e.compute_size());

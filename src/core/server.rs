@@ -55,7 +55,10 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
 ///
 /// # Errors
 /// As [`run`].
-pub async fn run_until(cfg: ServeConfig, mut stop: watch::Receiver<bool>) -> Result<(), ServeError> {
+pub async fn run_until(
+    cfg: ServeConfig,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         ServeError::Other(anyhow::anyhow!(
             "cannot create data dir {}: {e}",
@@ -90,7 +93,8 @@ pub async fn run_until(cfg: ServeConfig, mut stop: watch::Receiver<bool>) -> Res
     }
 
     let tick = cfg.heartbeat_interval.max(Duration::from_millis(1));
-    let election_ticks = (cfg.election_timeout.as_millis() / tick.as_millis().max(1)).max(2) as usize;
+    let election_ticks =
+        (cfg.election_timeout.as_millis() / tick.as_millis().max(1)).max(2) as usize;
     let (handle, raft_thread) = node::start(
         NodeConfig {
             member_id,
@@ -147,7 +151,9 @@ pub async fn run_until(cfg: ServeConfig, mut stop: watch::Receiver<bool>) -> Res
     let _ = handle.send(Event::Shutdown);
     let _ = tokio::task::spawn_blocking(move || raft_thread.join()).await;
     transport.close();
-    storage.sync().map_err(|e| anyhow::anyhow!("final sync: {e}"))?;
+    storage
+        .sync()
+        .map_err(|e| anyhow::anyhow!("final sync: {e}"))?;
     Ok(())
 }
 
@@ -159,7 +165,9 @@ fn client_router(ctx: &ApiContext, max_request_bytes: usize) -> axum::Router {
     .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService {
         ctx: ctx.clone(),
     }))
-    .add_service(PbClusterServer::new(cluster::ClusterService { ctx: ctx.clone() }));
+    .add_service(PbClusterServer::new(cluster::ClusterService {
+        ctx: ctx.clone(),
+    }));
     grpc.into_axum_router().merge(http::router(ctx.clone()))
 }
 
@@ -167,8 +175,12 @@ fn client_router(ctx: &ApiContext, max_request_bytes: usize) -> axum::Router {
 /// cluster; refuses a data dir that belongs to another member or cluster.
 fn open_or_bootstrap(cfg: &ServeConfig, s: &Storage) -> Result<(u64, u64, RaftLog), ServeError> {
     if let Some(log) = RaftLog::load(s.clone())? {
-        let name = s.meta_string(storage::META_MEMBER_NAME)?.unwrap_or_default();
-        let token = s.meta_string(storage::META_CLUSTER_TOKEN)?.unwrap_or_default();
+        let name = s
+            .meta_string(storage::META_MEMBER_NAME)?
+            .unwrap_or_default();
+        let token = s
+            .meta_string(storage::META_CLUSTER_TOKEN)?
+            .unwrap_or_default();
         if token != cfg.initial_cluster_token {
             return Err(ServeError::Config(format!(
                 "data dir {} belongs to cluster {token:?}, not --initial-cluster-token {:?}",

@@ -66,9 +66,8 @@ impl Transport {
             .with_no_client_auth()
             .with_single_cert(vec![cert], key)?;
         server_tls.alpn_protocols = vec![ALPN.to_vec()];
-        let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(
-            server_tls,
-        )?));
+        let mut server =
+            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
         server.transport_config(transport_config());
 
         let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
@@ -230,10 +229,14 @@ impl Transport {
         Err(last)
     }
 
-    async fn connect_one(&self, url: &str) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
+    async fn connect_one(
+        &self,
+        url: &str,
+    ) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
         let addr = resolve_url(url).await?;
-        let conn = tokio::time::timeout(Duration::from_secs(2), self.endpoint.connect(addr, "kvd")?)
-            .await??;
+        let conn =
+            tokio::time::timeout(Duration::from_secs(2), self.endpoint.connect(addr, "kvd")?)
+                .await??;
         let stream = conn.open_uni().await?;
         Ok((conn, stream))
     }

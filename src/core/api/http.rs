@@ -16,6 +16,7 @@ pub fn router(ctx: ApiContext) -> Router {
     Router::new()
         .route("/version", get(version))
         .route("/health", get(health))
+        .route("/metrics", get(metrics))
         .with_state(ctx)
 }
 
@@ -26,11 +27,19 @@ async fn version() -> Json<Value> {
 /// `{"health":"true"}` while a leader is known, else 503 with `"false"`.
 async fn health(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>) {
     if ctx.node.status.leader.load(Ordering::Relaxed) != 0 {
-        (StatusCode::OK, Json(json!({ "health": "true", "reason": "" })))
+        (
+            StatusCode::OK,
+            Json(json!({ "health": "true", "reason": "" })),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({ "health": "false", "reason": "RAFT NO LEADER" })),
         )
     }
+}
+
+/// Prometheus text format.
+async fn metrics() -> String {
+    crate::core::metrics::METRICS.render()
 }

@@ -210,19 +210,15 @@ fn check_txn_ops(r: &PbTxnRequest, max_ops: usize) -> Result<(), EtcdError> {
     }
     for op in r.success.iter().chain(r.failure.iter()) {
         match &op.request {
-            Some(PbTxnOpRequest::RequestRange(x)) => {
-                if x.key.is_empty() {
-                    return Err(EtcdError::EmptyKey);
-                }
+            Some(PbTxnOpRequest::RequestRange(x)) if x.key.is_empty() => {
+                return Err(EtcdError::EmptyKey)
+            }
+            Some(PbTxnOpRequest::RequestDeleteRange(x)) if x.key.is_empty() => {
+                return Err(EtcdError::EmptyKey)
             }
             Some(PbTxnOpRequest::RequestPut(x)) => check_put(x)?,
-            Some(PbTxnOpRequest::RequestDeleteRange(x)) => {
-                if x.key.is_empty() {
-                    return Err(EtcdError::EmptyKey);
-                }
-            }
             Some(PbTxnOpRequest::RequestTxn(x)) => check_txn_ops(x, max_ops)?,
-            None => {}
+            _ => {}
         }
     }
     Ok(())
