@@ -405,7 +405,9 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         }
     }
 
-    fn write_event(&mut self, kind: u8, kv: PbKeyValue) {
+    /// Writes one change to history; `prev` (the key's value before it) is
+    /// kept only in the in-memory event, for watchers that ask `prev_kv`.
+    fn write_event(&mut self, kind: u8, kv: PbKeyValue, prev: Option<PbKeyValue>) {
         let main = self.revs.current + 1;
         let rk = rev_key(main, self.sub);
         self.sub += 1;
@@ -422,7 +424,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             prev_kv: None,
         };
         self.tx.insert(&self.s.rev, rk, event.encode_to_vec());
-        self.events.push(event);
+        self.events.push(PbEvent { prev_kv: prev, ..event });
     }
 
     /// Checks a put against the state before it runs (etcd checks a whole
@@ -465,7 +467,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         };
         self.tx
             .insert(&self.s.kv, req.key.clone(), kv.encode_to_vec());
-        self.write_event(HIST_PUT, kv);
+        self.write_event(HIST_PUT, kv, prev.clone());
         Ok(PbPutResponse {
             header: Some(header(main)),
             prev_kv: if req.prev_kv { prev } else { None },
@@ -492,6 +494,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
                     mod_revision: main,
                     ..Default::default()
                 },
+                Some(kv.clone()),
             );
         }
         Ok(PbDeleteResponse {

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use etcd_client::proto::PbMember;
+use etcd_client::proto::{PbEvent, PbMember};
 use fjall::Readable;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
@@ -139,6 +139,25 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Election timeout in ticks.
     pub election_ticks: usize,
+    /// Where applied changes go.
+    pub events: Arc<dyn EventSink>,
+}
+
+/// Receives the changes of every applied entry, in revision order, right
+/// after they are committed to storage; implemented by the watch hub.
+///
+/// Called on the Raft task: it must never block (a slow watcher is the
+/// sink's problem, never the writer's).
+pub trait EventSink: Send + Sync + 'static {
+    /// `events` all carry `revision` (one entry = one revision).
+    fn publish(&self, revision: i64, events: Vec<PbEvent>);
+}
+
+/// An [`EventSink`] that drops everything (no watchers).
+pub struct NoWatchers;
+
+impl EventSink for NoWatchers {
+    fn publish(&self, _revision: i64, _events: Vec<PbEvent>) {}
 }
 
 /// Sends outgoing Raft messages; implemented by the peer transport.
@@ -218,6 +237,7 @@ pub fn start(
         reads_waiting: Vec::new(),
         compactor,
         tick: cfg.tick,
+        events: cfg.events,
     };
     let thread = std::thread::Builder::new()
         .name("raft".into())
@@ -258,6 +278,8 @@ struct RaftTask {
     compactor: Compactor,
     /// Tick length.
     tick: Duration,
+    /// Applied changes go here, for watchers.
+    events: Arc<dyn EventSink>,
 }
 
 /// Most events taken from the queue before handling one Ready.
@@ -483,7 +505,9 @@ impl RaftTask {
         }
         let req = RaftRequest::decode(entry.data.as_ref())?;
         let mut tx = s.db.write_tx();
-        let result = apply_op(&mut tx, &s, req.op.as_ref());
+        let mut events = Vec::new();
+        let mut revision = 0;
+        let result = apply_op(&mut tx, &s, req.op.as_ref(), &mut events, &mut revision);
         let compaction = match &result {
             Ok(ApplyResponse::Compaction(_)) => match &req.op {
                 Some(Op::Compaction(c)) => Some(c.revision),
@@ -506,6 +530,9 @@ impl RaftTask {
             entry.index.to_be_bytes(),
         );
         tx.commit()?;
+        if result.is_ok() && !events.is_empty() {
+            self.events.publish(revision, events);
+        }
         if let Some(rev) = compaction {
             self.compactor.schedule(rev);
         }
@@ -521,6 +548,8 @@ fn apply_op(
     tx: &mut fjall::SingleWriterWriteTx<'_>,
     s: &Storage,
     op: Option<&Op>,
+    events: &mut Vec<PbEvent>,
+    revision: &mut i64,
 ) -> ProposalResult {
     let Some(op) = op else {
         return Ok(ApplyResponse::Done);
@@ -553,6 +582,8 @@ fn apply_op(
         Op::Publish(_) => ApplyResponse::Done,
     };
     a.finish();
+    *revision = a.revision();
+    *events = std::mem::take(&mut a.events);
     Ok(r)
 }
 

@@ -7,6 +7,7 @@
 //! Shutdown (SIGINT/SIGTERM) stops accepting clients, stops the Raft task,
 //! closes the peer endpoint and syncs the database before returning.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbMember};
@@ -101,6 +102,7 @@ pub async fn run_until(
             cluster_id,
             tick,
             election_ticks,
+            events: Arc::new(node::NoWatchers),
         },
         storage.clone(),
         log,
