@@ -157,6 +157,8 @@ impl ServerSpec {
             }
         }
         cmd.env("RUST_BACKTRACE", "1");
+        // Plain logs: they end up in files and in test failure output.
+        cmd.env("NO_COLOR", "1");
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
@@ -206,6 +208,8 @@ pub struct Server {
     pub spec: ServerSpec,
     child: Option<Child>,
     starts: u32,
+    /// Set when an owner (a [`Cluster`]) already printed this log on panic.
+    log_printed: bool,
 }
 
 impl Server {
@@ -215,6 +219,7 @@ impl Server {
             spec,
             child: None,
             starts: 0,
+            log_printed: false,
         };
         server.spawn();
         server
@@ -308,7 +313,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.log_printed {
             eprintln!(
                 "----- tail of {} -----\n{}\n----- end -----",
                 self.spec.log_path.display(),
@@ -581,6 +586,7 @@ impl Drop for Cluster {
                     m.server.spec.log_path.display(),
                     m.server.log_tail(80)
                 );
+                m.server.log_printed = true;
             }
         }
         if panicking {
