@@ -1,1 +1,93 @@
-fn main() {}
+//! The `kvd` binary: parses the command line, sets up logging and the tokio
+//! runtime, and hands over to the mode in `kvd::modes`. Exit codes: 0 ok,
+//! 1 error, 2 bad usage or configuration.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use kvd::modes::serve::{self, ServeArgs, EXIT_ERROR, EXIT_USAGE};
+
+/// kvd: a distributed, strongly consistent key-value store speaking the etcd v3 API.
+#[derive(Debug, Parser)]
+#[command(name = "kvd", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a cluster member (etcd's flags; no arguments = a single-node
+    /// cluster on 127.0.0.1:2379 with data in ./default.kvd)
+    Serve(ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version print to stdout and exit 0; usage errors exit 2.
+            if let Err(io) = e.print() {
+                eprintln!("error: cannot print usage: {io}");
+            }
+            return exit_code(e.exit_code());
+        }
+    };
+    let code = match cli.command {
+        Command::Serve(args) => serve_main(&args),
+    };
+    exit_code(code)
+}
+
+/// `kvd serve`: config first (so its log level can set up logging), then the
+/// runtime.
+fn serve_main(args: &ServeArgs) -> i32 {
+    let cfg = match args.load() {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    init_tracing(&cfg.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return EXIT_ERROR;
+        }
+    };
+    runtime.block_on(serve::run(cfg))
+}
+
+/// Logs to stderr at `log_level`, unless `RUST_LOG` is set (and valid), which
+/// then wins. Coloured only when stderr is a terminal and `NO_COLOR` is unset.
+fn init_tracing(log_level: &str) {
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
+            .unwrap_or_else(|e| {
+                eprintln!("warning: ignoring invalid RUST_LOG ({e}); using log level {log_level}");
+                EnvFilter::new(log_level)
+            }),
+        _ => EnvFilter::new(log_level),
+    };
+    if let Err(e) = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal, so log files (`make cluster`) stay plain.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .try_init()
+    {
+        eprintln!("warning: cannot set up logging: {e}");
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

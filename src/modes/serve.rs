@@ -1,1 +1,172 @@
-pub fn placeholder() {}
+//! `kvd serve`: the flags of a cluster member (etcd's names and defaults),
+//! turned once into a validated [`ServeConfig`] and handed to
+//! [`crate::core::server::run`].
+//!
+//! Precedence, highest first: a flag on the command line, its `KVD_<FLAG>`
+//! environment variable (clap merges these two), a key of the `--config`
+//! YAML file, etcd's default. Unlike etcd, which ignores every other flag
+//! when `--config-file` is given, a flag here always overrides the file.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::core::config::{self, ConfigError, ServeConfig, ServeOptions};
+use crate::core::server::{self, ServeError};
+
+/// Exit code of a clean shutdown.
+pub const EXIT_OK: i32 = 0;
+/// Exit code of a runtime failure (I/O, bind, storage…).
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code of bad usage or an unusable configuration.
+pub const EXIT_USAGE: i32 = 2;
+
+/// The flags of `kvd serve`. Every flag is optional so that the config file
+/// and the defaults can fill what the command line leaves unset; the defaults
+/// shown are applied by [`crate::core::config::ServeOptions::resolve`].
+// TLS flags (--cert-file, --key-file, --trusted-ca-file, --client-cert-auth,
+// --peer-*) join here and in `ServeOptions` when the transport supports them.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// YAML config file with etcd's keys (see config/example.yaml); flags and
+    /// KVD_* variables override its values
+    #[arg(
+        long = "config",
+        visible_alias = "config-file",
+        env = "KVD_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Human-readable name of this member [default: default]
+    #[arg(long, env = "KVD_NAME", value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Directory of the member's data [default: ./<name>.kvd]
+    #[arg(long, env = "KVD_DATA_DIR", value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Comma-separated URLs to serve clients on (http or https; host an IP or
+    /// localhost) [default: http://127.0.0.1:2379]
+    #[arg(long, env = "KVD_LISTEN_CLIENT_URLS", value_name = "URLS")]
+    pub listen_client_urls: Option<String>,
+
+    /// Comma-separated client URLs advertised to clients and the cluster
+    /// [default: --listen-client-urls]
+    #[arg(long, env = "KVD_ADVERTISE_CLIENT_URLS", value_name = "URLS")]
+    pub advertise_client_urls: Option<String>,
+
+    /// Comma-separated URLs to listen on for peer traffic (QUIC over UDP;
+    /// http, https or quic) [default: http://127.0.0.1:2380]
+    #[arg(long, env = "KVD_LISTEN_PEER_URLS", value_name = "URLS")]
+    pub listen_peer_urls: Option<String>,
+
+    /// Comma-separated peer URLs advertised to the other members
+    /// [default: --listen-peer-urls]
+    #[arg(long, env = "KVD_INITIAL_ADVERTISE_PEER_URLS", value_name = "URLS")]
+    pub initial_advertise_peer_urls: Option<String>,
+
+    /// Bootstrap membership, name=peer-url[,name=peer-url...]
+    /// [default: <name>=<initial-advertise-peer-urls>]
+    #[arg(long, env = "KVD_INITIAL_CLUSTER", value_name = "MEMBERS")]
+    pub initial_cluster: Option<String>,
+
+    /// Whether to bootstrap a new cluster or join an existing one [default: new]
+    #[arg(
+        long,
+        env = "KVD_INITIAL_CLUSTER_STATE",
+        value_name = "STATE",
+        value_parser = ["new", "existing"]
+    )]
+    pub initial_cluster_state: Option<String>,
+
+    /// Token that keeps clusters bootstrapped from the same --initial-cluster
+    /// apart [default: kvd-cluster]
+    #[arg(long, env = "KVD_INITIAL_CLUSTER_TOKEN", value_name = "TOKEN")]
+    pub initial_cluster_token: Option<String>,
+
+    /// Raft heartbeat interval, milliseconds [default: 100]
+    #[arg(long, env = "KVD_HEARTBEAT_INTERVAL", value_name = "MS")]
+    pub heartbeat_interval: Option<u64>,
+
+    /// Raft election timeout, milliseconds; at least 5x the heartbeat
+    /// interval [default: 1000]
+    #[arg(long, env = "KVD_ELECTION_TIMEOUT", value_name = "MS")]
+    pub election_timeout: Option<u64>,
+
+    /// Applied entries between Raft snapshots [default: 10000]
+    #[arg(long, env = "KVD_SNAPSHOT_COUNT", value_name = "N")]
+    pub snapshot_count: Option<u64>,
+
+    /// Backend size that raises the NOSPACE alarm, bytes; 0 = no limit
+    /// [default: 0]
+    #[arg(long, env = "KVD_QUOTA_BACKEND_BYTES", value_name = "BYTES")]
+    pub quota_backend_bytes: Option<u64>,
+
+    /// Largest client request accepted, bytes [default: 1572864]
+    #[arg(long, env = "KVD_MAX_REQUEST_BYTES", value_name = "BYTES")]
+    pub max_request_bytes: Option<usize>,
+
+    /// Most operations in one transaction [default: 128]
+    #[arg(long, env = "KVD_MAX_TXN_OPS", value_name = "N")]
+    pub max_txn_ops: Option<usize>,
+
+    /// Log level: trace, debug, info, warn or error; RUST_LOG, when set,
+    /// overrides it [default: info]
+    #[arg(long, env = "KVD_LOG_LEVEL", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl ServeArgs {
+    /// The settings given on the command line or in `KVD_*` variables
+    /// (`None` where neither sets one); `--config` is not among them.
+    #[must_use]
+    pub fn options(&self) -> ServeOptions {
+        ServeOptions {
+            name: self.name.clone(),
+            data_dir: self.data_dir.clone(),
+            listen_client_urls: self.listen_client_urls.clone(),
+            advertise_client_urls: self.advertise_client_urls.clone(),
+            listen_peer_urls: self.listen_peer_urls.clone(),
+            initial_advertise_peer_urls: self.initial_advertise_peer_urls.clone(),
+            initial_cluster: self.initial_cluster.clone(),
+            initial_cluster_state: self.initial_cluster_state.clone(),
+            initial_cluster_token: self.initial_cluster_token.clone(),
+            heartbeat_interval: self.heartbeat_interval,
+            election_timeout: self.election_timeout,
+            snapshot_count: self.snapshot_count,
+            quota_backend_bytes: self.quota_backend_bytes,
+            max_request_bytes: self.max_request_bytes,
+            max_txn_ops: self.max_txn_ops,
+            log_level: self.log_level.clone(),
+        }
+    }
+
+    /// Reads `--config` (if any) and builds the validated config with the
+    /// precedence flags > `KVD_<FLAG>` > file > defaults.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for an unreadable or invalid file, or any value
+    /// [`ServeOptions::resolve`] rejects; the caller exits with [`EXIT_USAGE`].
+    pub fn load(&self) -> Result<ServeConfig, ConfigError> {
+        config::load(self.options(), self.config.as_deref())
+    }
+}
+
+/// Runs a member with a config from [`ServeArgs::load`] until it is shut
+/// down, prints any error as one `error: …` line on stderr, and returns the
+/// process exit code: [`EXIT_OK`], [`EXIT_ERROR`] for a runtime failure, or
+/// [`EXIT_USAGE`] for a configuration the data dir rejects.
+pub async fn run(cfg: ServeConfig) -> i32 {
+    match server::run(cfg).await {
+        Ok(()) => EXIT_OK,
+        Err(ServeError::Config(msg)) => {
+            eprintln!("error: {msg}");
+            EXIT_USAGE
+        }
+        Err(ServeError::Other(e)) => {
+            eprintln!("error: {e:#}");
+            EXIT_ERROR
+        }
+    }
+}
