@@ -39,6 +39,12 @@ pub enum EtcdError {
     /// A lease id that no lease has.
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
+    /// `LeaseGrant` with an id that is taken.
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    /// `LeaseGrant` with a TTL above etcd's `MaxLeaseTTL`.
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
     /// No leader is known, so a request cannot be ordered.
     #[error("etcdserver: no leader")]
     NoLeader,
@@ -67,7 +73,8 @@ impl EtcdError {
             | Self::DuplicateKey
             | Self::RequestTooLarge
             | Self::KeyNotFound => Code::InvalidArgument,
-            Self::Compacted | Self::FutureRevision => Code::OutOfRange,
+            Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => Code::OutOfRange,
+            Self::LeaseExists => Code::FailedPrecondition,
             Self::LeaseNotFound => Code::NotFound,
             Self::NoLeader | Self::LeaderChanged | Self::Stopped | Self::Timeout => {
                 Code::Unavailable

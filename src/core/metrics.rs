@@ -22,6 +22,15 @@ pub struct Metrics {
     pub has_leader: IntGauge,
     /// Leader changes seen by this member.
     pub leader_changes: IntCounter,
+    /// Watchers registered on this member (etcd's gauge of the same name).
+    pub watchers: IntGauge,
+    /// Watchers off the live path, catching up from storage.
+    pub slow_watchers: IntGauge,
+    /// Times a watcher was moved off the live path (its queue was full, or
+    /// revisions were dropped before dispatch).
+    pub watchers_unsynced: IntCounter,
+    /// Events dispatched to the watch hub.
+    pub watch_events: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -67,14 +76,36 @@ impl Metrics {
                 "etcd_server_leader_changes_seen_total",
                 "Leader changes seen.",
             ),
+            watchers: IntGauge::new(
+                "etcd_debugging_mvcc_watcher_total",
+                "Total number of watchers.",
+            )
+            .expect("constant metric name is valid"),
+            slow_watchers: IntGauge::new(
+                "etcd_debugging_mvcc_slow_watcher_total",
+                "Total number of unsynced slow watchers.",
+            )
+            .expect("constant metric name is valid"),
+            watchers_unsynced: counter(
+                "kvd_watch_unsynced_total",
+                "Times a watcher was moved off the live path to catch up from storage.",
+            ),
+            watch_events: counter(
+                "etcd_debugging_mvcc_events_total",
+                "Total number of events sent by this member.",
+            ),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 6] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(m.fsync.clone()),
             Box::new(m.readies.clone()),
             Box::new(m.proposals.clone()),
             Box::new(m.applied.clone()),
             Box::new(m.has_leader.clone()),
             Box::new(m.leader_changes.clone()),
+            Box::new(m.watchers.clone()),
+            Box::new(m.slow_watchers.clone()),
+            Box::new(m.watchers_unsynced.clone()),
+            Box::new(m.watch_events.clone()),
         ];
         for c in collectors {
             if let Err(e) = m.registry.register(c) {

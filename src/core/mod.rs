@@ -4,6 +4,7 @@
 pub mod api;
 pub mod config;
 pub mod errors;
+pub mod lease;
 pub mod members;
 pub mod metrics;
 pub mod mvcc;
@@ -14,3 +15,4 @@ pub mod raft_logging;
 pub mod server;
 pub mod storage;
 pub mod transport;
+pub mod watch;

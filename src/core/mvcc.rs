@@ -16,7 +16,7 @@ use etcd_client::proto::{
     PbCompactionRequest, PbCompactionResponse, PbCompare, PbCompareTarget, PbDeleteRequest,
     PbDeleteResponse, PbEvent, PbKeyValue, PbPutRequest, PbPutResponse, PbRangeRequest,
     PbRangeResponse, PbResponseHeader, PbResponseOp, PbTargetUnion, PbTxnOpRequest,
-    PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
+    PbTxnOpResponse, PbTxnRequest, PbTxnResponse,
 };
 use fjall::{Readable, SingleWriterWriteTx};
 use prost::Message as _;
@@ -322,6 +322,40 @@ fn split_hist_key(k: &[u8]) -> Option<(&[u8], &[u8])> {
     Some(k.split_at(k.len() - 16))
 }
 
+/// The `lease_keys` key attaching `key` to lease `id`.
+pub fn lease_key(id: i64, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + key.len());
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+/// The keys attached to lease `id`, through reader `r`.
+///
+/// # Errors
+/// Storage errors.
+pub fn lease_keys<R: Readable>(r: &R, s: &Storage, id: i64) -> Result<Vec<Vec<u8>>, EtcdError> {
+    let mut keys = Vec::new();
+    for item in r.prefix(&s.lease_keys, id.to_be_bytes()) {
+        let (k, _) = item.into_inner()?;
+        keys.push(k[8..].to_vec());
+    }
+    Ok(keys)
+}
+
+/// Every lease as (id, granted TTL in seconds), through reader `r`.
+///
+/// # Errors
+/// Storage errors.
+pub fn leases<R: Readable>(r: &R, s: &Storage) -> Result<Vec<(i64, i64)>, EtcdError> {
+    let mut out = Vec::new();
+    for item in r.iter(&s.leases) {
+        let (k, v) = item.into_inner()?;
+        out.push((storage::be_i64(&k), storage::be_i64(&v)));
+    }
+    Ok(out)
+}
+
 fn rev_key(main: i64, sub: i64) -> [u8; 16] {
     let mut k = [0u8; 16];
     k[..8].copy_from_slice(&main.to_be_bytes());
@@ -340,6 +374,20 @@ pub enum ApplyResponse {
     Txn(PbTxnResponse),
     /// `Compact`.
     Compaction(PbCompactionResponse),
+    /// `LeaseGrant`: the lease id and its TTL, seconds.
+    LeaseGrant {
+        /// The lease id.
+        id: i64,
+        /// Granted TTL, seconds.
+        ttl: i64,
+    },
+    /// `LeaseRevoke`.
+    LeaseRevoke,
+    /// A keep-alive: the lease's granted TTL, seconds (0 = no such lease).
+    LeaseKeepAlive {
+        /// Granted TTL, seconds.
+        ttl: i64,
+    },
     /// An entry with no client answer (publish, empty entries).
     Done,
 }
@@ -424,7 +472,10 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             prev_kv: None,
         };
         self.tx.insert(&self.s.rev, rk, event.encode_to_vec());
-        self.events.push(PbEvent { prev_kv: prev, ..event });
+        self.events.push(PbEvent {
+            prev_kv: prev,
+            ..event
+        });
     }
 
     /// Checks a put against the state before it runs (etcd checks a whole
@@ -433,8 +484,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         if (req.ignore_value || req.ignore_lease) && self.current(&req.key)?.is_none() {
             return Err(EtcdError::KeyNotFound);
         }
-        if req.lease != 0 && !req.ignore_lease {
-            // Leases are not granted yet, so no lease id exists.
+        if req.lease != 0 && !req.ignore_lease && !self.lease_exists(req.lease)? {
             return Err(EtcdError::LeaseNotFound);
         }
         Ok(())
@@ -465,6 +515,17 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             value,
             lease,
         };
+        let old_lease = prev.as_ref().map_or(0, |p| p.lease);
+        if old_lease != lease {
+            if old_lease != 0 {
+                self.tx
+                    .remove(&self.s.lease_keys, lease_key(old_lease, &req.key));
+            }
+            if lease != 0 {
+                self.tx
+                    .insert(&self.s.lease_keys, lease_key(lease, &req.key), []);
+            }
+        }
         self.tx
             .insert(&self.s.kv, req.key.clone(), kv.encode_to_vec());
         self.write_event(HIST_PUT, kv, prev.clone());
@@ -487,6 +548,10 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         let main = self.revs.current + 1;
         for kv in &doomed {
             self.tx.remove(&self.s.kv, kv.key.clone());
+            if kv.lease != 0 {
+                self.tx
+                    .remove(&self.s.lease_keys, lease_key(kv.lease, &kv.key));
+            }
             self.write_event(
                 HIST_DELETE,
                 PbKeyValue {
@@ -504,12 +569,25 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         })
     }
 
-    /// `Txn` (etcd's `applierV3backend.Txn`): compares, then one branch.
+    /// `Txn` (etcd's `applierV3backend.Txn`): every compare on the chosen
+    /// path, nested ones included, is evaluated first against the store as
+    /// it was before the transaction (etcd's `compareToPath`), and so are the
+    /// checks of its operations; then the operations run in order, each
+    /// seeing the writes before it.
     ///
     /// # Errors
-    /// The first error of a put check in the chosen branch (nothing is
-    /// written then), storage errors.
+    /// The first failed check on the chosen path (nothing is written then),
+    /// storage errors.
     pub fn txn(&mut self, req: &PbTxnRequest) -> Result<PbTxnResponse, EtcdError> {
+        let mut path = Vec::new();
+        self.compare_path(req, &mut path)?;
+        let mut at = 0;
+        self.check_path(req, &path, &mut at)?;
+        let mut at = 0;
+        self.exec_txn(req, &path, &mut at)
+    }
+
+    fn compare_path(&self, req: &PbTxnRequest, path: &mut Vec<bool>) -> Result<(), EtcdError> {
         let mut ok = true;
         for c in &req.compare {
             if !self.compare(c)? {
@@ -517,8 +595,50 @@ impl<'a, 'tx> Applier<'a, 'tx> {
                 break;
             }
         }
+        path.push(ok);
+        for op in if ok { &req.success } else { &req.failure } {
+            if let Some(PbTxnOpRequest::RequestTxn(t)) = &op.request {
+                self.compare_path(t, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check_path(
+        &self,
+        req: &PbTxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> Result<(), EtcdError> {
+        let ok = path.get(*at).copied().unwrap_or(false);
+        *at += 1;
+        for op in if ok { &req.success } else { &req.failure } {
+            match &op.request {
+                Some(PbTxnOpRequest::RequestPut(r)) => self.check_put(r)?,
+                Some(PbTxnOpRequest::RequestRange(r)) => {
+                    if r.revision > self.revs.current {
+                        return Err(EtcdError::FutureRevision);
+                    }
+                    if r.revision > 0 && r.revision < self.revs.compacted {
+                        return Err(EtcdError::Compacted);
+                    }
+                }
+                Some(PbTxnOpRequest::RequestTxn(t)) => self.check_path(t, path, at)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn exec_txn(
+        &mut self,
+        req: &PbTxnRequest,
+        path: &[bool],
+        at: &mut usize,
+    ) -> Result<PbTxnResponse, EtcdError> {
+        let ok = path.get(*at).copied().unwrap_or(false);
+        *at += 1;
         let ops = if ok { &req.success } else { &req.failure };
-        self.check_ops(ops)?;
         let mut responses = Vec::with_capacity(ops.len());
         for op in ops {
             let response = match &op.request {
@@ -533,7 +653,9 @@ impl<'a, 'tx> Applier<'a, 'tx> {
                 Some(PbTxnOpRequest::RequestDeleteRange(r)) => {
                     PbTxnOpResponse::ResponseDeleteRange(self.delete_range(r)?)
                 }
-                Some(PbTxnOpRequest::RequestTxn(r)) => PbTxnOpResponse::ResponseTxn(self.txn(r)?),
+                Some(PbTxnOpRequest::RequestTxn(r)) => {
+                    PbTxnOpResponse::ResponseTxn(self.exec_txn(r, path, at)?)
+                }
                 None => continue,
             };
             responses.push(PbResponseOp {
@@ -545,29 +667,6 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             succeeded: ok,
             responses,
         })
-    }
-
-    fn check_ops(&self, ops: &[PbTxnRequestOp]) -> Result<(), EtcdError> {
-        for op in ops {
-            match &op.request {
-                Some(PbTxnOpRequest::RequestPut(r)) => self.check_put(r)?,
-                Some(PbTxnOpRequest::RequestRange(r)) => {
-                    if r.revision > self.revs.current {
-                        return Err(EtcdError::FutureRevision);
-                    }
-                    if r.revision > 0 && r.revision < self.revs.compacted {
-                        return Err(EtcdError::Compacted);
-                    }
-                }
-                Some(PbTxnOpRequest::RequestTxn(t)) => {
-                    // Either branch may run; etcd checks both.
-                    self.check_ops(&t.success)?;
-                    self.check_ops(&t.failure)?;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
     }
 
     /// etcd's `applyCompare`: every key in the compare's range must satisfy
@@ -586,6 +685,69 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             return Ok(compare_kv(c, &PbKeyValue::default()));
         }
         Ok(kvs.iter().all(|kv| compare_kv(c, kv)))
+    }
+
+    fn lease_exists(&self, id: i64) -> Result<bool, EtcdError> {
+        Ok(self.tx.get(&self.s.leases, id.to_be_bytes())?.is_some())
+    }
+
+    /// `LeaseGrant` with the id already chosen: records the lease.
+    ///
+    /// # Errors
+    /// [`EtcdError::LeaseExists`] when the id is taken, storage errors.
+    pub fn lease_grant(&mut self, id: i64, ttl: i64) -> Result<(), EtcdError> {
+        if self.lease_exists(id)? {
+            return Err(EtcdError::LeaseExists);
+        }
+        self.tx
+            .insert(&self.s.leases, id.to_be_bytes(), ttl.to_be_bytes());
+        Ok(())
+    }
+
+    /// The granted TTL of a lease, seconds.
+    ///
+    /// # Errors
+    /// [`EtcdError::LeaseNotFound`], storage errors.
+    pub fn lease_ttl(&self, id: i64) -> Result<i64, EtcdError> {
+        match self.tx.get(&self.s.leases, id.to_be_bytes())? {
+            Some(v) => Ok(storage::be_i64(&v)),
+            None => Err(EtcdError::LeaseNotFound),
+        }
+    }
+
+    /// `LeaseRevoke`: deletes the lease and every key attached to it, in one
+    /// revision (with delete events), as etcd's `lessor.Revoke`.
+    ///
+    /// # Errors
+    /// [`EtcdError::LeaseNotFound`], storage errors.
+    pub fn lease_revoke(&mut self, id: i64) -> Result<(), EtcdError> {
+        if !self.lease_exists(id)? {
+            return Err(EtcdError::LeaseNotFound);
+        }
+        let prefix = id.to_be_bytes();
+        let mut keys = Vec::new();
+        for item in self.tx.prefix(&self.s.lease_keys, prefix) {
+            let (k, _) = item.into_inner()?;
+            keys.push(k[8..].to_vec());
+        }
+        let main = self.revs.current + 1;
+        for key in keys {
+            self.tx.remove(&self.s.lease_keys, lease_key(id, &key));
+            if let Some(kv) = self.current(&key)? {
+                self.tx.remove(&self.s.kv, key.clone());
+                self.write_event(
+                    HIST_DELETE,
+                    PbKeyValue {
+                        key,
+                        mod_revision: main,
+                        ..Default::default()
+                    },
+                    Some(kv),
+                );
+            }
+        }
+        self.tx.remove(&self.s.leases, id.to_be_bytes());
+        Ok(())
     }
 
     /// `Compact` (etcd's `kvstore.compact`): records the compact revision;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use etcd_client::proto::{PbEvent, PbMember};
+use etcd_client::proto::{PbEvent, PbLeaseRevokeRequest, PbMember};
 use fjall::Readable;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
@@ -20,6 +20,7 @@ use raft::{RawNode, StateRole};
 use tokio::sync::{oneshot, watch};
 
 use crate::core::errors::EtcdError;
+use crate::core::lease::Lessor;
 use crate::core::members;
 use crate::core::metrics::METRICS;
 use crate::core::mvcc::{self, Applier, ApplyResponse};
@@ -141,6 +142,8 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     /// Where applied changes go.
     pub events: Arc<dyn EventSink>,
+    /// Lease clocks (this member decides expiry while it leads).
+    pub lessor: Arc<Lessor>,
 }
 
 /// Receives the changes of every applied entry, in revision order, right
@@ -238,6 +241,7 @@ pub fn start(
         compactor,
         tick: cfg.tick,
         events: cfg.events,
+        lessor: cfg.lessor,
     };
     let thread = std::thread::Builder::new()
         .name("raft".into())
@@ -280,6 +284,8 @@ struct RaftTask {
     tick: Duration,
     /// Applied changes go here, for watchers.
     events: Arc<dyn EventSink>,
+    /// Lease clocks.
+    lessor: Arc<Lessor>,
 }
 
 /// Most events taken from the queue before handling one Ready.
@@ -307,12 +313,33 @@ impl RaftTask {
             let now = Instant::now();
             if now >= next_tick {
                 self.raw.tick();
+                self.expire_leases();
                 next_tick += self.tick;
                 if next_tick < now {
                     next_tick = now + self.tick;
                 }
             }
             self.on_ready()?;
+        }
+    }
+
+    /// As leader, proposes the revoke of every lease past its deadline.
+    fn expire_leases(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        for id in self.lessor.take_expired() {
+            let op = Op::LeaseRevoke(PbLeaseRevokeRequest { id });
+            let data = RaftRequest {
+                id: 0,
+                op: Some(op),
+            }
+            .encode_to_vec();
+            if let Err(e) = self.raw.propose(Vec::new(), data) {
+                tracing::warn!("cannot propose expiry of lease {id:x}: {e}");
+            } else {
+                tracing::info!("lease {id:x} expired; revoking");
+            }
         }
     }
 
@@ -420,6 +447,9 @@ impl RaftTask {
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
         let old = self.status.leader.swap(leader, Ordering::Relaxed);
         METRICS.has_leader.set(i64::from(leader != 0));
+        if role == StateRole::Leader {
+            self.lessor.promote();
+        }
         if old != leader {
             METRICS.leader_changes.inc();
             tracing::info!(leader = format_args!("{leader:x}"), ?role, "leader changed");
@@ -530,8 +560,18 @@ impl RaftTask {
             entry.index.to_be_bytes(),
         );
         tx.commit()?;
-        if result.is_ok() && !events.is_empty() {
-            self.events.publish(revision, events);
+        if result.is_ok() {
+            match &req.op {
+                Some(Op::LeaseGrant(r)) => self.lessor.granted(r.id, r.ttl),
+                Some(Op::LeaseRevoke(r)) => self.lessor.revoked(r.id),
+                Some(Op::LeaseKeepAlive(r)) => {
+                    self.lessor.renewed(r.id);
+                }
+                _ => {}
+            }
+            if !events.is_empty() {
+                self.events.publish(revision, events);
+            }
         }
         if let Some(rev) = compaction {
             self.compactor.schedule(rev);
@@ -580,6 +620,20 @@ fn apply_op(
         Op::Txn(r) => ApplyResponse::Txn(a.txn(r)?),
         Op::Compaction(r) => ApplyResponse::Compaction(a.compact(r)?),
         Op::Publish(_) => ApplyResponse::Done,
+        Op::LeaseGrant(r) => {
+            a.lease_grant(r.id, r.ttl)?;
+            ApplyResponse::LeaseGrant {
+                id: r.id,
+                ttl: r.ttl,
+            }
+        }
+        Op::LeaseRevoke(r) => {
+            a.lease_revoke(r.id)?;
+            ApplyResponse::LeaseRevoke
+        }
+        Op::LeaseKeepAlive(r) => ApplyResponse::LeaseKeepAlive {
+            ttl: a.lease_ttl(r.id).unwrap_or(0),
+        },
     };
     a.finish();
     *revision = a.revision();

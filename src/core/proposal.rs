@@ -1,7 +1,10 @@
 //! What goes into the Raft log: one [`RaftRequest`] per normal entry, encoded
 //! with prost so that the etcd request types travel unchanged.
 
-use etcd_client::proto::{PbCompactionRequest, PbDeleteRequest, PbPutRequest, PbTxnRequest};
+use etcd_client::proto::{
+    PbCompactionRequest, PbDeleteRequest, PbLeaseGrantRequest, PbLeaseKeepAliveRequest,
+    PbLeaseRevokeRequest, PbPutRequest, PbTxnRequest,
+};
 
 /// One proposal, as stored in a Raft log entry's `data`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -11,7 +14,7 @@ pub struct RaftRequest {
     #[prost(uint64, tag = "1")]
     pub id: u64,
     /// The operation.
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
     pub op: Option<Op>,
 }
 
@@ -33,6 +36,16 @@ pub enum Op {
     /// A member announces its name and client URLs (etcd's `publish`).
     #[prost(message, tag = "6")]
     Publish(MemberAttributes),
+    /// `Lease.LeaseGrant`, with the lease id already chosen.
+    #[prost(message, tag = "7")]
+    LeaseGrant(PbLeaseGrantRequest),
+    /// `Lease.LeaseRevoke`, or an expiry decided by the leader.
+    #[prost(message, tag = "8")]
+    LeaseRevoke(PbLeaseRevokeRequest),
+    /// One keep-alive of `Lease.LeaseKeepAlive` (renews the lease's clock on
+    /// every member when applied).
+    #[prost(message, tag = "9")]
+    LeaseKeepAlive(PbLeaseKeepAliveRequest),
 }
 
 /// The attributes a member publishes through Raft once it has started.

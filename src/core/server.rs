@@ -10,18 +10,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::proto::{PbClusterServer, PbKvServer, PbMaintenanceServer, PbMember};
+use etcd_client::proto::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbMember, PbWatchServer,
+};
 use prost::Message as _;
 use tokio::sync::watch;
 
-use crate::core::api::{cluster, http, kv, maintenance, ApiContext};
+use crate::core::api::{cluster, http, kv, lease, maintenance, watch as watch_api, ApiContext};
 use crate::core::config::{ClusterState, ServeConfig};
+use crate::core::lease::Lessor;
 use crate::core::members;
+use crate::core::mvcc;
 use crate::core::node::{self, Event, NodeConfig, NodeHandle};
 use crate::core::proposal::{MemberAttributes, Op};
 use crate::core::raft_log::RaftLog;
 use crate::core::storage::{self, Storage};
 use crate::core::transport::Transport;
+use crate::core::watch::{WatchConfig, WatchHub};
 
 /// Why `kvd serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +98,11 @@ pub async fn run_until(
         }
     }
 
+    let lessor = Arc::new(Lessor::default());
+    for (id, ttl) in mvcc::leases(&storage.db.read_tx(), &storage).map_err(anyhow::Error::from)? {
+        lessor.granted(id, ttl);
+    }
+    let watch_hub = WatchHub::new(&storage, WatchConfig::default())?;
     let tick = cfg.heartbeat_interval.max(Duration::from_millis(1));
     let election_ticks =
         (cfg.election_timeout.as_millis() / tick.as_millis().max(1)).max(2) as usize;
@@ -102,7 +112,8 @@ pub async fn run_until(
             cluster_id,
             tick,
             election_ticks,
-            events: Arc::new(node::NoWatchers),
+            events: watch_hub.clone(),
+            lessor: lessor.clone(),
         },
         storage.clone(),
         log,
@@ -116,37 +127,48 @@ pub async fn run_until(
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
         request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
+        lessor,
     };
-    let mut servers = Vec::new();
+    // Bind now (so the ports are taken and connections queue), but serve
+    // only once this member has published its attributes through Raft, as
+    // etcd does (`ReadyNotify`): clients never see a member that is not
+    // yet part of the replicated membership.
+    let mut listeners = Vec::new();
     for addr in &cfg.listen_client_addrs {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for clients on {addr}: {e}"))?;
-        tracing::info!(%addr, "serving client requests");
-        let router = client_router(&ctx, cfg.max_request_bytes);
-        let mut stop = stop.clone();
-        servers.push(tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                })
-                .await
-        }));
+        listeners.push((*addr, listener));
     }
-
-    let publisher = tokio::spawn(publish(
-        handle.clone(),
-        MemberAttributes {
-            member_id,
-            name: cfg.name.clone(),
-            client_urls: cfg.advertise_client_urls.clone(),
-        },
-        ctx.request_timeout,
-    ));
-
-    let _ = stop.wait_for(|s| *s).await;
+    let attrs = MemberAttributes {
+        member_id,
+        name: cfg.name.clone(),
+        client_urls: cfg.advertise_client_urls.clone(),
+    };
+    let mut servers = Vec::new();
+    let mut stop_early = stop.clone();
+    tokio::select! {
+        _ = publish(handle.clone(), attrs, ctx.request_timeout) => {
+            for (addr, listener) in listeners {
+                tracing::info!(%addr, "serving client requests");
+                let router = client_router(&ctx, &cfg, &watch_hub);
+                let mut stop = stop.clone();
+                servers.push(tokio::spawn(async move {
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await
+                }));
+            }
+            let _ = stop.wait_for(|s| *s).await;
+        }
+        _ = stop_early.wait_for(|s| *s) => {}
+    }
     tracing::info!("shutting down");
-    publisher.abort();
+    // Watch streams never end by themselves: end them so that the servers
+    // can drain.
+    watch_hub.shutdown();
     for s in servers {
         let _ = s.await;
     }
@@ -159,8 +181,8 @@ pub async fn run_until(
     Ok(())
 }
 
-fn client_router(ctx: &ApiContext, max_request_bytes: usize) -> axum::Router {
-    let limit = max_request_bytes + GRPC_OVERHEAD_BYTES;
+fn client_router(ctx: &ApiContext, cfg: &ServeConfig, hub: &Arc<WatchHub>) -> axum::Router {
+    let limit = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let grpc = tonic::service::Routes::new(
         PbKvServer::new(kv::KvService { ctx: ctx.clone() }).max_decoding_message_size(limit),
     )
@@ -169,6 +191,14 @@ fn client_router(ctx: &ApiContext, max_request_bytes: usize) -> axum::Router {
     }))
     .add_service(PbClusterServer::new(cluster::ClusterService {
         ctx: ctx.clone(),
+    }))
+    .add_service(PbLeaseServer::new(lease::LeaseService::new(
+        ctx.clone(),
+        cfg.election_timeout,
+    )))
+    .add_service(PbWatchServer::new(watch_api::WatchService {
+        ctx: ctx.clone(),
+        hub: hub.clone(),
     }));
     grpc.into_axum_router().merge(http::router(ctx.clone()))
 }
@@ -199,6 +229,18 @@ fn open_or_bootstrap(cfg: &ServeConfig, s: &Storage) -> Result<(u64, u64, RaftLo
         }
         let member_id = s.meta_u64(storage::META_MEMBER_ID)?;
         let cluster_id = s.meta_u64(storage::META_CLUSTER_ID)?;
+        let bootstrapped = s.meta_string(storage::META_BOOTSTRAP)?;
+        if bootstrapped.as_deref() == Some("new") && cfg.initial_cluster_state == ClusterState::New
+        {
+            let (_, configured) = initial_ids(cfg);
+            if configured != cluster_id {
+                return Err(ServeError::Config(format!(
+                    "data dir {} belongs to cluster {cluster_id:x}, but --initial-cluster \
+                     describes cluster {configured:x}",
+                    cfg.data_dir.display()
+                )));
+            }
+        }
         return Ok((member_id, cluster_id, log));
     }
     if cfg.initial_cluster_state == ClusterState::Existing {
@@ -219,8 +261,7 @@ fn open_or_bootstrap(cfg: &ServeConfig, s: &Storage) -> Result<(u64, u64, RaftLo
         )));
     };
     let member_id = *member_id;
-    let ids: Vec<u64> = initial.iter().map(|(id, _)| *id).collect();
-    let cluster_id = members::cluster_id(&ids, token);
+    let (ids, cluster_id) = initial_ids(cfg);
     let mut tx = s.db.write_tx();
     for (id, m) in &initial {
         let record = PbMember {
@@ -236,9 +277,22 @@ fn open_or_bootstrap(cfg: &ServeConfig, s: &Storage) -> Result<(u64, u64, RaftLo
     tx.insert(&s.meta, storage::META_CLUSTER_ID, cluster_id.to_be_bytes());
     tx.insert(&s.meta, storage::META_MEMBER_NAME, cfg.name.as_bytes());
     tx.insert(&s.meta, storage::META_CLUSTER_TOKEN, token.as_bytes());
+    tx.insert(&s.meta, storage::META_BOOTSTRAP, b"new");
     tx.commit().map_err(anyhow::Error::from)?;
     let log = RaftLog::bootstrap(s.clone(), ids)?;
     Ok((member_id, cluster_id, log))
+}
+
+/// The member ids of `--initial-cluster` and the cluster id they make.
+fn initial_ids(cfg: &ServeConfig) -> (Vec<u64>, u64) {
+    let token = &cfg.initial_cluster_token;
+    let ids: Vec<u64> = cfg
+        .initial_cluster
+        .iter()
+        .map(|m| members::member_id(&m.peer_urls, token))
+        .collect();
+    let cluster_id = members::cluster_id(&ids, token);
+    (ids, cluster_id)
 }
 
 /// Publishes this member's name and client URLs through Raft, retrying

@@ -9,6 +9,8 @@
 //! | `hist` | escaped user key ++ main ++ sub | kind byte |
 //! | `meta` | names below | numbers (u64/i64 BE) and strings |
 //! | `members` | member id (u64 BE) | `etcdserverpb.Member` |
+//! | `leases` | lease id (i64 BE) | granted TTL, seconds (i64 BE) |
+//! | `lease_keys` | lease id (i64 BE) ++ user key | empty |
 //!
 //! Integer keys are big-endian so that LSM order is numeric order. Only the
 //! Raft task writes (fjall's single-writer transactions); readers use
@@ -33,6 +35,9 @@ pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
 pub const META_MEMBER_ID: &[u8] = b"member_id";
 /// `meta` key: this member's name at bootstrap (UTF-8).
 pub const META_MEMBER_NAME: &[u8] = b"member_name";
+/// `meta` key: `new` when this member bootstrapped its cluster from
+/// `--initial-cluster` (then a restart must describe the same cluster).
+pub const META_BOOTSTRAP: &[u8] = b"bootstrap";
 /// `meta` key: the `--initial-cluster-token` at bootstrap (UTF-8).
 pub const META_CLUSTER_TOKEN: &[u8] = b"cluster_token";
 
@@ -56,6 +61,10 @@ pub struct Storage {
     pub meta: SingleWriterTxKeyspace,
     /// Cluster members.
     pub members: SingleWriterTxKeyspace,
+    /// Granted leases.
+    pub leases: SingleWriterTxKeyspace,
+    /// Keys attached to each lease.
+    pub lease_keys: SingleWriterTxKeyspace,
 }
 
 impl Storage {
@@ -77,6 +86,8 @@ impl Storage {
             hist: ks("hist")?,
             meta: ks("meta")?,
             members: ks("members")?,
+            leases: ks("leases")?,
+            lease_keys: ks("lease_keys")?,
             db,
         })
     }

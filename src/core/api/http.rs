@@ -24,17 +24,15 @@ async fn version() -> Json<Value> {
     Json(json!({ "etcdserver": ETCD_VERSION, "etcdcluster": ETCD_CLUSTER_VERSION }))
 }
 
-/// `{"health":"true"}` while a leader is known, else 503 with `"false"`.
+/// `{"health":"true"}` while a leader is known, else 503 with
+/// `{"health":"false"}` (etcd 3.4's shapes).
 async fn health(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>) {
     if ctx.node.status.leader.load(Ordering::Relaxed) != 0 {
-        (
-            StatusCode::OK,
-            Json(json!({ "health": "true", "reason": "" })),
-        )
+        (StatusCode::OK, Json(json!({ "health": "true" })))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "health": "false", "reason": "RAFT NO LEADER" })),
+            Json(json!({ "health": "false" })),
         )
     }
 }

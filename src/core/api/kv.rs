@@ -6,7 +6,7 @@ use std::pin::Pin;
 use etcd_client::proto::{
     PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbKvService,
     PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbRangeStreamResponse,
-    PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
+    PbTxnOpRequest, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
 };
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -159,17 +159,10 @@ impl PbKvService for KvService {
     }
 }
 
+/// Fills the txn's own header; the responses inside keep only their
+/// revision, as etcd's do.
 fn fill_txn(ctx: &ApiContext, r: &mut PbTxnResponse) {
     ctx.fill(&mut r.header);
-    for op in &mut r.responses {
-        match &mut op.response {
-            Some(PbTxnOpResponse::ResponseRange(x)) => ctx.fill(&mut x.header),
-            Some(PbTxnOpResponse::ResponsePut(x)) => ctx.fill(&mut x.header),
-            Some(PbTxnOpResponse::ResponseDeleteRange(x)) => ctx.fill(&mut x.header),
-            Some(PbTxnOpResponse::ResponseTxn(x)) => fill_txn(ctx, x),
-            None => {}
-        }
-    }
 }
 
 fn unexpected(r: &ApplyResponse) -> Status {

@@ -8,13 +8,17 @@
 pub mod cluster;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod maintenance;
+pub mod watch;
 
 use std::time::Duration;
 
 use etcd_client::proto::PbResponseHeader;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
+use crate::core::lease::Lessor;
 use crate::core::node::NodeHandle;
 use crate::core::storage::Storage;
 
@@ -37,6 +41,8 @@ pub struct ApiContext {
     pub max_txn_ops: usize,
     /// How long a request may wait for Raft (etcd: 5 s + 2 election timeouts).
     pub request_timeout: Duration,
+    /// Lease clocks, for `LeaseTimeToLive`.
+    pub lessor: Arc<Lessor>,
 }
 
 impl ApiContext {

@@ -1,0 +1,232 @@
+//! `etcdserverpb.Lease`: grant, revoke, keep-alive, time-to-live and list,
+//! with etcd's semantics (`api/v3rpc/lease.go`). Grants, revokes and
+//! keep-alives are Raft entries; expiry is decided by the leader (see
+//! `core::lease`).
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use etcd_client::proto::{
+    PbLeaseGrantRequest, PbLeaseGrantResponse, PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse,
+    PbLeaseLeasesRequest, PbLeaseLeasesResponse, PbLeaseRevokeRequest, PbLeaseRevokeResponse,
+    PbLeaseService, PbLeaseStatus, PbLeaseTimeToLiveRequest, PbLeaseTimeToLiveResponse,
+};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::api::maintenance::current_revision;
+use crate::core::api::ApiContext;
+use crate::core::errors::EtcdError;
+use crate::core::lease::{min_ttl, MAX_LEASE_TTL};
+use crate::core::mvcc::{self, ApplyResponse};
+use crate::core::proposal::Op;
+
+/// The Lease service.
+pub struct LeaseService {
+    /// Shared API state.
+    pub ctx: ApiContext,
+    /// Shortest TTL granted, seconds (etcd's `minTTL`).
+    pub min_ttl: i64,
+}
+
+impl LeaseService {
+    /// A lease service for members with this election timeout.
+    pub fn new(ctx: ApiContext, election_timeout: Duration) -> Self {
+        Self {
+            ctx,
+            min_ttl: min_ttl(election_timeout),
+        }
+    }
+}
+
+/// A new lease id: the member id's low 16 bits, then milliseconds and a
+/// counter (etcd's `idutil.Generator` layout), positive and non-zero.
+fn next_lease_id(member_id: u64) -> i64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let suffix =
+        ((ms << 8) & 0xFFFF_FFFF_FFFF).wrapping_add(COUNTER.fetch_add(1, Ordering::Relaxed));
+    let id = (((member_id & 0x7FFF) << 48) | (suffix & 0xFFFF_FFFF_FFFF)) as i64;
+    id.max(1)
+}
+
+/// Proposes a keep-alive, retrying while no leader is known, until `timeout`.
+async fn keep_alive_once(ctx: &ApiContext, id: i64) -> Result<i64, EtcdError> {
+    let deadline = tokio::time::Instant::now() + ctx.request_timeout;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let r = ctx
+            .node
+            .propose(Op::LeaseKeepAlive(PbLeaseKeepAliveRequest { id }), left)
+            .await;
+        match r {
+            Ok(ApplyResponse::LeaseKeepAlive { ttl }) => return Ok(ttl),
+            Ok(other) => {
+                return Err(EtcdError::Internal(format!(
+                    "unexpected apply response {other:?}"
+                )))
+            }
+            Err(EtcdError::NoLeader | EtcdError::LeaderChanged)
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+type KeepAliveStream = Pin<Box<dyn Stream<Item = Result<PbLeaseKeepAliveResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PbLeaseService for LeaseService {
+    async fn lease_grant(
+        &self,
+        request: Request<PbLeaseGrantRequest>,
+    ) -> Result<Response<PbLeaseGrantResponse>, Status> {
+        let req = request.into_inner();
+        if req.ttl > MAX_LEASE_TTL {
+            return Err(EtcdError::LeaseTtlTooLarge.into());
+        }
+        let ttl = req.ttl.max(self.min_ttl);
+        let chosen = req.id != 0;
+        loop {
+            let id = if chosen {
+                req.id
+            } else {
+                next_lease_id(self.ctx.node.status.member_id)
+            };
+            let op = Op::LeaseGrant(PbLeaseGrantRequest { ttl, id });
+            match self.ctx.node.propose(op, self.ctx.request_timeout).await {
+                Ok(ApplyResponse::LeaseGrant { id, ttl }) => {
+                    let revision = current_revision(&self.ctx)?;
+                    return Ok(Response::new(PbLeaseGrantResponse {
+                        header: Some(self.ctx.header(revision)),
+                        id,
+                        ttl,
+                        error: String::new(),
+                    }));
+                }
+                // A server-chosen id that happens to be taken: choose again.
+                Err(EtcdError::LeaseExists) if !chosen => continue,
+                Ok(other) => {
+                    return Err(EtcdError::Internal(format!("unexpected {other:?}")).into())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        request: Request<PbLeaseRevokeRequest>,
+    ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
+        let req = request.into_inner();
+        self.ctx
+            .node
+            .propose(Op::LeaseRevoke(req), self.ctx.request_timeout)
+            .await?;
+        let revision = current_revision(&self.ctx)?;
+        Ok(Response::new(PbLeaseRevokeResponse {
+            header: Some(self.ctx.header(revision)),
+        }))
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        request: Request<Streaming<PbLeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            while let Some(item) = inbound.next().await {
+                let id = match item {
+                    Ok(req) => req.id,
+                    Err(_) => return,
+                };
+                let reply = match keep_alive_once(&ctx, id).await {
+                    Ok(ttl) => {
+                        let revision = current_revision(&ctx).unwrap_or(0);
+                        Ok(PbLeaseKeepAliveResponse {
+                            header: Some(ctx.header(revision)),
+                            id,
+                            ttl,
+                        })
+                    }
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = reply.is_err();
+                if tx.send(reply).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        request: Request<PbLeaseTimeToLiveRequest>,
+    ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
+        let req = request.into_inner();
+        self.ctx
+            .node
+            .linearizable_barrier(self.ctx.request_timeout)
+            .await?;
+        let revision = current_revision(&self.ctx)?;
+        let snapshot = self.ctx.storage.db.read_tx();
+        let exists = mvcc::leases(&snapshot, &self.ctx.storage)?
+            .iter()
+            .any(|(id, _)| *id == req.id);
+        let clock = self.ctx.lessor.time_to_live(req.id);
+        let resp = match (exists, clock) {
+            (true, Some((granted, remaining))) => PbLeaseTimeToLiveResponse {
+                header: Some(self.ctx.header(revision)),
+                id: req.id,
+                ttl: remaining,
+                granted_ttl: granted,
+                keys: if req.keys {
+                    mvcc::lease_keys(&snapshot, &self.ctx.storage, req.id)?
+                } else {
+                    Vec::new()
+                },
+            },
+            _ => PbLeaseTimeToLiveResponse {
+                header: Some(self.ctx.header(revision)),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _: Request<PbLeaseLeasesRequest>,
+    ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
+        self.ctx
+            .node
+            .linearizable_barrier(self.ctx.request_timeout)
+            .await?;
+        let revision = current_revision(&self.ctx)?;
+        let snapshot = self.ctx.storage.db.read_tx();
+        let leases = mvcc::leases(&snapshot, &self.ctx.storage)?
+            .into_iter()
+            .map(|(id, _)| PbLeaseStatus { id })
+            .collect();
+        Ok(Response::new(PbLeaseLeasesResponse {
+            header: Some(self.ctx.header(revision)),
+            leases,
+        }))
+    }
+}

@@ -1,0 +1,702 @@
+//! `etcdserverpb.Watch`: one task per gRPC stream, many watches per stream,
+//! with etcd's wire behaviour (`server/etcdserver/api/v3rpc/watch.go`).
+//!
+//! The stream task owns its watches (their ids, key ranges, filters and
+//! flags), turns what the [`WatchHub`] queues for them into responses, and
+//! catches up the watches that are off the live path by reading history from
+//! disk in bounded chunks (see `core::watch`). A client that reads slowly
+//! only slows its own task: the task waits on the gRPC send, its watches'
+//! queues fill up, and the hub moves them off the live path.
+//!
+//! What a client sees, as with etcd:
+//! - a `created` response (with the watch id) before any event of the watch;
+//!   a create that fails (duplicate `watch_id`, empty range, negative start
+//!   revision) answers `created` + `canceled` with watch id -1 and etcd's
+//!   `cancel_reason`;
+//! - events in revision order, each revision's events in one response
+//!   (live: header revision = the events' revision; catch-up: several
+//!   revisions per response, header revision = the store's revision then);
+//! - a start revision below the compact revision: `created`, then a response
+//!   with `compact_revision` set and `canceled`;
+//! - `WatchCancelRequest` on a known id: a `canceled` response; unknown ids
+//!   get nothing;
+//! - `ProgressRequest`: a response with watch id -1, no events and header
+//!   revision R once every watch of the stream is on the live path, meaning
+//!   every event up to R has been sent (etcd ≥ 3.5.8 sends nothing when a
+//!   watch is unsynced; we send it as soon as they are synced again);
+//! - `progress_notify`: the same, per watch, after an interval without
+//!   events;
+//! - `fragment`: responses larger than `--max-request-bytes` + 512 KiB are
+//!   split into several responses, all but the last with `fragment` set.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use etcd_client::proto::{
+    PbEvent, PbResponseHeader, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
+};
+use futures::{Stream, StreamExt};
+use prost::Message as _;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::core::api::ApiContext;
+use crate::core::errors::EtcdError;
+use crate::core::mvcc::{KeyRange, EVENT_DELETE, EVENT_PUT};
+use crate::core::node::NodeStatus;
+use crate::core::watch::{HistoryQuery, HubId, Rejoin, StreamItem, StreamSender, WatchHub};
+
+/// The Watch service.
+pub struct WatchService {
+    /// Shared API state (header ids, `--max-request-bytes`).
+    pub ctx: ApiContext,
+    /// The member's watch hub.
+    pub hub: Arc<WatchHub>,
+}
+
+/// gRPC framing allowance added to `--max-request-bytes` before a response
+/// is fragmented (etcd's `MaxRequestBytesWithOverhead`).
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Responses buffered between a stream task and the gRPC transport.
+const OUT_BUFFER: usize = 16;
+
+/// Most watches caught up in one step (etcd's `maxWatchersPerSync`).
+const MAX_WATCHERS_PER_STEP: usize = 512;
+
+/// etcd's `WatchCreateRequest.FilterType.NOPUT`.
+const FILTER_NOPUT: i32 = 0;
+/// etcd's `WatchCreateRequest.FilterType.NODELETE`.
+const FILTER_NODELETE: i32 = 1;
+
+/// `cancel_reason` of a create with a `watch_id` already used on the stream
+/// (etcd's `mvcc.ErrWatcherDuplicateID`).
+pub const REASON_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+/// `cancel_reason` of a create whose `range_end` is not after `key` (etcd's
+/// `mvcc.ErrEmptyWatcherRange`).
+pub const REASON_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
+
+type ResponseStream = ReceiverStream<Result<PbWatchResponse, Status>>;
+
+#[tonic::async_trait]
+impl PbWatchService for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<PbWatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let (out, rx) = mpsc::channel(OUT_BUFFER);
+        let task = StreamTask::new(
+            self.hub.clone(),
+            self.ctx.node.status.clone(),
+            self.ctx.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            out,
+        );
+        tokio::spawn(task.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+/// The client went away: stop the stream.
+struct Closed;
+
+/// One watch of a stream.
+struct Local {
+    /// The client-visible id.
+    watch_id: i64,
+    /// The watched keys.
+    range: KeyRange,
+    /// `filters` has NOPUT.
+    no_put: bool,
+    /// `filters` has NODELETE.
+    no_delete: bool,
+    /// Send `prev_kv` with each event.
+    prev_kv: bool,
+    /// Split large responses.
+    fragment: bool,
+    /// Periodic progress notifications asked.
+    progress_notify: bool,
+    /// No event was sent since the last progress tick (etcd's
+    /// `sws.progress[id]`).
+    progress_due: bool,
+    /// Items the hub queued for this watch and not yet handled.
+    queued: Arc<AtomicUsize>,
+    /// `Some(first revision not sent)` while off the live path.
+    behind: Option<i64>,
+}
+
+impl Local {
+    /// The events of `events` this watch reports, as sent on the wire.
+    fn select<'a>(&self, events: impl Iterator<Item = &'a PbEvent>) -> Vec<PbEvent> {
+        events
+            .filter(|e| {
+                let in_range = e.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key));
+                let filtered = (self.no_put && e.r#type == EVENT_PUT)
+                    || (self.no_delete && e.r#type == EVENT_DELETE);
+                in_range && !filtered
+            })
+            .map(|e| {
+                let mut e = e.clone();
+                if !self.prev_kv {
+                    e.prev_kv = None;
+                }
+                e
+            })
+            .collect()
+    }
+}
+
+/// The state of one gRPC watch stream.
+pub struct StreamTask {
+    /// The member's hub.
+    hub: Arc<WatchHub>,
+    /// Ids and term for response headers.
+    status: Arc<NodeStatus>,
+    /// Responses at least this large are fragmented for watches that ask.
+    fragment_bytes: usize,
+    /// Toward the gRPC transport.
+    out: mpsc::Sender<Result<PbWatchResponse, Status>>,
+    /// The hub's way into this stream (given to every registration).
+    tx: StreamSender,
+    /// The hub's side of `tx`, until `run` takes it.
+    rx: Option<mpsc::UnboundedReceiver<StreamItem>>,
+    /// Watches by hub id.
+    locals: HashMap<HubId, Local>,
+    /// Hub ids by watch id.
+    ids: HashMap<i64, HubId>,
+    /// Next automatic watch id (etcd ≥ 3.5: per stream, from 0, skipping
+    /// ids in use).
+    next_watch_id: i64,
+    /// A `ProgressRequest` waits for every watch to be synced.
+    progress_all_pending: bool,
+}
+
+impl StreamTask {
+    /// A stream answering on `out`; `fragment_bytes` is
+    /// `--max-request-bytes` plus gRPC overhead.
+    pub fn new(
+        hub: Arc<WatchHub>,
+        status: Arc<NodeStatus>,
+        fragment_bytes: usize,
+        out: mpsc::Sender<Result<PbWatchResponse, Status>>,
+    ) -> Self {
+        let (tx, rx) = mpsc::unbounded_channel();
+        Self {
+            hub,
+            status,
+            fragment_bytes,
+            out,
+            tx,
+            rx: Some(rx),
+            locals: HashMap::new(),
+            ids: HashMap::new(),
+            next_watch_id: 0,
+            progress_all_pending: false,
+        }
+    }
+
+    /// Serves the stream until the client goes away or a receive fails. A
+    /// client that half-closes keeps receiving events, as with etcd.
+    pub async fn run<S>(mut self, mut inbound: S)
+    where
+        S: Stream<Item = Result<PbWatchRequest, Status>> + Unpin + Send,
+    {
+        let Some(mut rx) = self.rx.take() else {
+            return;
+        };
+        let interval = self.hub.config().progress_interval;
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut inbound_open = true;
+        let mut stopping = self.hub.stopping();
+        loop {
+            let catching_up = self.locals.values().any(|l| l.behind.is_some());
+            let step: Result<(), Closed> = tokio::select! {
+                req = inbound.next(), if inbound_open => match req {
+                    Some(Ok(req)) => self.on_request(req).await,
+                    Some(Err(e)) => {
+                        tracing::debug!("watch stream receive: {e}");
+                        Err(Closed)
+                    }
+                    None => {
+                        inbound_open = false;
+                        Ok(())
+                    }
+                },
+                item = rx.recv() => match item {
+                    Some(item) => self.on_item(item).await,
+                    None => Err(Closed),
+                },
+                _ = ticker.tick() => {
+                    self.on_progress_tick();
+                    Ok(())
+                }
+                _ = std::future::ready(()), if catching_up => self.catch_up_step().await,
+                _ = self.out.closed() => Err(Closed),
+                _ = async { stopping.wait_for(|s| *s).await.is_ok() } => {
+                    let _ = self.out.send(Err(EtcdError::Stopped.into())).await;
+                    Err(Closed)
+                }
+            };
+            if step.is_err() {
+                return;
+            }
+            if self.progress_all_pending && self.locals.values().all(|l| l.behind.is_none()) {
+                self.progress_all_pending = !self.hub.progress(&self.tx, &self.hub_ids(), -1);
+            }
+        }
+    }
+
+    fn header(&self, revision: i64) -> PbResponseHeader {
+        PbResponseHeader {
+            cluster_id: self.status.cluster_id,
+            member_id: self.status.member_id,
+            revision,
+            raft_term: self.status.term.load(Ordering::Relaxed),
+        }
+    }
+
+    fn hub_ids(&self) -> Vec<HubId> {
+        self.locals.keys().copied().collect()
+    }
+
+    async fn send(&self, response: PbWatchResponse) -> Result<(), Closed> {
+        self.out.send(Ok(response)).await.map_err(|_| Closed)
+    }
+
+    /// Sends an event response, split as etcd's `sendFragments` when the
+    /// watch asked for fragments and it is too large.
+    async fn send_events(
+        &self,
+        watch_id: i64,
+        revision: i64,
+        events: Vec<PbEvent>,
+        fragment: bool,
+    ) -> Result<(), Closed> {
+        let response = PbWatchResponse {
+            header: Some(self.header(revision)),
+            watch_id,
+            events,
+            ..Default::default()
+        };
+        if !fragment {
+            return self.send(response).await;
+        }
+        for part in fragments(response, self.fragment_bytes) {
+            self.send(part).await?;
+        }
+        Ok(())
+    }
+
+    /// A create that failed: etcd answers `created` + `canceled` with watch
+    /// id -1.
+    async fn reject(&self, reason: &str) -> Result<(), Closed> {
+        self.send(PbWatchResponse {
+            header: Some(self.header(self.hub.current())),
+            watch_id: -1,
+            created: true,
+            canceled: true,
+            cancel_reason: reason.to_string(),
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn on_request(&mut self, req: PbWatchRequest) -> Result<(), Closed> {
+        match req.request_union {
+            Some(PbWatchRequestUnion::CreateRequest(c)) => {
+                let key = if c.key.is_empty() { vec![0] } else { c.key };
+                if c.start_revision < 0 {
+                    return self.reject(&EtcdError::Compacted.to_string()).await;
+                }
+                let bounded = !c.range_end.is_empty() && c.range_end != [0];
+                if bounded && key.as_slice() >= c.range_end.as_slice() {
+                    return self.reject(REASON_EMPTY_RANGE).await;
+                }
+                let watch_id = if c.watch_id == 0 {
+                    while self.ids.contains_key(&self.next_watch_id) {
+                        self.next_watch_id += 1;
+                    }
+                    self.next_watch_id += 1;
+                    self.next_watch_id - 1
+                } else if self.ids.contains_key(&c.watch_id) {
+                    return self.reject(REASON_DUPLICATE_ID).await;
+                } else {
+                    c.watch_id
+                };
+                let range = KeyRange::new(&key, &c.range_end);
+                let reg = self.hub.register(&self.tx, range.clone(), c.start_revision);
+                self.ids.insert(watch_id, reg.id);
+                self.locals.insert(
+                    reg.id,
+                    Local {
+                        watch_id,
+                        range,
+                        no_put: c.filters.contains(&FILTER_NOPUT),
+                        no_delete: c.filters.contains(&FILTER_NODELETE),
+                        prev_kv: c.prev_kv,
+                        fragment: c.fragment,
+                        progress_notify: c.progress_notify,
+                        progress_due: true,
+                        queued: reg.queued,
+                        behind: reg.behind,
+                    },
+                );
+                self.send(PbWatchResponse {
+                    header: Some(self.header(reg.current)),
+                    watch_id,
+                    created: true,
+                    ..Default::default()
+                })
+                .await
+            }
+            Some(PbWatchRequestUnion::CancelRequest(c)) => {
+                let Some(id) = self.ids.remove(&c.watch_id) else {
+                    return Ok(()); // etcd: an unknown id gets no answer
+                };
+                self.locals.remove(&id);
+                self.hub.cancel(&[id]);
+                self.send(PbWatchResponse {
+                    header: Some(self.header(self.hub.current())),
+                    watch_id: c.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                })
+                .await
+            }
+            Some(PbWatchRequestUnion::ProgressRequest(_)) => {
+                if self.locals.is_empty() {
+                    // Nothing can be pending: answer at once.
+                    return self
+                        .send(PbWatchResponse {
+                            header: Some(self.header(self.hub.current())),
+                            watch_id: -1,
+                            ..Default::default()
+                        })
+                        .await;
+                }
+                if !self.hub.progress(&self.tx, &self.hub_ids(), -1) {
+                    self.progress_all_pending = true;
+                }
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn on_item(&mut self, item: StreamItem) -> Result<(), Closed> {
+        match item {
+            StreamItem::Events {
+                watcher,
+                revision,
+                events,
+            } => {
+                let Some(local) = self.locals.get_mut(&watcher) else {
+                    return Ok(()); // canceled since
+                };
+                let selected = local.select(events.iter());
+                let (watch_id, fragment, queued) =
+                    (local.watch_id, local.fragment, local.queued.clone());
+                if !selected.is_empty() {
+                    local.progress_due = false;
+                    self.send_events(watch_id, revision, selected, fragment)
+                        .await?;
+                }
+                queued.fetch_sub(1, Ordering::Relaxed);
+                Ok(())
+            }
+            StreamItem::Behind { watcher, next_rev } => {
+                if let Some(local) = self.locals.get_mut(&watcher) {
+                    local.behind = Some(next_rev);
+                }
+                Ok(())
+            }
+            StreamItem::Progress { watch_id, revision } => {
+                if watch_id != -1 && !self.ids.contains_key(&watch_id) {
+                    return Ok(());
+                }
+                self.send(PbWatchResponse {
+                    header: Some(self.header(revision)),
+                    watch_id,
+                    ..Default::default()
+                })
+                .await
+            }
+        }
+    }
+
+    /// etcd's progress ticker: a notification for each `progress_notify`
+    /// watch that got no event since the previous tick (sent only if it is
+    /// synced, as etcd).
+    fn on_progress_tick(&mut self) {
+        for (id, local) in self.locals.iter_mut() {
+            if !local.progress_notify {
+                continue;
+            }
+            if local.progress_due {
+                self.hub.progress(&self.tx, &[*id], local.watch_id);
+            }
+            local.progress_due = true;
+        }
+    }
+
+    /// Reads one chunk of history for the watches off the live path, sends
+    /// it, and puts the watches that reached the end back on the live path.
+    async fn catch_up_step(&mut self) -> Result<(), Closed> {
+        let behind: Vec<(HubId, i64)> = self
+            .locals
+            .iter()
+            .filter_map(|(id, l)| l.behind.map(|from| (*id, from)))
+            .take(MAX_WATCHERS_PER_STEP)
+            .collect();
+        let queries: Vec<HistoryQuery> = behind
+            .iter()
+            .filter_map(|(id, from)| {
+                self.locals.get(id).map(|l| HistoryQuery {
+                    range: l.range.clone(),
+                    from: *from,
+                    prev_kv: l.prev_kv,
+                })
+            })
+            .collect();
+        // Buffering starts before the snapshot is taken (see core::watch).
+        self.hub.begin_catch_up(&behind);
+        let hub = self.hub.clone();
+        let read = tokio::task::spawn_blocking(move || hub.read_history(&queries)).await;
+        let chunk = match read {
+            Ok(Ok(chunk)) => chunk,
+            Ok(Err(e)) => return self.fail(&behind, &e.to_string()).await,
+            Err(e) => return self.fail(&behind, &format!("etcdserver: {e}")).await,
+        };
+        for (i, (id, from)) in behind.iter().enumerate() {
+            let Some(local) = self.locals.get_mut(id) else {
+                continue;
+            };
+            if *from < chunk.compacted {
+                // etcd: WatchResponse{CompactRevision} (header revision 0),
+                // and the watch is gone.
+                let watch_id = local.watch_id;
+                self.locals.remove(id);
+                self.ids.remove(&watch_id);
+                self.hub.cancel(&[*id]);
+                self.send(PbWatchResponse {
+                    header: Some(self.header(0)),
+                    watch_id,
+                    compact_revision: chunk.compacted,
+                    canceled: true,
+                    ..Default::default()
+                })
+                .await?;
+                continue;
+            }
+            let selected = local.select(chunk.events.get(i).into_iter().flatten());
+            let (watch_id, fragment) = (local.watch_id, local.fragment);
+            if !selected.is_empty() {
+                local.progress_due = false;
+            }
+            local.behind = if chunk.to >= chunk.current {
+                match self.hub.rejoin(*id, chunk.to) {
+                    Rejoin::Synced => None,
+                    Rejoin::Behind(next) => Some(next),
+                }
+            } else {
+                Some((*from).max(chunk.to + 1))
+            };
+            if !selected.is_empty() {
+                // Sent after rejoin: the buffered revisions it queued come
+                // out of the channel only after this response.
+                self.send_events(watch_id, chunk.current, selected, fragment)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A catch-up read failed (storage fault): cancel the watches concerned
+    /// with the error as reason, rather than leave them silent.
+    async fn fail(&mut self, behind: &[(HubId, i64)], reason: &str) -> Result<(), Closed> {
+        tracing::error!("watch catch-up: {reason}");
+        for (id, _) in behind {
+            let Some(local) = self.locals.remove(id) else {
+                continue;
+            };
+            self.ids.remove(&local.watch_id);
+            self.hub.cancel(&[*id]);
+            self.send(PbWatchResponse {
+                header: Some(self.header(self.hub.current())),
+                watch_id: local.watch_id,
+                canceled: true,
+                cancel_reason: reason.to_string(),
+                ..Default::default()
+            })
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for StreamTask {
+    /// However the stream ends (client gone, error, panic), its watches
+    /// leave the hub.
+    fn drop(&mut self) {
+        let ids = self.hub_ids();
+        self.hub.cancel(&ids);
+    }
+}
+
+/// Splits `response` as etcd's `sendFragments`: unchanged when smaller than
+/// `limit` bytes or with fewer than two events; otherwise consecutive parts
+/// of at most `limit` bytes (but at least one event each), every part but
+/// the last with `fragment` set.
+pub fn fragments(response: PbWatchResponse, limit: usize) -> Vec<PbWatchResponse> {
+    if response.encoded_len() < limit || response.events.len() < 2 {
+        return vec![response];
+    }
+    let mut base = response;
+    let events = std::mem::take(&mut base.events);
+    let base_len = base.encoded_len();
+    let mut parts = Vec::new();
+    let mut cur: Vec<PbEvent> = Vec::new();
+    let mut size = base_len;
+    for ev in events {
+        let len = ev.encoded_len();
+        let add = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if !cur.is_empty() && size + add >= limit {
+            parts.push(PbWatchResponse {
+                events: std::mem::take(&mut cur),
+                fragment: true,
+                ..base.clone()
+            });
+            size = base_len;
+        }
+        size += add;
+        cur.push(ev);
+    }
+    parts.push(PbWatchResponse {
+        events: cur,
+        fragment: false,
+        ..base
+    });
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::time::Duration;
+
+    use etcd_client::proto::PbKeyValue;
+
+    use crate::core::node::EventSink;
+    use crate::core::storage::Storage;
+    use crate::core::watch::WatchConfig;
+
+    fn event(key: &str, value_len: usize) -> PbEvent {
+        PbEvent {
+            r#type: EVENT_PUT,
+            kv: Some(PbKeyValue {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'x'; value_len],
+                ..Default::default()
+            }),
+            prev_kv: None,
+        }
+    }
+
+    #[test]
+    fn fragments_split_like_etcd() {
+        let response = PbWatchResponse {
+            watch_id: 3,
+            events: (0..10).map(|i| event(&format!("k{i}"), 100)).collect(),
+            ..Default::default()
+        };
+        let whole = fragments(response.clone(), 10_000);
+        assert_eq!(whole.len(), 1);
+        assert!(!whole[0].fragment);
+        let parts = fragments(response.clone(), 350);
+        assert!(parts.len() > 1, "{parts:?}");
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.fragment, i + 1 < parts.len());
+            assert_eq!(p.watch_id, 3);
+            assert!(p.encoded_len() < 350 || p.events.len() == 1);
+        }
+        let total: Vec<PbEvent> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(total, response.events);
+        // One big event is never split.
+        let single = PbWatchResponse {
+            events: vec![event("k", 1000)],
+            ..Default::default()
+        };
+        assert_eq!(fragments(single, 10).len(), 1);
+    }
+
+    /// Periodic progress notifications need a short interval, which only
+    /// the hub's constructor takes: checked here rather than over the wire.
+    #[tokio::test]
+    async fn progress_notify_reports_idle_watches_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path()).expect("storage");
+        let hub = WatchHub::new(
+            &storage,
+            WatchConfig {
+                progress_interval: Duration::from_millis(200),
+                ..WatchConfig::default()
+            },
+        )
+        .expect("hub");
+        let status = Arc::new(NodeStatus {
+            member_id: 1,
+            cluster_id: 2,
+            leader: AtomicU64::new(1),
+            term: AtomicU64::new(3),
+            raft_index: AtomicU64::new(0),
+        });
+        let (out, mut responses) = mpsc::channel(16);
+        let (requests, inbound) = mpsc::channel::<Result<PbWatchRequest, Status>>(16);
+        let task = StreamTask::new(hub.clone(), status, 1 << 20, out);
+        tokio::spawn(task.run(ReceiverStream::new(inbound)));
+        let mut create = PbWatchRequest {
+            request_union: Some(PbWatchRequestUnion::CreateRequest(Default::default())),
+        };
+        if let Some(PbWatchRequestUnion::CreateRequest(c)) = create.request_union.as_mut() {
+            c.key = b"k".to_vec();
+            c.progress_notify = true;
+        }
+        requests.send(Ok(create)).await.expect("send create");
+        let recv = |responses: &mut mpsc::Receiver<Result<PbWatchResponse, Status>>| {
+            let fut = responses.recv();
+            async move {
+                tokio::time::timeout(Duration::from_secs(5), fut)
+                    .await
+                    .expect("a response in time")
+                    .expect("stream open")
+                    .expect("not an error")
+            }
+        };
+        let created = recv(&mut responses).await;
+        assert!(created.created);
+        assert_eq!(created.watch_id, 0);
+        let header = created.header.expect("header");
+        assert_eq!(
+            (header.cluster_id, header.member_id, header.raft_term),
+            (2, 1, 3)
+        );
+        // Idle: a progress notification for watch 0 at the current revision.
+        let progress = recv(&mut responses).await;
+        assert_eq!(progress.watch_id, 0);
+        assert!(progress.events.is_empty());
+        assert_eq!(progress.header.expect("header").revision, 1);
+        // An event in the interval elides the next notification.
+        hub.publish(2, vec![event("k", 1)]);
+        let ev = recv(&mut responses).await;
+        assert_eq!(ev.events.len(), 1);
+        assert_eq!(ev.header.expect("header").revision, 2);
+        let next = recv(&mut responses).await;
+        assert!(next.events.is_empty());
+        assert_eq!(next.header.expect("header").revision, 2);
+    }
+}

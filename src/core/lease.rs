@@ -1,0 +1,133 @@
+//! The lessor: the in-memory clocks of granted leases.
+//!
+//! Lease records (id → granted TTL) and lease → key attachments are
+//! replicated state, written by the state machine (`mvcc::Applier`). Their
+//! deadlines are local: every member starts a lease's clock when it applies
+//! the grant or a keep-alive (keep-alives are Raft entries, so every member
+//! sees each renewal), and the **leader** alone decides expiry, by proposing
+//! a revoke through Raft. A member that becomes leader restarts every clock
+//! at the full TTL, as etcd does without checkpoints, so a leader change
+//! never expires a lease early.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// etcd's `MaxLeaseTTL`: 9,000,000,000 seconds.
+pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
+
+/// How long the leader waits for a proposed revoke before proposing it again.
+const REVOKE_RETRY: Duration = Duration::from_secs(3);
+
+/// One lease's clock.
+#[derive(Debug, Clone)]
+struct Clock {
+    /// Granted TTL, seconds.
+    ttl: i64,
+    /// When the lease expires unless renewed.
+    deadline: Instant,
+    /// When this member (as leader) last proposed its revoke.
+    revoking_since: Option<Instant>,
+}
+
+/// Lease clocks of this member, shared by the Raft task and the API.
+#[derive(Debug, Default)]
+pub struct Lessor {
+    /// Clocks by lease id.
+    clocks: Mutex<HashMap<i64, Clock>>,
+}
+
+impl Lessor {
+    /// Starts the clock of a granted (or loaded) lease at its full TTL.
+    pub fn granted(&self, id: i64, ttl: i64) {
+        self.with(|c| {
+            c.insert(
+                id,
+                Clock {
+                    ttl,
+                    deadline: Instant::now() + secs(ttl),
+                    revoking_since: None,
+                },
+            );
+        });
+    }
+
+    /// Restarts a lease's clock (an applied keep-alive); its granted TTL in
+    /// seconds, or `None` when the lease does not exist.
+    pub fn renewed(&self, id: i64) -> Option<i64> {
+        self.with(|c| {
+            c.get_mut(&id).map(|clock| {
+                clock.deadline = Instant::now() + secs(clock.ttl);
+                clock.revoking_since = None;
+                clock.ttl
+            })
+        })
+    }
+
+    /// Forgets a revoked lease.
+    pub fn revoked(&self, id: i64) {
+        self.with(|c| {
+            c.remove(&id);
+        });
+    }
+
+    /// Restarts every clock at its full TTL (this member became leader).
+    pub fn promote(&self) {
+        let now = Instant::now();
+        self.with(|c| {
+            for clock in c.values_mut() {
+                clock.deadline = now + secs(clock.ttl);
+                clock.revoking_since = None;
+            }
+        });
+    }
+
+    /// Leases past their deadline whose revoke is not already under way
+    /// (marked as under way now).
+    pub fn take_expired(&self) -> Vec<i64> {
+        let now = Instant::now();
+        self.with(|c| {
+            let mut out = Vec::new();
+            for (id, clock) in c.iter_mut() {
+                let retry = clock
+                    .revoking_since
+                    .is_none_or(|t| now.duration_since(t) > REVOKE_RETRY);
+                if clock.deadline <= now && retry {
+                    clock.revoking_since = Some(now);
+                    out.push(*id);
+                }
+            }
+            out
+        })
+    }
+
+    /// (granted TTL, remaining TTL) in seconds, remaining rounded up as etcd
+    /// does; `None` for an unknown lease.
+    pub fn time_to_live(&self, id: i64) -> Option<(i64, i64)> {
+        let now = Instant::now();
+        self.with(|c| {
+            c.get(&id).map(|clock| {
+                let left = clock.deadline.saturating_duration_since(now);
+                let remaining = left.as_millis().div_ceil(1000) as i64;
+                (clock.ttl, remaining)
+            })
+        })
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<i64, Clock>) -> T) -> T {
+        match self.clocks.lock() {
+            Ok(mut g) => f(&mut g),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+}
+
+fn secs(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
+}
+
+/// etcd's minimum lease TTL for these timings, seconds:
+/// ceil(1.5 × election timeout), so that a lease outlives a leader election.
+pub fn min_ttl(election_timeout: Duration) -> i64 {
+    (election_timeout.as_millis() * 3 / 2).div_ceil(1000).max(1) as i64
+}

@@ -1,0 +1,934 @@
+//! The watch hub: fans applied changes out to watchers without ever making a
+//! writer wait, and brings watchers that fell behind back up to date from the
+//! history on disk (etcd's `server/mvcc/watchable_store.go`, reworked so that
+//! catching up never holds the lock the write path takes).
+//!
+//! # Shape
+//!
+//! ```text
+//! Raft task ──publish(rev, events)──▶ dispatch queue ──▶ dispatcher thread
+//!   (O(1), never blocks; drops when          │  matches keys, per watcher:
+//!    the queue holds too many bytes)          │  synced → StreamItem::Events
+//!                                             ▼  queue full → StreamItem::Behind
+//!                                   one unbounded channel per gRPC stream
+//!                                             ▼
+//!                       stream task (api/watch.rs): filters, prev_kv, sends;
+//!                       catches Behind watchers up with read_history(), then
+//!                       rejoin()s them to the live path
+//! ```
+//!
+//! A watcher is in one of three states (etcd's synced / unsynced groups; our
+//! "catching up" replaces etcd's victims):
+//!
+//! - **synced**: every matching revision up to [`WatchHub::current`] has been
+//!   queued to its stream. The dispatcher queues each new matching revision as
+//!   one [`StreamItem::Events`], unless the watcher already has
+//!   [`WatchConfig::watcher_queue`] items in flight: then it becomes unsynced
+//!   and its stream gets one [`StreamItem::Behind`] naming the first revision
+//!   it missed.
+//! - **unsynced**: the dispatcher ignores it; its stream reads the missed
+//!   history from the `rev` keyspace in bounded chunks.
+//! - **catching up**: the stream is reading history from a snapshot taken
+//!   after [`WatchHub::begin_catch_up`]; the dispatcher keeps the revisions it
+//!   dispatches meanwhile in a small per-watcher buffer
+//!   ([`WatchConfig::rejoin_buffer`]). [`WatchHub::rejoin`] then queues the
+//!   buffered revisions newer than what the snapshot held and makes the
+//!   watcher synced again, under the same lock the dispatcher takes, so that
+//!   no revision is skipped or repeated. A buffer that overflows simply means
+//!   another round from disk.
+//!
+//! # Invariants
+//!
+//! - Revisions reach the dispatcher in order and without gaps; a gap (the
+//!   dispatch queue dropped revisions, or the state machine jumped) makes
+//!   every watcher unsynced at the first missing revision, so watchers catch
+//!   up from disk instead of missing events.
+//! - Per watcher, revisions are queued strictly increasing: `next_rev` is the
+//!   lowest revision the watcher may still receive, and every path that queues
+//!   revision `r` for it first checks `r >= next_rev`, then sets
+//!   `next_rev = r + 1`.
+//! - Memory per watcher is bounded: at most `watcher_queue` items in flight,
+//!   at most `rejoin_buffer` revisions buffered while catching up, and a
+//!   catch-up read holds at most one chunk
+//!   ([`WatchConfig::catch_up_revisions`] / [`WatchConfig::catch_up_bytes`]).
+//! - The Raft task's cost per applied revision is one size estimate, one
+//!   atomic add and one channel send, whatever the number of watchers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etcd_client::proto::{PbEvent, PbKeyValue};
+use fjall::Readable;
+use prost::Message as _;
+use tokio::sync::mpsc as tmpsc;
+
+use crate::core::errors::EtcdError;
+use crate::core::metrics::METRICS;
+use crate::core::mvcc::{self, KeyRange, EVENT_PUT};
+use crate::core::node::EventSink;
+use crate::core::storage::{self, Storage};
+
+/// Tuning of the hub; [`WatchConfig::default`] holds etcd's values where
+/// etcd has one.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// How often a watch created with `progress_notify` gets a progress
+    /// notification when it received no events in the interval (etcd's
+    /// `--experimental-watch-progress-notify-interval`, default 10 min).
+    pub progress_interval: Duration,
+    /// Responses one watcher may have queued toward its stream before it is
+    /// moved off the live path (etcd's `chanBufLen`, 128, which etcd applies
+    /// per stream).
+    pub watcher_queue: usize,
+    /// Revisions a catching-up watcher keeps while its stream reads history;
+    /// more means another round from disk, never a lost event.
+    pub rejoin_buffer: usize,
+    /// Most revisions read from disk in one catch-up step (etcd's
+    /// `watchBatchMaxRevs`, 1000).
+    pub catch_up_revisions: usize,
+    /// Most bytes of history read from disk in one catch-up step (a single
+    /// revision is never split, so one step may exceed it by one revision).
+    pub catch_up_bytes: usize,
+    /// Most bytes of events waiting for the dispatcher; beyond it `publish`
+    /// drops revisions and the watchers concerned catch up from disk.
+    pub dispatch_queue_bytes: usize,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        Self {
+            progress_interval: Duration::from_secs(600),
+            watcher_queue: 128,
+            rejoin_buffer: 256,
+            catch_up_revisions: 1000,
+            catch_up_bytes: 1024 * 1024,
+            dispatch_queue_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The hub's id of a watcher: unique in the process, never reused (unlike
+/// the client-visible `watch_id`, which is per stream).
+pub type HubId = u64;
+
+/// What the hub sends a stream, in the order the stream must act on it.
+#[derive(Debug)]
+pub enum StreamItem {
+    /// Every event of `revision` (unfiltered and with `prev_kv`, shared by
+    /// all watchers); at least one of them is in the watcher's key range.
+    /// The stream applies the watcher's range, filters and `prev_kv` flag.
+    Events {
+        /// The watcher.
+        watcher: HubId,
+        /// The events' revision.
+        revision: i64,
+        /// All events of that revision.
+        events: Arc<Vec<PbEvent>>,
+    },
+    /// The watcher left the live path: its queue was full when `next_rev`
+    /// was dispatched. The stream catches it up from `next_rev` on.
+    Behind {
+        /// The watcher.
+        watcher: HubId,
+        /// The first revision it has not been sent.
+        next_rev: i64,
+    },
+    /// A progress notification: every event up to `revision` for the
+    /// watchers it covers has been queued before this item.
+    Progress {
+        /// The client's watch id, or -1 for a stream-wide `ProgressRequest`.
+        watch_id: i64,
+        /// The revision the notification reports.
+        revision: i64,
+    },
+}
+
+/// The sending side of a stream's channel, as the hub keeps it.
+pub type StreamSender = tmpsc::UnboundedSender<StreamItem>;
+
+/// The result of [`WatchHub::register`].
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// The hub's id of the new watcher.
+    pub id: HubId,
+    /// Items queued toward the stream and not yet handled; the stream
+    /// decrements it as it sends each [`StreamItem::Events`].
+    pub queued: Arc<AtomicUsize>,
+    /// The current revision when the watcher was registered (for the
+    /// `created` response header).
+    pub current: i64,
+    /// `Some(start_revision)` when the start revision is in the past: the
+    /// watcher starts unsynced and its stream must catch it up from there.
+    pub behind: Option<i64>,
+}
+
+/// Where a catching-up watcher stands after [`WatchHub::rejoin`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejoin {
+    /// Back on the live path.
+    Synced,
+    /// Still behind (the rejoin buffer overflowed): read again from this
+    /// revision.
+    Behind(i64),
+}
+
+/// One watcher's part in a catch-up read.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// The watched key range.
+    pub range: KeyRange,
+    /// The first revision wanted.
+    pub from: i64,
+    /// Whether each event needs the key's previous value.
+    pub prev_kv: bool,
+}
+
+/// The result of [`WatchHub::read_history`].
+#[derive(Debug, Clone, Default)]
+pub struct HistoryChunk {
+    /// The current revision of the snapshot read.
+    pub current: i64,
+    /// Its compact revision: a query with `from` below it cannot be served.
+    pub compacted: i64,
+    /// The last revision read completely: `current` when the read reached
+    /// the end, less when a size limit stopped it.
+    pub to: i64,
+    /// Per query, the matching events with revisions in `from..=to`, in
+    /// revision order (empty for a compacted query).
+    pub events: Vec<Vec<PbEvent>>,
+}
+
+/// The watch hub: an [`EventSink`] for the Raft task and the registry of
+/// every watcher of this member. Cheap to share (`Arc`).
+pub struct WatchHub {
+    /// State shared with the dispatcher thread.
+    shared: Arc<Shared>,
+    /// Into the dispatcher; `publish` never blocks on it.
+    tx: mpsc::Sender<Published>,
+    /// Turns true when the member stops: streams end.
+    stopping: tokio::sync::watch::Sender<bool>,
+}
+
+impl WatchHub {
+    /// Creates the hub at the current revision of `storage` and starts its
+    /// dispatcher thread (which ends when the hub is dropped).
+    ///
+    /// # Errors
+    /// A storage error reading the revision, or the OS refusing a thread.
+    pub fn new(storage: &Storage, config: WatchConfig) -> anyhow::Result<Arc<Self>> {
+        let snapshot = storage.db.read_tx();
+        let revs = mvcc::revisions(&snapshot, storage)?;
+        drop(snapshot);
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                current: revs.current,
+                next_id: 1,
+                watchers: HashMap::new(),
+                by_key: HashMap::new(),
+                ranges: Vec::new(),
+            }),
+            config,
+            storage: storage.clone(),
+            queued_bytes: AtomicUsize::new(0),
+            dropped_upto: AtomicI64::new(0),
+        });
+        let (tx, rx) = mpsc::channel();
+        let worker = shared.clone();
+        std::thread::Builder::new()
+            .name("watch-dispatch".into())
+            .spawn(move || worker.dispatch_loop(rx))?;
+        let (stopping, _) = tokio::sync::watch::channel(false);
+        Ok(Arc::new(Self {
+            shared,
+            tx,
+            stopping,
+        }))
+    }
+
+    /// Ends every watch stream (the member is stopping): they answer
+    /// `etcdserver: server stopped`, so that clients go to another member.
+    pub fn shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Turns true when [`WatchHub::shutdown`] is called.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.stopping.subscribe()
+    }
+
+    /// The hub's settings.
+    pub fn config(&self) -> &WatchConfig {
+        &self.shared.config
+    }
+
+    /// The last revision dispatched to watchers (the hub's view of the
+    /// current revision; it trails the store by the dispatch queue).
+    pub fn current(&self) -> i64 {
+        self.shared.lock().current
+    }
+
+    /// Registers a watcher on `range` for the stream behind `tx`.
+    ///
+    /// As etcd's `watchableStore.watch`: `start_revision` 0 or above the
+    /// current revision starts on the live path (from the current revision
+    /// + 1, or `start_revision` if later); a past one starts unsynced and
+    /// [`Registration::behind`] tells the stream to catch up. Checking the
+    /// start revision against the compact revision is the catch-up's job,
+    /// as in etcd.
+    pub fn register(
+        &self,
+        tx: &StreamSender,
+        range: KeyRange,
+        start_revision: i64,
+    ) -> Registration {
+        let mut st = self.shared.lock();
+        let id = st.next_id;
+        st.next_id += 1;
+        let current = st.current;
+        let synced = start_revision <= 0 || start_revision > current;
+        let next_rev = if synced {
+            (current + 1).max(start_revision)
+        } else {
+            start_revision
+        };
+        let queued = Arc::new(AtomicUsize::new(0));
+        let single = single_key(&range);
+        match &single {
+            Some(key) => st.by_key.entry(key.clone()).or_default().push(id),
+            None => st.ranges.push((range.clone(), id)),
+        }
+        st.watchers.insert(
+            id,
+            Watcher {
+                range,
+                single: single.is_some(),
+                tx: tx.clone(),
+                queued: queued.clone(),
+                next_rev,
+                state: if synced {
+                    WatcherState::Synced
+                } else {
+                    WatcherState::Unsynced
+                },
+            },
+        );
+        METRICS.watchers.inc();
+        if !synced {
+            METRICS.slow_watchers.inc();
+        }
+        Registration {
+            id,
+            queued,
+            current,
+            behind: (!synced).then_some(start_revision),
+        }
+    }
+
+    /// Removes watchers (cancel, or their stream ended). Unknown ids are
+    /// ignored.
+    pub fn cancel(&self, ids: &[HubId]) {
+        let mut st = self.shared.lock();
+        for id in ids {
+            let Some(w) = st.watchers.remove(id) else {
+                continue;
+            };
+            METRICS.watchers.dec();
+            if !matches!(w.state, WatcherState::Synced) {
+                METRICS.slow_watchers.dec();
+            }
+            if w.single {
+                let key = w.range.start.as_slice();
+                if let Some(list) = st.by_key.get_mut(key) {
+                    list.retain(|x| x != id);
+                    if list.is_empty() {
+                        st.by_key.remove(key);
+                    }
+                }
+            } else if let Some(pos) = st.ranges.iter().position(|(_, x)| x == id) {
+                st.ranges.swap_remove(pos);
+            }
+        }
+    }
+
+    /// Starts a catch-up round for unsynced watchers: from now on the
+    /// dispatcher buffers their revisions. Call it before taking the
+    /// snapshot that [`WatchHub::read_history`] reads; `from` is each
+    /// watcher's first wanted revision.
+    pub fn begin_catch_up(&self, watchers: &[(HubId, i64)]) {
+        let mut st = self.shared.lock();
+        for (id, from) in watchers {
+            if let Some(w) = st.watchers.get_mut(id) {
+                if matches!(w.state, WatcherState::Synced) {
+                    continue;
+                }
+                w.next_rev = *from;
+                w.state = WatcherState::CatchingUp {
+                    buffer: Vec::new(),
+                    overflow: false,
+                };
+            }
+        }
+    }
+
+    /// Ends a catch-up round for a watcher whose stream has sent it every
+    /// event up to `caught_up_to`, the current revision of a snapshot taken
+    /// after [`WatchHub::begin_catch_up`]. Queues the buffered revisions
+    /// after `caught_up_to` and puts the watcher back on the live path, or
+    /// reports that it must read again (buffer overflow, or no round begun).
+    pub fn rejoin(&self, id: HubId, caught_up_to: i64) -> Rejoin {
+        let mut st = self.shared.lock();
+        let Some(w) = st.watchers.get_mut(&id) else {
+            return Rejoin::Behind(caught_up_to + 1);
+        };
+        let state = std::mem::replace(&mut w.state, WatcherState::Unsynced);
+        match state {
+            WatcherState::Synced => {
+                w.state = WatcherState::Synced;
+                Rejoin::Synced
+            }
+            WatcherState::CatchingUp {
+                buffer,
+                overflow: false,
+            } => {
+                let mut next = w.next_rev.max(caught_up_to + 1);
+                for (revision, events) in buffer {
+                    if revision < next {
+                        continue;
+                    }
+                    w.queued.fetch_add(1, Ordering::Relaxed);
+                    // A closed channel means the stream is ending; it
+                    // cancels its watchers itself.
+                    let _ = w.tx.send(StreamItem::Events {
+                        watcher: id,
+                        revision,
+                        events,
+                    });
+                    next = revision + 1;
+                }
+                w.next_rev = next;
+                w.state = WatcherState::Synced;
+                METRICS.slow_watchers.dec();
+                Rejoin::Synced
+            }
+            WatcherState::CatchingUp { overflow: true, .. } | WatcherState::Unsynced => {
+                w.next_rev = w.next_rev.max(caught_up_to + 1);
+                Rejoin::Behind(w.next_rev)
+            }
+        }
+    }
+
+    /// Asks for a progress notification covering `watchers` (one watcher
+    /// for `progress_notify`, all of a stream for a `ProgressRequest`). When
+    /// all of them are synced, queues [`StreamItem::Progress`] with the
+    /// current revision on `tx` and returns true; otherwise returns false
+    /// and queues nothing, as etcd's `progressIfSync`.
+    pub fn progress(&self, tx: &StreamSender, watchers: &[HubId], watch_id: i64) -> bool {
+        let st = self.shared.lock();
+        let all_synced = watchers.iter().all(|id| {
+            st.watchers
+                .get(id)
+                .is_none_or(|w| matches!(w.state, WatcherState::Synced))
+        });
+        if all_synced {
+            let _ = tx.send(StreamItem::Progress {
+                watch_id,
+                revision: st.current,
+            });
+        }
+        all_synced
+    }
+
+    /// Reads the history for a catch-up step from a fresh snapshot: every
+    /// revision from the lowest `from` of the queries that are not below the
+    /// compact revision, up to the snapshot's current revision or until
+    /// [`WatchConfig::catch_up_revisions`] revisions /
+    /// [`WatchConfig::catch_up_bytes`] bytes were read (never splitting a
+    /// revision). Events get `prev_kv` (the key's value at the revision
+    /// before) for queries that ask, looked up through the `hist` index.
+    ///
+    /// Blocking (storage reads): run it on a blocking thread.
+    ///
+    /// # Errors
+    /// A storage error or a corrupt history record.
+    pub fn read_history(&self, queries: &[HistoryQuery]) -> Result<HistoryChunk, EtcdError> {
+        let s = &self.shared.storage;
+        let cfg = &self.shared.config;
+        let snapshot = s.db.read_tx();
+        let revs = mvcc::revisions(&snapshot, s)?;
+        let mut chunk = HistoryChunk {
+            current: revs.current,
+            compacted: revs.compacted,
+            to: revs.current,
+            events: vec![Vec::new(); queries.len()],
+        };
+        let live: Vec<usize> = (0..queries.len())
+            .filter(|&i| queries[i].from >= revs.compacted)
+            .collect();
+        let Some(from) = live.iter().map(|&i| queries[i].from).min() else {
+            return Ok(chunk);
+        };
+        if from > revs.current {
+            return Ok(chunk);
+        }
+        let start = rev_key(from.max(1), 0);
+        let end = rev_key(revs.current + 1, 0);
+        let mut revisions = 0usize;
+        let mut bytes = 0usize;
+        let mut last_main = 0i64;
+        let mut prev_cache: HashMap<(Vec<u8>, i64), Option<PbKeyValue>> = HashMap::new();
+        for item in snapshot.range(&s.rev, start.as_slice()..end.as_slice()) {
+            let (k, v) = item.into_inner()?;
+            let main = storage::be_i64(&k[..k.len().min(8)]);
+            if main != last_main {
+                if revisions >= cfg.catch_up_revisions || bytes >= cfg.catch_up_bytes {
+                    chunk.to = last_main;
+                    break;
+                }
+                revisions += 1;
+                last_main = main;
+            }
+            bytes += v.len();
+            let event = PbEvent::decode(v.as_ref())
+                .map_err(|e| EtcdError::Internal(format!("corrupt history record: {e}")))?;
+            let Some(kv) = event.kv.as_ref() else {
+                continue;
+            };
+            for &i in &live {
+                let q = &queries[i];
+                if main < q.from || !q.range.contains(&kv.key) {
+                    continue;
+                }
+                let mut ev = event.clone();
+                if q.prev_kv {
+                    let cache_key = (kv.key.clone(), main);
+                    let prev = match prev_cache.get(&cache_key) {
+                        Some(p) => p.clone(),
+                        None => {
+                            let p = prev_at(&snapshot, s, &kv.key, main)?;
+                            prev_cache.insert(cache_key, p.clone());
+                            p
+                        }
+                    };
+                    ev.prev_kv = prev;
+                }
+                chunk.events[i].push(ev);
+            }
+        }
+        Ok(chunk)
+    }
+}
+
+impl EventSink for WatchHub {
+    /// Hands one revision to the dispatcher: a size estimate, an atomic add
+    /// and a channel send. When more than
+    /// [`WatchConfig::dispatch_queue_bytes`] wait already, the revision is
+    /// dropped and recorded; the dispatcher then moves every watcher off the
+    /// live path so that they read it from disk.
+    fn publish(&self, revision: i64, events: Vec<PbEvent>) {
+        let bytes = estimate(&events);
+        let queued = self.shared.queued_bytes.load(Ordering::Relaxed);
+        if queued + bytes > self.shared.config.dispatch_queue_bytes {
+            self.shared
+                .dropped_upto
+                .fetch_max(revision, Ordering::Relaxed);
+            return;
+        }
+        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let sent = self.tx.send(Published {
+            revision,
+            events,
+            bytes,
+        });
+        if sent.is_err() {
+            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One applied revision on its way to the dispatcher.
+struct Published {
+    /// Its revision.
+    revision: i64,
+    /// Its events (with `prev_kv`).
+    events: Vec<PbEvent>,
+    /// Its size estimate, counted in `queued_bytes`.
+    bytes: usize,
+}
+
+/// What the hub and its dispatcher thread share.
+struct Shared {
+    /// Watchers and the dispatched revision.
+    state: Mutex<State>,
+    /// Tuning.
+    config: WatchConfig,
+    /// History for catch-up reads.
+    storage: Storage,
+    /// Estimated bytes of [`Published`] waiting for the dispatcher.
+    queued_bytes: AtomicUsize,
+    /// Highest revision `publish` dropped (0 = none).
+    dropped_upto: AtomicI64,
+}
+
+/// The registry, under [`Shared::state`].
+struct State {
+    /// The last revision dispatched.
+    current: i64,
+    /// Next [`HubId`].
+    next_id: HubId,
+    /// Every watcher.
+    watchers: HashMap<HubId, Watcher>,
+    /// Single-key watchers by key.
+    by_key: HashMap<Vec<u8>, Vec<HubId>>,
+    /// Range watchers (prefix, from-key, ranges): checked one by one.
+    ranges: Vec<(KeyRange, HubId)>,
+}
+
+/// One watcher, as the hub sees it.
+struct Watcher {
+    /// Its key range.
+    range: KeyRange,
+    /// Indexed in `by_key` (true) or `ranges` (false).
+    single: bool,
+    /// Its stream's channel.
+    tx: StreamSender,
+    /// Items in flight toward the stream (shared with the stream).
+    queued: Arc<AtomicUsize>,
+    /// The lowest revision it may still be sent.
+    next_rev: i64,
+    /// Live path or not.
+    state: WatcherState,
+}
+
+/// See the module documentation.
+enum WatcherState {
+    /// On the live path.
+    Synced,
+    /// Off it; its stream reads history.
+    Unsynced,
+    /// Off it, buffering dispatched revisions until [`WatchHub::rejoin`].
+    CatchingUp {
+        /// Revisions dispatched since the round began (at most
+        /// `rejoin_buffer`).
+        buffer: Vec<(i64, Arc<Vec<PbEvent>>)>,
+        /// The buffer overflowed (or revisions were lost): the round cannot
+        /// end in a rejoin.
+        overflow: bool,
+    },
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the registry half
+        // updated in a way that matters more than stopping watches would.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The dispatcher thread: drains the queue in batches, one lock per
+    /// batch; ends when the hub is dropped.
+    fn dispatch_loop(&self, rx: mpsc::Receiver<Published>) {
+        const BATCH: usize = 64;
+        loop {
+            let first = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(p) => Some(p),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let batch: Vec<Published> = first
+                .into_iter()
+                .chain(rx.try_iter().take(BATCH - 1))
+                .collect();
+            let mut st = self.lock();
+            for p in batch {
+                self.queued_bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+                st.dispatch(&self.config, p.revision, Arc::new(p.events));
+            }
+            let dropped = self.dropped_upto.load(Ordering::Relaxed);
+            if dropped > st.current {
+                let from = st.current + 1;
+                st.all_behind(from);
+                st.current = dropped;
+            }
+        }
+    }
+}
+
+impl State {
+    /// Queues revision `revision` to the synced watchers it concerns.
+    fn dispatch(&mut self, cfg: &WatchConfig, revision: i64, events: Arc<Vec<PbEvent>>) {
+        if revision <= self.current {
+            return;
+        }
+        if revision > self.current + 1 {
+            let from = self.current + 1;
+            self.all_behind(from);
+        }
+        self.current = revision;
+        METRICS.watch_events.inc_by(events.len() as u64);
+        let mut matched: Vec<HubId> = Vec::new();
+        for ev in events.iter() {
+            let Some(kv) = ev.kv.as_ref() else {
+                continue;
+            };
+            if let Some(ids) = self.by_key.get(kv.key.as_slice()) {
+                matched.extend_from_slice(ids);
+            }
+            for (range, id) in &self.ranges {
+                if range.contains(&kv.key) {
+                    matched.push(*id);
+                }
+            }
+        }
+        for id in matched {
+            let Some(w) = self.watchers.get_mut(&id) else {
+                continue;
+            };
+            match &mut w.state {
+                WatcherState::Synced => {
+                    if revision < w.next_rev {
+                        continue; // already sent (several events matched) or before its start
+                    }
+                    if w.queued.load(Ordering::Relaxed) >= cfg.watcher_queue {
+                        w.state = WatcherState::Unsynced;
+                        w.next_rev = revision;
+                        METRICS.slow_watchers.inc();
+                        METRICS.watchers_unsynced.inc();
+                        let _ = w.tx.send(StreamItem::Behind {
+                            watcher: id,
+                            next_rev: revision,
+                        });
+                        continue;
+                    }
+                    w.queued.fetch_add(1, Ordering::Relaxed);
+                    let _ = w.tx.send(StreamItem::Events {
+                        watcher: id,
+                        revision,
+                        events: events.clone(),
+                    });
+                    w.next_rev = revision + 1;
+                }
+                WatcherState::CatchingUp { buffer, overflow } => {
+                    if *overflow || buffer.last().is_some_and(|(r, _)| *r == revision) {
+                        continue;
+                    }
+                    if buffer.len() >= cfg.rejoin_buffer {
+                        *overflow = true;
+                        buffer.clear();
+                        buffer.shrink_to_fit();
+                    } else {
+                        buffer.push((revision, events.clone()));
+                    }
+                }
+                WatcherState::Unsynced => {}
+            }
+        }
+    }
+
+    /// Takes every watcher off the live path because revisions from `from`
+    /// on were not dispatched.
+    fn all_behind(&mut self, from: i64) {
+        for (id, w) in self.watchers.iter_mut() {
+            match &mut w.state {
+                WatcherState::Synced => {
+                    w.next_rev = w.next_rev.max(from);
+                    w.state = WatcherState::Unsynced;
+                    METRICS.slow_watchers.inc();
+                    METRICS.watchers_unsynced.inc();
+                    let _ = w.tx.send(StreamItem::Behind {
+                        watcher: *id,
+                        next_rev: w.next_rev,
+                    });
+                }
+                WatcherState::CatchingUp { buffer, overflow } => {
+                    *overflow = true;
+                    buffer.clear();
+                }
+                WatcherState::Unsynced => {}
+            }
+        }
+    }
+}
+
+/// The key of a single-key range (`[k, k\0)`).
+fn single_key(range: &KeyRange) -> Option<Vec<u8>> {
+    let end = range.end.as_ref()?;
+    (end.len() == range.start.len() + 1 && end.starts_with(&range.start) && end.last() == Some(&0))
+        .then(|| range.start.clone())
+}
+
+/// A cheap upper-bound-ish size of a revision's events, for the dispatch
+/// queue's byte limit.
+fn estimate(events: &[PbEvent]) -> usize {
+    let kv = |kv: &Option<PbKeyValue>| {
+        kv.as_ref()
+            .map_or(0, |kv| kv.key.len() + kv.value.len() + 48)
+    };
+    events.iter().map(|e| kv(&e.kv) + kv(&e.prev_kv) + 16).sum()
+}
+
+/// `rev` keyspace key of (main, sub).
+fn rev_key(main: i64, sub: i64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&main.to_be_bytes());
+    k[8..].copy_from_slice(&sub.to_be_bytes());
+    k
+}
+
+/// The value of `key` just before revision `rev` (etcd's prev_kv: a range at
+/// `rev - 1`): its newest change below `rev`, if that change is a put.
+fn prev_at<R: Readable>(
+    r: &R,
+    s: &Storage,
+    key: &[u8],
+    rev: i64,
+) -> Result<Option<PbKeyValue>, EtcdError> {
+    let escaped = mvcc::escape_key(key);
+    let mut lo = escaped.clone();
+    lo.extend_from_slice(&rev_key(0, 0));
+    let mut hi = escaped;
+    hi.extend_from_slice(&rev_key(rev, 0));
+    let Some(item) = r.range(&s.hist, lo..hi).next_back() else {
+        return Ok(None);
+    };
+    let (k, _) = item.into_inner()?;
+    let Some(rk) = k.len().checked_sub(16).map(|at| &k[at..]) else {
+        return Ok(None);
+    };
+    let Some(v) = r.get(&s.rev, rk)? else {
+        return Ok(None);
+    };
+    let event = PbEvent::decode(v.as_ref())
+        .map_err(|e| EtcdError::Internal(format!("corrupt history record: {e}")))?;
+    Ok(if event.r#type == EVENT_PUT {
+        event.kv
+    } else {
+        None
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, rev: i64) -> PbEvent {
+        PbEvent {
+            r#type: EVENT_PUT,
+            kv: Some(PbKeyValue {
+                key: key.as_bytes().to_vec(),
+                mod_revision: rev,
+                create_revision: rev,
+                version: 1,
+                value: b"v".to_vec(),
+                lease: 0,
+            }),
+            prev_kv: None,
+        }
+    }
+
+    fn hub(config: WatchConfig) -> (tempfile::TempDir, Arc<WatchHub>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let storage = Storage::open(dir.path()).expect("open storage");
+        let hub = WatchHub::new(&storage, config).expect("hub");
+        (dir, hub)
+    }
+
+    fn next(rx: &mut tmpsc::UnboundedReceiver<StreamItem>) -> StreamItem {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(item) = rx.try_recv() {
+                return item;
+            }
+            assert!(std::time::Instant::now() < deadline, "no stream item");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn single_key_detection() {
+        assert_eq!(single_key(&KeyRange::new(b"a", b"")), Some(b"a".to_vec()));
+        assert_eq!(single_key(&KeyRange::new(b"a", b"b")), None);
+        assert_eq!(single_key(&KeyRange::new(b"a", b"\0")), None);
+    }
+
+    #[test]
+    fn full_queue_moves_watcher_off_the_live_path_and_rejoin_replays_buffer() {
+        let (_dir, hub) = hub(WatchConfig {
+            watcher_queue: 2,
+            rejoin_buffer: 8,
+            ..WatchConfig::default()
+        });
+        let (tx, mut rx) = tmpsc::unbounded_channel();
+        let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
+        assert_eq!(reg.behind, None);
+        for rev in 2..=4 {
+            hub.publish(rev, vec![put("k", rev)]);
+        }
+        for rev in 2..=3 {
+            match next(&mut rx) {
+                StreamItem::Events { revision, .. } => assert_eq!(revision, rev),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        match next(&mut rx) {
+            StreamItem::Behind { next_rev, .. } => assert_eq!(next_rev, 4),
+            other => panic!("unexpected {other:?}"),
+        }
+        hub.begin_catch_up(&[(reg.id, 4)]);
+        hub.publish(5, vec![put("k", 5)]);
+        hub.publish(6, vec![put("other", 6)]);
+        hub.publish(7, vec![put("k", 7)]);
+        while hub.current() < 7 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The snapshot held revision 5 already: only 7 comes from the buffer.
+        reg.queued.store(0, Ordering::Relaxed);
+        assert_eq!(hub.rejoin(reg.id, 5), Rejoin::Synced);
+        match next(&mut rx) {
+            StreamItem::Events { revision, .. } => assert_eq!(revision, 7),
+            other => panic!("unexpected {other:?}"),
+        }
+        // Revision 7 is never sent twice, even if dispatched late.
+        hub.publish(8, vec![put("k", 8)]);
+        match next(&mut rx) {
+            StreamItem::Events { revision, .. } => assert_eq!(revision, 8),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejoin_buffer_overflow_means_another_round() {
+        let (_dir, hub) = hub(WatchConfig {
+            rejoin_buffer: 1,
+            ..WatchConfig::default()
+        });
+        let (tx, _rx) = tmpsc::unbounded_channel();
+        let reg = hub.register(&tx, KeyRange::new(b"k", b"\0"), 1);
+        hub.publish(2, vec![put("k", 2)]);
+        while hub.current() < 2 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(reg.behind, Some(1));
+        hub.begin_catch_up(&[(reg.id, 1)]);
+        hub.publish(3, vec![put("k1", 3)]);
+        hub.publish(4, vec![put("k2", 4)]);
+        while hub.current() < 4 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(hub.rejoin(reg.id, 2), Rejoin::Behind(3));
+    }
+
+    #[test]
+    fn a_gap_takes_every_watcher_off_the_live_path() {
+        let (_dir, hub) = hub(WatchConfig::default());
+        let (tx, mut rx) = tmpsc::unbounded_channel();
+        let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
+        hub.publish(5, vec![put("k", 5)]);
+        match next(&mut rx) {
+            StreamItem::Behind { watcher, next_rev } => {
+                assert_eq!((watcher, next_rev), (reg.id, 2));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
