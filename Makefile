@@ -10,7 +10,7 @@ TEST_THREADS ?= 2
 # sudo only when not root (CI runs as root, without sudo).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: build deps test run cluster lint
+.PHONY: build deps test run cluster lint bench
 
 build: deps
 	$(CARGO) build --release
@@ -42,3 +42,8 @@ cluster: build
 lint: deps
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Benchmarks (release): put throughput, latency and fsyncs per put, side by
+# side with etcd when /usr/bin/etcd exists (Debian etcd-server).
+bench: deps
+	$(CARGO) bench
