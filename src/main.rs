@@ -73,9 +73,9 @@ fn init_tracing(log_level: &str) {
         Ok(directives) if !directives.trim().is_empty() => EnvFilter::try_new(&directives)
             .unwrap_or_else(|e| {
                 eprintln!("warning: ignoring invalid RUST_LOG ({e}); using log level {log_level}");
-                EnvFilter::new(log_level)
+                EnvFilter::new(default_directives(log_level))
             }),
-        _ => EnvFilter::new(log_level),
+        _ => EnvFilter::new(default_directives(log_level)),
     };
     if let Err(e) = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -90,4 +90,10 @@ fn init_tracing(log_level: &str) {
 
 fn exit_code(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// The `--log-level` for kvd itself; the storage engine's routine messages
+/// (table flushes, ingestion) are held at `warn` unless RUST_LOG asks.
+fn default_directives(log_level: &str) -> String {
+    format!("{log_level},fjall=warn,lsm_tree=warn")
 }

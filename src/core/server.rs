@@ -306,7 +306,7 @@ async fn publish(node: NodeHandle, attrs: MemberAttributes, timeout: Duration) {
             }
             Err(e) => {
                 tracing::debug!("publish: {e}");
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
     }
