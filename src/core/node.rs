@@ -234,7 +234,11 @@ pub fn start(
         status,
         applied_tx,
         applied: applied_index,
-        next_id: 1,
+        // Ids of this run start above any of an earlier run's (whose entries
+        // may be replayed after a restart).
+        next_id: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
         proposals: HashMap::new(),
         reads: HashMap::new(),
         reads_waiting: Vec::new(),
@@ -332,6 +336,7 @@ impl RaftTask {
             let op = Op::LeaseRevoke(PbLeaseRevokeRequest { id });
             let data = RaftRequest {
                 id: 0,
+                origin: 0,
                 op: Some(op),
             }
             .encode_to_vec();
@@ -349,7 +354,12 @@ impl RaftTask {
             Event::Propose { op, reply } => {
                 let id = self.next_id;
                 self.next_id += 1;
-                let data = RaftRequest { id, op: Some(op) }.encode_to_vec();
+                let data = RaftRequest {
+                    id,
+                    origin: self.status.member_id,
+                    op: Some(op),
+                }
+                .encode_to_vec();
                 match self.raw.propose(Vec::new(), data) {
                     Ok(()) => {
                         METRICS.proposals.inc();
@@ -576,8 +586,10 @@ impl RaftTask {
         if let Some(rev) = compaction {
             self.compactor.schedule(rev);
         }
-        if let Some(reply) = self.proposals.remove(&req.id) {
-            let _ = reply.send(result);
+        if req.origin == self.status.member_id {
+            if let Some(reply) = self.proposals.remove(&req.id) {
+                let _ = reply.send(result);
+            }
         }
         Ok(())
     }

@@ -9,10 +9,14 @@ use etcd_client::proto::{
 /// One proposal, as stored in a Raft log entry's `data`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RaftRequest {
-    /// Matches the answer to the waiting client on the proposing member
-    /// (unique per member process; other members ignore it).
+    /// Matches the answer to the waiting client on the proposing member:
+    /// unique within one run of that member (it starts from the clock at
+    /// start-up, so entries replayed from an earlier run never match).
     #[prost(uint64, tag = "1")]
     pub id: u64,
+    /// The member that proposed the entry; only it answers a client.
+    #[prost(uint64, tag = "10")]
+    pub origin: u64,
     /// The operation.
     #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
     pub op: Option<Op>,
