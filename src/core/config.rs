@@ -64,6 +64,9 @@ pub struct ServeConfig {
     pub quota_backend_bytes: u64,
     /// `tracing` filter (`--log-level`: debug, info, warn, error).
     pub log_level: String,
+    /// Promote a learner to voter once it has caught up (`--auto-promote`;
+    /// etcd has no such option).
+    pub auto_promote: bool,
 }
 
 /// etcd's default member name (`--name`).
@@ -179,6 +182,8 @@ pub struct ServeOptions {
     pub max_txn_ops: Option<usize>,
     /// `log-level`: trace, debug, info, warn or error.
     pub log_level: Option<String>,
+    /// `auto-promote`: promote caught-up learners (kvd only).
+    pub auto_promote: Option<bool>,
 }
 
 impl ServeOptions {
@@ -232,6 +237,7 @@ impl ServeOptions {
             max_request_bytes: self.max_request_bytes.or(lower.max_request_bytes),
             max_txn_ops: self.max_txn_ops.or(lower.max_txn_ops),
             log_level: self.log_level.or(lower.log_level),
+            auto_promote: self.auto_promote.or(lower.auto_promote),
         }
     }
 
@@ -403,6 +409,7 @@ impl ServeOptions {
                 .quota_backend_bytes
                 .unwrap_or(DEFAULT_QUOTA_BACKEND_BYTES),
             log_level,
+            auto_promote: self.auto_promote.unwrap_or(false),
         })
     }
 }
@@ -986,10 +993,10 @@ log-level: warn
     fn example_config_is_valid_and_all_defaults() {
         let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml"));
         let file = ServeOptions::from_file(path).unwrap();
-        // It spells out every key (all 16 of ServeOptions)...
+        // It spells out every key (all 17 of ServeOptions)...
         let text = std::fs::read_to_string(path).unwrap();
         let keys: serde_yaml::Mapping = serde_yaml::from_str(&text).unwrap();
-        assert_eq!(keys.len(), 16);
+        assert_eq!(keys.len(), 17);
         // ...each at its default.
         let from_file = format!("{:?}", file.resolve().unwrap());
         let defaults = format!("{:?}", opts().resolve().unwrap());

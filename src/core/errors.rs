@@ -45,6 +45,40 @@ pub enum EtcdError {
     /// `LeaseGrant` with a TTL above etcd's `MaxLeaseTTL`.
     #[error("etcdserver: too large lease TTL")]
     LeaseTtlTooLarge,
+    /// A member id that no member has.
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    /// A member id that is taken.
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    /// Peer URLs another member already has.
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    /// The change would leave too few started voting members (etcd's strict
+    /// reconfiguration check).
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    /// `MemberPromote` of a voting member.
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    /// `MemberPromote` of a learner that has not caught up.
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    /// More learners than etcd allows (1).
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    /// A request a learner does not serve.
+    #[error("etcdserver: rpc not supported for learner")]
+    NotSupportedForLearner,
+    /// A request only the leader serves.
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    /// `MoveLeader` to a member that cannot lead.
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    /// `MoveLeader` did not complete in time.
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     /// No leader is known, so a request cannot be ordered.
     #[error("etcdserver: no leader")]
     NoLeader,
@@ -74,7 +108,17 @@ impl EtcdError {
             | Self::RequestTooLarge
             | Self::KeyNotFound => Code::InvalidArgument,
             Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => Code::OutOfRange,
-            Self::LeaseExists => Code::FailedPrecondition,
+            Self::LeaseExists
+            | Self::MemberExists
+            | Self::PeerUrlExists
+            | Self::NotEnoughStartedMembers
+            | Self::MemberNotLearner
+            | Self::LearnerNotReady
+            | Self::TooManyLearners
+            | Self::NotLeader
+            | Self::BadLeaderTransferee => Code::FailedPrecondition,
+            Self::MemberNotFound => Code::NotFound,
+            Self::NotSupportedForLearner | Self::LeaderTransferTimeout => Code::Unavailable,
             Self::LeaseNotFound => Code::NotFound,
             Self::NoLeader | Self::LeaderChanged | Self::Stopped | Self::Timeout => {
                 Code::Unavailable

@@ -72,3 +72,22 @@ pub fn get(s: &Storage, id: u64) -> anyhow::Result<Option<PbMember>> {
 pub fn key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
+
+/// Every member record through reader `r` (e.g. an apply transaction).
+///
+/// # Errors
+/// A storage or decoding error.
+pub fn list_in<R: fjall::Readable>(
+    r: &R,
+    s: &Storage,
+) -> Result<Vec<PbMember>, crate::core::errors::EtcdError> {
+    let mut out = Vec::new();
+    for item in r.iter(&s.members) {
+        let (_, v) = item.into_inner()?;
+        out.push(
+            PbMember::decode(v.as_ref())
+                .map_err(|e| crate::core::errors::EtcdError::Internal(e.to_string()))?,
+        );
+    }
+    Ok(out)
+}

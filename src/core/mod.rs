@@ -13,6 +13,7 @@ pub mod proposal;
 pub mod raft_log;
 pub mod raft_logging;
 pub mod server;
+pub mod snapshot;
 pub mod storage;
 pub mod transport;
 pub mod watch;

@@ -388,6 +388,13 @@ pub enum ApplyResponse {
         /// Granted TTL, seconds.
         ttl: i64,
     },
+    /// A membership change: the member concerned and the members after it.
+    Members {
+        /// The member added, promoted, updated or removed.
+        member: etcd_client::proto::PbMember,
+        /// Every member after the change.
+        members: Vec<etcd_client::proto::PbMember>,
+    },
     /// An entry with no client answer (publish, empty entries).
     Done,
 }

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use etcd_client::proto::{PbEvent, PbLeaseRevokeRequest, PbMember};
 use fjall::Readable;
 use prost::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message, SnapshotMetadata,
+};
 use raft::{RawNode, StateRole};
 use tokio::sync::{oneshot, watch};
 
@@ -24,8 +26,9 @@ use crate::core::lease::Lessor;
 use crate::core::members;
 use crate::core::metrics::METRICS;
 use crate::core::mvcc::{self, Applier, ApplyResponse};
-use crate::core::proposal::{Op, RaftRequest};
+use crate::core::proposal::{ConfChangeContext, Op, RaftRequest};
 use crate::core::raft_log::RaftLog;
+use crate::core::snapshot;
 use crate::core::storage::{self, Storage};
 
 /// The answer to a proposal: the state machine's response or etcd's error.
@@ -45,6 +48,32 @@ pub enum Event {
         /// Where the read index goes.
         reply: oneshot::Sender<Result<u64, EtcdError>>,
     },
+    /// Propose a membership change; answered once it is applied here.
+    ProposeConfChange {
+        /// The Raft change (add, add learner, remove).
+        cc: ConfChange,
+        /// The member record it concerns.
+        member: PbMember,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ProposalResult>,
+    },
+    /// As leader, whether learner `id` has caught up (etcd's
+    /// `isLearnerReady`: its match index is at least 90% of the leader's).
+    LearnerReady {
+        /// The learner.
+        id: u64,
+        /// `Ok(ready)`, or `NotLeader`.
+        reply: oneshot::Sender<Result<bool, EtcdError>>,
+    },
+    /// As leader, hand leadership to `to` (etcd's `MoveLeader`).
+    TransferLeader {
+        /// The transferee.
+        to: u64,
+        /// `Ok` once the transfer started, or `NotLeader`/`BadLeaderTransferee`.
+        reply: oneshot::Sender<Result<(), EtcdError>>,
+    },
+    /// The outcome of streaming a snapshot to a follower.
+    SnapshotStatus(u64, raft::SnapshotStatus),
     /// A Raft message from a peer.
     Step(Box<Message>),
     /// The transport could not reach this peer.
@@ -67,6 +96,25 @@ pub struct NodeStatus {
     pub term: AtomicU64,
     /// The last Raft log index.
     pub raft_index: AtomicU64,
+    /// Whether this member is a learner.
+    pub is_learner: std::sync::atomic::AtomicBool,
+    /// Set once this member has been removed from the cluster.
+    pub removed: watch::Sender<bool>,
+}
+
+impl NodeStatus {
+    /// The status of a member that knows no leader yet, at term 0.
+    pub fn new(member_id: u64, cluster_id: u64) -> Self {
+        Self {
+            member_id,
+            cluster_id,
+            leader: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            raft_index: AtomicU64::new(0),
+            is_learner: std::sync::atomic::AtomicBool::new(false),
+            removed: watch::channel(false).0,
+        }
+    }
 }
 
 /// A cheap, cloneable way to reach the Raft task.
@@ -140,6 +188,12 @@ pub struct NodeConfig {
     pub tick: Duration,
     /// Election timeout in ticks.
     pub election_ticks: usize,
+    /// Applied entries between log compactions (`--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Promote learners once they catch up (`--auto-promote`).
+    pub auto_promote: bool,
+    /// The data dir (where incoming snapshots are staged).
+    pub data_dir: std::path::PathBuf,
     /// Where applied changes go.
     pub events: Arc<dyn EventSink>,
     /// Lease clocks (this member decides expiry while it leads).
@@ -167,6 +221,10 @@ impl EventSink for NoWatchers {
 pub trait Outbox: Send + 'static {
     /// Queues `msgs` for their peers without blocking.
     fn send(&self, msgs: Vec<Message>);
+    /// Starts (or re-targets) sending to member `id`.
+    fn add_peer(&self, id: u64, peer_urls: Vec<String>);
+    /// Stops sending to member `id`.
+    fn remove_peer(&self, id: u64);
 }
 
 /// Starts the Raft task on its own thread.
@@ -215,6 +273,10 @@ pub fn start(
         leader: AtomicU64::new(0),
         term: AtomicU64::new(raw.raft.term),
         raft_index: AtomicU64::new(raw.raft.raft_log.last_index()),
+        is_learner: std::sync::atomic::AtomicBool::new(
+            raw.raft.prs().conf().learners().contains(&cfg.member_id),
+        ),
+        removed: watch::channel(false).0,
     });
     let (tx, rx) = mpsc::channel();
     let (applied_tx, applied_rx) = watch::channel(applied_index);
@@ -246,6 +308,11 @@ pub fn start(
         tick: cfg.tick,
         events: cfg.events,
         lessor: cfg.lessor,
+        snapshot_count: cfg.snapshot_count.max(1),
+        auto_promote: cfg.auto_promote,
+        promoting: HashMap::new(),
+        transfer: None,
+        data_dir: cfg.data_dir,
     };
     let thread = std::thread::Builder::new()
         .name("raft".into())
@@ -290,6 +357,16 @@ struct RaftTask {
     events: Arc<dyn EventSink>,
     /// Lease clocks.
     lessor: Arc<Lessor>,
+    /// `--snapshot-count`.
+    snapshot_count: u64,
+    /// `--auto-promote`.
+    auto_promote: bool,
+    /// Learners this leader proposed to promote, and when.
+    promoting: HashMap<u64, Instant>,
+    /// A leader transfer under way: (transferee, started).
+    transfer: Option<(u64, Instant)>,
+    /// The data dir.
+    data_dir: std::path::PathBuf,
 }
 
 /// Most events taken from the queue before handling one Ready.
@@ -318,6 +395,7 @@ impl RaftTask {
             if now >= next_tick {
                 self.raw.tick();
                 self.expire_leases();
+                self.maybe_auto_promote();
                 next_tick += self.tick;
                 if next_tick < now {
                     next_tick = now + self.tick;
@@ -380,6 +458,42 @@ impl RaftTask {
                     self.reads.insert(id, reply);
                 }
             }
+            Event::ProposeConfChange { cc, member, reply } => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let context = ConfChangeContext {
+                    id,
+                    origin: self.status.member_id,
+                    member: Some(member),
+                }
+                .encode_to_vec();
+                let mut cc = cc;
+                cc.set_context(context.into());
+                match self.raw.propose_conf_change(Vec::new(), cc) {
+                    Ok(()) => {
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(EtcdError::NoLeader));
+                    }
+                }
+            }
+            Event::LearnerReady { id, reply } => {
+                let _ = reply.send(self.learner_ready(id));
+            }
+            Event::TransferLeader { to, reply } => {
+                let r = if self.raw.raft.state != StateRole::Leader {
+                    Err(EtcdError::NotLeader)
+                } else if !self.raw.raft.prs().conf().voters().contains(to) {
+                    Err(EtcdError::BadLeaderTransferee)
+                } else {
+                    self.raw.transfer_leader(to);
+                    self.transfer = Some((to, Instant::now()));
+                    Ok(())
+                };
+                let _ = reply.send(r);
+            }
+            Event::SnapshotStatus(id, status) => self.raw.report_snapshot(id, status),
             Event::Step(m) => {
                 if let Err(e) = self.raw.step(*m) {
                     tracing::debug!("raft step: {e}");
@@ -405,7 +519,8 @@ impl RaftTask {
         self.outbox.send(ready.take_messages());
         // 2. A snapshot from the leader (the log is never compacted yet).
         if !ready.snapshot().is_empty() {
-            anyhow::bail!("received a Raft snapshot, which this version cannot apply");
+            let meta = ready.snapshot().get_metadata().clone();
+            self.apply_snapshot(&meta)?;
         }
         // 3. Committed entries (already persisted locally: raft-rs only
         //    hands out entries up to min(committed, persisted)).
@@ -444,6 +559,7 @@ impl RaftTask {
         self.apply_entries(light.take_committed_entries())?;
         // 10. advance_apply.
         self.raw.advance_apply();
+        self.maybe_compact_log()?;
         self.status
             .raft_index
             .store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
@@ -502,9 +618,18 @@ impl RaftTask {
                     self.apply_conf_change(entry.index, &cc)?;
                 }
                 EntryType::EntryConfChangeV2 => {
+                    // kvd proposes only single (v1) changes.
                     let mut cc = ConfChangeV2::default();
                     protobuf::Message::merge_from_bytes(&mut cc, &entry.data)?;
-                    self.apply_conf_change(entry.index, &cc)?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    self.raw.mut_store().set_conf_state(&cs)?;
+                    let mut tx = self.storage.db.write_tx();
+                    tx.insert(
+                        &self.storage.meta,
+                        storage::META_APPLIED_INDEX,
+                        entry.index.to_be_bytes(),
+                    );
+                    tx.commit()?;
                 }
             }
             self.applied = entry.index;
@@ -514,21 +639,163 @@ impl RaftTask {
         Ok(())
     }
 
-    fn apply_conf_change(
-        &mut self,
-        index: u64,
-        cc: &impl raft_proto::ConfChangeI,
-    ) -> anyhow::Result<()> {
-        let cs = self.raw.apply_conf_change(cc)?;
-        self.raw.mut_store().set_conf_state(&cs)?;
-        let mut tx = self.storage.db.write_tx();
-        tx.insert(
-            &self.storage.meta,
-            storage::META_APPLIED_INDEX,
-            index.to_be_bytes(),
-        );
+    fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) -> anyhow::Result<()> {
+        let ctx = ConfChangeContext::decode(cc.get_context()).unwrap_or_default();
+        let s = self.storage.clone();
+        let node = cc.node_id;
+        let member = ctx.member.clone().unwrap_or(PbMember {
+            id: node,
+            ..Default::default()
+        });
+        let cs = match self.raw.apply_conf_change(cc) {
+            Ok(cs) => cs,
+            Err(e) => {
+                // An invalid change (e.g. removing an unknown node) changes
+                // nothing; only the applied index moves.
+                tracing::warn!("conf change at {index} refused: {e}");
+                let mut tx = s.db.write_tx();
+                tx.insert(&s.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
+                tx.commit()?;
+                self.answer(
+                    &ctx,
+                    Err(EtcdError::Internal(format!("conf change refused: {e}"))),
+                );
+                return Ok(());
+            }
+        };
+        let mut tx = s.db.write_tx();
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let learner = cc.get_change_type() == ConfChangeType::AddLearnerNode;
+                let mut record = match tx.get(&s.members, members::key(node))? {
+                    Some(v) => PbMember::decode(v.as_ref())?,
+                    None => member.clone(),
+                };
+                record.is_learner = learner;
+                tx.insert(&s.members, members::key(node), record.encode_to_vec());
+                if node != self.status.member_id {
+                    self.outbox.add_peer(node, record.peer_ur_ls.clone());
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                tx.remove(&s.members, members::key(node));
+                if node != self.status.member_id {
+                    self.outbox.remove_peer(node);
+                }
+            }
+        }
+        tx.insert(&s.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
         tx.commit()?;
+        self.raw.mut_store().set_conf_state(&cs)?;
+        self.promoting.remove(&node);
+        self.status.is_learner.store(
+            cs.learners.contains(&self.status.member_id),
+            Ordering::Relaxed,
+        );
+        if cc.get_change_type() == ConfChangeType::RemoveNode && node == self.status.member_id {
+            tracing::warn!("this member was removed from the cluster");
+            self.status.removed.send_replace(true);
+        }
+        let list = members::list(&s).map_err(|e| EtcdError::Internal(format!("{e:#}")));
+        self.answer(
+            &ctx,
+            list.map(|members| ApplyResponse::Members { member, members }),
+        );
         Ok(())
+    }
+
+    /// Answers the local client waiting on a conf change, if any.
+    fn answer(&mut self, ctx: &ConfChangeContext, result: ProposalResult) {
+        if ctx.origin == self.status.member_id {
+            if let Some(reply) = self.proposals.remove(&ctx.id) {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Replaces the state machine with a snapshot staged by the transport,
+    /// then resets the Raft log after it (crash-safe, see `core::snapshot`).
+    fn apply_snapshot(&mut self, meta: &SnapshotMetadata) -> anyhow::Result<()> {
+        tracing::info!(index = meta.index, term = meta.term, "applying snapshot");
+        snapshot::apply_staged(&self.storage, &self.data_dir, meta)?;
+        self.raw.mut_store().apply_snapshot(meta)?;
+        self.storage.sync()?;
+        snapshot::finish_restore(&self.storage, &self.data_dir, meta.index)?;
+        self.applied = meta.index;
+        self.applied_tx.send_replace(meta.index);
+        // Peers and lease clocks follow the new state.
+        for m in members::list(&self.storage)? {
+            if m.id != self.status.member_id {
+                self.outbox.add_peer(m.id, m.peer_ur_ls.clone());
+            }
+        }
+        for (id, ttl) in mvcc::leases(&self.storage.db.read_tx(), &self.storage)? {
+            self.lessor.granted(id, ttl);
+        }
+        self.status.is_learner.store(
+            meta.get_conf_state()
+                .learners
+                .contains(&self.status.member_id),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Compacts the Raft log once `--snapshot-count` entries were applied
+    /// since the last compaction, keeping some entries for slow followers
+    /// (etcd's `SnapshotCatchUpEntries`, at most 5,000).
+    fn maybe_compact_log(&mut self) -> anyhow::Result<()> {
+        let keep = self.snapshot_count.min(5_000);
+        let first = self.raw.store().snapshot_index();
+        if self.applied > first + self.snapshot_count + keep {
+            let to = self.applied - keep;
+            self.raw.mut_store().compact(to)?;
+            tracing::debug!(to, "compacted raft log");
+        }
+        Ok(())
+    }
+
+    fn learner_ready(&self, id: u64) -> Result<bool, EtcdError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(EtcdError::NotLeader);
+        }
+        let prs = self.raw.raft.prs();
+        let leader = prs.get(self.status.member_id).map_or(0, |p| p.matched);
+        let learner = prs.get(id).map_or(0, |p| p.matched);
+        Ok(learner as f64 >= leader as f64 * 0.9)
+    }
+
+    /// With `--auto-promote`, the leader promotes each learner that has
+    /// caught up (etcd has no such option; its users promote by hand).
+    fn maybe_auto_promote(&mut self) {
+        if !self.auto_promote || self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let learners: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .collect();
+        for id in learners {
+            let recent = self
+                .promoting
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+            if recent || !matches!(self.learner_ready(id), Ok(true)) {
+                continue;
+            }
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::AddNode);
+            cc.node_id = id;
+            if self.raw.propose_conf_change(Vec::new(), cc).is_ok() {
+                tracing::info!("learner {id:x} caught up; promoting it");
+                self.promoting.insert(id, Instant::now());
+            }
+        }
     }
 
     fn apply_normal(&mut self, entry: &Entry) -> anyhow::Result<()> {
@@ -606,6 +873,20 @@ fn apply_op(
     let Some(op) = op else {
         return Ok(ApplyResponse::Done);
     };
+    if let Op::MemberUpdate(update) = op {
+        let Some(v) = tx.get(&s.members, members::key(update.id))? else {
+            return Err(EtcdError::MemberNotFound);
+        };
+        let mut member =
+            PbMember::decode(v.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?;
+        member.peer_ur_ls = update.peer_ur_ls.clone();
+        tx.insert(&s.members, members::key(update.id), member.encode_to_vec());
+        let list = members::list_in(tx, s)?;
+        return Ok(ApplyResponse::Members {
+            member,
+            members: list,
+        });
+    }
     if let Op::Publish(attrs) = op {
         let mut member = match tx.get(&s.members, members::key(attrs.member_id))? {
             Some(v) => {
@@ -646,6 +927,7 @@ fn apply_op(
         Op::LeaseKeepAlive(r) => ApplyResponse::LeaseKeepAlive {
             ttl: a.lease_ttl(r.id).unwrap_or(0),
         },
+        Op::MemberUpdate(_) => ApplyResponse::Done,
     };
     a.finish();
     *revision = a.revision();

@@ -3,7 +3,7 @@
 
 use etcd_client::proto::{
     PbCompactionRequest, PbDeleteRequest, PbLeaseGrantRequest, PbLeaseKeepAliveRequest,
-    PbLeaseRevokeRequest, PbPutRequest, PbTxnRequest,
+    PbLeaseRevokeRequest, PbMember, PbPutRequest, PbTxnRequest,
 };
 
 /// One proposal, as stored in a Raft log entry's `data`.
@@ -18,7 +18,7 @@ pub struct RaftRequest {
     #[prost(uint64, tag = "10")]
     pub origin: u64,
     /// The operation.
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 11")]
     pub op: Option<Op>,
 }
 
@@ -50,6 +50,25 @@ pub enum Op {
     /// every member when applied).
     #[prost(message, tag = "9")]
     LeaseKeepAlive(PbLeaseKeepAliveRequest),
+    /// `Cluster.MemberUpdate`: new peer URLs of a member (etcd applies it
+    /// as `ConfChangeUpdateNode`; it changes no Raft configuration).
+    #[prost(message, tag = "11")]
+    MemberUpdate(PbMember),
+}
+
+/// The context of a Raft conf change entry: who proposed it and the member
+/// record it adds, promotes or removes.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConfChangeContext {
+    /// The proposal id on the proposing member (see [`RaftRequest::id`]).
+    #[prost(uint64, tag = "1")]
+    pub id: u64,
+    /// The proposing member.
+    #[prost(uint64, tag = "2")]
+    pub origin: u64,
+    /// The member record (for a removal, only its id matters).
+    #[prost(message, optional, tag = "3")]
+    pub member: Option<PbMember>,
 }
 
 /// The attributes a member publishes through Raft once it has started.

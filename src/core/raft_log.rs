@@ -9,7 +9,8 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-use crate::core::storage::Storage;
+use crate::core::snapshot::SnapshotSource;
+use crate::core::storage::{self, Storage};
 
 const HARD_STATE: &[u8] = b"hard_state";
 const CONF_STATE: &[u8] = b"conf_state";
@@ -30,6 +31,8 @@ pub struct RaftLog {
     snapshot_term: u64,
     /// `terms[i]` is the term of entry `snapshot_index + 1 + i`.
     terms: Vec<u64>,
+    /// Where snapshots made for followers are kept until streamed.
+    source: SnapshotSource,
 }
 
 impl RaftLog {
@@ -37,7 +40,7 @@ impl RaftLog {
     ///
     /// # Errors
     /// A storage or decoding error.
-    pub fn load(storage: Storage) -> anyhow::Result<Option<Self>> {
+    pub fn load(storage: Storage, source: SnapshotSource) -> anyhow::Result<Option<Self>> {
         let Some(cs) = storage.raft_state.get(CONF_STATE)? else {
             return Ok(None);
         };
@@ -71,6 +74,7 @@ impl RaftLog {
             snapshot_index,
             snapshot_term,
             terms,
+            source,
         }))
     }
 
@@ -79,7 +83,11 @@ impl RaftLog {
     ///
     /// # Errors
     /// A storage error.
-    pub fn bootstrap(storage: Storage, voters: Vec<u64>) -> anyhow::Result<Self> {
+    pub fn bootstrap(
+        storage: Storage,
+        source: SnapshotSource,
+        voters: Vec<u64>,
+    ) -> anyhow::Result<Self> {
         let conf_state = ConfState {
             voters,
             ..Default::default()
@@ -104,7 +112,79 @@ impl RaftLog {
             snapshot_index: 0,
             snapshot_term: 0,
             terms: Vec::new(),
+            source,
         })
+    }
+
+    /// The first index still in the log minus one (the last compacted index).
+    pub fn snapshot_index(&self) -> u64 {
+        self.snapshot_index
+    }
+
+    /// Drops the log up to and including `to` (which must be applied and
+    /// persisted); followers that need older entries get a snapshot.
+    ///
+    /// # Errors
+    /// A storage or encoding error.
+    pub fn compact(&mut self, to: u64) -> anyhow::Result<()> {
+        if to <= self.snapshot_index || to > self.last_index_now() {
+            return Ok(());
+        }
+        let term = self.terms[(to - self.snapshot_index - 1) as usize];
+        let mut batch = self.storage.db.inner().batch();
+        let log = self.storage.raft_log.inner();
+        for index in (self.snapshot_index + 1)..=to {
+            batch.remove(log, index.to_be_bytes());
+        }
+        let meta = SnapshotMetadata {
+            index: to,
+            term,
+            ..Default::default()
+        };
+        batch.insert(
+            self.storage.raft_state.inner(),
+            SNAPSHOT_META,
+            meta.write_to_bytes()?,
+        );
+        batch.commit()?;
+        self.terms.drain(..(to - self.snapshot_index) as usize);
+        self.snapshot_index = to;
+        self.snapshot_term = term;
+        Ok(())
+    }
+
+    /// Resets the log to start after an applied snapshot: every entry goes,
+    /// the conf state and hard state follow the snapshot. Not durable until
+    /// `Storage::sync`.
+    ///
+    /// # Errors
+    /// A storage or encoding error.
+    pub fn apply_snapshot(&mut self, meta: &SnapshotMetadata) -> anyhow::Result<()> {
+        let mut batch = self.storage.db.inner().batch();
+        let log = self.storage.raft_log.inner();
+        for item in log.iter() {
+            let k = item.key()?;
+            batch.remove(log, k);
+        }
+        let state = self.storage.raft_state.inner();
+        let stored = SnapshotMetadata {
+            index: meta.index,
+            term: meta.term,
+            ..Default::default()
+        };
+        batch.insert(state, SNAPSHOT_META, stored.write_to_bytes()?);
+        batch.insert(state, CONF_STATE, meta.get_conf_state().write_to_bytes()?);
+        let mut hs = self.hard_state.clone();
+        hs.commit = hs.commit.max(meta.index);
+        hs.term = hs.term.max(meta.term);
+        batch.insert(state, HARD_STATE, hs.write_to_bytes()?);
+        batch.commit()?;
+        self.hard_state = hs;
+        self.conf_state = meta.get_conf_state().clone();
+        self.snapshot_index = meta.index;
+        self.snapshot_term = meta.term;
+        self.terms.clear();
+        Ok(())
     }
 
     /// The last log index (the snapshot index for an empty log).
@@ -266,11 +346,26 @@ impl raft::Storage for RaftLog {
         Ok(self.last_index_now())
     }
 
-    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // The log is never compacted yet (Raft snapshots arrive with the
-        // membership work), so a follower never needs one; raft-rs retries.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+    /// A snapshot of the state machine at its applied index: metadata plus
+    /// a token; the data is streamed by the transport (`core::snapshot`).
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let snap = self.storage.db.read_tx();
+        let applied = snap
+            .get(&self.storage.meta, storage::META_APPLIED_INDEX)
+            .map_err(store_err)?
+            .map_or(0, |v| storage::be_u64(&v));
+        if applied < request_index || applied < self.snapshot_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let term = self.term(applied)?;
+        let mut out = Snapshot::default();
+        out.set_data(self.source.register(snap).into());
+        let meta = out.mut_metadata();
+        meta.index = applied;
+        meta.term = term;
+        meta.set_conf_state(self.conf_state.clone());
+        Ok(out)
     }
 }

@@ -24,6 +24,7 @@ use crate::core::mvcc;
 use crate::core::node::{self, Event, NodeConfig, NodeHandle};
 use crate::core::proposal::{MemberAttributes, Op};
 use crate::core::raft_log::RaftLog;
+use crate::core::snapshot::{self, SnapshotReceiver, SnapshotSource};
 use crate::core::storage::{self, Storage};
 use crate::core::transport::Transport;
 use crate::core::watch::{WatchConfig, WatchHub};
@@ -61,10 +62,7 @@ pub async fn run(cfg: ServeConfig) -> Result<(), ServeError> {
 ///
 /// # Errors
 /// As [`run`].
-pub async fn run_until(
-    cfg: ServeConfig,
-    mut stop: watch::Receiver<bool>,
-) -> Result<(), ServeError> {
+pub async fn run_until(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         ServeError::Other(anyhow::anyhow!(
             "cannot create data dir {}: {e}",
@@ -77,7 +75,16 @@ pub async fn run_until(
             cfg.data_dir.display()
         ))
     })?;
-    let (member_id, cluster_id, log) = open_or_bootstrap(&cfg, &storage)?;
+    let peer_addr = *cfg
+        .listen_peer_addrs
+        .first()
+        .ok_or_else(|| ServeError::Config("no --listen-peer-urls".into()))?;
+    let source = SnapshotSource::new(storage.clone());
+    let receiver = SnapshotReceiver::new(&cfg.data_dir);
+    let transport = Transport::bind(peer_addr, storage.clone(), source.clone(), receiver)
+        .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_addr}: {e:#}"))?;
+    let (member_id, cluster_id, log) =
+        open_or_bootstrap(&cfg, &storage, &source, &transport).await?;
     tracing::info!(
         name = %cfg.name,
         member_id = format_args!("{member_id:x}"),
@@ -86,12 +93,6 @@ pub async fn run_until(
         "starting member"
     );
 
-    let peer_addr = *cfg
-        .listen_peer_addrs
-        .first()
-        .ok_or_else(|| ServeError::Config("no --listen-peer-urls".into()))?;
-    let transport = Transport::bind(peer_addr)
-        .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_addr}: {e:#}"))?;
     for m in members::list(&storage)? {
         if m.id != member_id {
             transport.add_peer(m.id, m.peer_ur_ls.clone());
@@ -114,6 +115,9 @@ pub async fn run_until(
             election_ticks,
             events: watch_hub.clone(),
             lessor: lessor.clone(),
+            snapshot_count: cfg.snapshot_count,
+            auto_promote: cfg.auto_promote,
+            data_dir: cfg.data_dir.clone(),
         },
         storage.clone(),
         log,
@@ -145,6 +149,21 @@ pub async fn run_until(
         name: cfg.name.clone(),
         client_urls: cfg.advertise_client_urls.clone(),
     };
+    // Stop on a signal, or once this member has been removed from the cluster.
+    let (halt_tx, halt) = watch::channel(false);
+    let mut removed = handle.status.removed.subscribe();
+    {
+        let mut stop = stop.clone();
+        let mut removed = removed.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {}
+                _ = removed.wait_for(|r| *r) => {}
+            }
+            halt_tx.send_replace(true);
+        });
+    }
+    let mut stop = halt;
     let mut servers = Vec::new();
     let mut stop_early = stop.clone();
     tokio::select! {
@@ -178,6 +197,11 @@ pub async fn run_until(
     storage
         .sync()
         .map_err(|e| anyhow::anyhow!("final sync: {e}"))?;
+    if *removed.borrow_and_update() {
+        return Err(ServeError::Other(anyhow::anyhow!(
+            "the member has been permanently removed from the cluster"
+        )));
+    }
     Ok(())
 }
 
@@ -205,8 +229,24 @@ fn client_router(ctx: &ApiContext, cfg: &ServeConfig, hub: &Arc<WatchHub>) -> ax
 
 /// Loads this member's identity and Raft log, or bootstraps them for a new
 /// cluster; refuses a data dir that belongs to another member or cluster.
-fn open_or_bootstrap(cfg: &ServeConfig, s: &Storage) -> Result<(u64, u64, RaftLog), ServeError> {
-    if let Some(log) = RaftLog::load(s.clone())? {
+async fn open_or_bootstrap(
+    cfg: &ServeConfig,
+    s: &Storage,
+    source: &SnapshotSource,
+    transport: &Transport,
+) -> Result<(u64, u64, RaftLog), ServeError> {
+    if let Some(mut log) = RaftLog::load(s.clone(), source.clone())? {
+        if let Some(meta) = snapshot::interrupted_restore(s)? {
+            // A crash interrupted applying a snapshot: apply it again.
+            tracing::warn!(
+                index = meta.index,
+                "finishing an interrupted snapshot apply"
+            );
+            snapshot::apply_staged(s, &cfg.data_dir, &meta)?;
+            log.apply_snapshot(&meta)?;
+            s.sync()?;
+            snapshot::finish_restore(s, &cfg.data_dir, meta.index)?;
+        }
         let name = s
             .meta_string(storage::META_MEMBER_NAME)?
             .unwrap_or_default();
@@ -244,9 +284,7 @@ fn open_or_bootstrap(cfg: &ServeConfig, s: &Storage) -> Result<(u64, u64, RaftLo
         return Ok((member_id, cluster_id, log));
     }
     if cfg.initial_cluster_state == ClusterState::Existing {
-        return Err(ServeError::Other(anyhow::anyhow!(
-            "joining an existing cluster (--initial-cluster-state existing) is not supported yet"
-        )));
+        return join_existing(cfg, s, source, transport).await;
     }
     let token = &cfg.initial_cluster_token;
     let initial: Vec<(u64, &crate::core::config::InitialMember)> = cfg
@@ -279,7 +317,60 @@ fn open_or_bootstrap(cfg: &ServeConfig, s: &Storage) -> Result<(u64, u64, RaftLo
     tx.insert(&s.meta, storage::META_CLUSTER_TOKEN, token.as_bytes());
     tx.insert(&s.meta, storage::META_BOOTSTRAP, b"new");
     tx.commit().map_err(anyhow::Error::from)?;
-    let log = RaftLog::bootstrap(s.clone(), ids)?;
+    let log = RaftLog::bootstrap(s.clone(), source.clone(), ids)?;
+    Ok((member_id, cluster_id, log))
+}
+
+/// Joins a cluster this member was added to (`member add`): asks the peers
+/// of `--initial-cluster` for the member list, finds itself in it by its
+/// advertised peer URLs, and starts with an empty log; the leader sends the
+/// log or a snapshot (etcd's `GetClusterFromRemotePeers`).
+async fn join_existing(
+    cfg: &ServeConfig,
+    s: &Storage,
+    source: &SnapshotSource,
+    transport: &Transport,
+) -> Result<(u64, u64, RaftLog), ServeError> {
+    let own: Vec<String> = cfg.initial_advertise_peer_urls.clone();
+    let peers: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .filter(|m| m.name != cfg.name)
+        .flat_map(|m| m.peer_urls.clone())
+        .collect();
+    let resp = transport.fetch_members(&peers).await.map_err(|e| {
+        ServeError::Other(anyhow::anyhow!(
+            "cannot fetch the member list from --initial-cluster peers: {e:#}"
+        ))
+    })?;
+    let cluster_id = resp.header.as_ref().map_or(0, |h| h.cluster_id);
+    let same = |m: &PbMember| m.peer_ur_ls.iter().any(|u| own.contains(u));
+    let Some(me) = resp.members.iter().find(|m| same(m)) else {
+        return Err(ServeError::Config(format!(
+            "this member ({}) is not in the cluster's member list; add it first with \
+             `kvd member add {} --peer-urls={}`",
+            own.join(","),
+            cfg.name,
+            own.join(",")
+        )));
+    };
+    let member_id = me.id;
+    let mut tx = s.db.write_tx();
+    for m in &resp.members {
+        tx.insert(&s.members, members::key(m.id), m.encode_to_vec());
+    }
+    tx.insert(&s.meta, storage::META_MEMBER_ID, member_id.to_be_bytes());
+    tx.insert(&s.meta, storage::META_CLUSTER_ID, cluster_id.to_be_bytes());
+    tx.insert(&s.meta, storage::META_MEMBER_NAME, cfg.name.as_bytes());
+    tx.insert(
+        &s.meta,
+        storage::META_CLUSTER_TOKEN,
+        cfg.initial_cluster_token.as_bytes(),
+    );
+    tx.insert(&s.meta, storage::META_BOOTSTRAP, b"existing");
+    tx.commit().map_err(anyhow::Error::from)?;
+    // An empty configuration: the leader's log or snapshot brings it.
+    let log = RaftLog::bootstrap(s.clone(), source.clone(), Vec::new())?;
     Ok((member_id, cluster_id, log))
 }
 

@@ -1,12 +1,17 @@
-//! Peer transport: Raft messages over QUIC (quinn + rustls), ALPN `kvd-raft/1`.
+//! Peer transport over QUIC (quinn + rustls), ALPN `kvd-raft/1`.
 //!
-//! Each member dials every peer it sends to and keeps one long-lived
-//! unidirectional stream per peer, carrying length-delimited frames (u32
-//! big-endian length, then an `eraftpb.Message`). Inbound connections are
-//! accepted on the peer port and their frames are stepped into the Raft
-//! task. A pair of members thus uses two connections, one per direction:
-//! each side owns its sending path and its reconnects, with no negotiation
-//! over who dials (recorded in ARCHITECTURE.md).
+//! Every stream starts with one kind byte:
+//! - `R` (unidirectional): Raft messages, length-delimited frames (u32
+//!   big-endian length, then an `eraftpb.Message`). Each member dials every
+//!   peer it sends to and keeps one such stream per peer; a pair of members
+//!   thus uses two connections, one per direction (see ARCHITECTURE.md).
+//! - `S` (unidirectional, on a connection of its own): a Raft snapshot. The
+//!   `MsgSnapshot` frame, then the state machine in chunks (see
+//!   `core::snapshot`), so that a large snapshot never delays the heartbeats
+//!   on the `R` stream.
+//! - `M` (bidirectional): "who is in the cluster": answered with the member
+//!   list, used by a member joining with `--initial-cluster-state existing`
+//!   (etcd's `GetClusterFromRemotePeers`).
 //!
 //! Without configured peer certificates every member generates a
 //! self-signed one (etcd's `--peer-auto-tls`): traffic is encrypted but
@@ -17,22 +22,40 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
+use etcd_client::proto::{PbMemberListResponse, PbResponseHeader};
+use prost::Message as _;
 use protobuf::Message as _;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
+use raft::SnapshotStatus;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::sync::mpsc;
 
+use crate::core::members;
 use crate::core::node::{Event, NodeHandle, Outbox};
+use crate::core::snapshot::{SnapshotReceiver, SnapshotSource};
+use crate::core::storage::Storage;
 
 /// The ALPN protocol of the peer port.
 pub const ALPN: &[u8] = b"kvd-raft/1";
-/// Largest frame accepted from a peer, bytes.
-const MAX_FRAME: usize = 256 * 1024 * 1024;
+/// Largest Raft message frame accepted from a peer, bytes.
+const MAX_FRAME: usize = 64 * 1024 * 1024;
 /// Messages queued per peer before new ones are dropped (Raft retries).
 const PEER_QUEUE: usize = 4096;
+
+const KIND_RAFT: u8 = b'R';
+const KIND_SNAPSHOT: u8 = b'S';
+const KIND_MEMBERS: u8 = b'M';
+
+/// One peer's outgoing queue and where it is reached.
+struct Peer {
+    /// Raft messages to send.
+    tx: mpsc::Sender<Message>,
+    /// Its peer URLs (shared with the sending task, which re-reads them).
+    urls: Arc<RwLock<Vec<String>>>,
+}
 
 /// The QUIC endpoint and the per-peer senders.
 #[derive(Clone)]
@@ -40,9 +63,18 @@ pub struct Transport {
     /// The endpoint (server and client).
     endpoint: quinn::Endpoint,
     /// Per-peer outgoing queues, by member id.
-    peers: Arc<RwLock<HashMap<u64, mpsc::Sender<Message>>>>,
+    peers: Arc<RwLock<HashMap<u64, Peer>>>,
     /// Set once the Raft task exists: where inbound messages go.
     node: Arc<OnceLock<NodeHandle>>,
+    /// The database, to answer member-list requests.
+    storage: Storage,
+    /// Snapshots this member serves to followers, by token.
+    snapshots: SnapshotSource,
+    /// Where an incoming snapshot is staged before the Raft task applies it.
+    receiver: SnapshotReceiver,
+    /// The runtime the transport's tasks run on (the Raft task's thread,
+    /// which calls [`Outbox`], has none of its own).
+    rt: tokio::runtime::Handle,
 }
 
 impl Transport {
@@ -50,7 +82,12 @@ impl Transport {
     ///
     /// # Errors
     /// Certificate generation, TLS configuration or bind errors.
-    pub fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+    pub fn bind(
+        addr: SocketAddr,
+        storage: Storage,
+        snapshots: SnapshotSource,
+        receiver: SnapshotReceiver,
+    ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let generated = rcgen::generate_simple_self_signed(vec!["kvd".to_string()])?;
         let cert = CertificateDer::from(generated.cert.der().to_vec());
@@ -86,6 +123,10 @@ impl Transport {
             endpoint,
             peers: Arc::new(RwLock::new(HashMap::new())),
             node: Arc::new(OnceLock::new()),
+            storage,
+            snapshots,
+            receiver,
+            rt: tokio::runtime::Handle::current(),
         })
     }
 
@@ -97,21 +138,44 @@ impl Transport {
         self.endpoint.local_addr()
     }
 
-    /// Starts sending to member `id` at the first reachable of `peer_urls`.
+    /// Starts sending to member `id` at the first reachable of `peer_urls`;
+    /// for a known member, only updates its URLs.
     pub fn add_peer(&self, id: u64, peer_urls: Vec<String>) {
-        let (tx, rx) = mpsc::channel(PEER_QUEUE);
-        if let Ok(mut peers) = self.peers.write() {
-            peers.insert(id, tx);
+        let Ok(mut peers) = self.peers.write() else {
+            return;
+        };
+        if let Some(p) = peers.get(&id) {
+            if let Ok(mut urls) = p.urls.write() {
+                *urls = peer_urls;
+            }
+            return;
         }
+        let (tx, rx) = mpsc::channel(PEER_QUEUE);
+        let urls = Arc::new(RwLock::new(peer_urls));
+        peers.insert(
+            id,
+            Peer {
+                tx,
+                urls: urls.clone(),
+            },
+        );
         let this = self.clone();
-        tokio::spawn(async move { this.send_loop(id, peer_urls, rx).await });
+        self.rt
+            .spawn(async move { this.send_loop(id, urls, rx).await });
+    }
+
+    /// Stops sending to member `id` (it was removed).
+    pub fn remove_peer(&self, id: u64) {
+        if let Ok(mut peers) = self.peers.write() {
+            peers.remove(&id);
+        }
     }
 
     /// Starts accepting peers; inbound messages are stepped into `node`.
     pub fn start(&self, node: NodeHandle) {
         let _ = self.node.set(node);
         let this = self.clone();
-        tokio::spawn(async move { this.accept_loop().await });
+        self.rt.spawn(async move { this.accept_loop().await });
     }
 
     /// Closes the endpoint.
@@ -124,64 +188,134 @@ impl Transport {
         Box::new(self.clone())
     }
 
+    /// Asks the members at `peer_urls` for the cluster's member list (a member
+    /// joining an existing cluster learns its id and its peers this way).
+    ///
+    /// # Errors
+    /// No peer answered.
+    pub async fn fetch_members(
+        &self,
+        peer_urls: &[String],
+    ) -> anyhow::Result<PbMemberListResponse> {
+        let mut last = anyhow::anyhow!("no peer URL to ask");
+        for url in peer_urls {
+            let attempt = async {
+                let conn = self.dial(url).await?;
+                let (mut send, mut recv) = conn.open_bi().await?;
+                send.write_all(&[KIND_MEMBERS]).await?;
+                send.finish()?;
+                let bytes = recv.read_to_end(16 * 1024 * 1024).await?;
+                conn.close(0u32.into(), b"done");
+                Ok::<_, anyhow::Error>(PbMemberListResponse::decode(bytes.as_slice())?)
+            };
+            match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(r)) => return Ok(r),
+                Ok(Err(e)) => last = e.context(format!("asking {url}")),
+                Err(_) => last = anyhow::anyhow!("asking {url}: timed out"),
+            }
+        }
+        Err(last)
+    }
+
     async fn accept_loop(self) {
         while let Some(incoming) = self.endpoint.accept().await {
             let this = self.clone();
-            tokio::spawn(async move {
+            self.rt.spawn(async move {
                 match incoming.await {
-                    Ok(conn) => {
-                        while let Ok(stream) = conn.accept_uni().await {
-                            let this = this.clone();
-                            tokio::spawn(async move { this.receive_stream(stream).await });
-                        }
-                    }
+                    Ok(conn) => this.serve_connection(conn).await,
                     Err(e) => tracing::debug!("peer handshake failed: {e}"),
                 }
             });
         }
     }
 
-    async fn receive_stream(self, mut stream: quinn::RecvStream) {
-        let Some(node) = self.node.get() else {
-            return;
-        };
-        let mut len = [0u8; 4];
+    async fn serve_connection(self, conn: quinn::Connection) {
         loop {
-            if stream.read_exact(&mut len).await.is_err() {
-                return;
-            }
-            let n = u32::from_be_bytes(len) as usize;
-            if n > MAX_FRAME {
-                tracing::warn!("peer frame of {n} bytes refused");
-                return;
-            }
-            let mut buf = vec![0u8; n];
-            if stream.read_exact(&mut buf).await.is_err() {
-                return;
-            }
-            match Message::parse_from_bytes(&buf) {
-                Ok(m) => {
-                    if node.send(Event::Step(Box::new(m))).is_err() {
-                        return;
+            tokio::select! {
+                uni = conn.accept_uni() => match uni {
+                    Ok(stream) => {
+                        let this = self.clone();
+                        self.rt.spawn(async move { this.receive_uni(stream).await });
                     }
-                }
-                Err(e) => {
-                    tracing::warn!("undecodable peer message: {e}");
-                    return;
-                }
+                    Err(_) => return,
+                },
+                bi = conn.accept_bi() => match bi {
+                    Ok((send, recv)) => {
+                        let this = self.clone();
+                        self.rt.spawn(async move { this.answer_bi(send, recv).await });
+                    }
+                    Err(_) => return,
+                },
             }
         }
     }
 
-    async fn send_loop(self, id: u64, peer_urls: Vec<String>, mut rx: mpsc::Receiver<Message>) {
+    async fn answer_bi(self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+        let mut kind = [0u8; 1];
+        if recv.read_exact(&mut kind).await.is_err() || kind[0] != KIND_MEMBERS {
+            return;
+        }
+        let cluster_id = self.storage.meta_u64(crate::core::storage::META_CLUSTER_ID);
+        let list = members::list(&self.storage);
+        if let (Ok(cluster_id), Ok(members)) = (cluster_id, list) {
+            let resp = PbMemberListResponse {
+                header: Some(PbResponseHeader {
+                    cluster_id,
+                    ..Default::default()
+                }),
+                members,
+            };
+            let _ = send.write_all(&resp.encode_to_vec()).await;
+        }
+        let _ = send.finish();
+    }
+
+    async fn receive_uni(self, mut stream: quinn::RecvStream) {
+        let Some(node) = self.node.get() else {
+            return;
+        };
+        let mut kind = [0u8; 1];
+        if stream.read_exact(&mut kind).await.is_err() {
+            return;
+        }
+        match kind[0] {
+            KIND_RAFT => loop {
+                let Some(m) = read_message(&mut stream).await else {
+                    return;
+                };
+                if node.send(Event::Step(Box::new(m))).is_err() {
+                    return;
+                }
+            },
+            KIND_SNAPSHOT => {
+                let Some(m) = read_message(&mut stream).await else {
+                    return;
+                };
+                match self.receiver.receive(&m, &mut stream).await {
+                    Ok(()) => {
+                        let _ = node.send(Event::Step(Box::new(m)));
+                    }
+                    Err(e) => tracing::warn!("snapshot from {:x} failed: {e:#}", m.from),
+                }
+            }
+            other => tracing::debug!("unknown peer stream kind {other}"),
+        }
+    }
+
+    async fn send_loop(
+        self,
+        id: u64,
+        urls: Arc<RwLock<Vec<String>>>,
+        mut rx: mpsc::Receiver<Message>,
+    ) {
         let mut backoff = Duration::from_millis(50);
         loop {
-            match self.connect(&peer_urls).await {
+            let current: Vec<String> = urls.read().map(|u| u.clone()).unwrap_or_default();
+            match self.connect(&current).await {
                 Ok((conn, mut stream)) => {
                     backoff = Duration::from_millis(50);
-                    let mut buf = Vec::new();
+                    let mut buf = vec![KIND_RAFT];
                     while let Some(first) = rx.recv().await {
-                        buf.clear();
                         let mut ok = encode_frame(&first, &mut buf);
                         while let Ok(m) = rx.try_recv() {
                             ok &= encode_frame(&m, &mut buf);
@@ -189,12 +323,10 @@ impl Transport {
                                 break;
                             }
                         }
-                        if !ok {
-                            continue;
-                        }
-                        if stream.write_all(&buf).await.is_err() {
+                        if ok && stream.write_all(&buf).await.is_err() {
                             break;
                         }
+                        buf.clear();
                     }
                     if rx.is_closed() {
                         conn.close(0u32.into(), b"peer removed");
@@ -202,6 +334,9 @@ impl Transport {
                     }
                 }
                 Err(e) => {
+                    if rx.is_closed() {
+                        return;
+                    }
                     tracing::debug!(peer = format_args!("{id:x}"), "connect failed: {e:#}");
                     if let Some(node) = self.node.get() {
                         let _ = node.send(Event::Unreachable(id));
@@ -215,30 +350,78 @@ impl Transport {
         }
     }
 
+    /// Streams the snapshot named in `m` to its recipient on a connection of
+    /// its own, then reports the outcome to Raft.
+    async fn send_snapshot(self, m: Message) {
+        let to = m.to;
+        let urls: Vec<String> = self
+            .peers
+            .read()
+            .ok()
+            .and_then(|p| {
+                p.get(&to)
+                    .and_then(|p| p.urls.read().ok().map(|u| u.clone()))
+            })
+            .unwrap_or_default();
+        let result = async {
+            let mut last = anyhow::anyhow!("no peer URL");
+            for url in &urls {
+                match self.dial(url).await {
+                    Ok(conn) => {
+                        let mut stream = conn.open_uni().await?;
+                        let mut head = vec![KIND_SNAPSHOT];
+                        encode_frame(&m, &mut head);
+                        stream.write_all(&head).await?;
+                        self.snapshots.stream(&m, &mut stream).await?;
+                        stream.finish()?;
+                        stream.stopped().await?;
+                        conn.close(0u32.into(), b"snapshot sent");
+                        return Ok(());
+                    }
+                    Err(e) => last = e,
+                }
+            }
+            Err(last)
+        }
+        .await;
+        let status = match &result {
+            Ok(()) => SnapshotStatus::Finish,
+            Err(e) => {
+                tracing::warn!(
+                    peer = format_args!("{to:x}"),
+                    "sending snapshot failed: {e:#}"
+                );
+                SnapshotStatus::Failure
+            }
+        };
+        if let Some(node) = self.node.get() {
+            let _ = node.send(Event::SnapshotStatus(to, status));
+        }
+    }
+
     async fn connect(
         &self,
         peer_urls: &[String],
     ) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
         let mut last = anyhow::anyhow!("no peer URL");
         for url in peer_urls {
-            match self.connect_one(url).await {
-                Ok(c) => return Ok(c),
+            match self.dial(url).await {
+                Ok(conn) => {
+                    let stream = conn.open_uni().await?;
+                    return Ok((conn, stream));
+                }
                 Err(e) => last = e,
             }
         }
         Err(last)
     }
 
-    async fn connect_one(
-        &self,
-        url: &str,
-    ) -> anyhow::Result<(quinn::Connection, quinn::SendStream)> {
+    async fn dial(&self, url: &str) -> anyhow::Result<quinn::Connection> {
         let addr = resolve_url(url).await?;
         let conn =
             tokio::time::timeout(Duration::from_secs(2), self.endpoint.connect(addr, "kvd")?)
                 .await??;
-        let stream = conn.open_uni().await?;
-        Ok((conn, stream))
+        Ok(conn)
     }
 }
 
@@ -251,10 +434,42 @@ impl Outbox for Transport {
             return;
         };
         for m in msgs {
-            if let Some(tx) = peers.get(&m.to) {
-                // A full queue drops the message; Raft retransmits.
-                let _ = tx.try_send(m);
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                let this = self.clone();
+                self.rt.spawn(async move { this.send_snapshot(m).await });
+                continue;
             }
+            if let Some(p) = peers.get(&m.to) {
+                // A full queue drops the message; Raft retransmits.
+                let _ = p.tx.try_send(m);
+            }
+        }
+    }
+
+    fn add_peer(&self, id: u64, peer_urls: Vec<String>) {
+        Transport::add_peer(self, id, peer_urls);
+    }
+
+    fn remove_peer(&self, id: u64) {
+        Transport::remove_peer(self, id);
+    }
+}
+
+async fn read_message(stream: &mut quinn::RecvStream) -> Option<Message> {
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.ok()?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        tracing::warn!("peer frame of {n} bytes refused");
+        return None;
+    }
+    let mut buf = vec![0u8; n];
+    stream.read_exact(&mut buf).await.ok()?;
+    match Message::parse_from_bytes(&buf) {
+        Ok(m) => Some(m),
+        Err(e) => {
+            tracing::warn!("undecodable peer message: {e}");
+            None
         }
     }
 }
@@ -282,11 +497,11 @@ pub async fn resolve_url(url: &str) -> anyhow::Result<SocketAddr> {
     let u = url::Url::parse(url)?;
     let host = u
         .host_str()
-        .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?;
+        .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?
+        .to_string();
     let port = u
         .port()
         .ok_or_else(|| anyhow::anyhow!("no port in {url}"))?;
-    let host = host.to_string();
     let mut addrs = tokio::net::lookup_host(format!("{host}:{port}")).await?;
     addrs
         .next()

@@ -115,6 +115,11 @@ pub struct ServeArgs {
     /// overrides it [default: info]
     #[arg(long, env = "KVD_LOG_LEVEL", value_name = "LEVEL")]
     pub log_level: Option<String>,
+
+    /// Promote a learner to a voting member as soon as it has caught up with
+    /// the leader (kvd only; etcd's learners are promoted by hand)
+    #[arg(long, env = "KVD_AUTO_PROMOTE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub auto_promote: Option<bool>,
 }
 
 impl ServeArgs {
@@ -139,6 +144,7 @@ impl ServeArgs {
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             log_level: self.log_level.clone(),
+            auto_promote: self.auto_promote,
         }
     }
 

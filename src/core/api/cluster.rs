@@ -1,16 +1,32 @@
-//! `etcdserverpb.Cluster`: `MemberList` from the replicated member records.
-//! Membership changes answer `Unimplemented` until their issue lands.
+//! `etcdserverpb.Cluster`: the member list and membership changes, with
+//! etcd's semantics and errors (`etcdserver/server.go` AddMember,
+//! RemoveMember, UpdateMember, PromoteMember; strict reconfiguration checks).
+//! Adds, promotions and removals are Raft conf changes; updates are normal
+//! entries.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::proto::{
-    PbClusterService, PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest,
+    PbClusterService, PbMember, PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest,
     PbMemberListResponse, PbMemberPromoteRequest, PbMemberPromoteResponse, PbMemberRemoveRequest,
     PbMemberRemoveResponse, PbMemberUpdateRequest, PbMemberUpdateResponse,
 };
+use raft::eraftpb::{ConfChange, ConfChangeType};
+use std::sync::atomic::Ordering;
+use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
 use crate::core::api::maintenance::current_revision;
 use crate::core::api::ApiContext;
+use crate::core::errors::EtcdError;
 use crate::core::members;
+use crate::core::mvcc::ApplyResponse;
+use crate::core::node::Event;
+use crate::core::proposal::Op;
+use crate::core::storage;
+
+/// Most learners a cluster may have (etcd's `maxLearners`).
+const MAX_LEARNERS: usize = 1;
 
 /// The Cluster service.
 pub struct ClusterService {
@@ -18,31 +34,225 @@ pub struct ClusterService {
     pub ctx: ApiContext,
 }
 
-fn not_yet(what: &str) -> Status {
-    Status::unimplemented(format!("kvd: {what} is not implemented yet"))
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("etcdserver: {e}"))
+}
+
+impl ClusterService {
+    fn members(&self) -> Result<Vec<PbMember>, Status> {
+        members::list(&self.ctx.storage).map_err(|e| internal(format!("{e:#}")))
+    }
+
+    fn check_peer_urls(&self, urls: &[String], except: u64) -> Result<(), Status> {
+        if urls.is_empty() {
+            return Err(Status::invalid_argument(
+                "etcdserver: peer URLs are required",
+            ));
+        }
+        for u in urls {
+            let parsed = url::Url::parse(u).map_err(|e| {
+                Status::invalid_argument(format!("etcdserver: bad peer URL {u:?}: {e}"))
+            })?;
+            if parsed.port().is_none() || parsed.host_str().is_none() {
+                return Err(Status::invalid_argument(format!(
+                    "etcdserver: peer URL {u:?} needs a host and a port"
+                )));
+            }
+        }
+        for m in self.members()? {
+            if m.id != except && m.peer_ur_ls.iter().any(|p| urls.contains(p)) {
+                return Err(EtcdError::PeerUrlExists.into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn conf_change(
+        &self,
+        kind: ConfChangeType,
+        member: PbMember,
+    ) -> Result<(PbMember, Vec<PbMember>), Status> {
+        let mut cc = ConfChange::default();
+        cc.set_change_type(kind);
+        cc.node_id = member.id;
+        let (reply, rx) = oneshot::channel();
+        self.ctx
+            .node
+            .send(Event::ProposeConfChange { cc, member, reply })?;
+        let r = tokio::time::timeout(self.ctx.request_timeout, rx)
+            .await
+            .map_err(|_| EtcdError::Timeout)?
+            .map_err(|_| EtcdError::Stopped)??;
+        match r {
+            ApplyResponse::Members { member, members } => Ok((member, members)),
+            other => Err(internal(format!("unexpected apply response {other:?}"))),
+        }
+    }
+
+    async fn learner_ready(&self, id: u64) -> Result<bool, Status> {
+        let (reply, rx) = oneshot::channel();
+        self.ctx.node.send(Event::LearnerReady { id, reply })?;
+        Ok(rx.await.map_err(|_| EtcdError::Stopped)??)
+    }
+
+    /// Forwards a promotion to the leader, which alone knows whether the
+    /// learner caught up (etcd forwards it over the peer port).
+    async fn promote_on_leader(&self, id: u64) -> Result<PbMemberPromoteResponse, Status> {
+        let leader = self.ctx.node.status.leader.load(Ordering::Relaxed);
+        if leader == 0 {
+            return Err(EtcdError::NoLeader.into());
+        }
+        let urls = members::get(&self.ctx.storage, leader)
+            .map_err(|e| internal(format!("{e:#}")))?
+            .map(|m| m.client_ur_ls)
+            .unwrap_or_default();
+        let mut client = etcd_client::Client::connect(urls, None)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("etcdserver: cannot reach the leader: {e}"))
+            })?;
+        let resp = client.member_promote(id).await.map_err(|e| match e {
+            etcd_client::Error::GRpcStatus(s) => s,
+            other => Status::unavailable(format!("etcdserver: {other}")),
+        })?;
+        Ok(PbMemberPromoteResponse {
+            header: None,
+            members: resp.members().iter().map(to_pb_member).collect(),
+        })
+    }
+
+    fn respond_header(&self) -> Result<etcd_client::proto::PbResponseHeader, Status> {
+        Ok(self.ctx.header(current_revision(&self.ctx)?))
+    }
+}
+
+fn to_pb_member(m: &etcd_client::Member) -> PbMember {
+    PbMember {
+        id: m.id(),
+        name: m.name().to_string(),
+        peer_ur_ls: m.peer_urls().to_vec(),
+        client_ur_ls: m.client_urls().to_vec(),
+        is_learner: m.is_learner(),
+    }
 }
 
 #[tonic::async_trait]
 impl PbClusterService for ClusterService {
     async fn member_add(
         &self,
-        _: Request<PbMemberAddRequest>,
+        request: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
-        Err(not_yet("MemberAdd"))
+        let req = request.into_inner();
+        self.check_peer_urls(&req.peer_ur_ls, 0)?;
+        let existing = self.members()?;
+        if req.is_learner {
+            if existing.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+                return Err(EtcdError::TooManyLearners.into());
+            }
+        } else {
+            // etcd's strict reconfiguration check: after the add, the started
+            // voting members must still make a quorum.
+            let voters = existing.iter().filter(|m| !m.is_learner).count() + 1;
+            let started = existing
+                .iter()
+                .filter(|m| !m.is_learner && !m.name.is_empty())
+                .count();
+            // etcd lets a one-member cluster grow to two (restoring a cluster).
+            let growing_from_one = started == 1 && voters == 2;
+            if !growing_from_one && started < voters / 2 + 1 {
+                return Err(EtcdError::NotEnoughStartedMembers.into());
+            }
+        }
+        let token = self
+            .ctx
+            .storage
+            .meta_string(storage::META_CLUSTER_TOKEN)
+            .map_err(internal)?
+            .unwrap_or_default();
+        // As etcd, the time makes a re-added member a new member.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let id = members::member_id(&req.peer_ur_ls, &format!("{token}/{now}"));
+        if existing.iter().any(|m| m.id == id) {
+            return Err(EtcdError::MemberExists.into());
+        }
+        let member = PbMember {
+            id,
+            name: String::new(),
+            peer_ur_ls: req.peer_ur_ls.clone(),
+            client_ur_ls: Vec::new(),
+            is_learner: req.is_learner,
+        };
+        let kind = if req.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        let (member, members) = self.conf_change(kind, member).await?;
+        Ok(Response::new(PbMemberAddResponse {
+            header: Some(self.respond_header()?),
+            member: Some(member),
+            members,
+        }))
     }
 
     async fn member_remove(
         &self,
-        _: Request<PbMemberRemoveRequest>,
+        request: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
-        Err(not_yet("MemberRemove"))
+        let id = request.into_inner().id;
+        let existing = self.members()?;
+        let Some(target) = existing.iter().find(|m| m.id == id) else {
+            return Err(EtcdError::MemberNotFound.into());
+        };
+        if !target.is_learner {
+            // etcd's strict reconfiguration check.
+            let others: Vec<&PbMember> = existing
+                .iter()
+                .filter(|m| m.id != id && !m.is_learner)
+                .collect();
+            let started = others.iter().filter(|m| !m.name.is_empty()).count();
+            if started < others.len() / 2 + 1 {
+                return Err(EtcdError::NotEnoughStartedMembers.into());
+            }
+        }
+        let (_, members) = self
+            .conf_change(ConfChangeType::RemoveNode, target.clone())
+            .await?;
+        Ok(Response::new(PbMemberRemoveResponse {
+            header: Some(self.respond_header()?),
+            members,
+        }))
     }
 
     async fn member_update(
         &self,
-        _: Request<PbMemberUpdateRequest>,
+        request: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
-        Err(not_yet("MemberUpdate"))
+        let req = request.into_inner();
+        if !self.members()?.iter().any(|m| m.id == req.id) {
+            return Err(EtcdError::MemberNotFound.into());
+        }
+        self.check_peer_urls(&req.peer_ur_ls, req.id)?;
+        let update = PbMember {
+            id: req.id,
+            peer_ur_ls: req.peer_ur_ls,
+            ..Default::default()
+        };
+        let r = self
+            .ctx
+            .node
+            .propose(Op::MemberUpdate(update), self.ctx.request_timeout)
+            .await?;
+        let members = match r {
+            ApplyResponse::Members { members, .. } => members,
+            other => return Err(internal(format!("unexpected apply response {other:?}"))),
+        };
+        Ok(Response::new(PbMemberUpdateResponse {
+            header: Some(self.respond_header()?),
+            members,
+        }))
     }
 
     async fn member_list(
@@ -55,19 +265,42 @@ impl PbClusterService for ClusterService {
                 .linearizable_barrier(self.ctx.request_timeout)
                 .await?;
         }
-        let members = members::list(&self.ctx.storage)
-            .map_err(|e| Status::internal(format!("etcdserver: {e:#}")))?;
-        let revision = current_revision(&self.ctx)?;
         Ok(Response::new(PbMemberListResponse {
-            header: Some(self.ctx.header(revision)),
-            members,
+            header: Some(self.respond_header()?),
+            members: self.members()?,
         }))
     }
 
     async fn member_promote(
         &self,
-        _: Request<PbMemberPromoteRequest>,
+        request: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
-        Err(not_yet("MemberPromote"))
+        let id = request.into_inner().id;
+        let Some(target) = self.members()?.into_iter().find(|m| m.id == id) else {
+            return Err(EtcdError::MemberNotFound.into());
+        };
+        if !target.is_learner {
+            return Err(EtcdError::MemberNotLearner.into());
+        }
+        let ready = match self.learner_ready(id).await {
+            Ok(ready) => ready,
+            Err(s) if s.message() == EtcdError::NotLeader.to_string() => {
+                let mut r = self.promote_on_leader(id).await?;
+                r.header = Some(self.respond_header()?);
+                return Ok(Response::new(r));
+            }
+            Err(s) => return Err(s),
+        };
+        if !ready {
+            return Err(EtcdError::LearnerNotReady.into());
+        }
+        let (_, members) = self.conf_change(ConfChangeType::AddNode, target).await?;
+        Ok(Response::new(PbMemberPromoteResponse {
+            header: Some(self.respond_header()?),
+            members,
+        }))
     }
 }
+
+/// How long `MoveLeader` waits for the transferee to take over.
+pub const LEADER_TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);

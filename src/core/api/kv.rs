@@ -36,6 +36,7 @@ impl KvService {
             return Err(EtcdError::EmptyKey);
         }
         if !req.serializable {
+            self.ctx.reject_learner()?;
             self.ctx
                 .node
                 .linearizable_barrier(self.ctx.request_timeout)
@@ -49,6 +50,7 @@ impl KvService {
     }
 
     async fn propose(&self, op: Op) -> Result<ApplyResponse, EtcdError> {
+        self.ctx.reject_learner()?;
         if op.encoded_len() > self.ctx.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }

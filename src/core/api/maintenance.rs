@@ -15,8 +15,11 @@ use etcd_client::proto::{
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::core::api::cluster::LEADER_TRANSFER_TIMEOUT;
 use crate::core::api::{ApiContext, ETCD_VERSION};
+use crate::core::errors::EtcdError;
 use crate::core::mvcc;
+use crate::core::node::Event;
 
 /// The Maintenance service.
 pub struct MaintenanceService {
@@ -57,7 +60,7 @@ impl PbMaintenanceService for MaintenanceService {
             raft_applied_index: *self.ctx.node.applied.borrow(),
             errors: Vec::new(),
             db_size_in_use: db_size,
-            is_learner: false,
+            is_learner: st.is_learner.load(Ordering::Relaxed),
             ..Default::default()
         }))
     }
@@ -104,9 +107,23 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _: Request<PbMoveLeaderRequest>,
+        request: Request<PbMoveLeaderRequest>,
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
-        Err(not_yet("MoveLeader"))
+        let to = request.into_inner().target_id;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.ctx.node.send(Event::TransferLeader { to, reply })?;
+        rx.await.map_err(|_| EtcdError::Stopped)??;
+        let deadline = tokio::time::Instant::now() + LEADER_TRANSFER_TIMEOUT;
+        while self.ctx.node.status.leader.load(Ordering::Relaxed) != to {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(EtcdError::LeaderTransferTimeout.into());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let revision = current_revision(&self.ctx)?;
+        Ok(Response::new(PbMoveLeaderResponse {
+            header: Some(self.ctx.header(revision)),
+        }))
     }
 
     async fn downgrade(

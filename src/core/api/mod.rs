@@ -57,6 +57,18 @@ impl ApiContext {
         }
     }
 
+    /// etcd serves a learner only `Status`, `MemberList` and serializable
+    /// `Range`: everything else answers this error there.
+    ///
+    /// # Errors
+    /// [`EtcdError::NotSupportedForLearner`] on a learner.
+    pub fn reject_learner(&self) -> Result<(), crate::core::errors::EtcdError> {
+        if self.node.status.is_learner.load(Ordering::Relaxed) {
+            return Err(crate::core::errors::EtcdError::NotSupportedForLearner);
+        }
+        Ok(())
+    }
+
     /// Replaces the header of a state-machine response with a full one.
     pub fn fill(&self, header: &mut Option<PbResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);

@@ -1,0 +1,337 @@
+//! Raft snapshots of the state machine: made on the leader from a fjall
+//! snapshot, streamed to a follower on a QUIC stream of their own
+//! (`core::transport`), staged there in a separate database, and applied
+//! by the Raft task.
+//!
+//! The `eraftpb.Snapshot` travelling through raft-rs carries only the
+//! metadata and an 8-byte token; the data never enters a Raft message, so a
+//! large state never delays heartbeats. Stream format after the
+//! `MsgSnapshot` frame: records `[keyspace u8][key len u32][key][value len
+//! u32][value]`, ended by the byte `0xFF`.
+//!
+//! Applying is crash-safe: the `meta` key `restoring` holds the snapshot
+//! metadata from before the state is replaced until the Raft log is reset;
+//! a restart that finds it applies the staged snapshot again.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
+use protobuf::Message as _;
+use raft::eraftpb::{Message, SnapshotMetadata};
+use tokio::sync::Mutex as AsyncMutex;
+
+use crate::core::storage::{self, Storage};
+
+/// `meta` key present while a snapshot is being applied (value:
+/// `eraftpb.SnapshotMetadata`).
+pub const META_RESTORING: &[u8] = b"restoring";
+
+/// The replicated keyspaces, in stream order (index = keyspace byte).
+const STATE_KEYSPACES: [&str; 7] = [
+    "kv",
+    "rev",
+    "hist",
+    "members",
+    "leases",
+    "lease_keys",
+    "meta",
+];
+/// `meta` keys that belong to the replicated state (the rest is the member's own).
+const REPLICATED_META: [&[u8]; 3] = [
+    storage::META_REVISION,
+    storage::META_COMPACT_REVISION,
+    storage::META_COMPACT_DONE,
+];
+const END: u8 = 0xFF;
+/// File written in a staging directory once its snapshot is complete.
+const COMPLETE: &str = "complete";
+/// Bytes per write on the stream and per transaction when applying.
+const CHUNK: usize = 1024 * 1024;
+
+fn live<'a>(s: &'a Storage, name: &str) -> Option<&'a fjall::SingleWriterTxKeyspace> {
+    match name {
+        "kv" => Some(&s.kv),
+        "rev" => Some(&s.rev),
+        "hist" => Some(&s.hist),
+        "members" => Some(&s.members),
+        "leases" => Some(&s.leases),
+        "lease_keys" => Some(&s.lease_keys),
+        "meta" => Some(&s.meta),
+        _ => None,
+    }
+}
+
+/// Snapshots this member (as leader) has handed to raft-rs, by token.
+#[derive(Clone)]
+pub struct SnapshotSource {
+    /// The database.
+    storage: Storage,
+    /// Open fjall snapshots by token; removed once streamed.
+    open: Arc<Mutex<HashMap<u64, fjall::Snapshot>>>,
+    /// Next token.
+    next: Arc<AtomicU64>,
+}
+
+impl SnapshotSource {
+    /// A source over `storage`.
+    pub fn new(storage: Storage) -> Self {
+        Self {
+            storage,
+            open: Arc::new(Mutex::new(HashMap::new())),
+            next: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Keeps `snapshot` for streaming; returns its token (the Raft
+    /// snapshot's `data`).
+    pub fn register(&self, snapshot: fjall::Snapshot) -> Vec<u8> {
+        let token = self.next.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut open) = self.open.lock() {
+            // Each follower in need gets a fresh one; keep only a few.
+            if open.len() >= 8 {
+                if let Some(oldest) = open.keys().min().copied() {
+                    open.remove(&oldest);
+                }
+            }
+            open.insert(token, snapshot);
+        }
+        token.to_be_bytes().to_vec()
+    }
+
+    /// Writes the state named by `m`'s snapshot token to `out`.
+    ///
+    /// # Errors
+    /// An unknown token, storage or stream errors.
+    pub async fn stream(&self, m: &Message, out: &mut quinn::SendStream) -> anyhow::Result<()> {
+        let token = storage::be_u64(m.get_snapshot().get_data());
+        let snapshot = self
+            .open
+            .lock()
+            .ok()
+            .and_then(|mut o| o.remove(&token))
+            .ok_or_else(|| anyhow::anyhow!("snapshot token {token} is not open"))?;
+        let mut buf = Vec::with_capacity(CHUNK + 4096);
+        for (i, name) in STATE_KEYSPACES.iter().enumerate() {
+            let Some(ks) = live(&self.storage, name) else {
+                continue;
+            };
+            for item in snapshot.iter(ks) {
+                let (k, v) = item.into_inner()?;
+                if *name == "meta" && !REPLICATED_META.contains(&k.as_ref()) {
+                    continue;
+                }
+                buf.push(i as u8);
+                buf.extend_from_slice(&(k.len() as u32).to_be_bytes());
+                buf.extend_from_slice(&k);
+                buf.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                buf.extend_from_slice(&v);
+                if buf.len() >= CHUNK {
+                    out.write_all(&buf).await?;
+                    buf.clear();
+                }
+            }
+        }
+        buf.push(END);
+        out.write_all(&buf).await?;
+        Ok(())
+    }
+}
+
+/// Receives one snapshot at a time into a staging database under the data dir.
+#[derive(Clone)]
+pub struct SnapshotReceiver {
+    /// The staging root (`<data-dir>/snapshot.staging`).
+    dir: PathBuf,
+    /// One receive at a time.
+    busy: Arc<AsyncMutex<()>>,
+}
+
+impl SnapshotReceiver {
+    /// A receiver staging under `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: staging_dir(data_dir),
+            busy: Arc::new(AsyncMutex::new(())),
+        }
+    }
+
+    /// Reads the state that follows a `MsgSnapshot` frame into the staging
+    /// database and syncs it; the caller then steps `m` into Raft.
+    ///
+    /// # Errors
+    /// Stream, format or storage errors (the staging area is then discarded).
+    pub async fn receive(&self, m: &Message, input: &mut quinn::RecvStream) -> anyhow::Result<()> {
+        let _guard = self.busy.lock().await;
+        let meta = m.get_snapshot().get_metadata();
+        let index = meta.index;
+        tracing::info!(
+            from = format_args!("{:x}", m.from),
+            index,
+            "receiving snapshot"
+        );
+        let dir = self.dir.join(staging_name(meta));
+        if dir.join(COMPLETE).exists() {
+            // Already staged (the leader sent it again before this member
+            // applied it): the staged copy serves, possibly being applied now.
+            tracing::debug!(index, "snapshot already staged");
+            return Ok(());
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        let db = Database::builder(&dir)
+            .manual_journal_persist(true)
+            .open()?;
+        let mut handles = Vec::new();
+        for name in STATE_KEYSPACES {
+            handles.push(db.keyspace(name, KeyspaceCreateOptions::default)?);
+        }
+        let mut batch = db.batch();
+        let mut pending = 0usize;
+        let mut records = 0u64;
+        loop {
+            let mut kind = [0u8; 1];
+            input.read_exact(&mut kind).await?;
+            if kind[0] == END {
+                break;
+            }
+            let ks = handles
+                .get(kind[0] as usize)
+                .ok_or_else(|| anyhow::anyhow!("bad keyspace {} in snapshot", kind[0]))?;
+            let k = read_field(input).await?;
+            let v = read_field(input).await?;
+            pending += k.len() + v.len();
+            batch.insert(ks, k, v);
+            records += 1;
+            if pending >= CHUNK {
+                batch.commit()?;
+                batch = db.batch();
+                pending = 0;
+            }
+        }
+        batch.commit()?;
+        db.persist(PersistMode::SyncAll)?;
+        drop(db);
+        std::fs::write(dir.join(COMPLETE), b"")?;
+        tracing::info!(index, records, "snapshot staged");
+        Ok(())
+    }
+}
+
+async fn read_field(input: &mut quinn::RecvStream) -> anyhow::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    input.read_exact(&mut len).await?;
+    let n = u32::from_be_bytes(len) as usize;
+    if n > 256 * 1024 * 1024 {
+        anyhow::bail!("snapshot record of {n} bytes");
+    }
+    let mut v = vec![0u8; n];
+    input.read_exact(&mut v).await?;
+    Ok(v)
+}
+
+/// The staging directory of one snapshot, under the staging root: each
+/// snapshot has its own, so a newer one arriving never disturbs one being
+/// applied.
+fn staging_name(meta: &SnapshotMetadata) -> String {
+    format!("{}-{}", meta.index, meta.term)
+}
+
+/// The staging root under a data dir.
+pub fn staging_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("snapshot.staging")
+}
+
+/// Replaces the replicated state with the staged snapshot and records
+/// `meta` as applied (the caller then resets the Raft log). Runs on the
+/// Raft task.
+///
+/// # Errors
+/// A missing or unreadable staging database, storage errors.
+pub fn apply_staged(s: &Storage, data_dir: &Path, meta: &SnapshotMetadata) -> anyhow::Result<()> {
+    let mut tx = s.db.write_tx();
+    tx.insert(&s.meta, META_RESTORING, meta.write_to_bytes()?);
+    tx.commit()?;
+    s.sync()?;
+    let staged = Database::builder(staging_dir(data_dir).join(staging_name(meta))).open()?;
+    for name in STATE_KEYSPACES {
+        let Some(ks) = live(s, name) else {
+            continue;
+        };
+        // Clear this member's copy of the replicated state.
+        let mut tx = s.db.write_tx();
+        let mut n = 0;
+        for item in s.db.read_tx().iter(ks) {
+            let (k, _) = item.into_inner()?;
+            if name == "meta" && !REPLICATED_META.contains(&k.as_ref()) {
+                continue;
+            }
+            tx.remove(ks, k);
+            n += 1;
+            if n % 10_000 == 0 {
+                tx.commit()?;
+                tx = s.db.write_tx();
+            }
+        }
+        tx.commit()?;
+        let src = staged.keyspace(name, KeyspaceCreateOptions::default)?;
+        let mut tx = s.db.write_tx();
+        let mut bytes = 0;
+        for item in src.iter() {
+            let (k, v) = item.into_inner()?;
+            bytes += k.len() + v.len();
+            tx.insert(ks, k, v);
+            if bytes >= CHUNK {
+                tx.commit()?;
+                tx = s.db.write_tx();
+                bytes = 0;
+            }
+        }
+        tx.commit()?;
+    }
+    let mut tx = s.db.write_tx();
+    tx.insert(
+        &s.meta,
+        storage::META_APPLIED_INDEX,
+        meta.index.to_be_bytes(),
+    );
+    tx.commit()?;
+    Ok(())
+}
+
+/// Marks a snapshot apply finished (after the Raft log was reset).
+///
+/// # Errors
+/// Storage errors.
+pub fn finish_restore(s: &Storage, data_dir: &Path, applied: u64) -> anyhow::Result<()> {
+    let mut tx = s.db.write_tx();
+    tx.remove(&s.meta, META_RESTORING);
+    tx.commit()?;
+    s.sync()?;
+    // Staged snapshots up to this one are spent; a newer one may be arriving.
+    if let Ok(entries) = std::fs::read_dir(staging_dir(data_dir)) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let index = name
+                .to_str()
+                .and_then(|n| n.split('-').next())
+                .and_then(|i| i.parse::<u64>().ok());
+            if index.is_some_and(|i| i <= applied) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The metadata of a snapshot apply a crash interrupted, if any.
+///
+/// # Errors
+/// Storage or decoding errors.
+pub fn interrupted_restore(s: &Storage) -> anyhow::Result<Option<SnapshotMetadata>> {
+    match s.meta.get(META_RESTORING)? {
+        Some(b) => Ok(Some(SnapshotMetadata::parse_from_bytes(&b)?)),
+        None => Ok(None),
+    }
+}
