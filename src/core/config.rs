@@ -497,6 +497,11 @@ fn parse_url(flag: &'static str, raw: &str, schemes: &[&str]) -> Result<ParsedUr
             schemes.join(", ")
         )));
     }
+    // `Url` drops a scheme's default port (`http://h:80`), so look at the text.
+    let port = match url.port_or_known_default() {
+        Some(port) if has_explicit_port(raw) => port,
+        _ => return Err(bad("missing port".to_string())),
+    };
     let ip = match url.host() {
         None => return Err(bad("missing host".to_string())),
         Some(Host::Ipv4(ip)) => IpAddr::V4(ip),
@@ -505,17 +510,15 @@ fn parse_url(flag: &'static str, raw: &str, schemes: &[&str]) -> Result<ParsedUr
         Some(Host::Domain(domain)) => match domain.parse::<IpAddr>() {
             Ok(ip) => ip,
             Err(_) if domain.eq_ignore_ascii_case("localhost") => IpAddr::V4(Ipv4Addr::LOCALHOST),
-            Err(_) => {
-                return Err(bad(format!(
-                    "host {domain:?} is not an ip address or localhost"
-                )))
-            }
+            // A DNS name (etcd accepts them in advertised URLs): resolved now.
+            Err(_) => match std::net::ToSocketAddrs::to_socket_addrs(&(domain, port)) {
+                Ok(mut addrs) => match addrs.next() {
+                    Some(a) => a.ip(),
+                    None => return Err(bad(format!("host {domain:?} does not resolve"))),
+                },
+                Err(e) => return Err(bad(format!("host {domain:?} does not resolve: {e}"))),
+            },
         },
-    };
-    // `Url` drops a scheme's default port (`http://h:80`), so look at the text.
-    let port = match url.port_or_known_default() {
-        Some(port) if has_explicit_port(raw) => port,
-        _ => return Err(bad("missing port".to_string())),
     };
     if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
         return Err(bad("must not contain a path".to_string()));
@@ -786,8 +789,8 @@ mod tests {
             ("http://127.0.0.1", "missing port"),
             ("http://127.0.0.1:", "missing port"),
             (
-                "http://example.com:2379",
-                "host \"example.com\" is not an ip address or localhost",
+                "http://no-such-host.invalid:2379",
+                "host \"no-such-host.invalid\" does not resolve",
             ),
             ("http://127.0.0.1:2379/v3", "must not contain a path"),
             ("http://127.0.0.1:99999", "invalid port number"),
