@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use kvd::modes::member::{self, MemberArgs};
 use kvd::modes::serve::{self, ServeArgs, EXIT_ERROR, EXIT_USAGE};
 
 /// kvd: a distributed, strongly consistent key-value store speaking the etcd v3 API.
@@ -23,6 +24,8 @@ enum Command {
     /// Run a cluster member (etcd's flags; no arguments = a single-node
     /// cluster on 127.0.0.1:2379 with data in ./default.kvd)
     Serve(ServeArgs),
+    /// Cluster membership: list, add, remove, update, promote (any endpoint)
+    Member(MemberArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +41,7 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Serve(args) => serve_main(&args),
+        Command::Member(args) => member_main(args),
     };
     exit_code(code)
 }
@@ -64,6 +68,21 @@ fn serve_main(args: &ServeArgs) -> i32 {
         }
     };
     runtime.block_on(serve::run(cfg))
+}
+
+/// `kvd member`: a short client command on a single-threaded runtime, no
+/// logging (its output is the answer).
+fn member_main(args: MemberArgs) -> i32 {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(member::run(args)),
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            EXIT_ERROR
+        }
+    }
 }
 
 /// Logs to stderr at `log_level`, unless `RUST_LOG` is set (and valid), which

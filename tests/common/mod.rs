@@ -959,3 +959,132 @@ pub fn s(bytes: &[u8]) -> String {
 pub fn write_file(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
+
+// ---------------------------------------------------------------------------
+// Membership changes (tests/member.rs)
+// ---------------------------------------------------------------------------
+
+/// Ports and a data dir chosen for a member that is about to be added to a
+/// running [`Cluster`]; nothing runs yet.
+#[derive(Debug, Clone)]
+pub struct PlannedMember {
+    pub name: String,
+    pub client_port: u16,
+    pub peer_port: u16,
+    pub data_dir: PathBuf,
+}
+
+impl PlannedMember {
+    /// `http://127.0.0.1:<peer port>`, the URL to give MemberAdd.
+    pub fn peer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.peer_port)
+    }
+
+    /// `http://127.0.0.1:<client port>`
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.client_port)
+    }
+}
+
+impl Cluster {
+    /// Free ports and a fresh (not yet existing) data dir under the
+    /// cluster's directory for a new member called `name`. The same name
+    /// may be planned again (a member replaced after losing its data): each
+    /// plan gets its own data dir.
+    pub fn plan_member(&self, name: &str) -> PlannedMember {
+        let mut data_dir = self.dir().join(name);
+        let mut n = 1;
+        while data_dir.exists() || self.members.iter().any(|m| m.data_dir == data_dir) {
+            n += 1;
+            data_dir = self.dir().join(format!("{name}.{n}"));
+        }
+        PlannedMember {
+            name: name.to_string(),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir,
+        }
+    }
+
+    /// Starts `planned` as a member that joins this running cluster. `join_args`
+    /// are the flags `kvd member add` printed for it (`--name`,
+    /// `--initial-cluster`, `--initial-advertise-peer-urls`,
+    /// `--initial-cluster-state existing`); the harness adds its own (data
+    /// dir, listen and advertise URLs, token, timings), then `extra_args`.
+    /// The member is appended to [`Cluster::members`]; returns its index.
+    /// Does not wait for it.
+    pub fn start_joining(
+        &mut self,
+        planned: &PlannedMember,
+        join_args: &[String],
+        extra_args: &[String],
+    ) -> usize {
+        let client_url = planned.endpoint();
+        let peer_url = planned.peer_url();
+        let mut args: Vec<String> = join_args.to_vec();
+        args.extend(
+            [
+                "--data-dir",
+                &planned.data_dir.to_string_lossy(),
+                "--listen-client-urls",
+                &client_url,
+                "--advertise-client-urls",
+                &client_url,
+                "--listen-peer-urls",
+                &peer_url,
+                "--initial-cluster-token",
+                &self.token,
+                "--heartbeat-interval",
+                &HEARTBEAT_MS.to_string(),
+                "--election-timeout",
+                &ELECTION_MS.to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string()),
+        );
+        args.extend(extra_args.iter().cloned());
+        let mut log_path = self.dir().join(format!("{}.log", planned.name));
+        let mut n = 1;
+        while log_path.exists() {
+            n += 1;
+            log_path = self.dir().join(format!("{}.{n}.log", planned.name));
+        }
+        let spec = ServerSpec::new(args, self.dir(), &log_path);
+        self.members.push(Member {
+            name: planned.name.clone(),
+            client_port: planned.client_port,
+            peer_port: planned.peer_port,
+            data_dir: planned.data_dir.clone(),
+            server: Server::start(spec),
+        });
+        self.members.len() - 1
+    }
+
+    /// Client URLs of the members the harness has started and not killed.
+    pub fn live_endpoints(&self) -> Vec<String> {
+        self.live().into_iter().map(|i| self.endpoint(i)).collect()
+    }
+}
+
+/// Runs the `kvd` binary (never etcd, whatever `KVD_TEST_ETCD` says) with
+/// `args` to completion, stdout and stderr captured. Panics if it runs for
+/// more than 60 s.
+pub async fn kvd_cli(args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvd"));
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("KVD_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("spawn kvd");
+    match tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await {
+        Ok(Ok(output)) => output,
+        Ok(Err(e)) => panic!("kvd {args:?}: {e}"),
+        Err(_) => panic!("kvd {args:?} did not finish within 60s"),
+    }
+}
