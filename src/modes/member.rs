@@ -17,8 +17,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
 use unicode_width::UnicodeWidthStr;
+use url::Url;
 
-use crate::core::config::{url_socket_addr, ConfigError};
+use crate::core::config::PEER_URL_SCHEMES;
 
 /// Exit code of success.
 pub const EXIT_OK: i32 = 0;
@@ -514,7 +515,10 @@ fn parse_endpoints(list: &str, tls: bool) -> Result<Vec<String>, String> {
     Ok(endpoints)
 }
 
-/// Peer URLs of `add`/`update`, checked as `kvd serve` checks its own.
+/// Peer URLs of `add`/`update`, checked for form only (scheme, host,
+/// explicit port, nothing else), as etcdctl does: the member that will use
+/// them may have a host name this machine cannot resolve, and the cluster
+/// checks them again.
 fn parse_peer_urls(list: &str) -> Result<Vec<String>, String> {
     let urls: Vec<String> = list
         .split(',')
@@ -525,13 +529,46 @@ fn parse_peer_urls(list: &str) -> Result<Vec<String>, String> {
     if urls.is_empty() {
         return Err("member peer urls not provided (--peer-urls)".to_string());
     }
-    for url in &urls {
-        url_socket_addr(url).map_err(|e| match e {
-            ConfigError::Url { url, reason, .. } => format!("invalid peer url {url:?}: {reason}"),
-            other => other.to_string(),
-        })?;
+    for raw in &urls {
+        check_peer_url(raw).map_err(|reason| format!("invalid peer url {raw:?}: {reason}"))?;
     }
     Ok(urls)
+}
+
+fn check_peer_url(raw: &str) -> Result<(), String> {
+    let url = Url::parse(raw).map_err(|e| match e {
+        url::ParseError::RelativeUrlWithoutBase => {
+            "missing scheme (expected scheme://host:port)".to_string()
+        }
+        other => lower_first(&other.to_string()),
+    })?;
+    if !PEER_URL_SCHEMES.contains(&url.scheme()) {
+        return Err(format!(
+            "scheme {:?} is not supported (use {})",
+            url.scheme(),
+            PEER_URL_SCHEMES.join(", ")
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("missing host".to_string());
+    }
+    // `Url` drops a scheme's default port (`http://h:80`), so look at the text.
+    let authority = raw
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
+        !port.is_empty() && !host.ends_with('[') && port.chars().all(|c| c.is_ascii_digit())
+    });
+    if !has_port {
+        return Err("missing port".to_string());
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
+        return Err("must not contain a path".to_string());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain user information".to_string());
+    }
+    Ok(())
 }
 
 /// TLS settings from `--cacert`, `--cert` and `--key`; `None` without them.
@@ -1043,6 +1080,24 @@ mod tests {
         assert!(parse_endpoints("http://127.0.0.1:2379", true).is_err());
         assert!(parse_endpoints("unix://x", false).is_err());
         assert!(parse_endpoints(" , ", false).is_err());
+    }
+
+    #[test]
+    fn peer_urls_are_checked_for_form_only() {
+        assert!(parse_peer_urls("http://127.0.0.1:2380,https://node4.example:2380").is_ok());
+        assert!(parse_peer_urls("quic://[::1]:2380").is_ok());
+        for bad in [
+            "",
+            "node4:2380",
+            "http://node4",
+            "http://node4:",
+            "http://[::1]",
+            "ftp://node4:2380",
+            "http://node4:2380/path",
+            "http://user@node4:2380",
+        ] {
+            assert!(parse_peer_urls(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
