@@ -111,13 +111,14 @@ impl EtcdError {
             Self::LeaseExists
             | Self::MemberExists
             | Self::PeerUrlExists
-            | Self::NotEnoughStartedMembers
             | Self::MemberNotLearner
             | Self::LearnerNotReady
             | Self::TooManyLearners
             | Self::NotLeader
             | Self::BadLeaderTransferee => Code::FailedPrecondition,
             Self::MemberNotFound => Code::NotFound,
+            // etcd has no gRPC mapping for it, so clients see Unknown.
+            Self::NotEnoughStartedMembers => Code::Unknown,
             Self::NotSupportedForLearner | Self::LeaderTransferTimeout => Code::Unavailable,
             Self::LeaseNotFound => Code::NotFound,
             Self::NoLeader | Self::LeaderChanged | Self::Stopped | Self::Timeout => {

@@ -254,19 +254,7 @@ pub fn start(
     };
     raft_cfg.validate()?;
     let logger = slog::Logger::root(crate::core::raft_logging::TracingDrain, slog::o!());
-    let mut raw = RawNode::new(&raft_cfg, log, &logger)?;
-    // A lone voter need not wait an election timeout to lead.
-    if raw
-        .raft
-        .prs()
-        .conf()
-        .voters()
-        .ids()
-        .iter()
-        .eq([cfg.member_id])
-    {
-        raw.campaign()?;
-    }
+    let raw = RawNode::new(&raft_cfg, log, &logger)?;
     let status = Arc::new(NodeStatus {
         member_id: cfg.member_id,
         cluster_id: cfg.cluster_id,
@@ -402,7 +390,22 @@ impl RaftTask {
                 }
             }
             self.on_ready()?;
+            self.campaign_if_alone()?;
         }
+    }
+
+    /// A lone voter need not wait an election timeout to lead (once its
+    /// configuration is applied).
+    fn campaign_if_alone(&mut self) -> anyhow::Result<()> {
+        let me = self.status.member_id;
+        if self.raw.raft.state == StateRole::Follower
+            && self.raw.raft.leader_id == 0
+            && self.raw.raft.prs().conf().voters().ids().iter().eq([me])
+        {
+            self.raw.campaign()?;
+            self.on_ready()?;
+        }
+        Ok(())
     }
 
     /// As leader, proposes the revoke of every lease past its deadline.

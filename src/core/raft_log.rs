@@ -78,40 +78,42 @@ impl RaftLog {
         }))
     }
 
-    /// Creates the log of a member bootstrapping a new cluster with `voters`,
-    /// durably (synced before returning).
+    /// Creates the log of a new member, durably (synced before returning).
+    ///
+    /// A member bootstrapping a new cluster passes one committed
+    /// `ConfChangeAddNode` entry (term 1) per initial member, as etcd's
+    /// `StartNode` does, so that the initial membership is in the log and a
+    /// member joining later learns it by replaying the log. A member
+    /// joining an existing cluster passes none and starts empty.
     ///
     /// # Errors
     /// A storage error.
     pub fn bootstrap(
         storage: Storage,
         source: SnapshotSource,
-        voters: Vec<u64>,
+        initial: Vec<Entry>,
     ) -> anyhow::Result<Self> {
-        let conf_state = ConfState {
-            voters,
+        let conf_state = ConfState::default();
+        let hard_state = HardState {
+            term: if initial.is_empty() { 0 } else { 1 },
+            commit: initial.len() as u64,
             ..Default::default()
         };
         let mut tx = storage.db.write_tx();
-        tx.insert(
-            &storage.raft_state,
-            CONF_STATE,
-            conf_state.write_to_bytes()?,
-        );
-        tx.insert(
-            &storage.raft_state,
-            HARD_STATE,
-            HardState::default().write_to_bytes()?,
-        );
+        tx.insert(&storage.raft_state, CONF_STATE, conf_state.write_to_bytes()?);
+        tx.insert(&storage.raft_state, HARD_STATE, hard_state.write_to_bytes()?);
+        for e in &initial {
+            tx.insert(&storage.raft_log, e.index.to_be_bytes(), e.write_to_bytes()?);
+        }
         tx.commit()?;
         storage.sync()?;
         Ok(Self {
             storage,
-            hard_state: HardState::default(),
+            hard_state,
             conf_state,
             snapshot_index: 0,
             snapshot_term: 0,
-            terms: Vec::new(),
+            terms: initial.iter().map(|e| e.term).collect(),
             source,
         })
     }

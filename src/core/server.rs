@@ -22,7 +22,8 @@ use crate::core::lease::Lessor;
 use crate::core::members;
 use crate::core::mvcc;
 use crate::core::node::{self, Event, NodeConfig, NodeHandle};
-use crate::core::proposal::{MemberAttributes, Op};
+use crate::core::proposal::{ConfChangeContext, MemberAttributes, Op};
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use crate::core::raft_log::RaftLog;
 use crate::core::snapshot::{self, SnapshotReceiver, SnapshotSource};
 use crate::core::storage::{self, Storage};
@@ -164,6 +165,12 @@ pub async fn run_until(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<
         });
     }
     let mut stop = halt;
+    let removal_check = tokio::spawn(watch_for_removal(
+        handle.clone(),
+        transport.clone(),
+        storage.clone(),
+        cfg.election_timeout,
+    ));
     let mut servers = Vec::new();
     let mut stop_early = stop.clone();
     tokio::select! {
@@ -185,6 +192,7 @@ pub async fn run_until(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<
         _ = stop_early.wait_for(|s| *s) => {}
     }
     tracing::info!("shutting down");
+    removal_check.abort();
     // Watch streams never end by themselves: end them so that the servers
     // can drain.
     watch_hub.shutdown();
@@ -299,9 +307,10 @@ async fn open_or_bootstrap(
         )));
     };
     let member_id = *member_id;
-    let (ids, cluster_id) = initial_ids(cfg);
+    let (_, cluster_id) = initial_ids(cfg);
     let mut tx = s.db.write_tx();
-    for (id, m) in &initial {
+    let mut entries = Vec::new();
+    for (i, (id, m)) in initial.iter().enumerate() {
         let record = PbMember {
             id: *id,
             name: m.name.clone(),
@@ -310,6 +319,28 @@ async fn open_or_bootstrap(
             is_learner: false,
         };
         tx.insert(&s.members, members::key(*id), record.encode_to_vec());
+        let mut cc = ConfChange::default();
+        cc.set_change_type(ConfChangeType::AddNode);
+        cc.node_id = *id;
+        cc.set_context(
+            ConfChangeContext {
+                id: 0,
+                origin: 0,
+                member: Some(record),
+            }
+            .encode_to_vec()
+            .into(),
+        );
+        let mut e = Entry::default();
+        e.set_entry_type(EntryType::EntryConfChange);
+        e.term = 1;
+        e.index = i as u64 + 1;
+        e.set_data(
+            protobuf::Message::write_to_bytes(&cc)
+                .map_err(anyhow::Error::from)?
+                .into(),
+        );
+        entries.push(e);
     }
     tx.insert(&s.meta, storage::META_MEMBER_ID, member_id.to_be_bytes());
     tx.insert(&s.meta, storage::META_CLUSTER_ID, cluster_id.to_be_bytes());
@@ -317,7 +348,7 @@ async fn open_or_bootstrap(
     tx.insert(&s.meta, storage::META_CLUSTER_TOKEN, token.as_bytes());
     tx.insert(&s.meta, storage::META_BOOTSTRAP, b"new");
     tx.commit().map_err(anyhow::Error::from)?;
-    let log = RaftLog::bootstrap(s.clone(), source.clone(), ids)?;
+    let log = RaftLog::bootstrap(s.clone(), source.clone(), entries)?;
     Ok((member_id, cluster_id, log))
 }
 
@@ -372,6 +403,49 @@ async fn join_existing(
     // An empty configuration: the leader's log or snapshot brings it.
     let log = RaftLog::bootstrap(s.clone(), source.clone(), Vec::new())?;
     Ok((member_id, cluster_id, log))
+}
+
+/// A member cut off from the cluster (no leader for a while) asks its peers
+/// for the member list; when a peer that has applied more than this member
+/// no longer lists it, it was removed while it could not hear of it, and it
+/// stops (etcd: peers answer a removed member "410 Gone" and it exits).
+async fn watch_for_removal(
+    node: NodeHandle,
+    transport: Transport,
+    storage: Storage,
+    election_timeout: Duration,
+) {
+    let me = node.status.member_id;
+    let mut leaderless_since: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::time::sleep(election_timeout).await;
+        if node.status.leader.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+            leaderless_since = None;
+            continue;
+        }
+        let since = *leaderless_since.get_or_insert_with(tokio::time::Instant::now);
+        if since.elapsed() < 2 * election_timeout {
+            continue;
+        }
+        let applied = *node.applied.borrow();
+        let peers: Vec<String> = members::list(&storage)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m.id != me)
+            .flat_map(|m| m.peer_ur_ls)
+            .collect();
+        for url in peers {
+            let Ok(resp) = transport.fetch_members(std::slice::from_ref(&url)).await else {
+                continue;
+            };
+            let their_applied = resp.header.as_ref().map_or(0, |h| h.revision.max(0) as u64);
+            if their_applied > applied && !resp.members.iter().any(|m| m.id == me) {
+                tracing::warn!("{url} no longer lists this member: it was removed from the cluster");
+                node.status.removed.send_replace(true);
+                return;
+            }
+        }
+    }
 }
 
 /// The member ids of `--initial-cluster` and the cluster id they make.

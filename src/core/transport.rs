@@ -10,8 +10,11 @@
 //!   `core::snapshot`), so that a large snapshot never delays the heartbeats
 //!   on the `R` stream.
 //! - `M` (bidirectional): "who is in the cluster": answered with the member
-//!   list, used by a member joining with `--initial-cluster-state existing`
-//!   (etcd's `GetClusterFromRemotePeers`).
+//!   list and the answering member's applied index, used by a member joining
+//!   with `--initial-cluster-state existing` (etcd's
+//!   `GetClusterFromRemotePeers`) and by a member that lost touch with the
+//!   cluster to learn whether it was removed (etcd's peers answer such a
+//!   member "410 Gone").
 //!
 //! Without configured peer certificates every member generates a
 //! self-signed one (etcd's `--peer-auto-tls`): traffic is encrypted but
@@ -255,13 +258,22 @@ impl Transport {
         if recv.read_exact(&mut kind).await.is_err() || kind[0] != KIND_MEMBERS {
             return;
         }
-        let cluster_id = self.storage.meta_u64(crate::core::storage::META_CLUSTER_ID);
+        use crate::core::storage::{META_APPLIED_INDEX, META_CLUSTER_ID, META_MEMBER_ID};
+        let cluster_id = self.storage.meta_u64(META_CLUSTER_ID);
+        let member_id = self.storage.meta_u64(META_MEMBER_ID);
+        let applied = self.storage.meta_u64(META_APPLIED_INDEX);
         let list = members::list(&self.storage);
-        if let (Ok(cluster_id), Ok(members)) = (cluster_id, list) {
+        if let (Ok(cluster_id), Ok(member_id), Ok(applied), Ok(members)) =
+            (cluster_id, member_id, applied, list)
+        {
+            // `revision` carries the answering member's applied index here
+            // (this is kvd's own peer protocol, not an etcd response).
             let resp = PbMemberListResponse {
                 header: Some(PbResponseHeader {
                     cluster_id,
-                    ..Default::default()
+                    member_id,
+                    revision: applied as i64,
+                    raft_term: 0,
                 }),
                 members,
             };
