@@ -31,6 +31,12 @@ pub struct Metrics {
     pub watchers_unsynced: IntCounter,
     /// Events dispatched to the watch hub.
     pub watch_events: IntCounter,
+    /// Snapshots streamed to followers completely.
+    pub snapshot_sent: IntCounter,
+    /// Snapshots received from the leader completely (staged).
+    pub snapshot_received: IntCounter,
+    /// Snapshots applied to this member's state machine.
+    pub snapshot_applied: IntCounter,
 }
 
 /// The process-wide metrics.
@@ -94,8 +100,23 @@ impl Metrics {
                 "etcd_debugging_mvcc_events_total",
                 "Total number of events sent by this member.",
             ),
+            snapshot_sent: counter(
+                "etcd_network_snapshot_send_success",
+                "Snapshots streamed to followers.",
+            ),
+            snapshot_received: counter(
+                "etcd_network_snapshot_receive_success",
+                "Snapshots received from the leader.",
+            ),
+            snapshot_applied: counter(
+                "kvd_snapshots_applied_total",
+                "Snapshots applied to the state machine.",
+            ),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+            Box::new(m.snapshot_sent.clone()),
+            Box::new(m.snapshot_received.clone()),
+            Box::new(m.snapshot_applied.clone()),
             Box::new(m.fsync.clone()),
             Box::new(m.readies.clone()),
             Box::new(m.proposals.clone()),

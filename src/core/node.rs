@@ -724,6 +724,7 @@ impl RaftTask {
         self.raw.mut_store().apply_snapshot(meta)?;
         self.storage.sync()?;
         snapshot::finish_restore(&self.storage, &self.data_dir, meta.index)?;
+        METRICS.snapshot_applied.inc();
         self.applied = meta.index;
         self.applied_tx.send_replace(meta.index);
         // Peers and lease clocks follow the new state.

@@ -214,6 +214,7 @@ impl SnapshotReceiver {
         db.persist(PersistMode::SyncAll)?;
         drop(db);
         std::fs::write(dir.join(COMPLETE), b"")?;
+        crate::core::metrics::METRICS.snapshot_received.inc();
         tracing::info!(index, records, "snapshot staged");
         Ok(())
     }

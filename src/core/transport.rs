@@ -397,7 +397,10 @@ impl Transport {
         }
         .await;
         let status = match &result {
-            Ok(()) => SnapshotStatus::Finish,
+            Ok(()) => {
+                crate::core::metrics::METRICS.snapshot_sent.inc();
+                SnapshotStatus::Finish
+            }
             Err(e) => {
                 tracing::warn!(
                     peer = format_args!("{to:x}"),
