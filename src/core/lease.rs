@@ -101,14 +101,15 @@ impl Lessor {
         })
     }
 
-    /// (granted TTL, remaining TTL) in seconds, remaining rounded up as etcd
-    /// does; `None` for an unknown lease.
+    /// (granted TTL, remaining TTL) in seconds, the remaining part truncated
+    /// as etcd's `int64(le.Remaining().Seconds())`; `None` for an unknown
+    /// lease.
     pub fn time_to_live(&self, id: i64) -> Option<(i64, i64)> {
         let now = Instant::now();
         self.with(|c| {
             c.get(&id).map(|clock| {
                 let left = clock.deadline.saturating_duration_since(now);
-                let remaining = left.as_millis().div_ceil(1000) as i64;
+                let remaining = left.as_secs() as i64;
                 (clock.ttl, remaining)
             })
         })
@@ -126,8 +127,28 @@ fn secs(ttl: i64) -> Duration {
     Duration::from_secs(ttl.max(0) as u64)
 }
 
-/// etcd's minimum lease TTL for these timings, seconds:
-/// ceil(1.5 × election timeout), so that a lease outlives a leader election.
-pub fn min_ttl(election_timeout: Duration) -> i64 {
-    (election_timeout.as_millis() * 3 / 2).div_ceil(1000).max(1) as i64
+/// etcd's minimum lease TTL for these timings, seconds (etcd
+/// `server.go`): `(3 × election ticks / 2)` heartbeats, with integer tick
+/// arithmetic, rounded up to whole seconds, so that a lease outlives a
+/// leader election.
+pub fn min_ttl(heartbeat: Duration, election_timeout: Duration) -> i64 {
+    let tick_ms = heartbeat.as_millis().max(1);
+    let election_ticks = election_timeout.as_millis() / tick_ms;
+    let min_ms = (3 * election_ticks / 2) * tick_ms;
+    min_ms.div_ceil(1000).max(1) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn min_ttl_follows_etcds_tick_arithmetic() {
+        let ms = Duration::from_millis;
+        // 1000 / 100 = 10 ticks; 15 ticks × 100 ms = 1.5 s → 2 s.
+        assert_eq!(min_ttl(ms(100), ms(1000)), 2);
+        // 1400 / 200 = 7 ticks; 10 ticks × 200 ms = 2 s (not ⌈2.1⌉ = 3).
+        assert_eq!(min_ttl(ms(200), ms(1400)), 2);
+        assert_eq!(min_ttl(ms(50), ms(500)), 1);
+    }
 }

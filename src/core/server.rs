@@ -226,6 +226,7 @@ fn client_router(ctx: &ApiContext, cfg: &ServeConfig, hub: &Arc<WatchHub>) -> ax
     }))
     .add_service(PbLeaseServer::new(lease::LeaseService::new(
         ctx.clone(),
+        cfg.heartbeat_interval,
         cfg.election_timeout,
     )))
     .add_service(PbWatchServer::new(watch_api::WatchService {

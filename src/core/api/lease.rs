@@ -33,11 +33,11 @@ pub struct LeaseService {
 }
 
 impl LeaseService {
-    /// A lease service for members with this election timeout.
-    pub fn new(ctx: ApiContext, election_timeout: Duration) -> Self {
+    /// A lease service for members with these Raft timings.
+    pub fn new(ctx: ApiContext, heartbeat: Duration, election_timeout: Duration) -> Self {
         Self {
             ctx,
-            min_ttl: min_ttl(election_timeout),
+            min_ttl: min_ttl(heartbeat, election_timeout),
         }
     }
 }
