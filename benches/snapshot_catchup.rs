@@ -53,21 +53,52 @@ impl Drop for Member {
     }
 }
 
-fn spawn(dir: &std::path::Path, name: &str, client: u16, peer: u16, cluster: &str, state: &str) -> Member {
+fn spawn(
+    dir: &std::path::Path,
+    name: &str,
+    client: u16,
+    peer: u16,
+    cluster: &str,
+    state: &str,
+) -> Member {
     let data = dir.join(name);
     let child = Command::new(env!("CARGO_BIN_EXE_kvd"))
-        .args(["serve", "--name", name, "--data-dir", data.to_str().expect("path")])
-        .args(["--listen-client-urls", &format!("http://127.0.0.1:{client}")])
-        .args(["--advertise-client-urls", &format!("http://127.0.0.1:{client}")])
+        .args([
+            "serve",
+            "--name",
+            name,
+            "--data-dir",
+            data.to_str().expect("path"),
+        ])
+        .args([
+            "--listen-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
+        .args([
+            "--advertise-client-urls",
+            &format!("http://127.0.0.1:{client}"),
+        ])
         .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer}")])
-        .args(["--initial-cluster", cluster, "--initial-cluster-state", state])
+        .args([
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{peer}"),
+        ])
+        .args([
+            "--initial-cluster",
+            cluster,
+            "--initial-cluster-state",
+            state,
+        ])
         .args(["--snapshot-count", "100", "--max-request-bytes", "2097152"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn kvd");
-    Member { child, client, peer }
+    Member {
+        child,
+        client,
+        peer,
+    }
 }
 
 async fn connect(port: u16) -> Client {
@@ -78,7 +109,10 @@ async fn connect(port: u16) -> Client {
                 return c;
             }
         }
-        assert!(Instant::now() < deadline, "member on {port} did not come up");
+        assert!(
+            Instant::now() < deadline,
+            "member on {port} did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -91,7 +125,9 @@ async fn load(c: &Client, keys: usize, value_bytes: usize) {
         let value = vec![b'x'; value_bytes];
         tasks.push(tokio::spawn(async move {
             for i in (w..keys).step_by(writers) {
-                kv.put(format!("snap/{i:08}"), value.clone(), None).await.expect("put");
+                kv.put(format!("snap/{i:08}"), value.clone(), None)
+                    .await
+                    .expect("put");
             }
         }));
     }
@@ -103,7 +139,14 @@ async fn load(c: &Client, keys: usize, value_bytes: usize) {
 async fn run_case(label: &str, keys: usize, value_bytes: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ac, ap) = (free_port(), free_port());
-    let leader = spawn(dir.path(), "a", ac, ap, &format!("a=http://127.0.0.1:{ap}"), "new");
+    let leader = spawn(
+        dir.path(),
+        "a",
+        ac,
+        ap,
+        &format!("a=http://127.0.0.1:{ap}"),
+        "new",
+    );
     let mut a = connect(leader.client).await;
     let t = Instant::now();
     load(&a, keys, value_bytes).await;
@@ -134,16 +177,28 @@ async fn run_case(label: &str, keys: usize, value_bytes: usize) {
                 break;
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(600), "learner did not catch up");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "learner did not catch up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let catch_up = start.elapsed();
     let count = b
-        .get("snap/", Some(etcd_client::GetOptions::new().with_prefix().with_count_only().with_serializable()))
+        .get(
+            "snap/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only()
+                    .with_serializable(),
+            ),
+        )
         .await
         .expect("count")
         .count();
-    let elections = metric(leader.client, "etcd_server_leader_changes_seen_total") - elections_before;
+    let elections =
+        metric(leader.client, "etcd_server_leader_changes_seen_total") - elections_before;
     let snapshots = metric(learner.client, "kvd_snapshots_applied_total");
     let _ = learner.peer;
     println!(
