@@ -253,9 +253,11 @@ impl WatchHub {
         self.stopping.send_replace(true);
     }
 
-    /// Turns true when [`WatchHub::shutdown`] is called.
-    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.stopping.subscribe()
+    /// Completes once [`WatchHub::shutdown`] has been called.
+    pub async fn stopped(&self) {
+        let mut rx = self.stopping.subscribe();
+        // Err only if the sender is gone, which `self` rules out.
+        let _ = rx.wait_for(|s| *s).await;
     }
 
     /// The hub's settings.
@@ -271,12 +273,12 @@ impl WatchHub {
 
     /// Registers a watcher on `range` for the stream behind `tx`.
     ///
-    /// As etcd's `watchableStore.watch`: `start_revision` 0 or above the
-    /// current revision starts on the live path (from the current revision
-    /// + 1, or `start_revision` if later); a past one starts unsynced and
-    /// [`Registration::behind`] tells the stream to catch up. Checking the
-    /// start revision against the compact revision is the catch-up's job,
-    /// as in etcd.
+    /// As etcd's `watchableStore.watch`: a `start_revision` of 0 or above
+    /// the current revision starts on the live path (from the revision after
+    /// the current one, or from `start_revision` if later); a past one
+    /// starts unsynced and [`Registration::behind`] tells the stream to
+    /// catch up. Checking the start revision against the compact revision
+    /// is the catch-up's job, as in etcd.
     pub fn register(
         &self,
         tx: &StreamSender,

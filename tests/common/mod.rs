@@ -260,6 +260,16 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM (a graceful stop); see [`Server::wait_exit`]. No-op
+    /// when not running.
+    pub fn terminate(&mut self) {
+        if let Some(child) = self.child.as_ref() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Starts the process again with the same flags, environment and data dir.
     pub fn restart(&mut self) {
         self.kill();

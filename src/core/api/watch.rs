@@ -211,7 +211,6 @@ impl StreamTask {
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut inbound_open = true;
-        let mut stopping = self.hub.stopping();
         loop {
             let catching_up = self.locals.values().any(|l| l.behind.is_some());
             let step: Result<(), Closed> = tokio::select! {
@@ -236,8 +235,9 @@ impl StreamTask {
                 }
                 _ = std::future::ready(()), if catching_up => self.catch_up_step().await,
                 _ = self.out.closed() => Err(Closed),
-                _ = async { stopping.wait_for(|s| *s).await.is_ok() } => {
-                    let _ = self.out.send(Err(EtcdError::Stopped.into())).await;
+                _ = self.hub.stopped() => {
+                    // Best effort: a client that does not read gets nothing.
+                    let _ = self.out.try_send(Err(EtcdError::Stopped.into()));
                     Err(Closed)
                 }
             };
@@ -263,8 +263,13 @@ impl StreamTask {
         self.locals.keys().copied().collect()
     }
 
+    /// Sends one response; gives up when the member stops, so that a client
+    /// that does not read cannot hold up shutdown.
     async fn send(&self, response: PbWatchResponse) -> Result<(), Closed> {
-        self.out.send(Ok(response)).await.map_err(|_| Closed)
+        tokio::select! {
+            sent = self.out.send(Ok(response)) => sent.map_err(|_| Closed),
+            _ = self.hub.stopped() => Err(Closed),
+        }
     }
 
     /// Sends an event response, split as etcd's `sendFragments` when the
@@ -471,6 +476,12 @@ impl StreamTask {
             Ok(Err(e)) => return self.fail(&behind, &e.to_string()).await,
             Err(e) => return self.fail(&behind, &format!("etcdserver: {e}")).await,
         };
+        // First settle every watch (rejoin while the buffers are fresh),
+        // then send: how fast the client reads must not decide whether a
+        // watch can rejoin. What a rejoin queues comes out of the channel
+        // only after this step, so after the responses sent below.
+        let mut outgoing: Vec<PbWatchResponse> = Vec::new();
+        let header = self.header(chunk.current);
         for (i, (id, from)) in behind.iter().enumerate() {
             let Some(local) = self.locals.get_mut(id) else {
                 continue;
@@ -482,21 +493,16 @@ impl StreamTask {
                 self.locals.remove(id);
                 self.ids.remove(&watch_id);
                 self.hub.cancel(&[*id]);
-                self.send(PbWatchResponse {
+                outgoing.push(PbWatchResponse {
                     header: Some(self.header(0)),
                     watch_id,
                     compact_revision: chunk.compacted,
                     canceled: true,
                     ..Default::default()
-                })
-                .await?;
+                });
                 continue;
             }
             let selected = local.select(chunk.events.get(i).into_iter().flatten());
-            let (watch_id, fragment) = (local.watch_id, local.fragment);
-            if !selected.is_empty() {
-                local.progress_due = false;
-            }
             local.behind = if chunk.to >= chunk.current {
                 match self.hub.rejoin(*id, chunk.to) {
                     Rejoin::Synced => None,
@@ -505,12 +511,24 @@ impl StreamTask {
             } else {
                 Some((*from).max(chunk.to + 1))
             };
-            if !selected.is_empty() {
-                // Sent after rejoin: the buffered revisions it queued come
-                // out of the channel only after this response.
-                self.send_events(watch_id, chunk.current, selected, fragment)
-                    .await?;
+            if selected.is_empty() {
+                continue;
             }
+            local.progress_due = false;
+            let response = PbWatchResponse {
+                header: Some(header),
+                watch_id: local.watch_id,
+                events: selected,
+                ..Default::default()
+            };
+            if local.fragment {
+                outgoing.extend(fragments(response, self.fragment_bytes));
+            } else {
+                outgoing.push(response);
+            }
+        }
+        for response in outgoing {
+            self.send(response).await?;
         }
         Ok(())
     }
@@ -586,7 +604,6 @@ pub fn fragments(response: PbWatchResponse, limit: usize) -> Vec<PbWatchResponse
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicU64;
     use std::time::Duration;
 
     use etcd_client::proto::PbKeyValue;
@@ -634,6 +651,16 @@ mod tests {
         assert_eq!(fragments(single, 10).len(), 1);
     }
 
+    async fn recv(
+        responses: &mut mpsc::Receiver<Result<PbWatchResponse, Status>>,
+    ) -> PbWatchResponse {
+        tokio::time::timeout(Duration::from_secs(5), responses.recv())
+            .await
+            .expect("a response in time")
+            .expect("stream open")
+            .expect("not an error")
+    }
+
     /// Periodic progress notifications need a short interval, which only
     /// the hub's constructor takes: checked here rather than over the wire.
     #[tokio::test]
@@ -648,13 +675,8 @@ mod tests {
             },
         )
         .expect("hub");
-        let status = Arc::new(NodeStatus {
-            member_id: 1,
-            cluster_id: 2,
-            leader: AtomicU64::new(1),
-            term: AtomicU64::new(3),
-            raft_index: AtomicU64::new(0),
-        });
+        let status = Arc::new(NodeStatus::new(1, 2));
+        status.term.store(3, Ordering::Relaxed);
         let (out, mut responses) = mpsc::channel(16);
         let (requests, inbound) = mpsc::channel::<Result<PbWatchRequest, Status>>(16);
         let task = StreamTask::new(hub.clone(), status, 1 << 20, out);
@@ -667,16 +689,6 @@ mod tests {
             c.progress_notify = true;
         }
         requests.send(Ok(create)).await.expect("send create");
-        let recv = |responses: &mut mpsc::Receiver<Result<PbWatchResponse, Status>>| {
-            let fut = responses.recv();
-            async move {
-                tokio::time::timeout(Duration::from_secs(5), fut)
-                    .await
-                    .expect("a response in time")
-                    .expect("stream open")
-                    .expect("not an error")
-            }
-        };
         let created = recv(&mut responses).await;
         assert!(created.created);
         assert_eq!(created.watch_id, 0);
