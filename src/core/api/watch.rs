@@ -63,6 +63,16 @@ const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 /// Responses buffered between a stream task and the gRPC transport.
 const OUT_BUFFER: usize = 16;
 
+/// Most queued items handled (and coalesced) per turn of a stream's loop.
+const MAX_ITEMS_PER_TURN: usize = 512;
+
+/// A response coalescing several revisions is sent once it holds this many
+/// bytes of events.
+const COALESCE_BYTES: usize = 256 * 1024;
+
+/// A turn stops taking queued items once it gathered this many bytes.
+const TURN_BYTES: usize = 1024 * 1024;
+
 /// Most watches caught up in one step (etcd's `maxWatchersPerSync`).
 const MAX_WATCHERS_PER_STEP: usize = 512;
 
@@ -129,24 +139,52 @@ struct Local {
 }
 
 impl Local {
-    /// The events of `events` this watch reports, as sent on the wire.
-    fn select<'a>(&self, events: impl Iterator<Item = &'a PbEvent>) -> Vec<PbEvent> {
+    /// Whether this watch reports `e` (key range and filters).
+    fn wants(&self, e: &PbEvent) -> bool {
+        let in_range = e.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key));
+        let filtered =
+            (self.no_put && e.r#type == EVENT_PUT) || (self.no_delete && e.r#type == EVENT_DELETE);
+        in_range && !filtered
+    }
+
+    /// The event as this watch sends it (`prev_kv` only when asked).
+    fn shape(&self, mut e: PbEvent) -> PbEvent {
+        if !self.prev_kv {
+            e.prev_kv = None;
+        }
+        e
+    }
+
+    /// The events of a shared revision this watch reports, copied.
+    fn select(&self, events: &[PbEvent]) -> Vec<PbEvent> {
         events
-            .filter(|e| {
-                let in_range = e.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key));
-                let filtered = (self.no_put && e.r#type == EVENT_PUT)
-                    || (self.no_delete && e.r#type == EVENT_DELETE);
-                in_range && !filtered
-            })
-            .map(|e| {
-                let mut e = e.clone();
-                if !self.prev_kv {
-                    e.prev_kv = None;
-                }
-                e
-            })
+            .iter()
+            .filter(|e| self.wants(e))
+            .map(|e| self.shape(e.clone()))
             .collect()
     }
+
+    /// The events of a catch-up read this watch reports (already its own).
+    fn select_owned(&self, events: Vec<PbEvent>) -> Vec<PbEvent> {
+        events
+            .into_iter()
+            .filter(|e| self.wants(e))
+            .map(|e| self.shape(e))
+            .collect()
+    }
+}
+
+/// Events of one watch gathered from consecutive queued revisions, sent as
+/// one response (etcd does the same for unsynced watchers).
+struct Pending {
+    /// The watch.
+    watcher: HubId,
+    /// The newest revision gathered (the response's header revision).
+    revision: i64,
+    /// The events, in revision order.
+    events: Vec<PbEvent>,
+    /// Their encoded size so far.
+    bytes: usize,
 }
 
 /// The state of one gRPC watch stream.
@@ -226,7 +264,7 @@ impl StreamTask {
                     }
                 },
                 item = rx.recv() => match item {
-                    Some(item) => self.on_item(item).await,
+                    Some(item) => self.on_items(item, &mut rx).await,
                     None => Err(Closed),
                 },
                 _ = ticker.tick() => {
@@ -392,45 +430,108 @@ impl StreamTask {
         }
     }
 
-    async fn on_item(&mut self, item: StreamItem) -> Result<(), Closed> {
-        match item {
-            StreamItem::Events {
-                watcher,
-                revision,
-                events,
-            } => {
-                let Some(local) = self.locals.get_mut(&watcher) else {
-                    return Ok(()); // canceled since
-                };
-                let selected = local.select(events.iter());
-                let (watch_id, fragment, queued) =
-                    (local.watch_id, local.fragment, local.queued.clone());
-                if !selected.is_empty() {
-                    local.progress_due = false;
-                    self.send_events(watch_id, revision, selected, fragment)
+    /// Handles `first` and whatever else is queued already (up to
+    /// [`MAX_ITEMS_PER_TURN`]). Without a backlog each revision of a watch
+    /// is one response, as in etcd; with one (a client reading slower than
+    /// events come), consecutive revisions of a watch are sent together, so
+    /// that a busy stream spends less per event. A progress item first
+    /// flushes everything gathered before it.
+    async fn on_items(
+        &mut self,
+        first: StreamItem,
+        rx: &mut mpsc::UnboundedReceiver<StreamItem>,
+    ) -> Result<(), Closed> {
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut index: HashMap<HubId, usize> = HashMap::new();
+        let mut next = Some(first);
+        let mut handled = 0;
+        let mut gathered = 0usize;
+        while let Some(item) = next.take() {
+            match item {
+                StreamItem::Events {
+                    watcher,
+                    revision,
+                    events,
+                } => {
+                    if let Some(local) = self.locals.get_mut(&watcher) {
+                        local.queued.fetch_sub(1, Ordering::Relaxed);
+                        let selected = local.select(&events);
+                        if !selected.is_empty() {
+                            local.progress_due = false;
+                            let at = *index.entry(watcher).or_insert_with(|| {
+                                pending.push(Pending {
+                                    watcher,
+                                    revision,
+                                    events: Vec::new(),
+                                    bytes: 0,
+                                });
+                                pending.len() - 1
+                            });
+                            let p = &mut pending[at];
+                            p.revision = revision;
+                            let bytes = selected.iter().map(|e| e.encoded_len() + 4).sum::<usize>();
+                            p.bytes += bytes;
+                            gathered += bytes;
+                            p.events.extend(selected);
+                            if p.bytes >= COALESCE_BYTES {
+                                index.remove(&watcher);
+                                let full = std::mem::replace(
+                                    p,
+                                    Pending {
+                                        watcher,
+                                        revision,
+                                        events: Vec::new(),
+                                        bytes: 0,
+                                    },
+                                );
+                                self.flush(full).await?;
+                            }
+                        }
+                    } // else: canceled since
+                }
+                StreamItem::Behind { watcher, next_rev } => {
+                    // What was gathered for it precedes `next_rev` and is
+                    // sent below, before any catch-up.
+                    if let Some(local) = self.locals.get_mut(&watcher) {
+                        local.behind = Some(next_rev);
+                    }
+                }
+                StreamItem::Progress { watch_id, revision } => {
+                    index.clear();
+                    for p in std::mem::take(&mut pending) {
+                        self.flush(p).await?;
+                    }
+                    if watch_id == -1 || self.ids.contains_key(&watch_id) {
+                        self.send(PbWatchResponse {
+                            header: Some(self.header(revision)),
+                            watch_id,
+                            ..Default::default()
+                        })
                         .await?;
+                    }
                 }
-                queued.fetch_sub(1, Ordering::Relaxed);
-                Ok(())
             }
-            StreamItem::Behind { watcher, next_rev } => {
-                if let Some(local) = self.locals.get_mut(&watcher) {
-                    local.behind = Some(next_rev);
-                }
-                Ok(())
-            }
-            StreamItem::Progress { watch_id, revision } => {
-                if watch_id != -1 && !self.ids.contains_key(&watch_id) {
-                    return Ok(());
-                }
-                self.send(PbWatchResponse {
-                    header: Some(self.header(revision)),
-                    watch_id,
-                    ..Default::default()
-                })
-                .await
+            handled += 1;
+            if handled < MAX_ITEMS_PER_TURN && gathered < TURN_BYTES {
+                next = rx.try_recv().ok();
             }
         }
+        for p in pending {
+            self.flush(p).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends gathered events, if any, and if their watch still exists.
+    async fn flush(&self, p: Pending) -> Result<(), Closed> {
+        if p.events.is_empty() {
+            return Ok(());
+        }
+        let Some(local) = self.locals.get(&p.watcher) else {
+            return Ok(());
+        };
+        self.send_events(local.watch_id, p.revision, p.events, local.fragment)
+            .await
     }
 
     /// etcd's progress ticker: a notification for each `progress_notify`
@@ -471,7 +572,7 @@ impl StreamTask {
         self.hub.begin_catch_up(&behind);
         let hub = self.hub.clone();
         let read = tokio::task::spawn_blocking(move || hub.read_history(&queries)).await;
-        let chunk = match read {
+        let mut chunk = match read {
             Ok(Ok(chunk)) => chunk,
             Ok(Err(e)) => return self.fail(&behind, &e.to_string()).await,
             Err(e) => return self.fail(&behind, &format!("etcdserver: {e}")).await,
@@ -502,7 +603,12 @@ impl StreamTask {
                 });
                 continue;
             }
-            let selected = local.select(chunk.events.get(i).into_iter().flatten());
+            let events = chunk
+                .events
+                .get_mut(i)
+                .map(std::mem::take)
+                .unwrap_or_default();
+            let selected = local.select_owned(events);
             local.behind = if chunk.to >= chunk.current {
                 match self.hub.rejoin(*id, chunk.to) {
                     Rejoin::Synced => None,
