@@ -15,7 +15,10 @@
 //!   `cancel_reason`;
 //! - events in revision order, each revision's events in one response
 //!   (live: header revision = the events' revision; catch-up: several
-//!   revisions per response, header revision = the store's revision then);
+//!   revisions per response, header revision = the store's revision then;
+//!   a live backlog, when the client reads slower than events come, is
+//!   also sent several revisions per response, header revision = the
+//!   newest);
 //! - a start revision below the compact revision: `created`, then a response
 //!   with `compact_revision` set and `canceled`;
 //! - `WatchCancelRequest` on a known id: a `canceled` response; unknown ids
