@@ -41,6 +41,9 @@ pub enum ServeError {
     Other(#[from] anyhow::Error),
 }
 
+/// How long shutdown waits for client connections to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// gRPC messages may exceed `--max-request-bytes` by this much of framing
 /// before the transport refuses them (etcd's `grpcOverheadBytes`).
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
@@ -196,8 +199,16 @@ pub async fn run_until(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<
     // Watch streams never end by themselves: end them so that the servers
     // can drain.
     watch_hub.shutdown();
-    for s in servers {
-        let _ = s.await;
+    // Drain for a bounded time: a client that stopped reading its stream
+    // must not keep the member from stopping (etcd also gives up after a
+    // grace period).
+    let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers)).await;
+    if drained.is_err() {
+        tracing::warn!("clients did not finish within {SHUTDOWN_GRACE:?}; closing their connections");
+        for a in aborts {
+            a.abort();
+        }
     }
     let _ = handle.send(Event::Shutdown);
     let _ = tokio::task::spawn_blocking(move || raft_thread.join()).await;
