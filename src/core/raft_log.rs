@@ -100,10 +100,22 @@ impl RaftLog {
             ..Default::default()
         };
         let mut tx = storage.db.write_tx();
-        tx.insert(&storage.raft_state, CONF_STATE, conf_state.write_to_bytes()?);
-        tx.insert(&storage.raft_state, HARD_STATE, hard_state.write_to_bytes()?);
+        tx.insert(
+            &storage.raft_state,
+            CONF_STATE,
+            conf_state.write_to_bytes()?,
+        );
+        tx.insert(
+            &storage.raft_state,
+            HARD_STATE,
+            hard_state.write_to_bytes()?,
+        );
         for e in &initial {
-            tx.insert(&storage.raft_log, e.index.to_be_bytes(), e.write_to_bytes()?);
+            tx.insert(
+                &storage.raft_log,
+                e.index.to_be_bytes(),
+                e.write_to_bytes()?,
+            );
         }
         tx.commit()?;
         storage.sync()?;

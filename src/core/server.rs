@@ -23,12 +23,12 @@ use crate::core::members;
 use crate::core::mvcc;
 use crate::core::node::{self, Event, NodeConfig, NodeHandle};
 use crate::core::proposal::{ConfChangeContext, MemberAttributes, Op};
-use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 use crate::core::raft_log::RaftLog;
 use crate::core::snapshot::{self, SnapshotReceiver, SnapshotSource};
 use crate::core::storage::{self, Storage};
 use crate::core::transport::Transport;
 use crate::core::watch::{WatchConfig, WatchHub};
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType};
 
 /// Why `kvd serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -205,7 +205,9 @@ pub async fn run_until(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<
     let aborts: Vec<_> = servers.iter().map(|s| s.abort_handle()).collect();
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, futures::future::join_all(servers)).await;
     if drained.is_err() {
-        tracing::warn!("clients did not finish within {SHUTDOWN_GRACE:?}; closing their connections");
+        tracing::warn!(
+            "clients did not finish within {SHUTDOWN_GRACE:?}; closing their connections"
+        );
         for a in aborts {
             a.abort();
         }
@@ -431,7 +433,12 @@ async fn watch_for_removal(
     let mut leaderless_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::time::sleep(election_timeout).await;
-        if node.status.leader.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+        if node
+            .status
+            .leader
+            .load(std::sync::atomic::Ordering::Relaxed)
+            != 0
+        {
             leaderless_since = None;
             continue;
         }
@@ -452,7 +459,9 @@ async fn watch_for_removal(
             };
             let their_applied = resp.header.as_ref().map_or(0, |h| h.revision.max(0) as u64);
             if their_applied > applied && !resp.members.iter().any(|m| m.id == me) {
-                tracing::warn!("{url} no longer lists this member: it was removed from the cluster");
+                tracing::warn!(
+                    "{url} no longer lists this member: it was removed from the cluster"
+                );
                 node.status.removed.send_replace(true);
                 return;
             }
