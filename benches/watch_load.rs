@@ -20,14 +20,14 @@
 //! same runs against etcd, side by side. Run with `make bench` or
 //! `cargo bench --bench watch_load`.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, WatchStream};
+
+mod common;
+use common::{connect, metric, start};
 
 const WRITERS: usize = 32;
 const CONNS: usize = 8;
@@ -40,108 +40,6 @@ const WATCHES_PER_STREAM: usize = 100;
 const IDLE_STREAMS: usize = 10;
 const IDLE_WATCHERS: usize = 10_000;
 const HOT_KEY: &str = "hot";
-
-fn free_port() -> u16 {
-    loop {
-        let t = TcpListener::bind("127.0.0.1:0").expect("bind tcp");
-        let port = t.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn metric(port: u16, name: &str) -> f64 {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect /metrics");
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("write");
-    let mut body = String::new();
-    s.read_to_string(&mut body).expect("read");
-    body.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
-struct Server {
-    child: Child,
-    client_port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// Resident memory of the server process, bytes.
-    fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .expect("VmRSS in /proc/<pid>/status")
-    }
-}
-
-fn start(bin: &str, is_etcd: bool) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (c, p) = (free_port(), free_port());
-    let data = dir.path().join("data");
-    let mut cmd = Command::new(bin);
-    if !is_etcd {
-        cmd.arg("serve");
-    }
-    cmd.args([
-        "--name",
-        "b1",
-        "--data-dir",
-        data.to_str().expect("utf-8 path"),
-        "--listen-client-urls",
-        &format!("http://127.0.0.1:{c}"),
-        "--advertise-client-urls",
-        &format!("http://127.0.0.1:{c}"),
-        "--listen-peer-urls",
-        &format!("http://127.0.0.1:{p}"),
-        "--initial-advertise-peer-urls",
-        &format!("http://127.0.0.1:{p}"),
-        "--initial-cluster",
-        &format!("b1=http://127.0.0.1:{p}"),
-    ]);
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn server");
-    Server {
-        child,
-        client_port: c,
-        _dir: dir,
-    }
-}
-
-async fn connect(port: u16) -> Client {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut c) = Client::connect([format!("127.0.0.1:{port}")], None).await {
-            if c.put("warmup", "x", None).await.is_ok() {
-                return c;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server on {port} did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Latencies of one load run.
 struct Load {
