@@ -283,47 +283,23 @@ impl Plan {
                     .member_remove(*id)
                     .await
                     .map_err(|e| self.describe(e))?;
-                match out {
-                    WriteOut::Json => {
-                        print!("{}", render_json(resp.header(), None, Some(resp.members())))
-                    }
-                    _ => println!(
-                        "Member {id:>16x} removed from cluster {:>16x}",
-                        cluster_id(resp.header())
-                    ),
-                }
+                print_change(out, "removed from", *id, resp.header(), resp.members());
             }
             MemberCommand::Update { id, .. } => {
                 let resp = client
                     .member_update(*id, self.peer_urls.clone())
                     .await
                     .map_err(|e| self.describe(e))?;
-                match out {
-                    WriteOut::Json => {
-                        print!("{}", render_json(resp.header(), None, Some(resp.members())))
-                    }
-                    _ => println!(
-                        "Member {id:>16x} updated in cluster {:>16x}",
-                        cluster_id(resp.header())
-                    ),
-                }
+                print_change(out, "updated in", *id, resp.header(), resp.members());
             }
             MemberCommand::Promote { id } => {
                 let resp = client
                     .member_promote(*id)
                     .await
                     .map_err(|e| self.describe(e))?;
-                match out {
-                    // etcdctl 3.4 crashes here (a nil printer); print the
-                    // response as every other json output does.
-                    WriteOut::Json => {
-                        print!("{}", render_json(resp.header(), None, Some(resp.members())))
-                    }
-                    _ => println!(
-                        "Member {id:>16x} promoted in cluster {:>16x}",
-                        cluster_id(resp.header())
-                    ),
-                }
+                // etcdctl 3.4 crashes on `promote -w json` (a nil printer);
+                // kvd prints the response as every other json output does.
+                print_change(out, "promoted in", *id, resp.header(), resp.members());
             }
         }
         Ok(())
@@ -380,6 +356,24 @@ impl Plan {
             etcd_client::Error::IoError(io) => format!("cannot reach {endpoints}: {io}"),
             other => lower_first(&other.to_string()),
         }
+    }
+}
+
+/// The result of a remove, update or promote, as etcdctl prints it:
+/// `Member <id> <verb> cluster <id>`, or the response in `-w json`.
+fn print_change(
+    out: WriteOut,
+    verb: &str,
+    id: u64,
+    header: Option<&etcd_client::ResponseHeader>,
+    members: &[etcd_client::Member],
+) {
+    match out {
+        WriteOut::Json => print!("{}", render_json(header, None, Some(members))),
+        _ => println!(
+            "Member {id:>16x} {verb} cluster {:>16x}",
+            cluster_id(header)
+        ),
     }
 }
 

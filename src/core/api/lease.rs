@@ -42,6 +42,20 @@ impl LeaseService {
     }
 }
 
+impl LeaseService {
+    /// A storage snapshot and its revision, after a ReadIndex barrier (lease
+    /// reads are linearizable, as etcd serves them from the leader).
+    async fn linearizable_view(&self) -> Result<(fjall::Snapshot, i64), Status> {
+        self.ctx
+            .node
+            .linearizable_barrier(self.ctx.request_timeout)
+            .await?;
+        let snapshot = self.ctx.storage.db.read_tx();
+        let revision = mvcc::revisions(&snapshot, &self.ctx.storage)?.current;
+        Ok((snapshot, revision))
+    }
+}
+
 /// A new lease id: the member id's low 16 bits, then milliseconds and a
 /// counter (etcd's `idutil.Generator` layout), positive and non-zero.
 fn next_lease_id(member_id: u64) -> i64 {
@@ -179,12 +193,7 @@ impl PbLeaseService for LeaseService {
         request: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
-        self.ctx
-            .node
-            .linearizable_barrier(self.ctx.request_timeout)
-            .await?;
-        let revision = current_revision(&self.ctx)?;
-        let snapshot = self.ctx.storage.db.read_tx();
+        let (snapshot, revision) = self.linearizable_view().await?;
         let exists = mvcc::leases(&snapshot, &self.ctx.storage)?
             .iter()
             .any(|(id, _)| *id == req.id);
@@ -216,12 +225,7 @@ impl PbLeaseService for LeaseService {
         &self,
         _: Request<PbLeaseLeasesRequest>,
     ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
-        self.ctx
-            .node
-            .linearizable_barrier(self.ctx.request_timeout)
-            .await?;
-        let revision = current_revision(&self.ctx)?;
-        let snapshot = self.ctx.storage.db.read_tx();
+        let (snapshot, revision) = self.linearizable_view().await?;
         let leases = mvcc::leases(&snapshot, &self.ctx.storage)?
             .into_iter()
             .map(|(id, _)| PbLeaseStatus { id })
