@@ -4,63 +4,13 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
 use common::{
-    etcdctl, etcdctl_with_stdin, free_port, http_get, stdout_ok, tests_path, wait_for, Cluster,
-    Server, ServerSpec, TestDir,
+    check_golden, etcdctl, etcdctl_with_stdin, free_port, golden_path, http_get, recording,
+    shell_words, stdout_ok, wait_for, Cluster, Server, ServerSpec, TestDir,
 };
-
-/// True when recording goldens (`tests/golden/record.sh`) instead of comparing.
-fn recording() -> bool {
-    std::env::var_os("KVD_GOLDEN_RECORD").is_some_and(|v| v == "1")
-}
-
-fn golden_path(name: &str) -> std::path::PathBuf {
-    tests_path(&format!("golden/{name}"))
-}
-
-/// Writes the golden (recording) or compares `actual` with it.
-fn check_golden(name: &str, actual: &str) {
-    let path = golden_path(name);
-    if recording() {
-        assert!(
-            common::against_etcd(),
-            "record goldens against a real etcd (KVD_TEST_ETCD=/usr/bin/etcd)"
-        );
-        common::write_file(&path, actual);
-        eprintln!("recorded {}", path.display());
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read golden {}: {e}", path.display()));
-    if expected != actual {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("actual-{name}"));
-        common::write_file(&out, actual);
-        let first_diff = expected
-            .lines()
-            .zip(actual.lines())
-            .position(|(e, a)| e != a)
-            .unwrap_or_else(|| expected.lines().count().min(actual.lines().count()));
-        let context = |text: &str| -> String {
-            text.lines()
-                .skip(first_diff.saturating_sub(3))
-                .take(8)
-                .collect::<Vec<_>>()
-                .join("\n")
-        };
-        panic!(
-            "output differs from golden {} at line {} (actual written to {}):\n--- expected ---\n{}\n--- actual ---\n{}\n",
-            path.display(),
-            first_diff + 1,
-            out.display(),
-            context(&expected),
-            context(actual)
-        );
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The golden etcdctl sequence
@@ -224,19 +174,6 @@ fn transcript(step: &Step, output: &Output) -> String {
         output.status.code().unwrap_or(-1)
     ));
     text
-}
-
-fn shell_words(args: &[&str]) -> String {
-    args.iter()
-        .map(|a| {
-            if a.is_empty() || a.contains(' ') {
-                format!("{a:?}")
-            } else {
-                a.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The golden sequence through a 3-member cluster (1 member when recording

@@ -14,21 +14,11 @@ use etcd_client::{
 };
 use tonic::Code;
 
-use common::{assert_status, Cluster, ClusterOptions};
+use common::{assert_status, current_revision, Cluster, ClusterOptions};
 
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The store's current revision, from a range response header.
-async fn current_revision(c: &mut Client) -> i64 {
-    c.get("\u{1}kvd-test-revision-probe", None)
-        .await
-        .expect("get for revision")
-        .header()
-        .expect("header")
-        .revision()
-}
 
 async fn put(c: &mut Client, key: &str, value: &str) -> i64 {
     c.put(key, value, None)
@@ -1500,7 +1490,7 @@ async fn request_larger_than_max_request_bytes_is_refused() {
     )
     .await;
     let mut c = cluster.client(0).await;
-    let rev = current_revision(&mut c).await;
+    let rev = current_revision(&c).await;
     assert_status(
         c.put("big", vec![b'x'; 2048], None).await,
         Code::InvalidArgument,
@@ -1515,7 +1505,7 @@ async fn request_larger_than_max_request_bytes_is_refused() {
         Code::InvalidArgument,
         "etcdserver: request is too large",
     );
-    assert_eq!(current_revision(&mut c).await, rev);
+    assert_eq!(current_revision(&c).await, rev);
     assert!(get_one(&mut c, "big").await.is_none());
     // Well under the limit is fine.
     put(&mut c, "small", &"y".repeat(512)).await;

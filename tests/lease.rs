@@ -32,9 +32,9 @@ use tokio::sync::{mpsc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use tonic::Code;
 
 use common::{
-    assert_status, connect, etcdctl, free_port, single_member_args, stdout_ok, tests_path,
-    wait_for, wait_single_ready, Cluster, Server, ServerSpec, TestDir, ELECTION_MS,
-    REQUEST_TIMEOUT,
+    assert_status, check_golden, connect, current_revision, etcdctl, free_port, recording,
+    shell_words, single_member_args, stdout_ok, wait_for, wait_single_ready, Cluster, Server,
+    ServerSpec, TestDir, ELECTION_MS, REQUEST_TIMEOUT,
 };
 
 /// The election timeout every test member runs with.
@@ -65,16 +65,6 @@ async fn shared() -> RwLockReadGuard<'static, ()> {
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// The store's current revision (linearizable read of a key nobody writes).
-async fn revision(c: &mut Client) -> i64 {
-    c.get("\u{1}kvd-test-revision-probe", None)
-        .await
-        .expect("get for revision")
-        .header()
-        .expect("header")
-        .revision()
-}
 
 /// Grants a lease with a server-chosen id; returns (id, granted TTL).
 async fn grant(c: &mut Client, ttl: i64) -> (i64, i64) {
@@ -514,7 +504,7 @@ async fn grant_ids_duplicates_and_ttl_bounds() {
     let _suite = shared().await;
     let cluster = Cluster::start(1).await;
     let mut c = cluster.client(0).await;
-    let rev = revision(&mut c).await;
+    let rev = current_revision(&c).await;
 
     let resp = c.lease_grant(60, None).await.expect("grant 60");
     assert!(
@@ -578,7 +568,7 @@ async fn grant_ids_duplicates_and_ttl_bounds() {
     let want: BTreeSet<i64> = [server_chosen, second, chosen, longest].into();
     assert_eq!(ids, want, "LeaseLeases");
     assert!(!ids.contains(&0x777));
-    assert_eq!(revision(&mut c).await, rev, "leases make no revision");
+    assert_eq!(current_revision(&c).await, rev, "leases make no revision");
 }
 
 /// etcd's minimum TTL: `minTTL = ((3 × electionTicks) / 2) × heartbeat`,
@@ -668,7 +658,7 @@ async fn revoke_deletes_attached_keys_in_one_revision() {
     put(&mut on_leader, "rv/b", "2", with_lease(id)).await;
     put(&mut on_leader, "rv/d", "4", None).await;
     put(&mut on_leader, "rv/e", "5", with_lease(other)).await;
-    let before = revision(&mut on_f2).await;
+    let before = current_revision(&on_f2).await;
     let mut watch = watch_prefix(&mut on_f2, "rv/", before + 1).await;
 
     let resp = on_f2.lease_revoke(id).await.expect("revoke");
@@ -721,10 +711,10 @@ async fn revoke_deletes_attached_keys_in_one_revision() {
 
     // A lease without keys: revoking it makes no revision.
     let (empty, _) = grant(&mut on_f2, 60).await;
-    let rev = revision(&mut on_f2).await;
+    let rev = current_revision(&on_f2).await;
     let resp = on_f1.lease_revoke(empty).await.expect("revoke empty lease");
     assert_eq!(resp.header().expect("header").revision(), rev);
-    assert_eq!(revision(&mut on_leader).await, rev);
+    assert_eq!(current_revision(&on_leader).await, rev);
 }
 
 // ---------------------------------------------------------------------------
@@ -1005,7 +995,7 @@ async fn put_and_txn_with_leases() {
     assert!(time_to_live(&mut c, l3, true).await.keys.is_empty());
 
     // Unknown lease: refused, and nothing written.
-    let rev = revision(&mut c).await;
+    let rev = current_revision(&c).await;
     assert_status(
         c.put("pl/new", "v", with_lease(0x0bad)).await,
         Code::NotFound,
@@ -1016,7 +1006,7 @@ async fn put_and_txn_with_leases() {
         Code::NotFound,
         "etcdserver: requested lease not found",
     );
-    assert_eq!(revision(&mut c).await, rev);
+    assert_eq!(current_revision(&c).await, rev);
     assert_eq!(get(&mut c, "pl/new").await, None);
     assert_eq!(get(&mut c, "pl/k").await, Some(("v4".into(), 0)));
 
@@ -1029,7 +1019,7 @@ async fn put_and_txn_with_leases() {
     assert_eq!(get(&mut c, "pl/t1").await, Some(("a".into(), l3)));
     assert_eq!(time_to_live(&mut c, l3, true).await.keys, ["pl/t1"]);
     // An unknown lease in the branch taken: refused, nothing written.
-    let rev = revision(&mut c).await;
+    let rev = current_revision(&c).await;
     let txn = Txn::new()
         .when([Compare::value("pl/k", CompareOp::Equal, "v4")])
         .and_then([
@@ -1041,7 +1031,7 @@ async fn put_and_txn_with_leases() {
         Code::NotFound,
         "etcdserver: requested lease not found",
     );
-    assert_eq!(revision(&mut c).await, rev);
+    assert_eq!(current_revision(&c).await, rev);
     assert_eq!(get(&mut c, "pl/t2").await, None);
     // An unknown lease in the branch not taken does not matter (etcd checks
     // the requests of the chosen path only).
@@ -1084,7 +1074,7 @@ async fn lease_expires_after_its_last_keep_alive() {
     put(&mut via, "exp/a", "1", with_lease(id)).await;
     put(&mut via, "exp/b", "2", with_lease(id)).await;
     put(&mut via, "exp/keep", "3", None).await;
-    let before = revision(&mut reader).await;
+    let before = current_revision(&reader).await;
     let mut watch = watch_prefix(&mut reader, "exp/", before + 1).await;
 
     // Keep it alive for longer than its TTL, then stop.
@@ -1121,7 +1111,7 @@ async fn lease_expires_after_its_last_keep_alive() {
     assert!(!lease_ids(&mut via).await.contains(&id));
 
     let expired_at = before + 1;
-    assert_eq!(revision(&mut reader).await, expired_at, "one revision");
+    assert_eq!(current_revision(&reader).await, expired_at, "one revision");
     let events = next_events(&mut watch, REQUEST_TIMEOUT).await;
     assert_eq!(
         events,
@@ -1353,47 +1343,6 @@ async fn keep_alive_loop(
 // etcdctl
 // ---------------------------------------------------------------------------
 
-/// True when recording goldens from a real etcd instead of comparing.
-fn recording() -> bool {
-    std::env::var_os("KVD_GOLDEN_RECORD").is_some_and(|v| v == "1")
-}
-
-/// Writes the golden (recording) or compares `actual` with it.
-fn check_golden(name: &str, actual: &str) {
-    let path = tests_path(&format!("golden/{name}"));
-    if recording() {
-        assert!(
-            common::against_etcd(),
-            "record goldens against a real etcd (KVD_TEST_ETCD=/usr/bin/etcd)"
-        );
-        common::write_file(&path, actual);
-        eprintln!("recorded {}", path.display());
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read golden {}: {e}", path.display()));
-    if expected != actual {
-        let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("actual-{name}"));
-        common::write_file(&out, actual);
-        let diff: Vec<String> = expected
-            .lines()
-            .zip(actual.lines())
-            .enumerate()
-            .filter(|(_, (e, a))| e != a)
-            .take(10)
-            .map(|(n, (e, a))| format!("line {}:\n  expected: {e}\n  actual:   {a}", n + 1))
-            .collect();
-        panic!(
-            "output differs from golden {} (actual written to {}; {} vs {} lines):\n{}",
-            path.display(),
-            out.display(),
-            expected.lines().count(),
-            actual.lines().count(),
-            diff.join("\n")
-        );
-    }
-}
-
 /// The etcdctl lease sequence; `$L1`.. stand for the ids of the leases
 /// granted so far, in order.
 const LEASE_STEPS: &[&[&str]] = &[
@@ -1609,19 +1558,6 @@ async fn etcdctl_lease_golden() {
         ));
     }
     check_golden("etcdctl_lease.txt", &text);
-}
-
-fn shell_words(args: &[&str]) -> String {
-    args.iter()
-        .map(|a| {
-            if a.is_empty() || a.contains(' ') {
-                format!("{a:?}")
-            } else {
-                a.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `etcdctl lease keep-alive` through a follower keeps a short lease alive

@@ -11,7 +11,6 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,7 +22,9 @@ use etcd_client::{
 };
 use tokio::io::AsyncReadExt;
 
-use common::{against_etcd, connect, etcdctl, http_get, tests_path, wait_for, Cluster};
+use common::{
+    against_etcd, check_golden, connect, current_revision, etcdctl, http_get, wait_for, Cluster,
+};
 
 /// How long one watch response may take to arrive.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -105,17 +106,6 @@ async fn delete(client: &Client, key: &str, options: Option<DeleteOptions>) -> i
         .delete(key, options)
         .await
         .expect("delete")
-        .header()
-        .expect("header")
-        .revision()
-}
-
-async fn current_revision(client: &Client) -> i64 {
-    client
-        .kv_client()
-        .get("any", None)
-        .await
-        .expect("get")
         .header()
         .expect("header")
         .revision()
@@ -833,34 +823,6 @@ async fn followers_serve_watches() {
 // ---------------------------------------------------------------------------
 // etcdctl
 // ---------------------------------------------------------------------------
-
-fn recording() -> bool {
-    std::env::var_os("KVD_GOLDEN_RECORD").is_some_and(|v| v == "1")
-}
-
-fn check_golden(name: &str, actual: &str) {
-    let path = tests_path(&format!("golden/{name}"));
-    if recording() {
-        assert!(
-            against_etcd(),
-            "record goldens with KVD_TEST_ETCD=/usr/bin/etcd"
-        );
-        common::write_file(&path, actual);
-        eprintln!("recorded {}", path.display());
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read golden {}: {e}", path.display()));
-    if expected != actual {
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("actual-{name}"));
-        common::write_file(&out, actual);
-        panic!(
-            "output differs from golden {} (actual in {}):\n--- expected ---\n{expected}\n--- actual ---\n{actual}",
-            path.display(),
-            out.display()
-        );
-    }
-}
 
 /// A running `etcdctl watch ...` with its stdout collected.
 struct EtcdctlWatch {

@@ -1098,3 +1098,79 @@ pub async fn kvd_cli(args: &[&str]) -> Output {
         Err(_) => panic!("kvd {args:?} did not finish within 60s"),
     }
 }
+
+/// Whether goldens are being re-recorded (`KVD_GOLDEN_RECORD=1`, against a
+/// real etcd: see tests/golden/record.sh).
+pub fn recording() -> bool {
+    std::env::var_os("KVD_GOLDEN_RECORD").is_some_and(|v| v == "1")
+}
+
+/// The path of golden file `name` under tests/golden/.
+pub fn golden_path(name: &str) -> PathBuf {
+    tests_path(&format!("golden/{name}"))
+}
+
+/// Writes the golden `name` (when recording against etcd) or asserts that
+/// `actual` equals it; on a difference the actual text is written beside the
+/// build's temp files and the differing lines are shown.
+pub fn check_golden(name: &str, actual: &str) {
+    let path = golden_path(name);
+    if recording() {
+        assert!(
+            against_etcd(),
+            "record goldens against a real etcd (KVD_TEST_ETCD=/usr/bin/etcd)"
+        );
+        write_file(&path, actual);
+        eprintln!("recorded {}", path.display());
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("read golden {}: {e}", path.display()));
+    if expected != actual {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("actual-{name}"));
+        write_file(&out, actual);
+        let diff: Vec<String> = expected
+            .lines()
+            .zip(actual.lines())
+            .enumerate()
+            .filter(|(_, (e, a))| e != a)
+            .take(10)
+            .map(|(n, (e, a))| format!("line {}:\n  expected: {e}\n  actual:   {a}", n + 1))
+            .collect();
+        panic!(
+            "output differs from golden {} (actual written to {}; {} vs {} lines):\n{}",
+            path.display(),
+            out.display(),
+            expected.lines().count(),
+            actual.lines().count(),
+            diff.join("\n")
+        );
+    }
+}
+
+/// `args` as one shell-like line, for transcripts (quoted when empty or
+/// containing a space).
+pub fn shell_words(args: &[&str]) -> String {
+    args.iter()
+        .map(|a| {
+            if a.is_empty() || a.contains(' ') {
+                format!("{a:?}")
+            } else {
+                a.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The store's current revision, from the header of a linearizable read of
+/// a key nobody writes.
+pub async fn current_revision(c: &Client) -> i64 {
+    c.kv_client()
+        .get("\u{1}kvd-test-revision-probe", None)
+        .await
+        .expect("get for revision")
+        .header()
+        .expect("header")
+        .revision()
+}
