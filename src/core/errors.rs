@@ -24,6 +24,11 @@ pub enum EtcdError {
     /// A transaction with more than `--max-txn-ops` operations in one list.
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
+    /// Transactions nested deeper than kvd accepts (see
+    /// `core::api::kv::MAX_TXN_NESTING`; etcd bounds depth only through
+    /// `--max-txn-ops`, but prost clients cannot decode deeper answers).
+    #[error("etcdserver: too many nested transactions in txn request")]
+    TxnTooDeep,
     /// A transaction that writes one key twice.
     #[error("etcdserver: duplicate key given in txn request")]
     DuplicateKey,
@@ -85,6 +90,14 @@ pub enum EtcdError {
     /// The leader changed while the request waited.
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// The Raft task's queue or its table of waiting proposals is full
+    /// (etcd's `ErrTooManyRequests`); the client should back off and retry.
+    #[error("etcdserver: too many requests")]
+    TooManyRequests,
+    /// A committed Raft entry that cannot be decoded: it fails on every
+    /// member alike, nothing is written and the applied index moves on.
+    #[error("etcdserver: malformed request: {0}")]
+    MalformedRequest(String),
     /// The request did not complete within the request timeout.
     #[error("etcdserver: request timed out")]
     Timeout,
@@ -105,6 +118,8 @@ impl EtcdError {
             | Self::LeaseProvided
             | Self::TooManyOps
             | Self::DuplicateKey
+            | Self::TxnTooDeep
+            | Self::MalformedRequest(_)
             | Self::RequestTooLarge
             | Self::KeyNotFound => Code::InvalidArgument,
             Self::Compacted | Self::FutureRevision | Self::LeaseTtlTooLarge => Code::OutOfRange,
@@ -124,6 +139,7 @@ impl EtcdError {
             Self::NoLeader | Self::LeaderChanged | Self::Stopped | Self::Timeout => {
                 Code::Unavailable
             }
+            Self::TooManyRequests => Code::ResourceExhausted,
             Self::Internal(_) => Code::Internal,
         }
     }

@@ -26,7 +26,7 @@ use crate::core::lease::Lessor;
 use crate::core::members;
 use crate::core::metrics::METRICS;
 use crate::core::mvcc::{self, Applier, ApplyResponse};
-use crate::core::proposal::{ConfChangeContext, Op, RaftRequest};
+use crate::core::proposal::{decode_entry, ConfChangeContext, EntryData, Op, RaftRequest};
 use crate::core::raft_log::RaftLog;
 use crate::core::snapshot;
 use crate::core::storage::{self, Storage};
@@ -117,11 +117,21 @@ impl NodeStatus {
     }
 }
 
+/// Events the Raft task's queue holds; a full queue refuses proposals with
+/// "too many requests" and drops peer messages (Raft retransmits them).
+pub const EVENT_QUEUE: usize = 8192;
+
+/// Proposals waiting for their entry to be applied on this member (and,
+/// separately, reads waiting for their read index); beyond this, new ones
+/// are refused with "too many requests" (etcd bounds the same backlog
+/// through its commit/apply gap of 5,000 entries).
+pub const MAX_PENDING_PROPOSALS: usize = 16_384;
+
 /// A cheap, cloneable way to reach the Raft task.
 #[derive(Clone)]
 pub struct NodeHandle {
-    /// Events into the task.
-    tx: mpsc::Sender<Event>,
+    /// Events into the task (bounded: [`EVENT_QUEUE`]).
+    tx: mpsc::SyncSender<Event>,
     /// Shared status.
     pub status: Arc<NodeStatus>,
     /// The applied index, for read-index waits.
@@ -131,12 +141,35 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// Sends an event to the Raft task.
+    /// Queues an event for the Raft task without waiting.
+    ///
+    /// # Errors
+    /// [`EtcdError::TooManyRequests`] when the queue is full (the event is
+    /// dropped), [`EtcdError::Stopped`] when the task has ended.
+    pub fn send(&self, ev: Event) -> Result<(), EtcdError> {
+        self.tx.try_send(ev).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => EtcdError::TooManyRequests,
+            mpsc::TrySendError::Disconnected(_) => EtcdError::Stopped,
+        })
+    }
+
+    /// Queues an event that must not be dropped (a snapshot's outcome,
+    /// shutdown), waiting while the queue is full.
     ///
     /// # Errors
     /// [`EtcdError::Stopped`] when the task has ended.
-    pub fn send(&self, ev: Event) -> Result<(), EtcdError> {
-        self.tx.send(ev).map_err(|_| EtcdError::Stopped)
+    pub async fn send_eventually(&self, ev: Event) -> Result<(), EtcdError> {
+        let mut ev = ev;
+        loop {
+            match self.tx.try_send(ev) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::TrySendError::Disconnected(_)) => return Err(EtcdError::Stopped),
+                Err(mpsc::TrySendError::Full(back)) => {
+                    ev = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
     }
 
     /// Proposes `op` and waits (up to `timeout`) until it is applied here.
@@ -266,7 +299,7 @@ pub fn start(
         ),
         removed: watch::channel(false).0,
     });
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(EVENT_QUEUE);
     let (applied_tx, applied_rx) = watch::channel(applied_index);
     let compact_done = storage.meta_u64(storage::META_COMPACT_DONE)? as i64;
     let (compact_tx, compact_rx) = watch::channel(compact_done);
@@ -433,6 +466,10 @@ impl RaftTask {
     fn handle(&mut self, ev: Event) -> bool {
         match ev {
             Event::Propose { op, reply } => {
+                if self.proposals.len() >= MAX_PENDING_PROPOSALS {
+                    let _ = reply.send(Err(EtcdError::TooManyRequests));
+                    return true;
+                }
                 let id = self.next_id;
                 self.next_id += 1;
                 let data = RaftRequest {
@@ -454,6 +491,8 @@ impl RaftTask {
             Event::ReadIndex { reply } => {
                 if self.raw.raft.leader_id == 0 {
                     let _ = reply.send(Err(EtcdError::NoLeader));
+                } else if self.reads.len() + self.reads_waiting.len() >= MAX_PENDING_PROPOSALS {
+                    let _ = reply.send(Err(EtcdError::TooManyRequests));
                 } else {
                     let id = self.next_id;
                     self.next_id += 1;
@@ -497,15 +536,41 @@ impl RaftTask {
                 let _ = reply.send(r);
             }
             Event::SnapshotStatus(id, status) => self.raw.report_snapshot(id, status),
-            Event::Step(m) => {
-                if let Err(e) = self.raw.step(*m) {
-                    tracing::debug!("raft step: {e}");
-                }
-            }
+            Event::Step(m) => self.step(*m),
             Event::Unreachable(id) => self.raw.report_unreachable(id),
             Event::Shutdown => return false,
         }
         true
+    }
+
+    /// Steps a message from a peer into Raft, after the checks raft-rs
+    /// leaves to its user: a message for another member is dropped, and so
+    /// is a heartbeat claiming a commit index beyond this member's log,
+    /// which raft-rs would treat as fatal (`commit_to` panics); no honest
+    /// leader sends one.
+    fn step(&mut self, m: Message) {
+        if m.to != self.status.member_id {
+            tracing::warn!(
+                from = format_args!("{:x}", m.from),
+                to = format_args!("{:x}", m.to),
+                "dropping a raft message addressed to another member"
+            );
+            return;
+        }
+        if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat
+            && m.commit > self.raw.raft.raft_log.last_index()
+        {
+            tracing::warn!(
+                from = format_args!("{:x}", m.from),
+                commit = m.commit,
+                last_index = self.raw.raft.raft_log.last_index(),
+                "dropping a heartbeat whose commit index is beyond this member's log"
+            );
+            return;
+        }
+        if let Err(e) = self.raw.step(m) {
+            tracing::debug!("raft step: {e}");
+        }
     }
 
     /// Handles a Ready in raft-rs 0.7's documented order (lib.rs,
@@ -606,6 +671,7 @@ impl RaftTask {
         }
         // Drop the answers nobody waits for any more (timed-out clients).
         self.proposals.retain(|_, r| !r.is_closed());
+        self.reads.retain(|_, r| !r.is_closed());
     }
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
@@ -617,22 +683,28 @@ impl RaftTask {
                 EntryType::EntryNormal => self.apply_normal(&entry)?,
                 EntryType::EntryConfChange => {
                     let mut cc = ConfChange::default();
-                    protobuf::Message::merge_from_bytes(&mut cc, &entry.data)?;
-                    self.apply_conf_change(entry.index, &cc)?;
+                    match protobuf::Message::merge_from_bytes(&mut cc, &entry.data) {
+                        Ok(()) => self.apply_conf_change(entry.index, &cc)?,
+                        Err(e) => {
+                            // Deterministic on every member: skip it.
+                            tracing::error!(index = entry.index, "undecodable conf change: {e}");
+                            self.record_applied(entry.index)?;
+                        }
+                    }
                 }
                 EntryType::EntryConfChangeV2 => {
                     // kvd proposes only single (v1) changes.
                     let mut cc = ConfChangeV2::default();
-                    protobuf::Message::merge_from_bytes(&mut cc, &entry.data)?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    self.raw.mut_store().set_conf_state(&cs)?;
-                    let mut tx = self.storage.db.write_tx();
-                    tx.insert(
-                        &self.storage.meta,
-                        storage::META_APPLIED_INDEX,
-                        entry.index.to_be_bytes(),
-                    );
-                    tx.commit()?;
+                    let applied = protobuf::Message::merge_from_bytes(&mut cc, &entry.data)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()));
+                    match applied {
+                        Ok(cs) => self.raw.mut_store().set_conf_state(&cs)?,
+                        Err(e) => {
+                            tracing::error!(index = entry.index, "conf change v2 refused: {e}")
+                        }
+                    }
+                    self.record_applied(entry.index)?;
                 }
             }
             self.applied = entry.index;
@@ -656,9 +728,7 @@ impl RaftTask {
                 // An invalid change (e.g. removing an unknown node) changes
                 // nothing; only the applied index moves.
                 tracing::warn!("conf change at {index} refused: {e}");
-                let mut tx = s.db.write_tx();
-                tx.insert(&s.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
-                tx.commit()?;
+                self.record_applied(index)?;
                 self.answer(
                     &ctx,
                     Err(EtcdError::Internal(format!("conf change refused: {e}"))),
@@ -802,19 +872,37 @@ impl RaftTask {
         }
     }
 
+    /// Records `index` as applied when its entry changes nothing else (an
+    /// empty, refused or malformed entry), in a transaction of its own.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn record_applied(&self, index: u64) -> anyhow::Result<()> {
+        let s = &self.storage;
+        let mut tx = s.db.write_tx();
+        tx.insert(&s.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
+        tx.commit()?;
+        Ok(())
+    }
+
     fn apply_normal(&mut self, entry: &Entry) -> anyhow::Result<()> {
         let s = self.storage.clone();
-        if entry.data.is_empty() {
-            let mut tx = s.db.write_tx();
-            tx.insert(
-                &s.meta,
-                storage::META_APPLIED_INDEX,
-                entry.index.to_be_bytes(),
-            );
-            tx.commit()?;
-            return Ok(());
-        }
-        let req = RaftRequest::decode(entry.data.as_ref())?;
+        let req = match decode_entry(&entry.data) {
+            EntryData::Empty => return self.record_applied(entry.index),
+            EntryData::Request(req) => req,
+            EntryData::Malformed { id, origin, reason } => {
+                // The same bytes fail the same way on every member: nothing
+                // is written, the index moves on, the proposer is answered.
+                tracing::warn!(index = entry.index, "malformed request entry: {reason}");
+                self.record_applied(entry.index)?;
+                if origin == self.status.member_id {
+                    if let Some(reply) = self.proposals.remove(&id) {
+                        let _ = reply.send(Err(EtcdError::MalformedRequest(reason)));
+                    }
+                }
+                return Ok(());
+            }
+        };
         let mut tx = s.db.write_tx();
         let mut events = Vec::new();
         let mut revision = 0;

@@ -5,6 +5,7 @@ use etcd_client::proto::{
     PbCompactionRequest, PbDeleteRequest, PbLeaseGrantRequest, PbLeaseKeepAliveRequest,
     PbLeaseRevokeRequest, PbMember, PbPutRequest, PbTxnRequest,
 };
+use prost::Message as _;
 
 /// One proposal, as stored in a Raft log entry's `data`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -83,4 +84,195 @@ pub struct MemberAttributes {
     /// Its `--advertise-client-urls`.
     #[prost(string, repeated, tag = "3")]
     pub client_urls: Vec<String>,
+}
+
+/// Only the routing fields of a [`RaftRequest`]; decoding it skips every
+/// other field without looking inside, so it succeeds on any well-formed
+/// wire data, however deep the operation nests.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RaftRequestRoute {
+    /// [`RaftRequest::id`].
+    #[prost(uint64, tag = "1")]
+    id: u64,
+    /// [`RaftRequest::origin`].
+    #[prost(uint64, tag = "10")]
+    origin: u64,
+}
+
+/// What the data of a normal Raft entry holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryData {
+    /// No data: the empty entry a new leader appends.
+    Empty,
+    /// A request.
+    Request(RaftRequest),
+    /// Data that does not decode as a [`RaftRequest`]. Every member sees the
+    /// same bytes and the same failure, so applying it fails that one request
+    /// everywhere alike (nothing is written, the applied index moves on).
+    Malformed {
+        /// The proposal id, when the routing fields could be read (0 if not).
+        id: u64,
+        /// The proposing member, when readable (0 if not).
+        origin: u64,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+/// Decodes the data of a normal Raft entry; never fails and never panics:
+/// whatever a member (or a corrupt log) put into the log comes back as
+/// [`EntryData::Malformed`] rather than as an error that would stop the
+/// Raft task.
+pub fn decode_entry(data: &[u8]) -> EntryData {
+    if data.is_empty() {
+        return EntryData::Empty;
+    }
+    match RaftRequest::decode(data) {
+        Ok(req) => EntryData::Request(req),
+        Err(e) => {
+            let route = RaftRequestRoute::decode(data).unwrap_or_default();
+            EntryData::Malformed {
+                id: route.id,
+                origin: route.origin,
+                reason: e.to_string(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_client::proto::{
+        PbKeyValue, PbRangeRequest, PbRangeResponse, PbResponseHeader, PbResponseOp,
+        PbTxnOpRequest, PbTxnOpResponse, PbTxnRequestOp, PbTxnResponse,
+    };
+
+    use crate::core::api::kv::MAX_TXN_NESTING;
+
+    /// A txn with `nested` txns below it, each level one op, `bottom` last.
+    fn nested_txn(nested: usize, bottom: PbTxnOpRequest) -> PbTxnRequest {
+        let mut txn = PbTxnRequest {
+            success: vec![PbTxnRequestOp {
+                request: Some(bottom),
+            }],
+            ..Default::default()
+        };
+        for _ in 0..nested {
+            txn = PbTxnRequest {
+                success: vec![PbTxnRequestOp {
+                    request: Some(PbTxnOpRequest::RequestTxn(txn)),
+                }],
+                ..Default::default()
+            };
+        }
+        txn
+    }
+
+    /// The deepest answer such a txn gets: headers on every level, a range
+    /// with a key-value at the bottom.
+    fn nested_response(nested: usize) -> PbTxnResponse {
+        let header = Some(PbResponseHeader::default());
+        let mut resp = PbTxnResponse {
+            header,
+            succeeded: true,
+            responses: vec![PbResponseOp {
+                response: Some(PbTxnOpResponse::ResponseRange(PbRangeResponse {
+                    header,
+                    kvs: vec![PbKeyValue {
+                        key: b"k".to_vec(),
+                        ..Default::default()
+                    }],
+                    more: false,
+                    count: 1,
+                })),
+            }],
+        };
+        for _ in 0..nested {
+            resp = PbTxnResponse {
+                header,
+                succeeded: true,
+                responses: vec![PbResponseOp {
+                    response: Some(PbTxnOpResponse::ResponseTxn(resp)),
+                }],
+            };
+        }
+        resp
+    }
+
+    #[test]
+    fn every_accepted_nesting_decodes_as_entry_and_as_answer() {
+        for nested in 0..=MAX_TXN_NESTING {
+            let txn = nested_txn(
+                nested,
+                PbTxnOpRequest::RequestRange(PbRangeRequest {
+                    key: b"k".to_vec(),
+                    ..Default::default()
+                }),
+            );
+            let req = RaftRequest {
+                id: 7,
+                origin: 9,
+                op: Some(Op::Txn(txn)),
+            };
+            assert_eq!(
+                decode_entry(&req.encode_to_vec()),
+                EntryData::Request(req),
+                "nesting {nested}"
+            );
+            let resp = nested_response(nested);
+            assert_eq!(
+                PbTxnResponse::decode(resp.encode_to_vec().as_slice()).ok(),
+                Some(resp),
+                "answer at nesting {nested}"
+            );
+        }
+        // The margin is real: ten levels more still decode everywhere.
+        let deeper = MAX_TXN_NESTING + 10;
+        let resp = nested_response(deeper);
+        assert!(PbTxnResponse::decode(resp.encode_to_vec().as_slice()).is_ok());
+        let txn = nested_txn(deeper, PbTxnOpRequest::RequestPut(PbPutRequest::default()));
+        let req = RaftRequest {
+            id: 1,
+            origin: 1,
+            op: Some(Op::Txn(txn)),
+        };
+        assert!(matches!(
+            decode_entry(&req.encode_to_vec()),
+            EntryData::Request(_)
+        ));
+    }
+
+    #[test]
+    fn an_entry_too_deep_to_decode_is_malformed_with_its_route() {
+        // 60 nested levels: beyond prost's recursion limit inside a RaftRequest.
+        let txn = nested_txn(
+            60,
+            PbTxnOpRequest::RequestPut(PbPutRequest {
+                key: b"k".to_vec(),
+                ..Default::default()
+            }),
+        );
+        let data = RaftRequest {
+            id: 42,
+            origin: 7,
+            op: Some(Op::Txn(txn)),
+        }
+        .encode_to_vec();
+        match decode_entry(&data) {
+            EntryData::Malformed { id, origin, reason } => {
+                assert_eq!((id, origin), (42, 7));
+                assert!(reason.contains("recursion limit"), "{reason}");
+            }
+            other => panic!("expected a malformed entry, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_and_empty_data_never_fail() {
+        assert_eq!(decode_entry(&[]), EntryData::Empty);
+        for data in [&[0xFFu8; 3][..], &[0x0A, 0x80][..], &[0x08][..]] {
+            assert!(matches!(decode_entry(data), EntryData::Malformed { .. }));
+        }
+    }
 }

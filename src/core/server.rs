@@ -85,8 +85,14 @@ pub async fn run_until(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<
         .ok_or_else(|| ServeError::Config("no --listen-peer-urls".into()))?;
     let source = SnapshotSource::new(storage.clone());
     let receiver = SnapshotReceiver::new(&cfg.data_dir);
-    let transport = Transport::bind(peer_addr, storage.clone(), source.clone(), receiver)
-        .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_addr}: {e:#}"))?;
+    let transport = Transport::bind(
+        peer_addr,
+        storage.clone(),
+        source.clone(),
+        receiver,
+        cfg.max_request_bytes,
+    )
+    .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_addr}: {e:#}"))?;
     let (member_id, cluster_id, log) =
         open_or_bootstrap(&cfg, &storage, &source, &transport).await?;
     tracing::info!(
@@ -212,7 +218,7 @@ pub async fn run_until(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<
             a.abort();
         }
     }
-    let _ = handle.send(Event::Shutdown);
+    let _ = handle.send_eventually(Event::Shutdown).await;
     let _ = tokio::task::spawn_blocking(move || raft_thread.join()).await;
     transport.close();
     storage
@@ -227,26 +233,40 @@ pub async fn run_until(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<
 }
 
 fn client_router(ctx: &ApiContext, cfg: &ServeConfig, hub: &Arc<WatchHub>) -> axum::Router {
+    // Every service refuses messages above the limit before decoding them
+    // (etcd's `MaxRecvMsgSize` on its whole gRPC server).
     let limit = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let grpc = tonic::service::Routes::new(
         PbKvServer::new(kv::KvService { ctx: ctx.clone() }).max_decoding_message_size(limit),
     )
-    .add_service(PbMaintenanceServer::new(maintenance::MaintenanceService {
-        ctx: ctx.clone(),
-    }))
-    .add_service(PbClusterServer::new(cluster::ClusterService {
-        ctx: ctx.clone(),
-    }))
-    .add_service(PbLeaseServer::new(lease::LeaseService::new(
-        ctx.clone(),
-        cfg.heartbeat_interval,
-        cfg.election_timeout,
-    )))
-    .add_service(PbWatchServer::new(watch_api::WatchService {
-        ctx: ctx.clone(),
-        hub: hub.clone(),
-    }));
-    grpc.into_axum_router().merge(http::router(ctx.clone()))
+    .add_service(
+        PbMaintenanceServer::new(maintenance::MaintenanceService { ctx: ctx.clone() })
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        PbClusterServer::new(cluster::ClusterService { ctx: ctx.clone() })
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        PbLeaseServer::new(lease::LeaseService::new(
+            ctx.clone(),
+            cfg.heartbeat_interval,
+            cfg.election_timeout,
+        ))
+        .max_decoding_message_size(limit),
+    )
+    .add_service(
+        PbWatchServer::new(watch_api::WatchService {
+            ctx: ctx.clone(),
+            hub: hub.clone(),
+        })
+        .max_decoding_message_size(limit),
+    );
+    grpc.into_axum_router()
+        .layer(axum::middleware::map_response(
+            crate::core::api::grpc_edge_statuses,
+        ))
+        .merge(http::router(ctx.clone()))
 }
 
 /// Loads this member's identity and Raft log, or bootstraps them for a new

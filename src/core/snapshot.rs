@@ -21,9 +21,11 @@ use std::sync::{Arc, Mutex};
 use fjall::{Database, KeyspaceCreateOptions, PersistMode, Readable};
 use protobuf::Message as _;
 use raft::eraftpb::{Message, SnapshotMetadata};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::core::storage::{self, Storage};
+use crate::core::transport::{read_field, FrameError};
 
 /// `meta` key present while a snapshot is being applied (value:
 /// `eraftpb.SnapshotMetadata`).
@@ -163,7 +165,11 @@ impl SnapshotReceiver {
     ///
     /// # Errors
     /// Stream, format or storage errors (the staging area is then discarded).
-    pub async fn receive(&self, m: &Message, input: &mut quinn::RecvStream) -> anyhow::Result<()> {
+    pub async fn receive<R: AsyncRead + Unpin>(
+        &self,
+        m: &Message,
+        input: &mut R,
+    ) -> anyhow::Result<()> {
         let _guard = self.busy.lock().await;
         let meta = m.get_snapshot().get_metadata();
         let index = meta.index;
@@ -190,17 +196,16 @@ impl SnapshotReceiver {
         let mut batch = db.batch();
         let mut pending = 0usize;
         let mut records = 0u64;
-        loop {
-            let mut kind = [0u8; 1];
-            input.read_exact(&mut kind).await?;
-            if kind[0] == END {
-                break;
+        while let Some((kind, k, v)) = read_record(input).await? {
+            let Some(ks) = handles.get(kind as usize) else {
+                return Err(FrameError::UnknownKeyspace(kind).into());
+            };
+            // Only the replicated part of `meta` travels; a sender cannot
+            // overwrite this member's own identity.
+            if STATE_KEYSPACES[kind as usize] == "meta" && !REPLICATED_META.contains(&k.as_slice())
+            {
+                continue;
             }
-            let ks = handles
-                .get(kind[0] as usize)
-                .ok_or_else(|| anyhow::anyhow!("bad keyspace {} in snapshot", kind[0]))?;
-            let k = read_field(input).await?;
-            let v = read_field(input).await?;
             pending += k.len() + v.len();
             batch.insert(ks, k, v);
             records += 1;
@@ -220,16 +225,33 @@ impl SnapshotReceiver {
     }
 }
 
-async fn read_field(input: &mut quinn::RecvStream) -> anyhow::Result<Vec<u8>> {
-    let mut len = [0u8; 4];
-    input.read_exact(&mut len).await?;
-    let n = u32::from_be_bytes(len) as usize;
-    if n > 256 * 1024 * 1024 {
-        anyhow::bail!("snapshot record of {n} bytes");
+/// Largest key or value in a snapshot record, bytes. Values are bounded by
+/// `--max-request-bytes` when written, and members of one cluster may run
+/// with different limits, so this is generous; a record's buffer grows only
+/// as its bytes arrive (see `transport::read_field`).
+pub const MAX_RECORD_FIELD: usize = 256 * 1024 * 1024;
+
+/// Reads one record of a snapshot stream: `(keyspace index, key, value)`,
+/// or `None` at the end marker. The keyspace index is returned unchecked.
+///
+/// # Errors
+/// [`FrameError`] for a truncated stream or an oversized field.
+pub async fn read_record<R: AsyncRead + Unpin>(
+    input: &mut R,
+) -> Result<Option<(u8, Vec<u8>, Vec<u8>)>, FrameError> {
+    let mut kind = [0u8; 1];
+    input.read_exact(&mut kind).await?;
+    if kind[0] == END {
+        return Ok(None);
     }
-    let mut v = vec![0u8; n];
-    input.read_exact(&mut v).await?;
-    Ok(v)
+    let truncated = || FrameError::Truncated(std::io::ErrorKind::UnexpectedEof.into());
+    let k = read_field(input, MAX_RECORD_FIELD)
+        .await?
+        .ok_or_else(truncated)?;
+    let v = read_field(input, MAX_RECORD_FIELD)
+        .await?
+        .ok_or_else(truncated)?;
+    Ok(Some((kind[0], k, v)))
 }
 
 /// The staging directory of one snapshot, under the staging root: each

@@ -34,7 +34,8 @@ use raft::SnapshotStatus;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::core::members;
 use crate::core::node::{Event, NodeHandle, Outbox};
@@ -43,8 +44,19 @@ use crate::core::storage::Storage;
 
 /// The ALPN protocol of the peer port.
 pub const ALPN: &[u8] = b"kvd-raft/1";
-/// Largest Raft message frame accepted from a peer, bytes.
-const MAX_FRAME: usize = 64 * 1024 * 1024;
+/// Room a Raft message frame may take beyond the largest client request:
+/// raft-rs batches entries up to 1 MiB (`max_size_per_msg`) but always sends
+/// at least one, so a frame holds at most one request plus that much.
+const FRAME_OVERHEAD: usize = 2 * 1024 * 1024;
+/// A frame's buffer starts at most this large and grows only as its bytes
+/// arrive, so a peer's claimed length is never allocated up front.
+const FRAME_INITIAL_CAPACITY: usize = 64 * 1024;
+/// Concurrent inbound peer connections; more are refused at once. Each peer
+/// uses one for Raft messages plus short-lived ones for snapshots and
+/// member-list requests, so this is far above any real cluster's need.
+const MAX_INBOUND_CONNECTIONS: usize = 256;
+/// QUIC application error code when closing a connection over bad input.
+const CLOSE_MALFORMED: u32 = 2;
 /// Messages queued per peer before new ones are dropped (Raft retries).
 const PEER_QUEUE: usize = 4096;
 
@@ -78,10 +90,16 @@ pub struct Transport {
     /// The runtime the transport's tasks run on (the Raft task's thread,
     /// which calls [`Outbox`], has none of its own).
     rt: tokio::runtime::Handle,
+    /// Largest Raft message frame accepted from a peer, bytes.
+    max_frame: usize,
+    /// Bounds concurrent inbound connections ([`MAX_INBOUND_CONNECTIONS`]).
+    inbound: Arc<Semaphore>,
 }
 
 impl Transport {
     /// Binds the peer endpoint on `addr` (UDP) with a self-signed certificate.
+    /// `max_request_bytes` (`--max-request-bytes`) sizes the largest Raft
+    /// message frame accepted from a peer (that plus [`FRAME_OVERHEAD`]).
     ///
     /// # Errors
     /// Certificate generation, TLS configuration or bind errors.
@@ -90,6 +108,7 @@ impl Transport {
         storage: Storage,
         snapshots: SnapshotSource,
         receiver: SnapshotReceiver,
+        max_request_bytes: usize,
     ) -> anyhow::Result<Self> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let generated = rcgen::generate_simple_self_signed(vec!["kvd".to_string()])?;
@@ -110,15 +129,7 @@ impl Transport {
             quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
         server.transport_config(transport_config());
 
-        let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
-            .with_no_client_auth();
-        client_tls.alpn_protocols = vec![ALPN.to_vec()];
-        let mut client =
-            quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
-        client.transport_config(transport_config());
+        let client = auto_tls_client_config()?;
 
         let mut endpoint = quinn::Endpoint::server(server, addr)?;
         endpoint.set_default_client_config(client);
@@ -130,6 +141,8 @@ impl Transport {
             snapshots,
             receiver,
             rt: tokio::runtime::Handle::current(),
+            max_frame: max_frame(max_request_bytes),
+            inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
         })
     }
 
@@ -222,12 +235,21 @@ impl Transport {
 
     async fn accept_loop(self) {
         while let Some(incoming) = self.endpoint.accept().await {
+            let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    remote = %incoming.remote_address(),
+                    "refusing a peer connection: {MAX_INBOUND_CONNECTIONS} already open"
+                );
+                incoming.refuse();
+                continue;
+            };
             let this = self.clone();
             self.rt.spawn(async move {
                 match incoming.await {
                     Ok(conn) => this.serve_connection(conn).await,
                     Err(e) => tracing::debug!("peer handshake failed: {e}"),
                 }
+                drop(permit);
             });
         }
     }
@@ -238,7 +260,8 @@ impl Transport {
                 uni = conn.accept_uni() => match uni {
                     Ok(stream) => {
                         let this = self.clone();
-                        self.rt.spawn(async move { this.receive_uni(stream).await });
+                        let conn = conn.clone();
+                        self.rt.spawn(async move { this.receive_uni(conn, stream).await });
                     }
                     Err(_) => return,
                 },
@@ -282,7 +305,7 @@ impl Transport {
         let _ = send.finish();
     }
 
-    async fn receive_uni(self, mut stream: quinn::RecvStream) {
+    async fn receive_uni(self, conn: quinn::Connection, mut stream: quinn::RecvStream) {
         let Some(node) = self.node.get() else {
             return;
         };
@@ -292,25 +315,40 @@ impl Transport {
         }
         match kind[0] {
             KIND_RAFT => loop {
-                let Some(m) = read_message(&mut stream).await else {
-                    return;
+                let m = match read_frame(&mut stream, self.max_frame).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return,
+                    Err(e) => return refuse(&conn, &e),
                 };
-                if node.send(Event::Step(Box::new(m))).is_err() {
-                    return;
+                match node.send(Event::Step(Box::new(m))) {
+                    // A full queue drops the message; Raft retransmits.
+                    Ok(()) | Err(crate::core::errors::EtcdError::TooManyRequests) => {}
+                    Err(_) => return,
                 }
             },
             KIND_SNAPSHOT => {
-                let Some(m) = read_message(&mut stream).await else {
-                    return;
+                let m = match read_frame(&mut stream, self.max_frame).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return,
+                    Err(e) => return refuse(&conn, &e),
                 };
                 match self.receiver.receive(&m, &mut stream).await {
                     Ok(()) => {
-                        let _ = node.send(Event::Step(Box::new(m)));
+                        let _ = node.send_eventually(Event::Step(Box::new(m))).await;
                     }
-                    Err(e) => tracing::warn!("snapshot from {:x} failed: {e:#}", m.from),
+                    Err(e) => {
+                        tracing::warn!(
+                            remote = %conn.remote_address(),
+                            "snapshot from {:x} failed: {e:#}",
+                            m.from
+                        );
+                        if e.downcast_ref::<FrameError>().is_some() {
+                            conn.close(CLOSE_MALFORMED.into(), b"malformed snapshot");
+                        }
+                    }
                 }
             }
-            other => tracing::debug!("unknown peer stream kind {other}"),
+            other => refuse(&conn, &FrameError::UnknownStream(other)),
         }
     }
 
@@ -410,7 +448,9 @@ impl Transport {
             }
         };
         if let Some(node) = self.node.get() {
-            let _ = node.send(Event::SnapshotStatus(to, status));
+            let _ = node
+                .send_eventually(Event::SnapshotStatus(to, status))
+                .await;
         }
     }
 
@@ -470,23 +510,90 @@ impl Outbox for Transport {
     }
 }
 
-async fn read_message(stream: &mut quinn::RecvStream) -> Option<Message> {
+/// Why input from a peer was refused; the connection is then closed.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// A length prefix above the limit (nothing of it was allocated).
+    #[error("frame of {len} bytes is over the {max}-byte limit")]
+    TooLarge {
+        /// The length the peer claimed.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The stream ended or failed inside a frame.
+    #[error("stream ended inside a frame: {0}")]
+    Truncated(#[from] std::io::Error),
+    /// The frame's bytes are not an `eraftpb.Message`.
+    #[error("undecodable raft message: {0}")]
+    Undecodable(#[from] protobuf::ProtobufError),
+    /// A stream kind byte kvd does not know.
+    #[error("unknown stream kind {0}")]
+    UnknownStream(u8),
+    /// A snapshot record naming a keyspace that does not exist.
+    #[error("snapshot record for unknown keyspace {0}")]
+    UnknownKeyspace(u8),
+}
+
+/// The largest Raft message frame for `--max-request-bytes`, bytes.
+pub fn max_frame(max_request_bytes: usize) -> usize {
+    max_request_bytes.saturating_add(FRAME_OVERHEAD)
+}
+
+/// Reads one length-delimited field (u32 big-endian length, then the
+/// bytes) of at most `max` bytes. The buffer grows only as bytes arrive, so
+/// a peer that claims 4 GiB and sends nothing costs nothing. `Ok(None)` when
+/// the stream ends cleanly before a length.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] or [`FrameError::Truncated`].
+pub async fn read_field<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Vec<u8>>, FrameError> {
     let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await.ok()?;
+    let first = r.read(&mut len).await?;
+    if first == 0 {
+        return Ok(None);
+    }
+    r.read_exact(&mut len[first..]).await?;
     let n = u32::from_be_bytes(len) as usize;
-    if n > MAX_FRAME {
-        tracing::warn!("peer frame of {n} bytes refused");
-        return None;
+    if n > max {
+        return Err(FrameError::TooLarge { len: n, max });
     }
-    let mut buf = vec![0u8; n];
-    stream.read_exact(&mut buf).await.ok()?;
-    match Message::parse_from_bytes(&buf) {
-        Ok(m) => Some(m),
-        Err(e) => {
-            tracing::warn!("undecodable peer message: {e}");
-            None
-        }
+    let mut buf = Vec::with_capacity(n.min(FRAME_INITIAL_CAPACITY));
+    let got = (&mut *r).take(n as u64).read_to_end(&mut buf).await?;
+    if got < n {
+        return Err(FrameError::Truncated(
+            std::io::ErrorKind::UnexpectedEof.into(),
+        ));
     }
+    Ok(Some(buf))
+}
+
+/// Reads and decodes one Raft message frame of at most `max` bytes;
+/// `Ok(None)` at a clean end of stream.
+///
+/// # Errors
+/// As [`read_field`], and [`FrameError::Undecodable`].
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Message>, FrameError> {
+    match read_field(r, max).await? {
+        Some(bytes) => Ok(Some(Message::parse_from_bytes(&bytes)?)),
+        None => Ok(None),
+    }
+}
+
+/// Logs bad input from a peer and closes its connection; the member keeps
+/// serving everyone else.
+fn refuse(conn: &quinn::Connection, e: &FrameError) {
+    tracing::warn!(
+        remote = %conn.remote_address(),
+        "closing peer connection: {e}"
+    );
+    conn.close(CLOSE_MALFORMED.into(), b"malformed frame");
 }
 
 fn encode_frame(m: &Message, buf: &mut Vec<u8>) -> bool {
@@ -501,6 +608,25 @@ fn encode_frame(m: &Message, buf: &mut Vec<u8>) -> bool {
             false
         }
     }
+}
+
+/// The QUIC client side of auto TLS: ALPN `kvd-raft/1`, TLS 1.3, any server
+/// certificate accepted (signatures still checked). Peers use it to dial
+/// each other when no peer CA is configured; tests use it to act as a peer.
+///
+/// # Errors
+/// rustls or quinn refusing the configuration.
+pub fn auto_tls_client_config() -> anyhow::Result<quinn::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+        .with_no_client_auth();
+    client_tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
+    client.transport_config(transport_config());
+    Ok(client)
 }
 
 /// Resolves a peer URL (`http://`, `https://` or `quic://` host:port) to a

@@ -185,38 +185,68 @@ fn check_put(r: &PbPutRequest) -> Result<(), EtcdError> {
     Ok(())
 }
 
-/// etcd's `checkTxnRequest` + `checkIntervals`: op counts, each op's own
-/// checks, and no key written twice in one branch.
-fn check_txn(r: &PbTxnRequest, max_ops: usize) -> Result<(), EtcdError> {
-    check_txn_ops(r, max_ops)?;
+/// Most transactions nested below a request's top-level one.
+///
+/// etcd bounds nesting only through `--max-txn-ops` (each level's budget is
+/// its parent's minus the parent's width, so 128 allows ~129 levels), but
+/// prost, which decodes kvd's Raft entries and the answers of every
+/// prost-based client, stops at 100 message levels, and each nested level
+/// costs two (`RequestOp` + `TxnRequest`). 32 levels keep requests, Raft
+/// entries and responses within 70 levels, with room to spare; deeper
+/// requests get [`EtcdError::TxnTooDeep`] before anything is proposed.
+pub const MAX_TXN_NESTING: usize = 32;
+
+/// etcd's `checkTxnRequest` + `checkIntervals`: op counts (with nested
+/// levels' budgets as etcd computes them), each op's own checks, nesting
+/// depth, and no key written twice in one branch.
+///
+/// # Errors
+/// [`EtcdError::TooManyOps`], [`EtcdError::EmptyKey`],
+/// [`EtcdError::KeyNotFound`] (an op with no request),
+/// [`EtcdError::ValueProvided`], [`EtcdError::LeaseProvided`],
+/// [`EtcdError::TxnTooDeep`] or [`EtcdError::DuplicateKey`].
+pub fn check_txn(r: &PbTxnRequest, max_ops: usize) -> Result<(), EtcdError> {
+    check_txn_ops(r, max_ops, 0)?;
     check_intervals(&r.success)?;
     check_intervals(&r.failure)?;
     Ok(())
 }
 
-fn check_txn_ops(r: &PbTxnRequest, max_ops: usize) -> Result<(), EtcdError> {
-    if r.compare.len() > max_ops || r.success.len() > max_ops || r.failure.len() > max_ops {
+/// etcd's `checkTxnRequest`: the widest of `compare`, `success` and
+/// `failure` counts against `budget`; every op of both branches is checked
+/// with the budget left (`budget - width`), so a nested txn may be at most
+/// that wide. `depth` counts the txns above this one.
+fn check_txn_ops(r: &PbTxnRequest, budget: usize, depth: usize) -> Result<(), EtcdError> {
+    let width = r.compare.len().max(r.success.len()).max(r.failure.len());
+    if width > budget {
         return Err(EtcdError::TooManyOps);
     }
-    for c in &r.compare {
-        if c.key.is_empty() {
-            return Err(EtcdError::EmptyKey);
-        }
+    if r.compare.iter().any(|c| c.key.is_empty()) {
+        return Err(EtcdError::EmptyKey);
     }
     for op in r.success.iter().chain(r.failure.iter()) {
-        match &op.request {
-            Some(PbTxnOpRequest::RequestRange(x)) if x.key.is_empty() => {
-                return Err(EtcdError::EmptyKey)
-            }
-            Some(PbTxnOpRequest::RequestDeleteRange(x)) if x.key.is_empty() => {
-                return Err(EtcdError::EmptyKey)
-            }
-            Some(PbTxnOpRequest::RequestPut(x)) => check_put(x)?,
-            Some(PbTxnOpRequest::RequestTxn(x)) => check_txn_ops(x, max_ops)?,
-            _ => {}
-        }
+        check_request_op(op, budget - width, depth)?;
     }
     Ok(())
+}
+
+/// etcd's `checkRequestOp`: an op with no request is refused with
+/// "key not found", as etcd does.
+fn check_request_op(op: &PbTxnRequestOp, budget: usize, depth: usize) -> Result<(), EtcdError> {
+    match &op.request {
+        Some(PbTxnOpRequest::RequestRange(x)) if x.key.is_empty() => Err(EtcdError::EmptyKey),
+        Some(PbTxnOpRequest::RequestRange(_)) => Ok(()),
+        Some(PbTxnOpRequest::RequestDeleteRange(x)) if x.key.is_empty() => Err(EtcdError::EmptyKey),
+        Some(PbTxnOpRequest::RequestDeleteRange(_)) => Ok(()),
+        Some(PbTxnOpRequest::RequestPut(x)) => check_put(x),
+        Some(PbTxnOpRequest::RequestTxn(x)) => {
+            if depth + 1 > MAX_TXN_NESTING {
+                return Err(EtcdError::TxnTooDeep);
+            }
+            check_txn_ops(x, budget, depth + 1)
+        }
+        None => Err(EtcdError::KeyNotFound),
+    }
 }
 
 /// Keys put and ranges deleted by a list of ops (with nested txns).

@@ -75,3 +75,103 @@ impl ApiContext {
         *header = Some(self.header(revision));
     }
 }
+
+/// Rewrites the statuses tonic gives to requests it refuses before any
+/// service sees them into the ones etcd's clients get from grpc-go:
+/// - a body it cannot decode (e.g. nesting beyond prost's recursion limit):
+///   tonic says `Internal`; it is the client's input that is wrong, so
+///   `InvalidArgument` with the decoder's message;
+/// - a message above the size limit: tonic says `OutOfRange`; grpc-go (and
+///   so etcd) says `ResourceExhausted`, "grpc: received message larger than
+///   max (N vs. LIMIT)".
+///
+/// Only unary calls fail in the response headers (trailers-only), which is
+/// where this looks; streams keep tonic's status.
+pub async fn grpc_edge_statuses(
+    mut response: axum::response::Response,
+) -> axum::response::Response {
+    let headers = response.headers_mut();
+    let Some(code) = headers.get("grpc-status").map(|v| v.as_bytes().to_vec()) else {
+        return response;
+    };
+    let message = headers
+        .get("grpc-message")
+        .map(|v| {
+            percent_encoding::percent_decode(v.as_bytes())
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    let Some((code, message)) = edge_status(&code, &message) else {
+        return response;
+    };
+    headers.insert("grpc-status", axum::http::HeaderValue::from(code as i32));
+    let encoded =
+        percent_encoding::utf8_percent_encode(&message, percent_encoding::NON_ALPHANUMERIC)
+            .to_string();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&encoded) {
+        headers.insert("grpc-message", v);
+    }
+    response
+}
+
+/// The status etcd's clients expect in place of tonic's `(code, message)`,
+/// or `None` to keep it (see [`grpc_edge_statuses`]).
+fn edge_status(code: &[u8], message: &str) -> Option<(tonic::Code, String)> {
+    const TOO_LARGE: &str = "Error, decoded message length too large: found ";
+    match code {
+        b"13" if message.starts_with("failed to decode Protobuf message") => {
+            Some((tonic::Code::InvalidArgument, message.to_string()))
+        }
+        b"11" if message.starts_with(TOO_LARGE) => {
+            // "... found N bytes, the limit is: L bytes"
+            let numbers: Vec<&str> = message[TOO_LARGE.len()..]
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|s| !s.is_empty())
+                .collect();
+            let (found, limit) = (numbers.first()?, numbers.get(1)?);
+            Some((
+                tonic::Code::ResourceExhausted,
+                format!("grpc: received message larger than max ({found} vs. {limit})"),
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tonic_edge_errors_become_grpc_go_ones() {
+        assert_eq!(
+            edge_status(
+                b"11",
+                "Error, decoded message length too large: found 3000000 bytes, the limit is: 2097152 bytes"
+            ),
+            Some((
+                tonic::Code::ResourceExhausted,
+                "grpc: received message larger than max (3000000 vs. 2097152)".to_string()
+            ))
+        );
+        assert_eq!(
+            edge_status(
+                b"13",
+                "failed to decode Protobuf message: recursion limit reached"
+            ),
+            Some((
+                tonic::Code::InvalidArgument,
+                "failed to decode Protobuf message: recursion limit reached".to_string()
+            ))
+        );
+        assert_eq!(edge_status(b"13", "etcdserver: storage: broken"), None);
+        assert_eq!(
+            edge_status(
+                b"11",
+                "etcdserver: mvcc: required revision is a future revision"
+            ),
+            None
+        );
+    }
+}
