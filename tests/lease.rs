@@ -269,55 +269,7 @@ async fn wait_gone(c: &mut Client, key: &str, not_before: Instant, by: Instant) 
 /// A bare `Lease/LeaseKeepAlive` stream: the crate turns a TTL-0 answer into
 /// an error and never shows it, this shows every response as it comes.
 mod raw {
-    use std::marker::PhantomData;
-
-    use prost::Message;
-    use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-    use tonic::codegen::http::uri::PathAndQuery;
-    use tonic::Status;
-
     use super::*;
-
-    struct ProstCodec<E, D>(PhantomData<fn() -> (E, D)>);
-
-    struct Enc<E>(PhantomData<fn() -> E>);
-    struct Dec<D>(PhantomData<fn() -> D>);
-
-    impl<E, D> Codec for ProstCodec<E, D>
-    where
-        E: Message + Send + 'static,
-        D: Message + Default + Send + 'static,
-    {
-        type Encode = E;
-        type Decode = D;
-        type Encoder = Enc<E>;
-        type Decoder = Dec<D>;
-        fn encoder(&mut self) -> Enc<E> {
-            Enc(PhantomData)
-        }
-        fn decoder(&mut self) -> Dec<D> {
-            Dec(PhantomData)
-        }
-    }
-
-    impl<E: Message> Encoder for Enc<E> {
-        type Item = E;
-        type Error = Status;
-        fn encode(&mut self, item: E, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-            item.encode(dst)
-                .map_err(|e| Status::internal(format!("encode: {e}")))
-        }
-    }
-
-    impl<D: Message + Default> Decoder for Dec<D> {
-        type Item = D;
-        type Error = Status;
-        fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D>, Status> {
-            D::decode(src)
-                .map(Some)
-                .map_err(|e| Status::internal(format!("decode: {e}")))
-        }
-    }
 
     /// One open keep-alive stream.
     pub struct KeepAlive {
@@ -330,34 +282,19 @@ mod raw {
         /// `first_id` (grpc-go servers send the response headers with the
         /// first message).
         pub async fn open(endpoint: &str, first_id: i64) -> KeepAlive {
-            let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                .expect("endpoint")
-                .connect_timeout(Duration::from_secs(2))
-                .connect()
-                .await
-                .unwrap_or_else(|e| panic!("connect {endpoint}: {e}"));
-            let mut grpc = tonic::client::Grpc::new(channel);
-            grpc.ready().await.expect("channel ready");
+            let channel = common::raw::channel(endpoint).await;
             let (tx, requests) = mpsc::channel(16);
             tx.send(PbLeaseKeepAliveRequest { id: first_id })
                 .await
                 .expect("queue first keep-alive");
-            let path = PathAndQuery::from_static("/etcdserverpb.Lease/LeaseKeepAlive");
-            let response = tokio::time::timeout(
+            let rx = tokio::time::timeout(
                 REQUEST_TIMEOUT,
-                grpc.streaming(
-                    tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(requests)),
-                    path,
-                    ProstCodec::<PbLeaseKeepAliveRequest, PbLeaseKeepAliveResponse>(PhantomData),
-                ),
+                common::raw::streaming(&channel, "/etcdserverpb.Lease/LeaseKeepAlive", requests),
             )
             .await
             .expect("LeaseKeepAlive stream opened in time")
             .unwrap_or_else(|e| panic!("LeaseKeepAlive on {endpoint}: {e}"));
-            KeepAlive {
-                tx,
-                rx: response.into_inner(),
-            }
+            KeepAlive { tx, rx }
         }
 
         pub async fn send(&mut self, id: i64) {

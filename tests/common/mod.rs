@@ -13,6 +13,8 @@
 
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
@@ -313,6 +315,16 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.spec.log_path).unwrap_or_default()
+    }
+
+    /// Resident memory of the running process, bytes (`VmRSS` in
+    /// `/proc/<pid>/status`); `None` when it is not running.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let pid = self.child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
