@@ -10,7 +10,7 @@ TEST_THREADS ?= 2
 # sudo only when not root (CI runs as root, without sudo).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: build deps test run cluster lint bench
+.PHONY: build deps test run cluster lint bench fuzz
 
 build: deps
 	$(CARGO) build --release
@@ -49,3 +49,22 @@ lint: deps
 # side with etcd when /usr/bin/etcd exists (Debian etcd-server).
 bench: deps
 	$(CARGO) bench
+
+# Fuzzing (cargo fuzz / libFuzzer) of the decoders that take bytes from
+# outside: Raft entries, peer frames, snapshot records, the YAML config.
+# Each target runs FUZZ_SECONDS from the committed seeds (fuzz/seeds/) into a
+# local corpus (fuzz/corpus/, not committed); a crash stops the run and its
+# input lands in fuzz/artifacts/. libFuzzer needs nightly flags: a nightly
+# toolchain when rustup has one, else RUSTC_BOOTSTRAP on the stable one.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= raft_entry peer_frames snapshot_records config_yaml
+FUZZ_CARGO := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'RUSTC_BOOTSTRAP=1 $(CARGO)')
+
+fuzz: deps
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "== fuzz $$t for $(FUZZ_SECONDS) s"; \
+		$(FUZZ_CARGO) fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
+	done

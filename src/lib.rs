@@ -3,6 +3,8 @@
 //!
 //! - [`core`]: storage, Raft, transport and the gRPC/HTTP services.
 //! - [`modes`]: the five faces of the binary (`serve` for now).
+//! - [`fuzz`]: entry points of the fuzz targets and the corpus test.
 
 pub mod core;
+pub mod fuzz;
 pub mod modes;
