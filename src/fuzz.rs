@@ -10,8 +10,10 @@ use std::path::Path;
 
 use prost::Message as _;
 
-use crate::core::proposal::{decode_entry, EntryData, RaftRequest};
-use crate::core::{config, snapshot, transport};
+use crate::core::raft::proposal::{decode_entry, EntryData, RaftRequest};
+use crate::core::raft::snapshot;
+use crate::core::transport;
+use crate::modes::serve::options::ServeOptions;
 
 /// Largest frame the peer-frame target accepts (kept small so that the
 /// fuzzer explores the decoder rather than the allocator).
@@ -36,7 +38,7 @@ pub fn raft_entry(data: &[u8]) {
     }
     let mut cc = raft::eraftpb::ConfChange::default();
     if protobuf::Message::merge_from_bytes(&mut cc, data).is_ok() {
-        let _ = crate::core::proposal::ConfChangeContext::decode(cc.get_context());
+        let _ = crate::core::raft::proposal::ConfChangeContext::decode(cc.get_context());
     }
 }
 
@@ -68,7 +70,7 @@ pub fn config_yaml(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let _ = config::ServeOptions::from_yaml(text, Path::new("fuzz.yaml"));
+    let _ = ServeOptions::from_yaml(text, Path::new("fuzz.yaml"));
 }
 
 /// Runs a future to completion on a current-thread runtime of this thread.

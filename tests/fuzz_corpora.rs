@@ -16,7 +16,7 @@ use etcd_client::proto::{
     PbLeaseRevokeRequest, PbMember, PbPutRequest, PbRangeRequest, PbTargetUnion, PbTxnOpRequest,
     PbTxnRequest, PbTxnRequestOp,
 };
-use kvd::core::proposal::{ConfChangeContext, MemberAttributes, Op, RaftRequest};
+use kvd::core::raft::proposal::{ConfChangeContext, MemberAttributes, Op, RaftRequest};
 use prost::Message as _;
 use protobuf::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Entry, Message, MessageType};
@@ -306,8 +306,8 @@ fn seed_corpora_replay_through_every_target() {
             if target == "raft_entry" && name != "conf_change" {
                 assert!(
                     matches!(
-                        kvd::core::proposal::decode_entry(&bytes),
-                        kvd::core::proposal::EntryData::Request(_)
+                        kvd::core::raft::proposal::decode_entry(&bytes),
+                        kvd::core::raft::proposal::EntryData::Request(_)
                     ),
                     "{name} decodes as a request"
                 );

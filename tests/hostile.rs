@@ -155,9 +155,9 @@ async fn nested_txns_of_every_depth_through_every_member_then_a_full_restart() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_undecodable_entry_in_the_log_fails_alone_and_the_member_keeps_serving() {
-    use kvd::core::proposal::{Op, RaftRequest};
-    use kvd::core::raft_log::RaftLog;
-    use kvd::core::snapshot::SnapshotSource;
+    use kvd::core::raft::log::RaftLog;
+    use kvd::core::raft::proposal::{Op, RaftRequest};
+    use kvd::core::raft::snapshot::SnapshotSource;
     use kvd::core::storage::Storage;
     use prost::Message as _;
     use raft::Storage as _;

@@ -17,9 +17,8 @@ use std::time::Duration;
 use clap::{Args, Subcommand, ValueEnum};
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
 use unicode_width::UnicodeWidthStr;
-use url::Url;
 
-use crate::core::config::PEER_URL_SCHEMES;
+use crate::core::urls::check_peer_url;
 
 /// Exit code of success.
 pub const EXIT_OK: i32 = 0;
@@ -527,42 +526,6 @@ fn parse_peer_urls(list: &str) -> Result<Vec<String>, String> {
         check_peer_url(raw).map_err(|reason| format!("invalid peer url {raw:?}: {reason}"))?;
     }
     Ok(urls)
-}
-
-fn check_peer_url(raw: &str) -> Result<(), String> {
-    let url = Url::parse(raw).map_err(|e| match e {
-        url::ParseError::RelativeUrlWithoutBase => {
-            "missing scheme (expected scheme://host:port)".to_string()
-        }
-        other => lower_first(&other.to_string()),
-    })?;
-    if !PEER_URL_SCHEMES.contains(&url.scheme()) {
-        return Err(format!(
-            "scheme {:?} is not supported (use {})",
-            url.scheme(),
-            PEER_URL_SCHEMES.join(", ")
-        ));
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("missing host".to_string());
-    }
-    // `Url` drops a scheme's default port (`http://h:80`), so look at the text.
-    let authority = raw
-        .split_once("://")
-        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
-    let has_port = authority.rsplit_once(':').is_some_and(|(host, port)| {
-        !port.is_empty() && !host.ends_with('[') && port.chars().all(|c| c.is_ascii_digit())
-    });
-    if !has_port {
-        return Err("missing port".to_string());
-    }
-    if !matches!(url.path(), "" | "/") || url.query().is_some() || url.fragment().is_some() {
-        return Err("must not contain a path".to_string());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not contain user information".to_string());
-    }
-    Ok(())
 }
 
 /// TLS settings from `--cacert`, `--cert` and `--key`; `None` without them.

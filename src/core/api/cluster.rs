@@ -21,8 +21,8 @@ use crate::core::api::ApiContext;
 use crate::core::errors::EtcdError;
 use crate::core::members;
 use crate::core::mvcc::ApplyResponse;
-use crate::core::node::Event;
-use crate::core::proposal::Op;
+use crate::core::raft::proposal::Op;
+use crate::core::raft::Event;
 use crate::core::storage;
 
 /// Most learners a cluster may have (etcd's `maxLearners`).

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::core::api::ApiContext;
 use crate::core::errors::EtcdError;
 use crate::core::mvcc::{self, ApplyResponse, KeyRange};
-use crate::core::proposal::Op;
+use crate::core::raft::proposal::Op;
 
 /// Keys per message of `RangeStream`.
 const RANGE_STREAM_CHUNK: usize = 1000;

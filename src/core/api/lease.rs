@@ -22,7 +22,7 @@ use crate::core::api::ApiContext;
 use crate::core::errors::EtcdError;
 use crate::core::lease::{min_ttl, MAX_LEASE_TTL};
 use crate::core::mvcc::{self, ApplyResponse};
-use crate::core::proposal::Op;
+use crate::core::raft::proposal::Op;
 
 /// The Lease service.
 pub struct LeaseService {

@@ -19,7 +19,7 @@ use crate::core::api::cluster::LEADER_TRANSFER_TIMEOUT;
 use crate::core::api::{ApiContext, ETCD_VERSION};
 use crate::core::errors::EtcdError;
 use crate::core::mvcc;
-use crate::core::node::Event;
+use crate::core::raft::Event;
 
 /// The Maintenance service.
 pub struct MaintenanceService {

@@ -18,9 +18,19 @@ use etcd_client::proto::PbResponseHeader;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use etcd_client::proto::{
+    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
+};
+
 use crate::core::lease::Lessor;
-use crate::core::node::NodeHandle;
+use crate::core::raft::NodeHandle;
 use crate::core::storage::Storage;
+use crate::core::watch::WatchHub;
+
+/// gRPC messages may exceed `--max-request-bytes` by this much of framing
+/// before the server refuses them (etcd's `grpcOverheadBytes`); watch
+/// responses are fragmented at the same size.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// The version this member reports in `Status` and `/version`: the etcd API
 /// level it implements.
@@ -74,6 +84,51 @@ impl ApiContext {
         let revision = header.as_ref().map_or(0, |h| h.revision);
         *header = Some(self.header(revision));
     }
+}
+
+/// The client port's routes: every gRPC service (each refusing messages
+/// above `--max-request-bytes` + [`GRPC_OVERHEAD_BYTES`] before decoding,
+/// etcd's `MaxRecvMsgSize`) with etcd's edge statuses, and the HTTP
+/// endpoints. `heartbeat` and `election_timeout` set the lease service's
+/// minimum TTL.
+pub fn router(
+    ctx: &ApiContext,
+    hub: &Arc<WatchHub>,
+    heartbeat: Duration,
+    election_timeout: Duration,
+) -> axum::Router {
+    // Every service refuses messages above the limit before decoding them
+    // (etcd's `MaxRecvMsgSize` on its whole gRPC server).
+    let limit = ctx.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let grpc = tonic::service::Routes::new(
+        PbKvServer::new(kv::KvService { ctx: ctx.clone() }).max_decoding_message_size(limit),
+    )
+    .add_service(
+        PbMaintenanceServer::new(maintenance::MaintenanceService { ctx: ctx.clone() })
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        PbClusterServer::new(cluster::ClusterService { ctx: ctx.clone() })
+            .max_decoding_message_size(limit),
+    )
+    .add_service(
+        PbLeaseServer::new(lease::LeaseService::new(
+            ctx.clone(),
+            heartbeat,
+            election_timeout,
+        ))
+        .max_decoding_message_size(limit),
+    )
+    .add_service(
+        PbWatchServer::new(watch::WatchService {
+            ctx: ctx.clone(),
+            hub: hub.clone(),
+        })
+        .max_decoding_message_size(limit),
+    );
+    grpc.into_axum_router()
+        .layer(axum::middleware::map_response(grpc_edge_statuses))
+        .merge(http::router(ctx.clone()))
 }
 
 /// Rewrites the statuses tonic gives to requests it refuses before any

@@ -11,8 +11,11 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::core::config::{self, ConfigError, ServeConfig, ServeOptions};
+pub mod options;
+
+use crate::core::config::ServeConfig;
 use crate::core::server::{self, ServeError};
+use options::{ConfigError, ServeOptions};
 
 /// Exit code of a clean shutdown.
 pub const EXIT_OK: i32 = 0;
@@ -23,7 +26,7 @@ pub const EXIT_USAGE: i32 = 2;
 
 /// The flags of `kvd serve`. Every flag is optional so that the config file
 /// and the defaults can fill what the command line leaves unset; the defaults
-/// shown are applied by [`crate::core::config::ServeOptions::resolve`].
+/// shown are applied by [`ServeOptions::resolve`].
 // TLS flags (--cert-file, --key-file, --trusted-ca-file, --client-cert-auth,
 // --peer-*) join here and in `ServeOptions` when the transport supports them.
 #[derive(Debug, Clone, Default, Args)]
@@ -155,7 +158,7 @@ impl ServeArgs {
     /// A [`ConfigError`] for an unreadable or invalid file, or any value
     /// [`ServeOptions::resolve`] rejects; the caller exits with [`EXIT_USAGE`].
     pub fn load(&self) -> Result<ServeConfig, ConfigError> {
-        config::load(self.options(), self.config.as_deref())
+        options::load(self.options(), self.config.as_deref())
     }
 }
 
@@ -164,7 +167,12 @@ impl ServeArgs {
 /// process exit code: [`EXIT_OK`], [`EXIT_ERROR`] for a runtime failure, or
 /// [`EXIT_USAGE`] for a configuration the data dir rejects.
 pub async fn run(cfg: ServeConfig) -> i32 {
-    match server::run(cfg).await {
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        stop_tx.send_replace(true);
+    });
+    match server::run(cfg, stop).await {
         Ok(()) => EXIT_OK,
         Err(ServeError::Config(msg)) => {
             eprintln!("error: {msg}");
@@ -175,4 +183,20 @@ pub async fn run(cfg: ServeConfig) -> i32 {
             EXIT_ERROR
         }
     }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

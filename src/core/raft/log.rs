@@ -9,7 +9,7 @@ use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, StorageError};
 
-use crate::core::snapshot::SnapshotSource;
+use crate::core::raft::snapshot::SnapshotSource;
 use crate::core::storage::{self, Storage};
 
 const HARD_STATE: &[u8] = b"hard_state";
@@ -361,7 +361,7 @@ impl raft::Storage for RaftLog {
     }
 
     /// A snapshot of the state machine at its applied index: metadata plus
-    /// a token; the data is streamed by the transport (`core::snapshot`).
+    /// a token; the data is streamed by the transport (`core::raft::snapshot`).
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let snap = self.storage.db.read_tx();
         let applied = snap

@@ -56,19 +56,25 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::proto::{PbEvent, PbKeyValue};
-use fjall::Readable;
+
 use prost::Message as _;
 use tokio::sync::mpsc as tmpsc;
 
 use crate::core::errors::EtcdError;
 use crate::core::metrics::METRICS;
-use crate::core::mvcc::{self, KeyRange, EVENT_PUT};
-use crate::core::node::EventSink;
-use crate::core::storage::{self, Storage};
+use crate::core::mvcc::{self, KeyRange};
+use crate::core::raft::EventSink;
+use crate::core::storage::Storage;
+
+mod dispatch;
+#[cfg(test)]
+mod tests;
+
+use dispatch::{estimate, single_key, Published, Shared, State, Watcher, WatcherState};
 
 /// Tuning of the hub; [`WatchConfig::default`] holds etcd's values where
 /// etcd has one.
@@ -474,15 +480,12 @@ impl WatchHub {
         if from > revs.current {
             return Ok(chunk);
         }
-        let start = rev_key(from.max(1), 0);
-        let end = rev_key(revs.current + 1, 0);
         let mut revisions = 0usize;
         let mut bytes = 0usize;
         let mut last_main = 0i64;
         let mut prev_cache: HashMap<(Vec<u8>, i64), Option<PbKeyValue>> = HashMap::new();
-        for item in snapshot.range(&s.rev, start.as_slice()..end.as_slice()) {
-            let (k, v) = item.into_inner()?;
-            let main = storage::be_i64(&k[..k.len().min(8)]);
+        for item in mvcc::read::history(&snapshot, s, from, revs.current) {
+            let (main, event) = item?;
             if main != last_main {
                 if revisions >= cfg.catch_up_revisions || bytes >= cfg.catch_up_bytes {
                     chunk.to = last_main;
@@ -491,9 +494,7 @@ impl WatchHub {
                 revisions += 1;
                 last_main = main;
             }
-            bytes += v.len();
-            let event = PbEvent::decode(v.as_ref())
-                .map_err(|e| EtcdError::Internal(format!("corrupt history record: {e}")))?;
+            bytes += event.encoded_len();
             let Some(kv) = event.kv.as_ref() else {
                 continue;
             };
@@ -508,7 +509,7 @@ impl WatchHub {
                     let prev = match prev_cache.get(&cache_key) {
                         Some(p) => p.clone(),
                         None => {
-                            let p = prev_at(&snapshot, s, &kv.key, main)?;
+                            let p = mvcc::read::prev_at(&snapshot, s, &kv.key, main)?;
                             prev_cache.insert(cache_key, p.clone());
                             p
                         }
@@ -545,392 +546,6 @@ impl EventSink for WatchHub {
         });
         if sent.is_err() {
             self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
-        }
-    }
-}
-
-/// One applied revision on its way to the dispatcher.
-struct Published {
-    /// Its revision.
-    revision: i64,
-    /// Its events (with `prev_kv`).
-    events: Vec<PbEvent>,
-    /// Its size estimate, counted in `queued_bytes`.
-    bytes: usize,
-}
-
-/// What the hub and its dispatcher thread share.
-struct Shared {
-    /// Watchers and the dispatched revision.
-    state: Mutex<State>,
-    /// Tuning.
-    config: WatchConfig,
-    /// History for catch-up reads.
-    storage: Storage,
-    /// Estimated bytes of [`Published`] waiting for the dispatcher.
-    queued_bytes: AtomicUsize,
-    /// Highest revision `publish` dropped (0 = none).
-    dropped_upto: AtomicI64,
-}
-
-/// The registry, under [`Shared::state`].
-struct State {
-    /// The last revision dispatched.
-    current: i64,
-    /// Next [`HubId`].
-    next_id: HubId,
-    /// Every watcher.
-    watchers: HashMap<HubId, Watcher>,
-    /// Single-key watchers by key.
-    by_key: HashMap<Vec<u8>, Vec<HubId>>,
-    /// Range watchers (prefix, from-key, ranges): checked one by one.
-    ranges: Vec<(KeyRange, HubId)>,
-}
-
-/// One watcher, as the hub sees it.
-struct Watcher {
-    /// Its key range.
-    range: KeyRange,
-    /// Indexed in `by_key` (true) or `ranges` (false).
-    single: bool,
-    /// Its stream's channel.
-    tx: StreamSender,
-    /// Items in flight toward the stream (shared with the stream).
-    queued: Arc<AtomicUsize>,
-    /// The lowest revision it may still be sent.
-    next_rev: i64,
-    /// Live path or not.
-    state: WatcherState,
-}
-
-/// See the module documentation.
-enum WatcherState {
-    /// On the live path.
-    Synced,
-    /// Off it; its stream reads history.
-    Unsynced,
-    /// Off it, buffering dispatched revisions until [`WatchHub::rejoin`].
-    CatchingUp {
-        /// Revisions dispatched since the round began (at most
-        /// `rejoin_buffer`).
-        buffer: Vec<(i64, Arc<Vec<PbEvent>>)>,
-        /// The buffer overflowed (or revisions were lost): the round cannot
-        /// end in a rejoin.
-        overflow: bool,
-    },
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock cannot leave the registry half
-        // updated in a way that matters more than stopping watches would.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The dispatcher thread: drains the queue in batches, one lock per
-    /// batch; ends when the hub is dropped.
-    fn dispatch_loop(&self, rx: mpsc::Receiver<Published>) {
-        const BATCH: usize = 64;
-        loop {
-            let first = match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(p) => Some(p),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
-            };
-            let batch: Vec<Published> = first
-                .into_iter()
-                .chain(rx.try_iter().take(BATCH - 1))
-                .collect();
-            let mut st = self.lock();
-            for p in batch {
-                self.queued_bytes.fetch_sub(p.bytes, Ordering::Relaxed);
-                st.dispatch(&self.config, p.revision, Arc::new(p.events));
-            }
-            let dropped = self.dropped_upto.load(Ordering::Relaxed);
-            if dropped > st.current {
-                let from = st.current + 1;
-                st.all_behind(from);
-                st.current = dropped;
-            }
-        }
-    }
-}
-
-impl State {
-    /// Queues revision `revision` to the synced watchers it concerns.
-    fn dispatch(&mut self, cfg: &WatchConfig, revision: i64, events: Arc<Vec<PbEvent>>) {
-        if revision <= self.current {
-            return;
-        }
-        if revision > self.current + 1 {
-            let from = self.current + 1;
-            self.all_behind(from);
-        }
-        self.current = revision;
-        METRICS.watch_events.inc_by(events.len() as u64);
-        let mut matched: Vec<HubId> = Vec::new();
-        for ev in events.iter() {
-            let Some(kv) = ev.kv.as_ref() else {
-                continue;
-            };
-            if let Some(ids) = self.by_key.get(kv.key.as_slice()) {
-                matched.extend_from_slice(ids);
-            }
-            for (range, id) in &self.ranges {
-                if range.contains(&kv.key) {
-                    matched.push(*id);
-                }
-            }
-        }
-        for id in matched {
-            let Some(w) = self.watchers.get_mut(&id) else {
-                continue;
-            };
-            match &mut w.state {
-                WatcherState::Synced => {
-                    if revision < w.next_rev {
-                        continue; // already sent (several events matched) or before its start
-                    }
-                    if w.queued.load(Ordering::Relaxed) >= cfg.watcher_queue {
-                        w.state = WatcherState::Unsynced;
-                        w.next_rev = revision;
-                        METRICS.slow_watchers.inc();
-                        METRICS.watchers_unsynced.inc();
-                        let _ = w.tx.send(StreamItem::Behind {
-                            watcher: id,
-                            next_rev: revision,
-                        });
-                        continue;
-                    }
-                    w.queued.fetch_add(1, Ordering::Relaxed);
-                    let _ = w.tx.send(StreamItem::Events {
-                        watcher: id,
-                        revision,
-                        events: events.clone(),
-                    });
-                    w.next_rev = revision + 1;
-                }
-                WatcherState::CatchingUp { buffer, overflow } => {
-                    if *overflow || buffer.last().is_some_and(|(r, _)| *r == revision) {
-                        continue;
-                    }
-                    if buffer.len() >= cfg.rejoin_buffer {
-                        *overflow = true;
-                        buffer.clear();
-                        buffer.shrink_to_fit();
-                    } else {
-                        buffer.push((revision, events.clone()));
-                    }
-                }
-                WatcherState::Unsynced => {}
-            }
-        }
-    }
-
-    /// Takes every watcher off the live path because revisions from `from`
-    /// on were not dispatched.
-    fn all_behind(&mut self, from: i64) {
-        for (id, w) in self.watchers.iter_mut() {
-            match &mut w.state {
-                WatcherState::Synced => {
-                    w.next_rev = w.next_rev.max(from);
-                    w.state = WatcherState::Unsynced;
-                    METRICS.slow_watchers.inc();
-                    METRICS.watchers_unsynced.inc();
-                    let _ = w.tx.send(StreamItem::Behind {
-                        watcher: *id,
-                        next_rev: w.next_rev,
-                    });
-                }
-                WatcherState::CatchingUp { buffer, overflow } => {
-                    *overflow = true;
-                    buffer.clear();
-                }
-                WatcherState::Unsynced => {}
-            }
-        }
-    }
-}
-
-/// The key of a single-key range (`[k, k\0)`).
-fn single_key(range: &KeyRange) -> Option<Vec<u8>> {
-    let end = range.end.as_ref()?;
-    (end.len() == range.start.len() + 1 && end.starts_with(&range.start) && end.last() == Some(&0))
-        .then(|| range.start.clone())
-}
-
-/// A cheap upper-bound-ish size of a revision's events, for the dispatch
-/// queue's byte limit.
-fn estimate(events: &[PbEvent]) -> usize {
-    let kv = |kv: &Option<PbKeyValue>| {
-        kv.as_ref()
-            .map_or(0, |kv| kv.key.len() + kv.value.len() + 48)
-    };
-    events.iter().map(|e| kv(&e.kv) + kv(&e.prev_kv) + 16).sum()
-}
-
-/// `rev` keyspace key of (main, sub).
-fn rev_key(main: i64, sub: i64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&main.to_be_bytes());
-    k[8..].copy_from_slice(&sub.to_be_bytes());
-    k
-}
-
-/// The value of `key` just before revision `rev` (etcd's prev_kv: a range at
-/// `rev - 1`): its newest change below `rev`, if that change is a put.
-fn prev_at<R: Readable>(
-    r: &R,
-    s: &Storage,
-    key: &[u8],
-    rev: i64,
-) -> Result<Option<PbKeyValue>, EtcdError> {
-    let escaped = mvcc::escape_key(key);
-    let mut lo = escaped.clone();
-    lo.extend_from_slice(&rev_key(0, 0));
-    let mut hi = escaped;
-    hi.extend_from_slice(&rev_key(rev, 0));
-    let Some(item) = r.range(&s.hist, lo..hi).next_back() else {
-        return Ok(None);
-    };
-    let (k, _) = item.into_inner()?;
-    let Some(rk) = k.len().checked_sub(16).map(|at| &k[at..]) else {
-        return Ok(None);
-    };
-    let Some(v) = r.get(&s.rev, rk)? else {
-        return Ok(None);
-    };
-    let event = PbEvent::decode(v.as_ref())
-        .map_err(|e| EtcdError::Internal(format!("corrupt history record: {e}")))?;
-    Ok(if event.r#type == EVENT_PUT {
-        event.kv
-    } else {
-        None
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn put(key: &str, rev: i64) -> PbEvent {
-        PbEvent {
-            r#type: EVENT_PUT,
-            kv: Some(PbKeyValue {
-                key: key.as_bytes().to_vec(),
-                mod_revision: rev,
-                create_revision: rev,
-                version: 1,
-                value: b"v".to_vec(),
-                lease: 0,
-            }),
-            prev_kv: None,
-        }
-    }
-
-    fn hub(config: WatchConfig) -> (tempfile::TempDir, Arc<WatchHub>) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let storage = Storage::open(dir.path()).expect("open storage");
-        let hub = WatchHub::new(&storage, config).expect("hub");
-        (dir, hub)
-    }
-
-    fn next(rx: &mut tmpsc::UnboundedReceiver<StreamItem>) -> StreamItem {
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            if let Ok(item) = rx.try_recv() {
-                return item;
-            }
-            assert!(std::time::Instant::now() < deadline, "no stream item");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    #[test]
-    fn single_key_detection() {
-        assert_eq!(single_key(&KeyRange::new(b"a", b"")), Some(b"a".to_vec()));
-        assert_eq!(single_key(&KeyRange::new(b"a", b"b")), None);
-        assert_eq!(single_key(&KeyRange::new(b"a", b"\0")), None);
-    }
-
-    #[test]
-    fn full_queue_moves_watcher_off_the_live_path_and_rejoin_replays_buffer() {
-        let (_dir, hub) = hub(WatchConfig {
-            watcher_queue: 2,
-            rejoin_buffer: 8,
-            ..WatchConfig::default()
-        });
-        let (tx, mut rx) = tmpsc::unbounded_channel();
-        let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
-        assert_eq!(reg.behind, None);
-        for rev in 2..=4 {
-            hub.publish(rev, vec![put("k", rev)]);
-        }
-        for rev in 2..=3 {
-            match next(&mut rx) {
-                StreamItem::Events { revision, .. } => assert_eq!(revision, rev),
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        match next(&mut rx) {
-            StreamItem::Behind { next_rev, .. } => assert_eq!(next_rev, 4),
-            other => panic!("unexpected {other:?}"),
-        }
-        hub.begin_catch_up(&[(reg.id, 4)]);
-        hub.publish(5, vec![put("k", 5)]);
-        hub.publish(6, vec![put("other", 6)]);
-        hub.publish(7, vec![put("k", 7)]);
-        while hub.current() < 7 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // The snapshot held revision 5 already: only 7 comes from the buffer.
-        reg.queued.store(0, Ordering::Relaxed);
-        assert_eq!(hub.rejoin(reg.id, 5), Rejoin::Synced);
-        match next(&mut rx) {
-            StreamItem::Events { revision, .. } => assert_eq!(revision, 7),
-            other => panic!("unexpected {other:?}"),
-        }
-        // Revision 7 is never sent twice, even if dispatched late.
-        hub.publish(8, vec![put("k", 8)]);
-        match next(&mut rx) {
-            StreamItem::Events { revision, .. } => assert_eq!(revision, 8),
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-
-    #[test]
-    fn rejoin_buffer_overflow_means_another_round() {
-        let (_dir, hub) = hub(WatchConfig {
-            rejoin_buffer: 1,
-            ..WatchConfig::default()
-        });
-        let (tx, _rx) = tmpsc::unbounded_channel();
-        let reg = hub.register(&tx, KeyRange::new(b"k", b"\0"), 1);
-        hub.publish(2, vec![put("k", 2)]);
-        while hub.current() < 2 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(reg.behind, Some(1));
-        hub.begin_catch_up(&[(reg.id, 1)]);
-        hub.publish(3, vec![put("k1", 3)]);
-        hub.publish(4, vec![put("k2", 4)]);
-        while hub.current() < 4 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert_eq!(hub.rejoin(reg.id, 2), Rejoin::Behind(3));
-    }
-
-    #[test]
-    fn a_gap_takes_every_watcher_off_the_live_path() {
-        let (_dir, hub) = hub(WatchConfig::default());
-        let (tx, mut rx) = tmpsc::unbounded_channel();
-        let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
-        hub.publish(5, vec![put("k", 5)]);
-        match next(&mut rx) {
-            StreamItem::Behind { watcher, next_rev } => {
-                assert_eq!((watcher, next_rev), (reg.id, 2));
-            }
-            other => panic!("unexpected {other:?}"),
         }
     }
 }

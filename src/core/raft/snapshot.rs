@@ -24,8 +24,8 @@ use raft::eraftpb::{Message, SnapshotMetadata};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Mutex as AsyncMutex;
 
+use crate::core::framing::{read_field, FrameError};
 use crate::core::storage::{self, Storage};
-use crate::core::transport::{read_field, FrameError};
 
 /// `meta` key present while a snapshot is being applied (value:
 /// `eraftpb.SnapshotMetadata`).
@@ -228,7 +228,7 @@ impl SnapshotReceiver {
 /// Largest key or value in a snapshot record, bytes. Values are bounded by
 /// `--max-request-bytes` when written, and members of one cluster may run
 /// with different limits, so this is generous; a record's buffer grows only
-/// as its bytes arrive (see `transport::read_field`).
+/// as its bytes arrive (see `core::framing::read_field`).
 pub const MAX_RECORD_FIELD: usize = 256 * 1024 * 1024;
 
 /// Reads one record of a snapshot stream: `(keyspace index, key, value)`,

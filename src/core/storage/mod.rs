@@ -14,9 +14,11 @@
 //!
 //! Integer keys are big-endian so that LSM order is numeric order. Only the
 //! Raft task writes (fjall's single-writer transactions); readers use
-//! snapshots.
+//! snapshots. `datadir` records and checks whose data dir it is.
 
 use std::path::Path;
+
+pub mod datadir;
 
 use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
 

@@ -7,7 +7,7 @@
 //!   thus uses two connections, one per direction (see ARCHITECTURE.md).
 //! - `S` (unidirectional, on a connection of its own): a Raft snapshot. The
 //!   `MsgSnapshot` frame, then the state machine in chunks (see
-//!   `core::snapshot`), so that a large snapshot never delays the heartbeats
+//!   `core::raft::snapshot`), so that a large snapshot never delays the heartbeats
 //!   on the `R` stream.
 //! - `M` (bidirectional): "who is in the cluster": answered with the member
 //!   list and the answering member's applied index, used by a member joining
@@ -27,36 +27,28 @@ use std::time::Duration;
 
 use etcd_client::proto::{PbMemberListResponse, PbResponseHeader};
 use prost::Message as _;
-use protobuf::Message as _;
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::{mpsc, Semaphore};
 
+pub mod frame;
+pub mod tls;
+
+pub use frame::{max_frame, read_frame};
+pub use tls::auto_tls_client_config;
+
+use crate::core::framing::FrameError;
 use crate::core::members;
-use crate::core::node::{Event, NodeHandle, Outbox};
-use crate::core::snapshot::{SnapshotReceiver, SnapshotSource};
+use crate::core::raft::snapshot::{SnapshotReceiver, SnapshotSource};
+use crate::core::raft::{Event, NodeHandle, Outbox};
 use crate::core::storage::Storage;
 
 /// The ALPN protocol of the peer port.
 pub const ALPN: &[u8] = b"kvd-raft/1";
-/// Room a Raft message frame may take beyond the largest client request:
-/// raft-rs batches entries up to 1 MiB (`max_size_per_msg`) but always sends
-/// at least one, so a frame holds at most one request plus that much.
-const FRAME_OVERHEAD: usize = 2 * 1024 * 1024;
-/// A frame's buffer starts at most this large and grows only as its bytes
-/// arrive, so a peer's claimed length is never allocated up front.
-const FRAME_INITIAL_CAPACITY: usize = 64 * 1024;
 /// Concurrent inbound peer connections; more are refused at once. Each peer
 /// uses one for Raft messages plus short-lived ones for snapshots and
 /// member-list requests, so this is far above any real cluster's need.
 const MAX_INBOUND_CONNECTIONS: usize = 256;
-/// QUIC application error code when closing a connection over bad input.
-const CLOSE_MALFORMED: u32 = 2;
 /// Messages queued per peer before new ones are dropped (Raft retries).
 const PEER_QUEUE: usize = 4096;
 
@@ -99,7 +91,7 @@ pub struct Transport {
 impl Transport {
     /// Binds the peer endpoint on `addr` (UDP) with a self-signed certificate.
     /// `max_request_bytes` (`--max-request-bytes`) sizes the largest Raft
-    /// message frame accepted from a peer (that plus [`FRAME_OVERHEAD`]).
+    /// message frame accepted from a peer (see [`max_frame`]).
     ///
     /// # Errors
     /// Certificate generation, TLS configuration or bind errors.
@@ -110,25 +102,11 @@ impl Transport {
         receiver: SnapshotReceiver,
         max_request_bytes: usize,
     ) -> anyhow::Result<Self> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let generated = rcgen::generate_simple_self_signed(vec!["kvd".to_string()])?;
-        let cert = CertificateDer::from(generated.cert.der().to_vec());
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-            generated.signing_key.serialize_der(),
-        ));
         tracing::warn!(
             "no peer certificates configured: peer traffic is encrypted with a self-signed \
              certificate but peers are not authenticated"
         );
-        let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_no_client_auth()
-            .with_single_cert(vec![cert], key)?;
-        server_tls.alpn_protocols = vec![ALPN.to_vec()];
-        let mut server =
-            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
-        server.transport_config(transport_config());
-
+        let server = tls::auto_tls_server_config()?;
         let client = auto_tls_client_config()?;
 
         let mut endpoint = quinn::Endpoint::server(server, addr)?;
@@ -318,7 +296,7 @@ impl Transport {
                 let m = match read_frame(&mut stream, self.max_frame).await {
                     Ok(Some(m)) => m,
                     Ok(None) => return,
-                    Err(e) => return refuse(&conn, &e),
+                    Err(e) => return frame::refuse(&conn, &e),
                 };
                 match node.send(Event::Step(Box::new(m))) {
                     // A full queue drops the message; Raft retransmits.
@@ -330,7 +308,7 @@ impl Transport {
                 let m = match read_frame(&mut stream, self.max_frame).await {
                     Ok(Some(m)) => m,
                     Ok(None) => return,
-                    Err(e) => return refuse(&conn, &e),
+                    Err(e) => return frame::refuse(&conn, &e),
                 };
                 match self.receiver.receive(&m, &mut stream).await {
                     Ok(()) => {
@@ -343,12 +321,12 @@ impl Transport {
                             m.from
                         );
                         if e.downcast_ref::<FrameError>().is_some() {
-                            conn.close(CLOSE_MALFORMED.into(), b"malformed snapshot");
+                            conn.close(frame::CLOSE_MALFORMED.into(), b"malformed snapshot");
                         }
                     }
                 }
             }
-            other => refuse(&conn, &FrameError::UnknownStream(other)),
+            other => frame::refuse(&conn, &FrameError::UnknownStream(other)),
         }
     }
 
@@ -366,9 +344,9 @@ impl Transport {
                     backoff = Duration::from_millis(50);
                     let mut buf = vec![KIND_RAFT];
                     while let Some(first) = rx.recv().await {
-                        let mut ok = encode_frame(&first, &mut buf);
+                        let mut ok = frame::encode_frame(&first, &mut buf);
                         while let Ok(m) = rx.try_recv() {
-                            ok &= encode_frame(&m, &mut buf);
+                            ok &= frame::encode_frame(&m, &mut buf);
                             if buf.len() > 4 * 1024 * 1024 {
                                 break;
                             }
@@ -420,7 +398,7 @@ impl Transport {
                     Ok(conn) => {
                         let mut stream = conn.open_uni().await?;
                         let mut head = vec![KIND_SNAPSHOT];
-                        encode_frame(&m, &mut head);
+                        frame::encode_frame(&m, &mut head);
                         stream.write_all(&head).await?;
                         self.snapshots.stream(&m, &mut stream).await?;
                         stream.finish()?;
@@ -510,125 +488,6 @@ impl Outbox for Transport {
     }
 }
 
-/// Why input from a peer was refused; the connection is then closed.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    /// A length prefix above the limit (nothing of it was allocated).
-    #[error("frame of {len} bytes is over the {max}-byte limit")]
-    TooLarge {
-        /// The length the peer claimed.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The stream ended or failed inside a frame.
-    #[error("stream ended inside a frame: {0}")]
-    Truncated(#[from] std::io::Error),
-    /// The frame's bytes are not an `eraftpb.Message`.
-    #[error("undecodable raft message: {0}")]
-    Undecodable(#[from] protobuf::ProtobufError),
-    /// A stream kind byte kvd does not know.
-    #[error("unknown stream kind {0}")]
-    UnknownStream(u8),
-    /// A snapshot record naming a keyspace that does not exist.
-    #[error("snapshot record for unknown keyspace {0}")]
-    UnknownKeyspace(u8),
-}
-
-/// The largest Raft message frame for `--max-request-bytes`, bytes.
-pub fn max_frame(max_request_bytes: usize) -> usize {
-    max_request_bytes.saturating_add(FRAME_OVERHEAD)
-}
-
-/// Reads one length-delimited field (u32 big-endian length, then the
-/// bytes) of at most `max` bytes. The buffer grows only as bytes arrive, so
-/// a peer that claims 4 GiB and sends nothing costs nothing. `Ok(None)` when
-/// the stream ends cleanly before a length.
-///
-/// # Errors
-/// [`FrameError::TooLarge`] or [`FrameError::Truncated`].
-pub async fn read_field<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> Result<Option<Vec<u8>>, FrameError> {
-    let mut len = [0u8; 4];
-    let first = r.read(&mut len).await?;
-    if first == 0 {
-        return Ok(None);
-    }
-    r.read_exact(&mut len[first..]).await?;
-    let n = u32::from_be_bytes(len) as usize;
-    if n > max {
-        return Err(FrameError::TooLarge { len: n, max });
-    }
-    let mut buf = Vec::with_capacity(n.min(FRAME_INITIAL_CAPACITY));
-    let got = (&mut *r).take(n as u64).read_to_end(&mut buf).await?;
-    if got < n {
-        return Err(FrameError::Truncated(
-            std::io::ErrorKind::UnexpectedEof.into(),
-        ));
-    }
-    Ok(Some(buf))
-}
-
-/// Reads and decodes one Raft message frame of at most `max` bytes;
-/// `Ok(None)` at a clean end of stream.
-///
-/// # Errors
-/// As [`read_field`], and [`FrameError::Undecodable`].
-pub async fn read_frame<R: AsyncRead + Unpin>(
-    r: &mut R,
-    max: usize,
-) -> Result<Option<Message>, FrameError> {
-    match read_field(r, max).await? {
-        Some(bytes) => Ok(Some(Message::parse_from_bytes(&bytes)?)),
-        None => Ok(None),
-    }
-}
-
-/// Logs bad input from a peer and closes its connection; the member keeps
-/// serving everyone else.
-fn refuse(conn: &quinn::Connection, e: &FrameError) {
-    tracing::warn!(
-        remote = %conn.remote_address(),
-        "closing peer connection: {e}"
-    );
-    conn.close(CLOSE_MALFORMED.into(), b"malformed frame");
-}
-
-fn encode_frame(m: &Message, buf: &mut Vec<u8>) -> bool {
-    match m.write_to_bytes() {
-        Ok(bytes) => {
-            buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            buf.extend_from_slice(&bytes);
-            true
-        }
-        Err(e) => {
-            tracing::error!("cannot encode raft message: {e}");
-            false
-        }
-    }
-}
-
-/// The QUIC client side of auto TLS: ALPN `kvd-raft/1`, TLS 1.3, any server
-/// certificate accepted (signatures still checked). Peers use it to dial
-/// each other when no peer CA is configured; tests use it to act as a peer.
-///
-/// # Errors
-/// rustls or quinn refusing the configuration.
-pub fn auto_tls_client_config() -> anyhow::Result<quinn::ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
-        .with_no_client_auth();
-    client_tls.alpn_protocols = vec![ALPN.to_vec()];
-    let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
-    client.transport_config(transport_config());
-    Ok(client)
-}
-
 /// Resolves a peer URL (`http://`, `https://` or `quic://` host:port) to a
 /// socket address.
 ///
@@ -647,63 +506,4 @@ pub async fn resolve_url(url: &str) -> anyhow::Result<SocketAddr> {
     addrs
         .next()
         .ok_or_else(|| anyhow::anyhow!("{url} does not resolve"))
-}
-
-fn transport_config() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_millis(500)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(5)) {
-        t.max_idle_timeout(Some(idle));
-    }
-    Arc::new(t)
-}
-
-/// Accepts any server certificate (auto TLS: encrypted, not authenticated),
-/// while still checking that the handshake signatures are valid.
-#[derive(Debug)]
-struct AcceptAnyServer(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyServer {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }

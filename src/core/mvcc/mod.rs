@@ -1,0 +1,71 @@
+//! The MVCC key-value state machine: revisions, history, ranges, puts,
+//! deletes, transactions and compaction, with etcd's semantics
+//! (etcd `server/mvcc` and `server/etcdserver/apply.go`).
+//!
+//! Layout (see `storage`): `kv` holds the current value of each live key;
+//! `rev` holds every change as an `mvccpb.Event` under its revision; `hist`
+//! maps (escaped key, revision) to the kind of change, so that a read at a
+//! past revision finds the newest change at or below it.
+//!
+//! - `keys`: the storage encodings (revision keys, escaped user keys, lease
+//!   attachments) and [`KeyRange`];
+//! - `read`: ranges, reads at a past revision, history scans (watch
+//!   catch-up), leases;
+//! - `apply`: [`Applier`], every write of one Raft entry;
+//! - `compare`: txn compares;
+//! - `compaction`: physical removal of compacted history, on its own thread.
+//!
+//! **Invariant:** writes happen only in [`Applier`], inside the Raft task's
+//! transaction for one log entry, and in `compaction`, which only deletes
+//! history at or below the compact revision; reads use a snapshot and never
+//! block writes.
+
+mod apply;
+pub mod compaction;
+mod compare;
+pub mod keys;
+pub mod read;
+#[cfg(test)]
+mod tests;
+
+pub use apply::Applier;
+pub use keys::{escape_key, lease_key, KeyRange, EVENT_DELETE, EVENT_PUT};
+pub use read::{header, lease_keys, leases, range, revisions, Revisions};
+
+use etcd_client::proto::{PbCompactionResponse, PbDeleteResponse, PbPutResponse, PbTxnResponse};
+
+/// What applying one entry produced.
+#[derive(Debug, Clone)]
+pub enum ApplyResponse {
+    /// `Put`.
+    Put(PbPutResponse),
+    /// `DeleteRange`.
+    DeleteRange(PbDeleteResponse),
+    /// `Txn`.
+    Txn(PbTxnResponse),
+    /// `Compact`.
+    Compaction(PbCompactionResponse),
+    /// `LeaseGrant`: the lease id and its TTL, seconds.
+    LeaseGrant {
+        /// The lease id.
+        id: i64,
+        /// Granted TTL, seconds.
+        ttl: i64,
+    },
+    /// `LeaseRevoke`.
+    LeaseRevoke,
+    /// A keep-alive: the lease's granted TTL, seconds (0 = no such lease).
+    LeaseKeepAlive {
+        /// Granted TTL, seconds.
+        ttl: i64,
+    },
+    /// A membership change: the member concerned and the members after it.
+    Members {
+        /// The member added, promoted, updated or removed.
+        member: etcd_client::proto::PbMember,
+        /// Every member after the change.
+        members: Vec<etcd_client::proto::PbMember>,
+    },
+    /// An entry with no client answer (publish, empty entries).
+    Done,
+}

@@ -1,0 +1,304 @@
+//! Unit tests of the state machine on a real (temporary) fjall database:
+//! revisions, reads at past revisions, deletes, txn paths, leases and
+//! compaction, each as etcd defines them.
+
+use etcd_client::proto::{
+    PbCompactionRequest, PbCompare, PbDeleteRequest, PbPutRequest, PbRangeRequest, PbTargetUnion,
+    PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp,
+};
+
+use super::*;
+use crate::core::errors::EtcdError;
+use crate::core::storage::Storage;
+
+fn store() -> (tempfile::TempDir, Storage) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = Storage::open(dir.path()).expect("open storage");
+    (dir, s)
+}
+
+/// Applies one entry's worth of writes and commits them; returns what `f`
+/// returned and the events the entry produced.
+fn entry<T>(
+    s: &Storage,
+    f: impl FnOnce(&mut Applier<'_, '_>) -> Result<T, EtcdError>,
+) -> (Result<T, EtcdError>, Vec<etcd_client::proto::PbEvent>) {
+    let mut tx = s.db.write_tx();
+    let (result, events) = {
+        let mut a = Applier::new(&mut tx, s).expect("applier");
+        let result = f(&mut a);
+        if result.is_ok() {
+            a.finish();
+        }
+        (result, std::mem::take(&mut a.events))
+    };
+    tx.commit().expect("commit");
+    (result, events)
+}
+
+fn put(key: &str, value: &str) -> PbPutRequest {
+    PbPutRequest {
+        key: key.into(),
+        value: value.into(),
+        ..Default::default()
+    }
+}
+
+fn get_at(
+    s: &Storage,
+    key: &str,
+    end: &str,
+    revision: i64,
+) -> Result<Vec<(String, String)>, EtcdError> {
+    let snapshot = s.db.read_tx();
+    let revs = revisions(&snapshot, s)?;
+    let resp = range(
+        &snapshot,
+        s,
+        revs,
+        &PbRangeRequest {
+            key: key.into(),
+            range_end: end.into(),
+            revision,
+            ..Default::default()
+        },
+    )?;
+    Ok(resp
+        .kvs
+        .iter()
+        .map(|kv| {
+            (
+                String::from_utf8_lossy(&kv.key).into_owned(),
+                String::from_utf8_lossy(&kv.value).into_owned(),
+            )
+        })
+        .collect())
+}
+
+fn current(s: &Storage) -> i64 {
+    revisions(&s.db.read_tx(), s).expect("revisions").current
+}
+
+#[test]
+fn puts_take_one_revision_each_and_count_versions() {
+    let (_d, s) = store();
+    assert_eq!(current(&s), 1, "an empty store is at revision 1");
+    entry(&s, |a| a.put(&put("a", "1"))).0.expect("put");
+    entry(&s, |a| a.put(&put("a", "2"))).0.expect("put");
+    entry(&s, |a| a.put(&put("b", "1"))).0.expect("put");
+    assert_eq!(current(&s), 4);
+    let snapshot = s.db.read_tx();
+    let revs = revisions(&snapshot, &s).expect("revs");
+    let resp = range(
+        &snapshot,
+        &s,
+        revs,
+        &PbRangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        },
+    )
+    .expect("range");
+    let kv = &resp.kvs[0];
+    assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (2, 3, 2));
+}
+
+#[test]
+fn reads_at_a_past_revision_see_that_revision() {
+    let (_d, s) = store();
+    entry(&s, |a| a.put(&put("k", "one"))).0.expect("put");
+    entry(&s, |a| a.put(&put("k", "two"))).0.expect("put");
+    entry(&s, |a| {
+        a.delete_range(&PbDeleteRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+    })
+    .0
+    .expect("delete");
+    assert_eq!(
+        get_at(&s, "k", "", 2).expect("at 2"),
+        [("k".into(), "one".into())]
+    );
+    assert_eq!(
+        get_at(&s, "k", "", 3).expect("at 3"),
+        [("k".into(), "two".into())]
+    );
+    assert!(get_at(&s, "k", "", 4).expect("at 4").is_empty());
+    assert!(get_at(&s, "k", "", 0).expect("current").is_empty());
+    assert_eq!(get_at(&s, "k", "", 5), Err(EtcdError::FutureRevision));
+}
+
+#[test]
+fn delete_range_deletes_the_interval_in_one_revision_with_prev_values() {
+    let (_d, s) = store();
+    for k in ["a", "b", "c"] {
+        entry(&s, |a| a.put(&put(k, k))).0.expect("put");
+    }
+    let (resp, events) = entry(&s, |a| {
+        a.delete_range(&PbDeleteRequest {
+            key: b"a".to_vec(),
+            range_end: b"c".to_vec(),
+            prev_kv: true,
+        })
+    });
+    let resp = resp.expect("delete");
+    assert_eq!(resp.deleted, 2);
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|e| e.r#type == EVENT_DELETE && e.kv.as_ref().map(|kv| kv.mod_revision) == Some(5)));
+    assert_eq!(
+        events[1].prev_kv.as_ref().map(|kv| kv.value.clone()),
+        Some(b"b".to_vec())
+    );
+    assert_eq!(
+        get_at(&s, "a", "\u{0}", 0).expect("rest"),
+        [("c".into(), "c".into())]
+    );
+    // A reversed interval deletes nothing and takes no revision.
+    let (resp, events) = entry(&s, |a| {
+        a.delete_range(&PbDeleteRequest {
+            key: b"z".to_vec(),
+            range_end: b"a".to_vec(),
+            prev_kv: false,
+        })
+    });
+    assert_eq!((resp.expect("delete").deleted, events.len()), (0, 0));
+    assert_eq!(current(&s), 5);
+}
+
+#[test]
+fn txn_takes_the_path_its_compares_choose_nested_ones_included() {
+    let (_d, s) = store();
+    entry(&s, |a| a.put(&put("x", "1"))).0.expect("put");
+    let version_is = |key: &str, v: i64| PbCompare {
+        result: 0, // EQUAL
+        target: etcd_client::proto::PbCompareTarget::Version as i32,
+        key: key.into(),
+        range_end: Vec::new(),
+        target_union: Some(PbTargetUnion::Version(v)),
+    };
+    let op = |r: PbTxnOpRequest| PbTxnRequestOp { request: Some(r) };
+    let txn = PbTxnRequest {
+        compare: vec![version_is("x", 1)],
+        success: vec![op(PbTxnOpRequest::RequestTxn(PbTxnRequest {
+            compare: vec![version_is("y", 1)],
+            success: vec![op(PbTxnOpRequest::RequestPut(put("inner", "then")))],
+            failure: vec![op(PbTxnOpRequest::RequestPut(put("inner", "else")))],
+        }))],
+        failure: vec![op(PbTxnOpRequest::RequestPut(put("outer", "else")))],
+    };
+    let resp = entry(&s, |a| a.txn(&txn)).0.expect("txn");
+    assert!(resp.succeeded);
+    let Some(PbTxnOpResponse::ResponseTxn(inner)) = &resp.responses[0].response else {
+        panic!("nested response expected: {resp:?}");
+    };
+    assert!(
+        !inner.succeeded,
+        "y does not exist, so the nested txn fails"
+    );
+    assert_eq!(
+        get_at(&s, "inner", "", 0).expect("get"),
+        [("inner".into(), "else".into())]
+    );
+    assert!(get_at(&s, "outer", "", 0).expect("get").is_empty());
+    // A failed check on the chosen path writes nothing at all.
+    let bad = PbTxnRequest {
+        success: vec![
+            op(PbTxnOpRequest::RequestPut(put("first", "1"))),
+            op(PbTxnOpRequest::RequestPut(PbPutRequest {
+                key: b"second".to_vec(),
+                lease: 99,
+                ..Default::default()
+            })),
+        ],
+        ..Default::default()
+    };
+    let before = current(&s);
+    assert_eq!(
+        entry(&s, |a| a.txn(&bad)).0.err(),
+        Some(EtcdError::LeaseNotFound)
+    );
+    assert_eq!(current(&s), before);
+    assert!(get_at(&s, "first", "", 0).expect("get").is_empty());
+}
+
+#[test]
+fn revoking_a_lease_deletes_its_keys_in_one_revision() {
+    let (_d, s) = store();
+    entry(&s, |a| a.lease_grant(7, 60)).0.expect("grant");
+    for k in ["l1", "l2"] {
+        entry(&s, |a| {
+            a.put(&PbPutRequest {
+                key: k.into(),
+                value: b"v".to_vec(),
+                lease: 7,
+                ..Default::default()
+            })
+        })
+        .0
+        .expect("put with lease");
+    }
+    assert_eq!(lease_keys(&s.db.read_tx(), &s, 7).expect("keys").len(), 2);
+    let before = current(&s);
+    let (r, events) = entry(&s, |a| a.lease_revoke(7));
+    r.expect("revoke");
+    assert_eq!(events.len(), 2);
+    assert_eq!(current(&s), before + 1);
+    assert!(get_at(&s, "l", "m", 0).expect("get").is_empty());
+    assert_eq!(
+        entry(&s, |a| a.lease_revoke(7)).0.err(),
+        Some(EtcdError::LeaseNotFound)
+    );
+}
+
+#[test]
+fn compaction_removes_history_below_the_compact_revision_only() {
+    let (_d, s) = store();
+    for v in ["1", "2", "3"] {
+        entry(&s, |a| a.put(&put("k", v))).0.expect("put");
+    }
+    // Revisions 2, 3, 4 hold k=1, 2, 3. Compact at 3.
+    entry(&s, |a| {
+        a.compact(&PbCompactionRequest {
+            revision: 3,
+            physical: false,
+        })
+    })
+    .0
+    .expect("compact");
+    compaction::compact_history(&s, 3, 1).expect("compact history");
+    assert_eq!(get_at(&s, "k", "", 2), Err(EtcdError::Compacted));
+    assert_eq!(
+        get_at(&s, "k", "", 3).expect("at 3"),
+        [("k".into(), "2".into())]
+    );
+    let history: Vec<i64> = read::history(&s.db.read_tx(), &s, 1, 10)
+        .map(|r| r.expect("history").0)
+        .collect();
+    assert_eq!(history, [3, 4], "revision 2 is gone, 3 is the value at 3");
+    assert_eq!(
+        entry(&s, |a| {
+            a.compact(&PbCompactionRequest {
+                revision: 3,
+                physical: false,
+            })
+        })
+        .0
+        .err(),
+        Some(EtcdError::Compacted)
+    );
+}
+
+#[test]
+fn escaped_keys_keep_order_and_never_prefix_each_other() {
+    let keys: [&[u8]; 5] = [b"", b"\x00", b"\x00\x01", b"a", b"a\x00"];
+    let escaped: Vec<Vec<u8>> = keys.iter().map(|k| escape_key(k)).collect();
+    assert!(escaped.windows(2).all(|w| w[0] < w[1]), "{escaped:?}");
+    for (i, a) in escaped.iter().enumerate() {
+        for (j, b) in escaped.iter().enumerate() {
+            assert!(i == j || !b.starts_with(a), "{a:?} prefixes {b:?}");
+        }
+    }
+}

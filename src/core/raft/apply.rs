@@ -1,0 +1,319 @@
+//! Applying committed entries: normal entries into the MVCC state machine
+//! (one fjall transaction per entry, the applied index in the same
+//! transaction), conf changes into the member records and raft-rs's
+//! configuration, and snapshots from the leader. Re-applying an entry at or
+//! below the applied index is a no-op; an entry that cannot be decoded fails
+//! alone, alike on every member.
+
+use std::sync::atomic::Ordering;
+
+use etcd_client::proto::{PbEvent, PbMember};
+use fjall::Readable;
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, SnapshotMetadata};
+
+use crate::core::errors::EtcdError;
+use crate::core::members;
+use crate::core::metrics::METRICS;
+use crate::core::mvcc::{self, Applier, ApplyResponse};
+use crate::core::raft::proposal::{decode_entry, ConfChangeContext, EntryData, Op};
+use crate::core::raft::snapshot;
+use crate::core::raft::{ProposalResult, RaftTask};
+use crate::core::storage::{self, Storage};
+
+impl RaftTask {
+    pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
+        for entry in entries {
+            if entry.index <= self.applied {
+                continue; // Re-applying after a restart is a no-op.
+            }
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => self.apply_normal(&entry)?,
+                EntryType::EntryConfChange => {
+                    let mut cc = ConfChange::default();
+                    match protobuf::Message::merge_from_bytes(&mut cc, &entry.data) {
+                        Ok(()) => self.apply_conf_change(entry.index, &cc)?,
+                        Err(e) => {
+                            // Deterministic on every member: skip it.
+                            tracing::error!(index = entry.index, "undecodable conf change: {e}");
+                            self.record_applied(entry.index)?;
+                        }
+                    }
+                }
+                EntryType::EntryConfChangeV2 => {
+                    // kvd proposes only single (v1) changes.
+                    let mut cc = ConfChangeV2::default();
+                    let applied = protobuf::Message::merge_from_bytes(&mut cc, &entry.data)
+                        .map_err(|e| e.to_string())
+                        .and_then(|()| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()));
+                    match applied {
+                        Ok(cs) => self.raw.mut_store().set_conf_state(&cs)?,
+                        Err(e) => {
+                            tracing::error!(index = entry.index, "conf change v2 refused: {e}")
+                        }
+                    }
+                    self.record_applied(entry.index)?;
+                }
+            }
+            self.applied = entry.index;
+            METRICS.applied.inc();
+            self.applied_tx.send_replace(entry.index);
+        }
+        Ok(())
+    }
+
+    fn apply_conf_change(&mut self, index: u64, cc: &ConfChange) -> anyhow::Result<()> {
+        let ctx = ConfChangeContext::decode(cc.get_context()).unwrap_or_default();
+        let s = self.storage.clone();
+        let node = cc.node_id;
+        let member = ctx.member.clone().unwrap_or(PbMember {
+            id: node,
+            ..Default::default()
+        });
+        let cs = match self.raw.apply_conf_change(cc) {
+            Ok(cs) => cs,
+            Err(e) => {
+                // An invalid change (e.g. removing an unknown node) changes
+                // nothing; only the applied index moves.
+                tracing::warn!("conf change at {index} refused: {e}");
+                self.record_applied(index)?;
+                self.answer(
+                    &ctx,
+                    Err(EtcdError::Internal(format!("conf change refused: {e}"))),
+                );
+                return Ok(());
+            }
+        };
+        let mut tx = s.db.write_tx();
+        match cc.get_change_type() {
+            ConfChangeType::AddNode | ConfChangeType::AddLearnerNode => {
+                let learner = cc.get_change_type() == ConfChangeType::AddLearnerNode;
+                let mut record = match tx.get(&s.members, members::key(node))? {
+                    Some(v) => PbMember::decode(v.as_ref())?,
+                    None => member.clone(),
+                };
+                record.is_learner = learner;
+                tx.insert(&s.members, members::key(node), record.encode_to_vec());
+                if node != self.status.member_id {
+                    self.outbox.add_peer(node, record.peer_ur_ls.clone());
+                }
+            }
+            ConfChangeType::RemoveNode => {
+                tx.remove(&s.members, members::key(node));
+                if node != self.status.member_id {
+                    self.outbox.remove_peer(node);
+                }
+            }
+        }
+        tx.insert(&s.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
+        tx.commit()?;
+        self.raw.mut_store().set_conf_state(&cs)?;
+        self.promoting.remove(&node);
+        self.status.is_learner.store(
+            cs.learners.contains(&self.status.member_id),
+            Ordering::Relaxed,
+        );
+        if cc.get_change_type() == ConfChangeType::RemoveNode && node == self.status.member_id {
+            tracing::warn!("this member was removed from the cluster");
+            self.status.removed.send_replace(true);
+        }
+        let list = members::list(&s).map_err(|e| EtcdError::Internal(format!("{e:#}")));
+        self.answer(
+            &ctx,
+            list.map(|members| ApplyResponse::Members { member, members }),
+        );
+        Ok(())
+    }
+
+    /// Answers the local client waiting on a conf change, if any.
+    fn answer(&mut self, ctx: &ConfChangeContext, result: ProposalResult) {
+        if ctx.origin == self.status.member_id {
+            if let Some(reply) = self.proposals.remove(&ctx.id) {
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Replaces the state machine with a snapshot staged by the transport,
+    /// then resets the Raft log after it (crash-safe, see `core::raft::snapshot`).
+    pub(super) fn apply_snapshot(&mut self, meta: &SnapshotMetadata) -> anyhow::Result<()> {
+        tracing::info!(index = meta.index, term = meta.term, "applying snapshot");
+        snapshot::apply_staged(&self.storage, &self.data_dir, meta)?;
+        self.raw.mut_store().apply_snapshot(meta)?;
+        self.storage.sync()?;
+        snapshot::finish_restore(&self.storage, &self.data_dir, meta.index)?;
+        METRICS.snapshot_applied.inc();
+        self.applied = meta.index;
+        self.applied_tx.send_replace(meta.index);
+        // Peers and lease clocks follow the new state.
+        for m in members::list(&self.storage)? {
+            if m.id != self.status.member_id {
+                self.outbox.add_peer(m.id, m.peer_ur_ls.clone());
+            }
+        }
+        for (id, ttl) in mvcc::leases(&self.storage.db.read_tx(), &self.storage)? {
+            self.lessor.granted(id, ttl);
+        }
+        self.status.is_learner.store(
+            meta.get_conf_state()
+                .learners
+                .contains(&self.status.member_id),
+            Ordering::Relaxed,
+        );
+        Ok(())
+    }
+
+    /// Records `index` as applied when its entry changes nothing else (an
+    /// empty, refused or malformed entry), in a transaction of its own.
+    ///
+    /// # Errors
+    /// Storage errors.
+    fn record_applied(&self, index: u64) -> anyhow::Result<()> {
+        let s = &self.storage;
+        let mut tx = s.db.write_tx();
+        tx.insert(&s.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn apply_normal(&mut self, entry: &Entry) -> anyhow::Result<()> {
+        let s = self.storage.clone();
+        let req = match decode_entry(&entry.data) {
+            EntryData::Empty => return self.record_applied(entry.index),
+            EntryData::Request(req) => req,
+            EntryData::Malformed { id, origin, reason } => {
+                // The same bytes fail the same way on every member: nothing
+                // is written, the index moves on, the proposer is answered.
+                tracing::warn!(index = entry.index, "malformed request entry: {reason}");
+                self.record_applied(entry.index)?;
+                if origin == self.status.member_id {
+                    if let Some(reply) = self.proposals.remove(&id) {
+                        let _ = reply.send(Err(EtcdError::MalformedRequest(reason)));
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let mut tx = s.db.write_tx();
+        let mut events = Vec::new();
+        let mut revision = 0;
+        let result = apply_op(&mut tx, &s, req.op.as_ref(), &mut events, &mut revision);
+        let compaction = match &result {
+            Ok(ApplyResponse::Compaction(_)) => match &req.op {
+                Some(Op::Compaction(c)) => Some(c.revision),
+                _ => None,
+            },
+            _ => None,
+        };
+        let tx = if result.is_ok() {
+            tx
+        } else {
+            // Nothing of a failed operation is written; only the index moves.
+            tx.rollback();
+            s.db.write_tx()
+        };
+        let mut tx = tx;
+        // The applied index goes in the same transaction as the changes.
+        tx.insert(
+            &s.meta,
+            storage::META_APPLIED_INDEX,
+            entry.index.to_be_bytes(),
+        );
+        tx.commit()?;
+        if result.is_ok() {
+            match &req.op {
+                Some(Op::LeaseGrant(r)) => self.lessor.granted(r.id, r.ttl),
+                Some(Op::LeaseRevoke(r)) => self.lessor.revoked(r.id),
+                Some(Op::LeaseKeepAlive(r)) => {
+                    self.lessor.renewed(r.id);
+                }
+                _ => {}
+            }
+            if !events.is_empty() {
+                self.events.publish(revision, events);
+            }
+        }
+        if let Some(rev) = compaction {
+            self.compactor.schedule(rev);
+        }
+        if req.origin == self.status.member_id {
+            if let Some(reply) = self.proposals.remove(&req.id) {
+                let _ = reply.send(result);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies one operation inside `tx`.
+fn apply_op(
+    tx: &mut fjall::SingleWriterWriteTx<'_>,
+    s: &Storage,
+    op: Option<&Op>,
+    events: &mut Vec<PbEvent>,
+    revision: &mut i64,
+) -> ProposalResult {
+    let Some(op) = op else {
+        return Ok(ApplyResponse::Done);
+    };
+    if let Op::MemberUpdate(update) = op {
+        let Some(v) = tx.get(&s.members, members::key(update.id))? else {
+            return Err(EtcdError::MemberNotFound);
+        };
+        let mut member =
+            PbMember::decode(v.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?;
+        member.peer_ur_ls = update.peer_ur_ls.clone();
+        tx.insert(&s.members, members::key(update.id), member.encode_to_vec());
+        let list = members::list_in(tx, s)?;
+        return Ok(ApplyResponse::Members {
+            member,
+            members: list,
+        });
+    }
+    if let Op::Publish(attrs) = op {
+        let mut member = match tx.get(&s.members, members::key(attrs.member_id))? {
+            Some(v) => {
+                PbMember::decode(v.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?
+            }
+            None => PbMember {
+                id: attrs.member_id,
+                ..Default::default()
+            },
+        };
+        member.name = attrs.name.clone();
+        member.client_ur_ls = attrs.client_urls.clone();
+        tx.insert(
+            &s.members,
+            members::key(attrs.member_id),
+            member.encode_to_vec(),
+        );
+        return Ok(ApplyResponse::Done);
+    }
+    let mut a = Applier::new(tx, s)?;
+    let r = match op {
+        Op::Put(r) => ApplyResponse::Put(a.put(r)?),
+        Op::DeleteRange(r) => ApplyResponse::DeleteRange(a.delete_range(r)?),
+        Op::Txn(r) => ApplyResponse::Txn(a.txn(r)?),
+        Op::Compaction(r) => ApplyResponse::Compaction(a.compact(r)?),
+        Op::Publish(_) => ApplyResponse::Done,
+        Op::LeaseGrant(r) => {
+            a.lease_grant(r.id, r.ttl)?;
+            ApplyResponse::LeaseGrant {
+                id: r.id,
+                ttl: r.ttl,
+            }
+        }
+        Op::LeaseRevoke(r) => {
+            a.lease_revoke(r.id)?;
+            ApplyResponse::LeaseRevoke
+        }
+        Op::LeaseKeepAlive(r) => ApplyResponse::LeaseKeepAlive {
+            ttl: a.lease_ttl(r.id).unwrap_or(0),
+        },
+        Op::MemberUpdate(_) => ApplyResponse::Done,
+    };
+    a.finish();
+    *revision = a.revision();
+    *events = std::mem::take(&mut a.events);
+    Ok(r)
+}

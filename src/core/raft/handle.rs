@@ -1,0 +1,251 @@
+//! How the rest of a member reaches the Raft task: the closed [`Event`] set,
+//! the cloneable [`NodeHandle`] (bounded queue, proposals answered by id),
+//! the [`NodeStatus`] the API reports, and the two seams the task calls out
+//! through ([`EventSink`] for watchers, [`Outbox`] for peers).
+
+use std::sync::atomic::AtomicU64;
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use etcd_client::proto::{PbEvent, PbMember};
+use raft::eraftpb::{ConfChange, Message};
+use tokio::sync::{oneshot, watch};
+
+use crate::core::errors::EtcdError;
+use crate::core::lease::Lessor;
+use crate::core::mvcc::ApplyResponse;
+use crate::core::raft::proposal::Op;
+
+/// The answer to a proposal: the state machine's response or etcd's error.
+pub type ProposalResult = Result<ApplyResponse, EtcdError>;
+
+/// The closed set of things the Raft task reacts to.
+pub enum Event {
+    /// Propose an operation; answered once it is applied here.
+    Propose {
+        /// The operation.
+        op: Op,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ProposalResult>,
+    },
+    /// Ask for a ReadIndex; answered with an index the caller waits to be applied.
+    ReadIndex {
+        /// Where the read index goes.
+        reply: oneshot::Sender<Result<u64, EtcdError>>,
+    },
+    /// Propose a membership change; answered once it is applied here.
+    ProposeConfChange {
+        /// The Raft change (add, add learner, remove).
+        cc: ConfChange,
+        /// The member record it concerns.
+        member: PbMember,
+        /// Where the answer goes.
+        reply: oneshot::Sender<ProposalResult>,
+    },
+    /// As leader, whether learner `id` has caught up (etcd's
+    /// `isLearnerReady`: its match index is at least 90% of the leader's).
+    LearnerReady {
+        /// The learner.
+        id: u64,
+        /// `Ok(ready)`, or `NotLeader`.
+        reply: oneshot::Sender<Result<bool, EtcdError>>,
+    },
+    /// As leader, hand leadership to `to` (etcd's `MoveLeader`).
+    TransferLeader {
+        /// The transferee.
+        to: u64,
+        /// `Ok` once the transfer started, or `NotLeader`/`BadLeaderTransferee`.
+        reply: oneshot::Sender<Result<(), EtcdError>>,
+    },
+    /// The outcome of streaming a snapshot to a follower.
+    SnapshotStatus(u64, raft::SnapshotStatus),
+    /// A Raft message from a peer.
+    Step(Box<Message>),
+    /// The transport could not reach this peer.
+    Unreachable(u64),
+    /// Stop the task.
+    Shutdown,
+}
+
+/// Volatile facts about the member that the API layer reports; written only
+/// by the Raft task.
+#[derive(Debug)]
+pub struct NodeStatus {
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// The current leader (0 = none known).
+    pub leader: AtomicU64,
+    /// The current Raft term.
+    pub term: AtomicU64,
+    /// The last Raft log index.
+    pub raft_index: AtomicU64,
+    /// Whether this member is a learner.
+    pub is_learner: std::sync::atomic::AtomicBool,
+    /// Set once this member has been removed from the cluster.
+    pub removed: watch::Sender<bool>,
+    /// Set when the Raft task stopped on an error (a failed fsync, a
+    /// panic in raft-rs): the member must stop, and a restart recovers
+    /// from the durable state.
+    pub failed: watch::Sender<Option<String>>,
+}
+
+impl NodeStatus {
+    /// The status of a member that knows no leader yet, at term 0.
+    pub fn new(member_id: u64, cluster_id: u64) -> Self {
+        Self {
+            member_id,
+            cluster_id,
+            leader: AtomicU64::new(0),
+            term: AtomicU64::new(0),
+            raft_index: AtomicU64::new(0),
+            is_learner: std::sync::atomic::AtomicBool::new(false),
+            removed: watch::channel(false).0,
+            failed: watch::channel(None).0,
+        }
+    }
+}
+
+/// Events the Raft task's queue holds; a full queue refuses proposals with
+/// "too many requests" and drops peer messages (Raft retransmits them).
+pub const EVENT_QUEUE: usize = 8192;
+
+/// Proposals waiting for their entry to be applied on this member (and,
+/// separately, reads waiting for their read index); beyond this, new ones
+/// are refused with "too many requests" (etcd bounds the same backlog
+/// through its commit/apply gap of 5,000 entries).
+pub const MAX_PENDING_PROPOSALS: usize = 16_384;
+
+/// A cheap, cloneable way to reach the Raft task.
+#[derive(Clone)]
+pub struct NodeHandle {
+    /// Events into the task (bounded: [`EVENT_QUEUE`]).
+    pub(super) tx: mpsc::SyncSender<Event>,
+    /// Shared status.
+    pub status: Arc<NodeStatus>,
+    /// The applied index, for read-index waits.
+    pub applied: watch::Receiver<u64>,
+    /// Revision up to which history has been physically compacted.
+    pub compact_done: watch::Receiver<i64>,
+}
+
+impl NodeHandle {
+    /// Queues an event for the Raft task without waiting.
+    ///
+    /// # Errors
+    /// [`EtcdError::TooManyRequests`] when the queue is full (the event is
+    /// dropped), [`EtcdError::Stopped`] when the task has ended.
+    pub fn send(&self, ev: Event) -> Result<(), EtcdError> {
+        self.tx.try_send(ev).map_err(|e| match e {
+            mpsc::TrySendError::Full(_) => EtcdError::TooManyRequests,
+            mpsc::TrySendError::Disconnected(_) => EtcdError::Stopped,
+        })
+    }
+
+    /// Queues an event that must not be dropped (a snapshot's outcome,
+    /// shutdown), waiting while the queue is full.
+    ///
+    /// # Errors
+    /// [`EtcdError::Stopped`] when the task has ended.
+    pub async fn send_eventually(&self, ev: Event) -> Result<(), EtcdError> {
+        let mut ev = ev;
+        loop {
+            match self.tx.try_send(ev) {
+                Ok(()) => return Ok(()),
+                Err(mpsc::TrySendError::Disconnected(_)) => return Err(EtcdError::Stopped),
+                Err(mpsc::TrySendError::Full(back)) => {
+                    ev = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+
+    /// Proposes `op` and waits (up to `timeout`) until it is applied here.
+    ///
+    /// # Errors
+    /// The state machine's error for the operation; `NoLeader`,
+    /// `LeaderChanged`, `Timeout` or `Stopped` when it could not be ordered.
+    pub async fn propose(&self, op: Op, timeout: Duration) -> ProposalResult {
+        let (reply, rx) = oneshot::channel();
+        self.send(Event::Propose { op, reply })?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(EtcdError::Stopped),
+            Err(_) => Err(EtcdError::Timeout),
+        }
+    }
+
+    /// Waits until this member has applied everything committed when the
+    /// call started, confirmed by the leader (Raft ReadIndex): after it, a
+    /// local read is linearizable.
+    ///
+    /// # Errors
+    /// `NoLeader`, `LeaderChanged`, `Timeout` or `Stopped`.
+    pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), EtcdError> {
+        let work = async {
+            let (reply, rx) = oneshot::channel();
+            self.send(Event::ReadIndex { reply })?;
+            let index = rx.await.map_err(|_| EtcdError::Stopped)??;
+            let mut applied = self.applied.clone();
+            applied
+                .wait_for(|a| *a >= index)
+                .await
+                .map_err(|_| EtcdError::Stopped)?;
+            Ok(())
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or(Err(EtcdError::Timeout))
+    }
+}
+
+/// Settings of the Raft task, from the serve configuration.
+pub struct NodeConfig {
+    /// This member's id.
+    pub member_id: u64,
+    /// The cluster id.
+    pub cluster_id: u64,
+    /// Tick length (the heartbeat interval).
+    pub tick: Duration,
+    /// Election timeout in ticks.
+    pub election_ticks: usize,
+    /// Applied entries between log compactions (`--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Promote learners once they catch up (`--auto-promote`).
+    pub auto_promote: bool,
+    /// The data dir (where incoming snapshots are staged).
+    pub data_dir: std::path::PathBuf,
+    /// Where applied changes go.
+    pub events: Arc<dyn EventSink>,
+    /// Lease clocks (this member decides expiry while it leads).
+    pub lessor: Arc<Lessor>,
+}
+
+/// Receives the changes of every applied entry, in revision order, right
+/// after they are committed to storage; implemented by the watch hub.
+///
+/// Called on the Raft task: it must never block (a slow watcher is the
+/// sink's problem, never the writer's).
+pub trait EventSink: Send + Sync + 'static {
+    /// `events` all carry `revision` (one entry = one revision).
+    fn publish(&self, revision: i64, events: Vec<PbEvent>);
+}
+
+/// An [`EventSink`] that drops everything (no watchers).
+pub struct NoWatchers;
+
+impl EventSink for NoWatchers {
+    fn publish(&self, _revision: i64, _events: Vec<PbEvent>) {}
+}
+
+/// Sends outgoing Raft messages; implemented by the peer transport.
+pub trait Outbox: Send + 'static {
+    /// Queues `msgs` for their peers without blocking.
+    fn send(&self, msgs: Vec<Message>);
+    /// Starts (or re-targets) sending to member `id`.
+    fn add_peer(&self, id: u64, peer_urls: Vec<String>);
+    /// Stops sending to member `id`.
+    fn remove_peer(&self, id: u64);
+}

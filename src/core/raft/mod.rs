@@ -1,0 +1,535 @@
+//! The Raft task: the one owner of the `RawNode`.
+//!
+//! Everything else talks to it through [`NodeHandle`] (`handle`), which
+//! sends a closed set of [`Event`]s over a bounded channel. The task runs on
+//! its own OS thread (fsync blocks), ticks every heartbeat interval, drains
+//! the queued events before handling one Ready (group commit: one fsync per
+//! Ready, however many proposals it carries), and answers each proposal by
+//! its own id after the entry is committed **and** applied (`apply`).
+//!
+//! - `handle`: events, the handle, status, and the sink/outbox seams;
+//! - `apply`: committed entries into the state machine, conf changes and
+//!   snapshots, with the applied index in the same transaction;
+//! - `log`: raft-rs's `Storage` over fjall;
+//! - `proposal`: what a Raft log entry holds, decoded without ever failing;
+//! - `snapshot`: state-machine snapshots, staged and applied crash-safely;
+//! - `logging`: raft-rs's slog records into tracing.
+
+mod apply;
+pub mod handle;
+pub mod log;
+pub mod logging;
+pub mod proposal;
+pub mod snapshot;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use etcd_client::proto::PbLeaseRevokeRequest;
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Message};
+use raft::{RawNode, StateRole};
+use tokio::sync::{oneshot, watch};
+
+use crate::core::errors::EtcdError;
+use crate::core::lease::Lessor;
+use crate::core::metrics::METRICS;
+use crate::core::mvcc::compaction::Compactor;
+use crate::core::raft::log::RaftLog;
+use crate::core::raft::proposal::{ConfChangeContext, Op, RaftRequest};
+use crate::core::storage::{self, Storage};
+
+pub use handle::{
+    Event, EventSink, NoWatchers, NodeConfig, NodeHandle, NodeStatus, Outbox, ProposalResult,
+    EVENT_QUEUE, MAX_PENDING_PROPOSALS,
+};
+
+/// Starts the Raft task on its own thread.
+///
+/// # Errors
+/// raft-rs rejecting the configuration or the stored state, storage errors.
+pub fn start(
+    cfg: NodeConfig,
+    storage: Storage,
+    log: RaftLog,
+    outbox: Box<dyn Outbox>,
+) -> anyhow::Result<(NodeHandle, std::thread::JoinHandle<()>)> {
+    let applied_index = storage.meta_u64(storage::META_APPLIED_INDEX)?;
+    let mut log = log;
+    log.ensure_commit(applied_index)?;
+    let raft_cfg = raft::Config {
+        id: cfg.member_id,
+        election_tick: cfg.election_ticks,
+        heartbeat_tick: 1,
+        applied: applied_index,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    raft_cfg.validate()?;
+    let logger = slog::Logger::root(crate::core::raft::logging::TracingDrain, slog::o!());
+    let raw = RawNode::new(&raft_cfg, log, &logger)?;
+    let status = Arc::new(NodeStatus {
+        member_id: cfg.member_id,
+        cluster_id: cfg.cluster_id,
+        leader: AtomicU64::new(0),
+        term: AtomicU64::new(raw.raft.term),
+        raft_index: AtomicU64::new(raw.raft.raft_log.last_index()),
+        is_learner: std::sync::atomic::AtomicBool::new(
+            raw.raft.prs().conf().learners().contains(&cfg.member_id),
+        ),
+        removed: watch::channel(false).0,
+        failed: watch::channel(None).0,
+    });
+    let (tx, rx) = mpsc::sync_channel(EVENT_QUEUE);
+    let (applied_tx, applied_rx) = watch::channel(applied_index);
+    let compact_done = storage.meta_u64(storage::META_COMPACT_DONE)? as i64;
+    let (compact_tx, compact_rx) = watch::channel(compact_done);
+    let compactor = Compactor::start(storage.clone(), compact_tx)?;
+    let handle = NodeHandle {
+        tx,
+        status: status.clone(),
+        applied: applied_rx,
+        compact_done: compact_rx,
+    };
+    let failed = status.clone();
+    let mut task = RaftTask {
+        raw,
+        storage,
+        outbox,
+        status,
+        applied_tx,
+        applied: applied_index,
+        // Ids of this run start above any of an earlier run's (whose entries
+        // may be replayed after a restart).
+        next_id: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64),
+        proposals: HashMap::new(),
+        reads: HashMap::new(),
+        reads_waiting: Vec::new(),
+        compactor,
+        tick: cfg.tick,
+        events: cfg.events,
+        lessor: cfg.lessor,
+        snapshot_count: cfg.snapshot_count.max(1),
+        auto_promote: cfg.auto_promote,
+        promoting: HashMap::new(),
+        transfer: None,
+        data_dir: cfg.data_dir,
+    };
+    let thread = std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || {
+            // A failed fsync, a corrupt log or a panic inside raft-rs: the
+            // task stops and says why; the server then stops the member,
+            // and a restart recovers from the durable state.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run(rx)));
+            let failure = match outcome {
+                Ok(Ok(())) => return,
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(panic) => format!("panicked: {}", panic_message(panic.as_ref())),
+            };
+            tracing::error!("raft task stopped: {failure}");
+            failed.failed.send_replace(Some(failure));
+        })?;
+    Ok((handle, thread))
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// The Raft task's state; lives on its own thread.
+struct RaftTask {
+    /// The one `RawNode`.
+    raw: RawNode<RaftLog>,
+    /// Database handles for applying entries.
+    storage: Storage,
+    /// Outgoing messages.
+    outbox: Box<dyn Outbox>,
+    /// Shared status for the API layer.
+    status: Arc<NodeStatus>,
+    /// Publishes the applied index.
+    applied_tx: watch::Sender<u64>,
+    /// The last applied index.
+    applied: u64,
+    /// Next proposal / read id (unique within this process).
+    next_id: u64,
+    /// Proposals waiting to be applied, by id.
+    proposals: HashMap<u64, oneshot::Sender<ProposalResult>>,
+    /// ReadIndex requests waiting for their read state, by id.
+    reads: HashMap<u64, oneshot::Sender<Result<u64, EtcdError>>>,
+    /// Read states whose index is not applied yet.
+    reads_waiting: Vec<(u64, oneshot::Sender<Result<u64, EtcdError>>)>,
+    /// Runs physical compaction beside the Raft task.
+    compactor: Compactor,
+    /// Tick length.
+    tick: Duration,
+    /// Applied changes go here, for watchers.
+    events: Arc<dyn EventSink>,
+    /// Lease clocks.
+    lessor: Arc<Lessor>,
+    /// `--snapshot-count`.
+    snapshot_count: u64,
+    /// `--auto-promote`.
+    auto_promote: bool,
+    /// Learners this leader proposed to promote, and when.
+    promoting: HashMap<u64, Instant>,
+    /// A leader transfer under way: (transferee, started).
+    transfer: Option<(u64, Instant)>,
+    /// The data dir.
+    data_dir: std::path::PathBuf,
+}
+
+/// Most events taken from the queue before handling one Ready.
+const MAX_EVENTS_PER_READY: usize = 4096;
+
+impl RaftTask {
+    fn run(&mut self, rx: mpsc::Receiver<Event>) -> anyhow::Result<()> {
+        let mut next_tick = Instant::now() + self.tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(ev) => {
+                    if !self.handle(ev) {
+                        return Ok(());
+                    }
+                    for ev in rx.try_iter().take(MAX_EVENTS_PER_READY) {
+                        if !self.handle(ev) {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                self.expire_leases();
+                self.maybe_auto_promote();
+                next_tick += self.tick;
+                if next_tick < now {
+                    next_tick = now + self.tick;
+                }
+            }
+            self.on_ready()?;
+            self.campaign_if_alone()?;
+        }
+    }
+
+    /// A lone voter need not wait an election timeout to lead (once its
+    /// configuration is applied).
+    fn campaign_if_alone(&mut self) -> anyhow::Result<()> {
+        let me = self.status.member_id;
+        if self.raw.raft.state == StateRole::Follower
+            && self.raw.raft.leader_id == 0
+            && self.raw.raft.prs().conf().voters().ids().iter().eq([me])
+        {
+            self.raw.campaign()?;
+            self.on_ready()?;
+        }
+        Ok(())
+    }
+
+    /// As leader, proposes the revoke of every lease past its deadline.
+    fn expire_leases(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        for id in self.lessor.take_expired() {
+            let op = Op::LeaseRevoke(PbLeaseRevokeRequest { id });
+            let data = RaftRequest {
+                id: 0,
+                origin: 0,
+                op: Some(op),
+            }
+            .encode_to_vec();
+            if let Err(e) = self.raw.propose(Vec::new(), data) {
+                tracing::warn!("cannot propose expiry of lease {id:x}: {e}");
+            } else {
+                tracing::info!("lease {id:x} expired; revoking");
+            }
+        }
+    }
+
+    /// Handles one event; false on shutdown.
+    fn handle(&mut self, ev: Event) -> bool {
+        match ev {
+            Event::Propose { op, reply } => {
+                if self.proposals.len() >= MAX_PENDING_PROPOSALS {
+                    let _ = reply.send(Err(EtcdError::TooManyRequests));
+                    return true;
+                }
+                let id = self.next_id;
+                self.next_id += 1;
+                let data = RaftRequest {
+                    id,
+                    origin: self.status.member_id,
+                    op: Some(op),
+                }
+                .encode_to_vec();
+                match self.raw.propose(Vec::new(), data) {
+                    Ok(()) => {
+                        METRICS.proposals.inc();
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(EtcdError::NoLeader));
+                    }
+                }
+            }
+            Event::ReadIndex { reply } => {
+                if self.raw.raft.leader_id == 0 {
+                    let _ = reply.send(Err(EtcdError::NoLeader));
+                } else if self.reads.len() + self.reads_waiting.len() >= MAX_PENDING_PROPOSALS {
+                    let _ = reply.send(Err(EtcdError::TooManyRequests));
+                } else {
+                    let id = self.next_id;
+                    self.next_id += 1;
+                    self.raw.read_index(id.to_be_bytes().to_vec());
+                    self.reads.insert(id, reply);
+                }
+            }
+            Event::ProposeConfChange { cc, member, reply } => {
+                let id = self.next_id;
+                self.next_id += 1;
+                let context = ConfChangeContext {
+                    id,
+                    origin: self.status.member_id,
+                    member: Some(member),
+                }
+                .encode_to_vec();
+                let mut cc = cc;
+                cc.set_context(context.into());
+                match self.raw.propose_conf_change(Vec::new(), cc) {
+                    Ok(()) => {
+                        self.proposals.insert(id, reply);
+                    }
+                    Err(_) => {
+                        let _ = reply.send(Err(EtcdError::NoLeader));
+                    }
+                }
+            }
+            Event::LearnerReady { id, reply } => {
+                let _ = reply.send(self.learner_ready(id));
+            }
+            Event::TransferLeader { to, reply } => {
+                let r = if self.raw.raft.state != StateRole::Leader {
+                    Err(EtcdError::NotLeader)
+                } else if !self.raw.raft.prs().conf().voters().contains(to) {
+                    Err(EtcdError::BadLeaderTransferee)
+                } else {
+                    self.raw.transfer_leader(to);
+                    self.transfer = Some((to, Instant::now()));
+                    Ok(())
+                };
+                let _ = reply.send(r);
+            }
+            Event::SnapshotStatus(id, status) => self.raw.report_snapshot(id, status),
+            Event::Step(m) => self.step(*m),
+            Event::Unreachable(id) => self.raw.report_unreachable(id),
+            Event::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Steps a message from a peer into Raft, after the checks raft-rs
+    /// leaves to its user: a message for another member is dropped, and so
+    /// is a heartbeat claiming a commit index beyond this member's log,
+    /// which raft-rs would treat as fatal (`commit_to` panics); no honest
+    /// leader sends one.
+    fn step(&mut self, m: Message) {
+        if m.to != self.status.member_id {
+            tracing::warn!(
+                from = format_args!("{:x}", m.from),
+                to = format_args!("{:x}", m.to),
+                "dropping a raft message addressed to another member"
+            );
+            return;
+        }
+        if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat
+            && m.commit > self.raw.raft.raft_log.last_index()
+        {
+            tracing::warn!(
+                from = format_args!("{:x}", m.from),
+                commit = m.commit,
+                last_index = self.raw.raft.raft_log.last_index(),
+                "dropping a heartbeat whose commit index is beyond this member's log"
+            );
+            return;
+        }
+        if let Err(e) = self.raw.step(m) {
+            tracing::debug!("raft step: {e}");
+        }
+    }
+
+    /// Handles a Ready in raft-rs 0.7's documented order (lib.rs,
+    /// "Processing the Ready State").
+    fn on_ready(&mut self) -> anyhow::Result<()> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut ready = self.raw.ready();
+        if let Some(ss) = ready.ss() {
+            self.on_soft_state(ss.leader_id, ss.raft_state);
+        }
+        // 1. Messages that need no persistence go out at once.
+        self.outbox.send(ready.take_messages());
+        // 2. A snapshot from the leader (the log is never compacted yet).
+        if !ready.snapshot().is_empty() {
+            let meta = ready.snapshot().get_metadata().clone();
+            self.apply_snapshot(&meta)?;
+        }
+        // 3. Committed entries (already persisted locally: raft-rs only
+        //    hands out entries up to min(committed, persisted)).
+        self.apply_entries(ready.take_committed_entries())?;
+        // 4. Read states: answer once their index is applied.
+        for rs in ready.take_read_states() {
+            let id = storage::be_u64(&rs.request_ctx);
+            if let Some(reply) = self.reads.remove(&id) {
+                self.reads_waiting.push((rs.index, reply));
+            }
+        }
+        // 5. Append new entries; 6. the hard state.
+        let must_sync = ready.must_sync();
+        self.raw.mut_store().append(ready.entries())?;
+        if let Some(hs) = ready.hs() {
+            self.raw.mut_store().set_hard_state(hs)?;
+        }
+        // 7. One fsync for everything above: entries, hard state and the
+        //    apply transactions of this Ready.
+        if must_sync {
+            let timer = METRICS.fsync.start_timer();
+            self.storage.sync()?;
+            timer.observe_duration();
+        }
+        METRICS.readies.inc();
+        // 8. Only now the messages that require persisted state.
+        self.outbox.send(ready.take_persisted_messages());
+        // 9. Advance, then the light ready.
+        let mut light = self.raw.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let mut hs = self.raw.store().hard_state().clone();
+            hs.commit = commit;
+            self.raw.mut_store().set_hard_state(&hs)?;
+        }
+        self.outbox.send(light.take_messages());
+        self.apply_entries(light.take_committed_entries())?;
+        // 10. advance_apply.
+        self.raw.advance_apply();
+        self.maybe_compact_log()?;
+        self.status
+            .raft_index
+            .store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
+        self.status
+            .term
+            .store(self.raw.raft.term, Ordering::Relaxed);
+        self.answer_reads();
+        Ok(())
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        let old = self.status.leader.swap(leader, Ordering::Relaxed);
+        METRICS.has_leader.set(i64::from(leader != 0));
+        if role == StateRole::Leader {
+            self.lessor.promote();
+        }
+        if old != leader {
+            METRICS.leader_changes.inc();
+            tracing::info!(leader = format_args!("{leader:x}"), ?role, "leader changed");
+            // Proposals forwarded to the old leader may be lost; answer them
+            // now rather than at the timeout (the client retries).
+            for (_, reply) in self.proposals.drain() {
+                let _ = reply.send(Err(EtcdError::LeaderChanged));
+            }
+            for (_, reply) in self.reads.drain() {
+                let _ = reply.send(Err(EtcdError::LeaderChanged));
+            }
+        }
+    }
+
+    fn answer_reads(&mut self) {
+        let applied = self.applied;
+        let mut i = 0;
+        while i < self.reads_waiting.len() {
+            if self.reads_waiting[i].0 <= applied {
+                let (index, reply) = self.reads_waiting.swap_remove(i);
+                let _ = reply.send(Ok(index));
+            } else {
+                i += 1;
+            }
+        }
+        // Drop the answers nobody waits for any more (timed-out clients).
+        self.proposals.retain(|_, r| !r.is_closed());
+        self.reads.retain(|_, r| !r.is_closed());
+    }
+
+    /// Compacts the Raft log once `--snapshot-count` entries were applied
+    /// since the last compaction, keeping some entries for slow followers
+    /// (etcd's `SnapshotCatchUpEntries`, at most 5,000).
+    fn maybe_compact_log(&mut self) -> anyhow::Result<()> {
+        let keep = self.snapshot_count.min(5_000);
+        let first = self.raw.store().snapshot_index();
+        if self.applied > first + self.snapshot_count + keep {
+            let to = self.applied - keep;
+            self.raw.mut_store().compact(to)?;
+            tracing::debug!(to, "compacted raft log");
+        }
+        Ok(())
+    }
+
+    fn learner_ready(&self, id: u64) -> Result<bool, EtcdError> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(EtcdError::NotLeader);
+        }
+        let prs = self.raw.raft.prs();
+        let leader = prs.get(self.status.member_id).map_or(0, |p| p.matched);
+        let learner = prs.get(id).map_or(0, |p| p.matched);
+        Ok(learner as f64 >= leader as f64 * 0.9)
+    }
+
+    /// With `--auto-promote`, the leader promotes each learner that has
+    /// caught up (etcd has no such option; its users promote by hand).
+    fn maybe_auto_promote(&mut self) {
+        if !self.auto_promote || self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let learners: Vec<u64> = self
+            .raw
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .collect();
+        for id in learners {
+            let recent = self
+                .promoting
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+            if recent || !matches!(self.learner_ready(id), Ok(true)) {
+                continue;
+            }
+            let mut cc = ConfChange::default();
+            cc.set_change_type(ConfChangeType::AddNode);
+            cc.node_id = id;
+            if self.raw.propose_conf_change(Vec::new(), cc).is_ok() {
+                tracing::info!("learner {id:x} caught up; promoting it");
+                self.promoting.insert(id, Instant::now());
+            }
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The dispatcher: one thread that takes each applied revision from the
+//! dispatch queue, matches its keys against the watchers, and queues it to
+//! the synced watchers' streams (or moves a watcher with a full queue off
+//! the live path). See the module docs of `core::watch` for the states.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use etcd_client::proto::{PbEvent, PbKeyValue};
+
+use crate::core::metrics::METRICS;
+use crate::core::mvcc::KeyRange;
+use crate::core::storage::Storage;
+use crate::core::watch::{HubId, StreamItem, StreamSender, WatchConfig};
+
+/// One applied revision on its way to the dispatcher.
+pub(super) struct Published {
+    /// Its revision.
+    pub(super) revision: i64,
+    /// Its events (with `prev_kv`).
+    pub(super) events: Vec<PbEvent>,
+    /// Its size estimate, counted in `queued_bytes`.
+    pub(super) bytes: usize,
+}
+
+/// What the hub and its dispatcher thread share.
+pub(super) struct Shared {
+    /// Watchers and the dispatched revision.
+    pub(super) state: Mutex<State>,
+    /// Tuning.
+    pub(super) config: WatchConfig,
+    /// History for catch-up reads.
+    pub(super) storage: Storage,
+    /// Estimated bytes of [`Published`] waiting for the dispatcher.
+    pub(super) queued_bytes: AtomicUsize,
+    /// Highest revision `publish` dropped (0 = none).
+    pub(super) dropped_upto: AtomicI64,
+}
+
+/// The registry, under [`Shared::state`].
+pub(super) struct State {
+    /// The last revision dispatched.
+    pub(super) current: i64,
+    /// Next [`HubId`].
+    pub(super) next_id: HubId,
+    /// Every watcher.
+    pub(super) watchers: HashMap<HubId, Watcher>,
+    /// Single-key watchers by key.
+    pub(super) by_key: HashMap<Vec<u8>, Vec<HubId>>,
+    /// Range watchers (prefix, from-key, ranges): checked one by one.
+    pub(super) ranges: Vec<(KeyRange, HubId)>,
+}
+
+/// One watcher, as the hub sees it.
+pub(super) struct Watcher {
+    /// Its key range.
+    pub(super) range: KeyRange,
+    /// Indexed in `by_key` (true) or `ranges` (false).
+    pub(super) single: bool,
+    /// Its stream's channel.
+    pub(super) tx: StreamSender,
+    /// Items in flight toward the stream (shared with the stream).
+    pub(super) queued: Arc<AtomicUsize>,
+    /// The lowest revision it may still be sent.
+    pub(super) next_rev: i64,
+    /// Live path or not.
+    pub(super) state: WatcherState,
+}
+
+/// See the module documentation.
+pub(super) enum WatcherState {
+    /// On the live path.
+    Synced,
+    /// Off it; its stream reads history.
+    Unsynced,
+    /// Off it, buffering dispatched revisions until [`WatchHub::rejoin`].
+    CatchingUp {
+        /// Revisions dispatched since the round began (at most
+        /// `rejoin_buffer`).
+        buffer: Vec<(i64, Arc<Vec<PbEvent>>)>,
+        /// The buffer overflowed (or revisions were lost): the round cannot
+        /// end in a rejoin.
+        overflow: bool,
+    },
+}
+
+impl Shared {
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the registry half
+        // updated in a way that matters more than stopping watches would.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The dispatcher thread: drains the queue in batches, one lock per
+    /// batch; ends when the hub is dropped.
+    pub(super) fn dispatch_loop(&self, rx: mpsc::Receiver<Published>) {
+        const BATCH: usize = 64;
+        loop {
+            let first = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(p) => Some(p),
+                Err(mpsc::RecvTimeoutError::Timeout) => None,
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let batch: Vec<Published> = first
+                .into_iter()
+                .chain(rx.try_iter().take(BATCH - 1))
+                .collect();
+            let mut st = self.lock();
+            for p in batch {
+                self.queued_bytes.fetch_sub(p.bytes, Ordering::Relaxed);
+                st.dispatch(&self.config, p.revision, Arc::new(p.events));
+            }
+            let dropped = self.dropped_upto.load(Ordering::Relaxed);
+            if dropped > st.current {
+                let from = st.current + 1;
+                st.all_behind(from);
+                st.current = dropped;
+            }
+        }
+    }
+}
+
+impl State {
+    /// Queues revision `revision` to the synced watchers it concerns.
+    pub(super) fn dispatch(&mut self, cfg: &WatchConfig, revision: i64, events: Arc<Vec<PbEvent>>) {
+        if revision <= self.current {
+            return;
+        }
+        if revision > self.current + 1 {
+            let from = self.current + 1;
+            self.all_behind(from);
+        }
+        self.current = revision;
+        METRICS.watch_events.inc_by(events.len() as u64);
+        let mut matched: Vec<HubId> = Vec::new();
+        for ev in events.iter() {
+            let Some(kv) = ev.kv.as_ref() else {
+                continue;
+            };
+            if let Some(ids) = self.by_key.get(kv.key.as_slice()) {
+                matched.extend_from_slice(ids);
+            }
+            for (range, id) in &self.ranges {
+                if range.contains(&kv.key) {
+                    matched.push(*id);
+                }
+            }
+        }
+        for id in matched {
+            let Some(w) = self.watchers.get_mut(&id) else {
+                continue;
+            };
+            match &mut w.state {
+                WatcherState::Synced => {
+                    if revision < w.next_rev {
+                        continue; // already sent (several events matched) or before its start
+                    }
+                    if w.queued.load(Ordering::Relaxed) >= cfg.watcher_queue {
+                        w.state = WatcherState::Unsynced;
+                        w.next_rev = revision;
+                        METRICS.slow_watchers.inc();
+                        METRICS.watchers_unsynced.inc();
+                        let _ = w.tx.send(StreamItem::Behind {
+                            watcher: id,
+                            next_rev: revision,
+                        });
+                        continue;
+                    }
+                    w.queued.fetch_add(1, Ordering::Relaxed);
+                    let _ = w.tx.send(StreamItem::Events {
+                        watcher: id,
+                        revision,
+                        events: events.clone(),
+                    });
+                    w.next_rev = revision + 1;
+                }
+                WatcherState::CatchingUp { buffer, overflow } => {
+                    if *overflow || buffer.last().is_some_and(|(r, _)| *r == revision) {
+                        continue;
+                    }
+                    if buffer.len() >= cfg.rejoin_buffer {
+                        *overflow = true;
+                        buffer.clear();
+                        buffer.shrink_to_fit();
+                    } else {
+                        buffer.push((revision, events.clone()));
+                    }
+                }
+                WatcherState::Unsynced => {}
+            }
+        }
+    }
+
+    /// Takes every watcher off the live path because revisions from `from`
+    /// on were not dispatched.
+    pub(super) fn all_behind(&mut self, from: i64) {
+        for (id, w) in self.watchers.iter_mut() {
+            match &mut w.state {
+                WatcherState::Synced => {
+                    w.next_rev = w.next_rev.max(from);
+                    w.state = WatcherState::Unsynced;
+                    METRICS.slow_watchers.inc();
+                    METRICS.watchers_unsynced.inc();
+                    let _ = w.tx.send(StreamItem::Behind {
+                        watcher: *id,
+                        next_rev: w.next_rev,
+                    });
+                }
+                WatcherState::CatchingUp { buffer, overflow } => {
+                    *overflow = true;
+                    buffer.clear();
+                }
+                WatcherState::Unsynced => {}
+            }
+        }
+    }
+}
+
+/// The key of a single-key range (`[k, k\0)`).
+pub(super) fn single_key(range: &KeyRange) -> Option<Vec<u8>> {
+    let end = range.end.as_ref()?;
+    (end.len() == range.start.len() + 1 && end.starts_with(&range.start) && end.last() == Some(&0))
+        .then(|| range.start.clone())
+}
+
+/// A cheap upper-bound-ish size of a revision's events, for the dispatch
+/// queue's byte limit.
+pub(super) fn estimate(events: &[PbEvent]) -> usize {
+    let kv = |kv: &Option<PbKeyValue>| {
+        kv.as_ref()
+            .map_or(0, |kv| kv.key.len() + kv.value.len() + 48)
+    };
+    events.iter().map(|e| kv(&e.kv) + kv(&e.prev_kv) + 16).sum()
+}

@@ -1,0 +1,125 @@
+//! Unit tests of the hub: live path, queue overflow, rejoin and gaps.
+
+use super::*;
+use crate::core::mvcc::EVENT_PUT;
+
+fn put(key: &str, rev: i64) -> PbEvent {
+    PbEvent {
+        r#type: EVENT_PUT,
+        kv: Some(PbKeyValue {
+            key: key.as_bytes().to_vec(),
+            mod_revision: rev,
+            create_revision: rev,
+            version: 1,
+            value: b"v".to_vec(),
+            lease: 0,
+        }),
+        prev_kv: None,
+    }
+}
+
+fn hub(config: WatchConfig) -> (tempfile::TempDir, Arc<WatchHub>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = Storage::open(dir.path()).expect("open storage");
+    let hub = WatchHub::new(&storage, config).expect("hub");
+    (dir, hub)
+}
+
+fn next(rx: &mut tmpsc::UnboundedReceiver<StreamItem>) -> StreamItem {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(item) = rx.try_recv() {
+            return item;
+        }
+        assert!(std::time::Instant::now() < deadline, "no stream item");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn single_key_detection() {
+    assert_eq!(single_key(&KeyRange::new(b"a", b"")), Some(b"a".to_vec()));
+    assert_eq!(single_key(&KeyRange::new(b"a", b"b")), None);
+    assert_eq!(single_key(&KeyRange::new(b"a", b"\0")), None);
+}
+
+#[test]
+fn full_queue_moves_watcher_off_the_live_path_and_rejoin_replays_buffer() {
+    let (_dir, hub) = hub(WatchConfig {
+        watcher_queue: 2,
+        rejoin_buffer: 8,
+        ..WatchConfig::default()
+    });
+    let (tx, mut rx) = tmpsc::unbounded_channel();
+    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
+    assert_eq!(reg.behind, None);
+    for rev in 2..=4 {
+        hub.publish(rev, vec![put("k", rev)]);
+    }
+    for rev in 2..=3 {
+        match next(&mut rx) {
+            StreamItem::Events { revision, .. } => assert_eq!(revision, rev),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    match next(&mut rx) {
+        StreamItem::Behind { next_rev, .. } => assert_eq!(next_rev, 4),
+        other => panic!("unexpected {other:?}"),
+    }
+    hub.begin_catch_up(&[(reg.id, 4)]);
+    hub.publish(5, vec![put("k", 5)]);
+    hub.publish(6, vec![put("other", 6)]);
+    hub.publish(7, vec![put("k", 7)]);
+    while hub.current() < 7 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The snapshot held revision 5 already: only 7 comes from the buffer.
+    reg.queued.store(0, Ordering::Relaxed);
+    assert_eq!(hub.rejoin(reg.id, 5), Rejoin::Synced);
+    match next(&mut rx) {
+        StreamItem::Events { revision, .. } => assert_eq!(revision, 7),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Revision 7 is never sent twice, even if dispatched late.
+    hub.publish(8, vec![put("k", 8)]);
+    match next(&mut rx) {
+        StreamItem::Events { revision, .. } => assert_eq!(revision, 8),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn rejoin_buffer_overflow_means_another_round() {
+    let (_dir, hub) = hub(WatchConfig {
+        rejoin_buffer: 1,
+        ..WatchConfig::default()
+    });
+    let (tx, _rx) = tmpsc::unbounded_channel();
+    let reg = hub.register(&tx, KeyRange::new(b"k", b"\0"), 1);
+    hub.publish(2, vec![put("k", 2)]);
+    while hub.current() < 2 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(reg.behind, Some(1));
+    hub.begin_catch_up(&[(reg.id, 1)]);
+    hub.publish(3, vec![put("k1", 3)]);
+    hub.publish(4, vec![put("k2", 4)]);
+    while hub.current() < 4 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(hub.rejoin(reg.id, 2), Rejoin::Behind(3));
+}
+
+#[test]
+fn a_gap_takes_every_watcher_off_the_live_path() {
+    let (_dir, hub) = hub(WatchConfig::default());
+    let (tx, mut rx) = tmpsc::unbounded_channel();
+    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
+    hub.publish(5, vec![put("k", 5)]);
+    match next(&mut rx) {
+        StreamItem::Behind { watcher, next_rev } => {
+            assert_eq!((watcher, next_rev), (reg.id, 2));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
