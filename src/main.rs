@@ -3,13 +3,13 @@
 //! 1 error, 2 bad usage or configuration.
 
 use std::io::IsTerminal;
-use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use kvd::modes::member::{self, MemberArgs};
-use kvd::modes::serve::{self, ServeArgs, EXIT_ERROR, EXIT_USAGE};
+use kvd::modes::serve::{self, ServeArgs};
+use kvd::modes::ExitCode;
 
 /// kvd: a distributed, strongly consistent key-value store speaking the etcd v3 API.
 #[derive(Debug, Parser)]
@@ -28,7 +28,7 @@ enum Command {
     Member(MemberArgs),
 }
 
-fn main() -> ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -36,24 +36,24 @@ fn main() -> ExitCode {
             if let Err(io) = e.print() {
                 eprintln!("error: cannot print usage: {io}");
             }
-            return exit_code(e.exit_code());
+            return ExitCode(u8::try_from(e.exit_code()).unwrap_or(ExitCode::USAGE.0)).into();
         }
     };
     let code = match cli.command {
         Command::Serve(args) => serve_main(&args),
         Command::Member(args) => member_main(args),
     };
-    exit_code(code)
+    code.into()
 }
 
 /// `kvd serve`: config first (so its log level can set up logging), then the
 /// runtime.
-fn serve_main(args: &ServeArgs) -> i32 {
+fn serve_main(args: &ServeArgs) -> ExitCode {
     let cfg = match args.load() {
         Ok(cfg) => cfg,
         Err(e) => {
             eprintln!("error: {e}");
-            return EXIT_USAGE;
+            return ExitCode::USAGE;
         }
     };
     init_tracing(&cfg.log_level);
@@ -64,7 +64,7 @@ fn serve_main(args: &ServeArgs) -> i32 {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");
-            return EXIT_ERROR;
+            return ExitCode::ERROR;
         }
     };
     runtime.block_on(serve::run(cfg))
@@ -72,7 +72,7 @@ fn serve_main(args: &ServeArgs) -> i32 {
 
 /// `kvd member`: a short client command on a single-threaded runtime, no
 /// logging (its output is the answer).
-fn member_main(args: MemberArgs) -> i32 {
+fn member_main(args: MemberArgs) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -80,7 +80,7 @@ fn member_main(args: MemberArgs) -> i32 {
         Ok(runtime) => runtime.block_on(member::run(args)),
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");
-            EXIT_ERROR
+            ExitCode::ERROR
         }
     }
 }
@@ -105,10 +105,6 @@ fn init_tracing(log_level: &str) {
     {
         eprintln!("warning: cannot set up logging: {e}");
     }
-}
-
-fn exit_code(code: i32) -> ExitCode {
-    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// The `--log-level` for kvd itself; the storage engine's routine messages

@@ -2,6 +2,8 @@
 //! environment overrides, and refusal of bad configurations with one clear
 //! error line and exit code 2 (bad usage).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::path::Path;

@@ -2,6 +2,8 @@
 //! HTTP: what an operator sees. Outputs are compared with goldens recorded
 //! from a real etcd 3.4.23 by `tests/golden/record.sh`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::process::Output;

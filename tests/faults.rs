@@ -2,6 +2,8 @@
 //! member, and a restart of the whole cluster. No acknowledged write may be
 //! lost, and writes must resume within a few election timeouts.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

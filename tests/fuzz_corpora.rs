@@ -9,6 +9,8 @@
 //! KVD_FUZZ_SEEDS=1 cargo test --release --test fuzz_corpora
 //! ```
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::path::{Path, PathBuf};
 
 use etcd_client::proto::{

@@ -12,6 +12,8 @@
 //! - garbage on the peer port (undecodable frames, lengths of 4 GiB, unknown
 //!   stream kinds, a heartbeat that would make raft-rs panic).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -6,6 +6,8 @@
 //! relative to the store's revision when it starts, so that the 3-member test
 //! can run them all, one after another, on one cluster.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use etcd_client::{

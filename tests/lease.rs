@@ -15,6 +15,8 @@
 //! lock exclusively, so that no other cluster of this binary competes for the
 //! CPU while they measure; the other tests share it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::collections::BTreeSet;

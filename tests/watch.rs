@@ -8,6 +8,8 @@
 //! (that is how the expectations were checked); `KVD_GOLDEN_RECORD=1` with it
 //! records `tests/golden/watch_etcdctl.txt`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap};

@@ -13,6 +13,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use crate::core::types::LeaseId;
+
 /// etcd's `MaxLeaseTTL`: 9,000,000,000 seconds.
 pub const MAX_LEASE_TTL: i64 = 9_000_000_000;
 
@@ -34,12 +36,12 @@ struct Clock {
 #[derive(Debug, Default)]
 pub struct Lessor {
     /// Clocks by lease id.
-    clocks: Mutex<HashMap<i64, Clock>>,
+    clocks: Mutex<HashMap<LeaseId, Clock>>,
 }
 
 impl Lessor {
     /// Starts the clock of a granted (or loaded) lease at its full TTL.
-    pub fn granted(&self, id: i64, ttl: i64) {
+    pub fn granted(&self, id: LeaseId, ttl: i64) {
         self.with(|c| {
             c.insert(
                 id,
@@ -54,7 +56,7 @@ impl Lessor {
 
     /// Restarts a lease's clock (an applied keep-alive); its granted TTL in
     /// seconds, or `None` when the lease does not exist.
-    pub fn renewed(&self, id: i64) -> Option<i64> {
+    pub fn renewed(&self, id: LeaseId) -> Option<i64> {
         self.with(|c| {
             c.get_mut(&id).map(|clock| {
                 clock.deadline = Instant::now() + secs(clock.ttl);
@@ -65,7 +67,7 @@ impl Lessor {
     }
 
     /// Forgets a revoked lease.
-    pub fn revoked(&self, id: i64) {
+    pub fn revoked(&self, id: LeaseId) {
         self.with(|c| {
             c.remove(&id);
         });
@@ -84,7 +86,7 @@ impl Lessor {
 
     /// Leases past their deadline whose revoke is not already under way
     /// (marked as under way now).
-    pub fn take_expired(&self) -> Vec<i64> {
+    pub fn take_expired(&self) -> Vec<LeaseId> {
         let now = Instant::now();
         self.with(|c| {
             let mut out = Vec::new();
@@ -104,7 +106,7 @@ impl Lessor {
     /// (granted TTL, remaining TTL) in seconds, the remaining part truncated
     /// as etcd's `int64(le.Remaining().Seconds())`; `None` for an unknown
     /// lease.
-    pub fn time_to_live(&self, id: i64) -> Option<(i64, i64)> {
+    pub fn time_to_live(&self, id: LeaseId) -> Option<(i64, i64)> {
         let now = Instant::now();
         self.with(|c| {
             c.get(&id).map(|clock| {
@@ -115,7 +117,7 @@ impl Lessor {
         })
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<i64, Clock>) -> T) -> T {
+    fn with<T>(&self, f: impl FnOnce(&mut HashMap<LeaseId, Clock>) -> T) -> T {
         match self.clocks.lock() {
             Ok(mut g) => f(&mut g),
             Err(poisoned) => f(&mut poisoned.into_inner()),

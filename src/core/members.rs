@@ -10,7 +10,7 @@ use etcd_client::proto::PbMember;
 use prost::Message as _;
 use sha2::{Digest, Sha256};
 
-use crate::core::storage::Storage;
+use crate::core::storage::{self, Storage};
 
 /// The member id for `peer_urls` in the cluster named by `token`: the first
 /// 8 bytes (big-endian) of SHA-256 over the sorted URLs and the token; never 0.
@@ -68,9 +68,9 @@ pub fn get(s: &Storage, id: u64) -> anyhow::Result<Option<PbMember>> {
     }
 }
 
-/// The storage key of a member record.
+/// The storage key of a member record (see [`storage::member_key`]).
 pub fn key(id: u64) -> [u8; 8] {
-    id.to_be_bytes()
+    storage::member_key(id)
 }
 
 /// Every member record through reader `r` (e.g. an apply transaction).

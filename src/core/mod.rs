@@ -2,6 +2,7 @@
 //! the etcd v3 API services. Nothing here reads argv or the environment.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod errors;
 pub mod framing;
@@ -13,5 +14,6 @@ pub mod raft;
 pub mod server;
 pub mod storage;
 pub mod transport;
+pub mod types;
 pub mod urls;
 pub mod watch;

@@ -11,21 +11,17 @@
 //! then fails).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
-use std::time::Duration;
 
-use clap::{Args, Subcommand, ValueEnum};
-use etcd_client::{Certificate, Client, ConnectOptions, Identity, MemberAddOptions, TlsOptions};
-use unicode_width::UnicodeWidthStr;
+use clap::{Args, Subcommand};
+use etcd_client::{Client, MemberAddOptions};
 
+use crate::core::client::ClientConfig;
 use crate::core::urls::check_peer_url;
-
-/// Exit code of success.
-pub const EXIT_OK: i32 = 0;
-/// Exit code of a failed request (unreachable endpoint, refused change…).
-pub const EXIT_ERROR: i32 = 1;
-/// Exit code of bad usage (also what clap uses for its own errors).
-pub const EXIT_USAGE: i32 = 2;
+use crate::modes::common::connection::ConnArgs;
+use crate::modes::common::describe::describe;
+use crate::modes::common::duration::show_duration;
+use crate::modes::common::output::{printer, OutputFormat, Printer};
+use crate::modes::ExitCode;
 
 /// The flags of `kvd member`. The connection flags are global: they may
 /// stand before or after the subcommand.
@@ -35,65 +31,21 @@ pub struct MemberArgs {
     #[command(flatten)]
     pub conn: ConnArgs,
 
-    /// What to do.
-    #[command(subcommand)]
-    pub command: MemberCommand,
-}
-
-/// Where the cluster is and how to talk to it (etcdctl's flag names and
-/// defaults).
-#[derive(Debug, Clone, Args)]
-pub struct ConnArgs {
-    /// Comma-separated client endpoints, host:port or http(s)://host:port
-    #[arg(
-        long,
-        global = true,
-        value_name = "URLS",
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: String,
-
-    /// Timeout to connect to an endpoint (Go duration: 500ms, 2s, 1m)
-    #[arg(long, global = true, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
-    pub dial_timeout: Duration,
-
-    /// Timeout of the whole command, e.g. 5s (Go duration)
-    #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
-    pub command_timeout: Duration,
-
-    /// Verify the server's certificate with this CA bundle (PEM); implies TLS
-    #[arg(long, global = true, value_name = "PATH")]
-    pub cacert: Option<PathBuf>,
-
-    /// Client certificate (PEM) for client-certificate authentication; needs --key
-    #[arg(long, global = true, value_name = "PATH", requires = "key")]
-    pub cert: Option<PathBuf>,
-
-    /// Private key (PEM) of --cert
-    #[arg(long, global = true, value_name = "PATH", requires = "cert")]
-    pub key: Option<PathBuf>,
-
-    /// Output format: simple, table (list only) or json, as etcdctl prints them
+    /// Output format: simple, json, table or fields (list only for the
+    /// last two), as etcdctl prints them
     #[arg(
         short = 'w',
         long,
         global = true,
         value_enum,
         value_name = "FORMAT",
-        default_value_t = WriteOut::Simple
+        default_value_t = OutputFormat::Simple
     )]
-    pub write_out: WriteOut,
-}
+    pub write_out: OutputFormat,
 
-/// An output format of etcdctl.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum WriteOut {
-    /// One line per member / one sentence per change.
-    Simple,
-    /// etcdctl's ASCII table (`member list` only).
-    Table,
-    /// The gRPC response as etcdctl's JSON.
-    Json,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: MemberCommand,
 }
 
 /// The subcommands of `kvd member`.
@@ -135,43 +87,31 @@ pub enum MemberCommand {
     },
 }
 
-impl MemberCommand {
-    /// `member add`, `member list`, … as used in messages.
-    fn title(&self) -> &'static str {
-        match self {
-            MemberCommand::List => "member list",
-            MemberCommand::Add { .. } => "member add",
-            MemberCommand::Remove { .. } => "member remove",
-            MemberCommand::Update { .. } => "member update",
-            MemberCommand::Promote { .. } => "member promote",
-        }
-    }
-}
-
 /// Runs one `kvd member` command: prints its output on stdout, any error as
-/// one `error: …` line on stderr, and returns the exit code ([`EXIT_OK`],
-/// [`EXIT_ERROR`], or [`EXIT_USAGE`] for arguments that cannot work).
-pub async fn run(args: MemberArgs) -> i32 {
+/// one `error: …` line on stderr, and returns the exit code
+/// ([`ExitCode::OK`], [`ExitCode::ERROR`], or [`ExitCode::USAGE`] for
+/// arguments that cannot work).
+pub async fn run(args: MemberArgs) -> ExitCode {
     let plan = match Plan::new(args) {
         Ok(plan) => plan,
         Err(message) => {
             eprintln!("error: {message}");
-            return EXIT_USAGE;
+            return ExitCode::USAGE;
         }
     };
-    let timeout = plan.command_timeout;
+    let timeout = plan.client.request_timeout;
     match tokio::time::timeout(timeout, plan.execute()).await {
-        Ok(Ok(())) => EXIT_OK,
+        Ok(Ok(())) => ExitCode::OK,
         Ok(Err(message)) => {
             eprintln!("error: {message}");
-            EXIT_ERROR
+            ExitCode::ERROR
         }
         Err(_) => {
             eprintln!(
                 "error: no answer within the command timeout ({})",
                 show_duration(timeout)
             );
-            EXIT_ERROR
+            ExitCode::ERROR
         }
     }
 }
@@ -182,12 +122,10 @@ pub async fn run(args: MemberArgs) -> i32 {
 
 /// The command with its arguments checked, ready to run.
 struct Plan {
-    /// Endpoints as handed to the client (scheme added where TLS needs one).
-    endpoints: Vec<String>,
-    /// Connect timeout, TLS and per-request timeout.
-    options: ConnectOptions,
-    command_timeout: Duration,
-    write_out: WriteOut,
+    /// Endpoints, timeouts (the command timeout bounds each request) and TLS.
+    client: ClientConfig,
+    /// How to print.
+    printer: &'static dyn Printer,
     command: MemberCommand,
     /// Peer URLs of `add`/`update`, split and checked.
     peer_urls: Vec<String>,
@@ -195,15 +133,14 @@ struct Plan {
 
 impl Plan {
     fn new(args: MemberArgs) -> Result<Plan, String> {
-        let MemberArgs { conn, command } = args;
-        if conn.write_out == WriteOut::Table && !matches!(command, MemberCommand::List) {
-            return Err(format!(
-                "table is not supported as output format of {}; use simple or json",
-                command.title()
-            ));
-        }
-        let tls = tls_options(&conn)?;
-        let endpoints = parse_endpoints(&conn.endpoints, tls.is_some())?;
+        let MemberArgs {
+            conn,
+            write_out,
+            command,
+        } = args;
+        let printer = printer(write_out);
+        check_format(printer, &command)?;
+        let client = conn.client_config()?;
         let peer_urls = match &command {
             MemberCommand::Add { peer_urls, .. } | MemberCommand::Update { peer_urls, .. } => {
                 parse_peer_urls(peer_urls)?
@@ -215,39 +152,21 @@ impl Plan {
                 return Err("member name must not be empty".to_string());
             }
         }
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(conn.dial_timeout)
-            .with_timeout(conn.command_timeout);
-        if let Some(tls) = tls {
-            options = options.with_tls(tls);
-        }
         Ok(Plan {
-            endpoints,
-            options,
-            command_timeout: conn.command_timeout,
-            write_out: conn.write_out,
+            client,
+            printer,
             command,
             peer_urls,
         })
     }
 
     async fn execute(self) -> Result<(), String> {
-        let mut client = Client::connect(&self.endpoints, Some(self.options.clone()))
-            .await
-            .map_err(|e| self.describe(e))?;
-        let out = self.write_out;
-        match &self.command {
+        let mut client = self.client.connect().await.map_err(|e| self.describe(e))?;
+        let p = self.printer;
+        let printed = match &self.command {
             MemberCommand::List => {
                 let resp = client.member_list().await.map_err(|e| self.describe(e))?;
-                let members = resp.members();
-                print!(
-                    "{}",
-                    match out {
-                        WriteOut::Simple => render_simple(members),
-                        WriteOut::Table => render_table(members),
-                        WriteOut::Json => render_json(resp.header(), None, Some(members)),
-                    }
-                );
+                p.member_list(&resp)
             }
             MemberCommand::Add { name, learner, .. } => {
                 let options = if *learner {
@@ -259,48 +178,44 @@ impl Plan {
                     .member_add(self.peer_urls.clone(), Some(options))
                     .await
                     .map_err(|e| self.describe(e))?;
-                if out == WriteOut::Json {
-                    print!(
-                        "{}",
-                        render_json(resp.header(), resp.member(), Some(resp.member_list()))
-                    );
+                let first = p.member_add(&resp).map_err(|e| e.to_string())?;
+                if p.format() != OutputFormat::Simple {
+                    print!("{first}");
                     return Ok(());
                 }
-                let member = resp
+                // As etcdctl: the simple output goes on with how to start
+                // the new member, from a member list that shows it.
+                let new_id = resp
                     .member()
-                    .ok_or("the server added the member but did not say its id")?;
-                let new_id = member.id();
-                println!(
-                    "Member {new_id:>16x} added to cluster {:>16x}",
-                    cluster_id(resp.header())
-                );
+                    .ok_or("the server added the member but did not say its id")?
+                    .id();
+                print!("{first}");
                 let members = self.members_with(&mut client, new_id).await?;
-                print!("{}", render_join(name, new_id, &members, &self.peer_urls));
+                Ok(render_join(name, new_id, &members, &self.peer_urls))
             }
             MemberCommand::Remove { id } => {
                 let resp = client
                     .member_remove(*id)
                     .await
                     .map_err(|e| self.describe(e))?;
-                print_change(out, "removed from", *id, resp.header(), resp.members());
+                p.member_remove(*id, &resp)
             }
             MemberCommand::Update { id, .. } => {
                 let resp = client
                     .member_update(*id, self.peer_urls.clone())
                     .await
                     .map_err(|e| self.describe(e))?;
-                print_change(out, "updated in", *id, resp.header(), resp.members());
+                p.member_update(*id, &resp)
             }
             MemberCommand::Promote { id } => {
                 let resp = client
                     .member_promote(*id)
                     .await
                     .map_err(|e| self.describe(e))?;
-                // etcdctl 3.4 crashes on `promote -w json` (a nil printer);
-                // kvd prints the response as every other json output does.
-                print_change(out, "promoted in", *id, resp.header(), resp.members());
+                p.member_promote(*id, &resp)
             }
-        }
+        };
+        print!("{}", printed.map_err(|e| e.to_string())?);
         Ok(())
     }
 
@@ -323,92 +238,32 @@ impl Plan {
         }
     }
 
-    /// One line for a failed request: etcd's own message for a refusal,
-    /// what could not be reached for a transport failure.
     fn describe(&self, e: etcd_client::Error) -> String {
-        let endpoints = self.endpoints.join(",");
-        match e {
-            etcd_client::Error::GRpcStatus(status) => {
-                let message = status.message();
-                if message.starts_with("etcdserver:") || message.starts_with("kvd:") {
-                    message.to_string()
-                } else if matches!(
-                    status.code(),
-                    tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
-                ) {
-                    // The transport's reason (refused, timed out…) is in the sources.
-                    let mut reason = lower_first(message);
-                    if let Some(source) = std::error::Error::source(&status) {
-                        let root = lower_first(&root_cause(source).to_string());
-                        if !reason.contains(&root) {
-                            reason = format!("{reason}: {root}");
-                        }
-                    }
-                    format!("cannot reach {endpoints}: {reason}")
-                } else {
-                    format!("{:?}: {}", status.code(), lower_first(message)).to_lowercase()
-                }
-            }
-            etcd_client::Error::TransportError(t) => {
-                format!("cannot reach {endpoints}: {}", chain(&t))
-            }
-            etcd_client::Error::IoError(io) => format!("cannot reach {endpoints}: {io}"),
-            other => lower_first(&other.to_string()),
-        }
+        describe(e, &self.client.endpoints)
     }
 }
 
-/// The result of a remove, update or promote, as etcdctl prints it:
-/// `Member <id> <verb> cluster <id>`, or the response in `-w json`.
-fn print_change(
-    out: WriteOut,
-    verb: &str,
-    id: u64,
-    header: Option<&etcd_client::ResponseHeader>,
-    members: &[etcd_client::Member],
-) {
-    match out {
-        WriteOut::Json => print!("{}", render_json(header, None, Some(members))),
-        _ => println!(
-            "Member {id:>16x} {verb} cluster {:>16x}",
-            cluster_id(header)
-        ),
+/// Refuses a format the command cannot print, before anything is changed
+/// (etcdctl makes the change, then fails).
+fn check_format(p: &dyn Printer, command: &MemberCommand) -> Result<(), String> {
+    let supported = match command {
+        MemberCommand::List => true,
+        _ => matches!(p.format(), OutputFormat::Simple | OutputFormat::Json),
+    };
+    if supported {
+        return Ok(());
     }
-}
-
-fn cluster_id(header: Option<&etcd_client::ResponseHeader>) -> u64 {
-    header.map_or(0, etcd_client::ResponseHeader::cluster_id)
-}
-
-/// The innermost source of an error: the most specific reason (e.g. the
-/// `connection refused` under tonic's `transport error`).
-fn root_cause(e: &dyn std::error::Error) -> &dyn std::error::Error {
-    let mut current = e;
-    while let Some(source) = current.source() {
-        current = source;
-    }
-    current
-}
-
-/// An error and its innermost source as one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let text = lower_first(&e.to_string());
-    let root = lower_first(&root_cause(e).to_string());
-    if text.contains(&root) {
-        text
-    } else {
-        format!("{text}: {root}")
-    }
-}
-
-fn lower_first(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) if !chars.as_str().starts_with(|c: char| c.is_uppercase()) => {
-            first.to_lowercase().chain(chars).collect()
-        }
-        _ => text.to_string(),
-    }
+    let title = match command {
+        MemberCommand::List => "member list",
+        MemberCommand::Add { .. } => "member add",
+        MemberCommand::Remove { .. } => "member remove",
+        MemberCommand::Update { .. } => "member update",
+        MemberCommand::Promote { .. } => "member promote",
+    };
+    Err(format!(
+        "{} is not supported as output format of {title}; use simple or json",
+        p.format().name()
+    ))
 }
 
 // ---------------------------------------------------------------------------
@@ -427,85 +282,6 @@ pub fn parse_member_id(text: &str) -> Result<u64, String> {
         ));
     }
     u64::from_str_radix(text, 16).map_err(|e| format!("bad member id {text:?}: {e}"))
-}
-
-/// A duration in Go's syntax (`300ms`, `2s`, `1m30s`, `1.5h`; units ns, us,
-/// µs, ms, s, m, h), as etcdctl's timeouts take it.
-///
-/// # Errors
-/// A message naming the text when it is not such a duration.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?} (expected e.g. 500ms, 2s, 1m30s)");
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut rest = text;
-    let mut total = 0f64;
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let number: f64 = rest[..number_len].parse().map_err(|_| bad())?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        rest = &rest[unit_len..];
-        total += number * seconds_per_unit;
-    }
-    Duration::try_from_secs_f64(total).map_err(|_| bad())
-}
-
-fn show_duration(d: Duration) -> String {
-    format!("{}s", d.as_secs_f64())
-}
-
-/// Client endpoints as the client wants them: `host:port` gets `https://`
-/// when TLS flags are given (plain HTTP otherwise); an explicit scheme must
-/// agree with the TLS flags.
-fn parse_endpoints(list: &str, tls: bool) -> Result<Vec<String>, String> {
-    let mut endpoints = Vec::new();
-    for raw in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let lower = raw.to_ascii_lowercase();
-        let (scheme, rest) = match lower.split_once("://") {
-            Some((scheme, _)) => (scheme.to_string(), &raw[scheme.len() + 3..]),
-            None => (if tls { "https" } else { "http" }.to_string(), raw),
-        };
-        match scheme.as_str() {
-            "http" if tls => {
-                return Err(format!(
-                    "endpoint {raw:?} is plain http but --cacert/--cert/--key ask for TLS; use https:// or host:port"
-                ))
-            }
-            "http" | "https" => {}
-            other => {
-                return Err(format!(
-                    "endpoint {raw:?}: scheme {other:?} is not supported (use http or https)"
-                ))
-            }
-        }
-        let rest = rest.trim_end_matches('/');
-        if rest.is_empty() || rest.contains('/') {
-            return Err(format!("endpoint {raw:?} is not host:port"));
-        }
-        endpoints.push(format!("{scheme}://{rest}"));
-    }
-    if endpoints.is_empty() {
-        return Err("--endpoints must name at least one endpoint".to_string());
-    }
-    Ok(endpoints)
 }
 
 /// Peer URLs of `add`/`update`, checked for form only (scheme, host,
@@ -528,301 +304,9 @@ fn parse_peer_urls(list: &str) -> Result<Vec<String>, String> {
     Ok(urls)
 }
 
-/// TLS settings from `--cacert`, `--cert` and `--key`; `None` without them.
-fn tls_options(conn: &ConnArgs) -> Result<Option<TlsOptions>, String> {
-    if conn.cacert.is_none() && conn.cert.is_none() {
-        return Ok(None);
-    }
-    let read = |flag: &str, path: &PathBuf| {
-        std::fs::read(path).map_err(|e| format!("cannot read --{flag} {}: {e}", path.display()))
-    };
-    let mut tls = TlsOptions::new();
-    if let Some(path) = &conn.cacert {
-        tls = tls.ca_certificate(Certificate::from_pem(read("cacert", path)?));
-    }
-    if let (Some(cert), Some(key)) = (&conn.cert, &conn.key) {
-        tls = tls.identity(Identity::from_pem(read("cert", cert)?, read("key", key)?));
-    }
-    Ok(Some(tls))
-}
-
 // ---------------------------------------------------------------------------
-// Presentation (etcdctl 3.4's formats)
+// How to start an added member
 // ---------------------------------------------------------------------------
-
-/// Column titles of etcdctl's member table (tablewriter upper-cases them).
-const TABLE_HEADER: [&str; 6] = [
-    "ID",
-    "STATUS",
-    "NAME",
-    "PEER ADDRS",
-    "CLIENT ADDRS",
-    "IS LEARNER",
-];
-
-/// etcdctl's `makeMemberListTable` rows: id in hex, started/unstarted (a
-/// member that never started has no name yet), name, peer and client URLs
-/// joined by commas, is-learner.
-fn member_rows(members: &[etcd_client::Member]) -> Vec<[String; 6]> {
-    members
-        .iter()
-        .map(|m| {
-            let status = if m.name().is_empty() {
-                "unstarted"
-            } else {
-                "started"
-            };
-            [
-                format!("{:x}", m.id()),
-                status.to_string(),
-                m.name().to_string(),
-                m.peer_urls().join(","),
-                m.client_urls().join(","),
-                m.is_learner().to_string(),
-            ]
-        })
-        .collect()
-}
-
-/// `-w simple`: one line per member, fields joined by `", "`.
-fn render_simple(members: &[etcd_client::Member]) -> String {
-    let mut out = String::new();
-    for row in member_rows(members) {
-        out.push_str(&row.join(", "));
-        out.push('\n');
-    }
-    out
-}
-
-/// `-w table`: the member table as etcdctl 3.4 draws it with
-/// olekukonko/tablewriter's defaults.
-fn render_table(members: &[etcd_client::Member]) -> String {
-    let rows: Vec<Vec<String>> = member_rows(members)
-        .into_iter()
-        .map(|row| row.to_vec())
-        .collect();
-    let header: Vec<String> = TABLE_HEADER.iter().map(|s| s.to_string()).collect();
-    draw_table(&header, &rows)
-}
-
-/// tablewriter's widest cell before it wraps text (`MAX_ROW_WIDTH`).
-const TABLE_WRAP_WIDTH: usize = 30;
-
-/// Draws a table the way olekukonko/tablewriter (as built into etcdctl 3.4)
-/// does with its defaults: headers centred, cells right-aligned, one space
-/// of padding, `+`/`-`/`|` borders, and cells wider than 30 columns wrapped
-/// at spaces to the column's width *at the time the row was added* (so an
-/// earlier row may wrap narrower than a later one widens the column), words
-/// never broken. Widths are display widths (East Asian wide = 2).
-fn draw_table(header: &[String], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header
-        .iter()
-        .map(|h| h.width().min(TABLE_WRAP_WIDTH))
-        .collect();
-    // Each row as its cells' lines, measured in the order rows were added.
-    let mut wrapped_rows: Vec<Vec<Vec<String>>> = Vec::new();
-    for row in rows {
-        let mut cells = Vec::new();
-        for (col, cell) in row.iter().enumerate() {
-            let w = cell.width().min(TABLE_WRAP_WIDTH);
-            if widths[col] < w {
-                widths[col] = w;
-            }
-            let lines = wrap_string(cell, widths[col]);
-            let widest = lines.iter().map(|l| l.width()).max().unwrap_or(0);
-            if widest > widths[col] {
-                widths[col] = widest;
-            }
-            cells.push(lines);
-        }
-        wrapped_rows.push(cells);
-    }
-
-    let mut out = String::new();
-    let border = {
-        let mut line = String::from("+");
-        for w in &widths {
-            line.push_str(&"-".repeat(w + 2));
-            line.push('+');
-        }
-        line.push('\n');
-        line
-    };
-    out.push_str(&border);
-    out.push('|');
-    for (h, w) in header.iter().zip(&widths) {
-        let gap = w.saturating_sub(h.width());
-        let left = gap / 2;
-        let _ = write!(
-            out,
-            " {}{}{} |",
-            " ".repeat(left),
-            h,
-            " ".repeat(gap - left)
-        );
-    }
-    out.push('\n');
-    out.push_str(&border);
-    for cells in &wrapped_rows {
-        let height = cells.iter().map(Vec::len).max().unwrap_or(1);
-        for line_no in 0..height {
-            out.push('|');
-            for (lines, w) in cells.iter().zip(&widths) {
-                let text = lines.get(line_no).map_or("", String::as_str);
-                let _ = write!(
-                    out,
-                    " {}{} |",
-                    " ".repeat(w.saturating_sub(text.width())),
-                    text
-                );
-            }
-            out.push('\n');
-        }
-    }
-    out.push_str(&border);
-    out
-}
-
-/// tablewriter's `WrapString`: split at single spaces (newlines count as
-/// spaces), then break into lines of at most `limit` columns (or the widest
-/// word) with minimal raggedness.
-fn wrap_string(text: &str, limit: usize) -> Vec<String> {
-    let replaced = text.replace('\n', " ");
-    let words: Vec<&str> = replaced.split(' ').collect();
-    let limit = words.iter().map(|w| w.width()).fold(limit, usize::max);
-    wrap_words(&words, 1, limit, 100_000)
-        .into_iter()
-        .map(|line| line.join(" "))
-        .collect()
-}
-
-/// tablewriter's `WrapWords` (minimal raggedness: the sum over lines of the
-/// squared gap to `limit`, plus `penalty` for a line over the limit).
-fn wrap_words<'a>(
-    words: &[&'a str],
-    space: usize,
-    limit: usize,
-    penalty: i64,
-) -> Vec<Vec<&'a str>> {
-    let n = words.len();
-    if n == 0 {
-        return vec![Vec::new()];
-    }
-    // length[i][j]: width of words i..=j on one line.
-    let mut length = vec![vec![0usize; n]; n];
-    for i in 0..n {
-        length[i][i] = words[i].width();
-        for j in i + 1..n {
-            length[i][j] = length[i][j - 1] + space + words[j].width();
-        }
-    }
-    let mut next_break = vec![0usize; n];
-    let mut cost = vec![i64::from(i32::MAX); n];
-    for i in (0..n).rev() {
-        if length[i][n - 1] <= limit {
-            cost[i] = 0;
-            next_break[i] = n;
-        } else {
-            for j in i + 1..n {
-                let gap = limit as i64 - length[i][j - 1] as i64;
-                let mut c = gap * gap + cost[j];
-                if length[i][j - 1] > limit {
-                    c += penalty;
-                }
-                if c < cost[i] {
-                    cost[i] = c;
-                    next_break[i] = j;
-                }
-            }
-        }
-    }
-    let mut lines = Vec::new();
-    let mut i = 0;
-    while i < n {
-        lines.push(words[i..next_break[i]].to_vec());
-        i = next_break[i];
-    }
-    lines
-}
-
-/// `-w json`: the response as etcdctl prints it (Go's `encoding/json` of the
-/// gogo-protobuf structs: etcd's field names, zero values left out, ids as
-/// decimal numbers, no spaces, one line).
-fn render_json(
-    header: Option<&etcd_client::ResponseHeader>,
-    member: Option<&etcd_client::Member>,
-    members: Option<&[etcd_client::Member]>,
-) -> String {
-    let mut fields = Vec::new();
-    if let Some(h) = header {
-        let mut parts = Vec::new();
-        for (name, value) in [
-            ("cluster_id", i128::from(h.cluster_id())),
-            ("member_id", i128::from(h.member_id())),
-            ("revision", i128::from(h.revision())),
-            ("raft_term", i128::from(h.raft_term())),
-        ] {
-            if value != 0 {
-                parts.push(format!("\"{name}\":{value}"));
-            }
-        }
-        fields.push(format!("\"header\":{{{}}}", parts.join(",")));
-    }
-    if let Some(m) = member {
-        fields.push(format!("\"member\":{}", member_json(m)));
-    }
-    if let Some(ms) = members.filter(|ms| !ms.is_empty()) {
-        let items: Vec<String> = ms.iter().map(member_json).collect();
-        fields.push(format!("\"members\":[{}]", items.join(",")));
-    }
-    format!("{{{}}}\n", fields.join(","))
-}
-
-fn member_json(m: &etcd_client::Member) -> String {
-    let mut parts = Vec::new();
-    if m.id() != 0 {
-        parts.push(format!("\"ID\":{}", m.id()));
-    }
-    if !m.name().is_empty() {
-        parts.push(format!("\"name\":{}", go_json_string(m.name())));
-    }
-    for (name, urls) in [("peerURLs", m.peer_urls()), ("clientURLs", m.client_urls())] {
-        if !urls.is_empty() {
-            let items: Vec<String> = urls.iter().map(|u| go_json_string(u)).collect();
-            parts.push(format!("\"{name}\":[{}]", items.join(",")));
-        }
-    }
-    if m.is_learner() {
-        parts.push("\"isLearner\":true".to_string());
-    }
-    format!("{{{}}}", parts.join(","))
-}
-
-/// A JSON string as Go 1.19's `encoding/json` writes it: `<`, `>`, `&`,
-/// U+2028 and U+2029 escaped as `\uXXXX`; `\n`, `\r`, `\t` short; other
-/// control characters as `\u00XX`; everything else as is.
-fn go_json_string(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// What `member add` prints after its first line: how to start the new
 /// member, as `KVD_*` variables (etcdctl's `ETCD_*` lines, same quoting)
@@ -899,98 +383,6 @@ fn shell_quote(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn table(rows: &[&[&str]]) -> String {
-        let header: Vec<String> = TABLE_HEADER.iter().map(|s| s.to_string()).collect();
-        let rows: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| r.iter().map(|s| s.to_string()).collect())
-            .collect();
-        draw_table(&header, &rows)
-    }
-
-    // The expected tables below were printed by etcdctl 3.4.23
-    // (`member list -w table`) against etcd 3.4.23.
-
-    #[test]
-    fn table_matches_etcdctl() {
-        let got = table(&[
-            &[
-                "31cf1f08273efda0",
-                "started",
-                "n1",
-                "http://127.0.0.1:41801",
-                "http://127.0.0.1:41791",
-                "false",
-            ],
-            &[
-                "94cb1b6877d34408",
-                "unstarted",
-                "",
-                "http://127.0.0.1:41805,http://127.0.0.2:41805",
-                "",
-                "true",
-            ],
-        ]);
-        let want = "\
-+------------------+-----------+------+-----------------------------------------------+------------------------+------------+
-|        ID        |  STATUS   | NAME |                  PEER ADDRS                   |      CLIENT ADDRS      | IS LEARNER |
-+------------------+-----------+------+-----------------------------------------------+------------------------+------------+
-| 31cf1f08273efda0 |   started |   n1 |                        http://127.0.0.1:41801 | http://127.0.0.1:41791 |      false |
-| 94cb1b6877d34408 | unstarted |      | http://127.0.0.1:41805,http://127.0.0.2:41805 |                        |       true |
-+------------------+-----------+------+-----------------------------------------------+------------------------+------------+
-";
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn table_wraps_long_names_like_etcdctl() {
-        let got = table(&[&[
-            "907b737df2fb699",
-            "started",
-            "member with a rather long name beyond thirty",
-            "http://127.0.0.1:41991",
-            "http://127.0.0.1:41891",
-            "false",
-        ]]);
-        let want = "\
-+-----------------+---------+--------------------------------+------------------------+------------------------+------------+
-|       ID        | STATUS  |              NAME              |       PEER ADDRS       |      CLIENT ADDRS      | IS LEARNER |
-+-----------------+---------+--------------------------------+------------------------+------------------------+------------+
-| 907b737df2fb699 | started | member with a rather long name | http://127.0.0.1:41991 | http://127.0.0.1:41891 |      false |
-|                 |         |                  beyond thirty |                        |                        |            |
-+-----------------+---------+--------------------------------+------------------------+------------------------+------------+
-";
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn table_counts_wide_characters_twice() {
-        let got = table(&[&[
-            "2907a86c7d86317f",
-            "started",
-            "節點 wide é",
-            "http://127.0.0.1:41992",
-            "http://127.0.0.1:41892",
-            "false",
-        ]]);
-        let want = "\
-+------------------+---------+-------------+------------------------+------------------------+------------+
-|        ID        | STATUS  |    NAME     |       PEER ADDRS       |      CLIENT ADDRS      | IS LEARNER |
-+------------------+---------+-------------+------------------------+------------------------+------------+
-| 2907a86c7d86317f | started | 節點 wide é | http://127.0.0.1:41992 | http://127.0.0.1:41892 |      false |
-+------------------+---------+-------------+------------------------+------------------------+------------+
-";
-        assert_eq!(got, want);
-    }
-
-    #[test]
-    fn json_strings_escape_like_go() {
-        assert_eq!(
-            go_json_string("a<b>&\"\\\n\u{1}é"),
-            r#""a\u003cb\u003e\u0026\"\\\n\u0001é""#
-        );
-    }
-
     #[test]
     fn member_ids_are_hex_without_prefix() {
         assert_eq!(
@@ -1003,40 +395,6 @@ mod tests {
         assert!(parse_member_id("").is_err());
         assert!(parse_member_id("+1").is_err());
         assert!(parse_member_id("11112222333344445").is_err());
-    }
-
-    #[test]
-    fn durations_use_go_syntax() {
-        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert!(parse_duration("5").is_err());
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("1x").is_err());
-        assert!(parse_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn endpoints_take_an_optional_scheme() {
-        assert_eq!(
-            parse_endpoints("127.0.0.1:2379, http://10.0.0.1:2379/", false),
-            Ok(vec![
-                "http://127.0.0.1:2379".to_string(),
-                "http://10.0.0.1:2379".to_string()
-            ])
-        );
-        assert_eq!(
-            parse_endpoints("127.0.0.1:2379,https://h:2379", true),
-            Ok(vec![
-                "https://127.0.0.1:2379".to_string(),
-                "https://h:2379".to_string()
-            ])
-        );
-        assert!(parse_endpoints("http://127.0.0.1:2379", true).is_err());
-        assert!(parse_endpoints("unix://x", false).is_err());
-        assert!(parse_endpoints(" , ", false).is_err());
     }
 
     #[test]

@@ -12,18 +12,21 @@ use etcd_client::proto::{
     PbMemberRemoveResponse, PbMemberUpdateRequest, PbMemberUpdateResponse,
 };
 use raft::eraftpb::{ConfChange, ConfChangeType};
-use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::core::api::maintenance::current_revision;
 use crate::core::api::ApiContext;
+use crate::core::client::ClientConfig;
 use crate::core::errors::EtcdError;
 use crate::core::members;
 use crate::core::mvcc::ApplyResponse;
 use crate::core::raft::proposal::Op;
 use crate::core::raft::Event;
 use crate::core::storage;
+use crate::core::types::MemberId;
+
+/// How long forwarding a promotion waits to connect to the leader.
+const FORWARD_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most learners a cluster may have (etcd's `maxLearners`).
 const MAX_LEARNERS: usize = 1;
@@ -89,24 +92,29 @@ impl ClusterService {
         }
     }
 
-    async fn learner_ready(&self, id: u64) -> Result<bool, Status> {
+    async fn learner_ready(&self, id: u64) -> Result<bool, EtcdError> {
         let (reply, rx) = oneshot::channel();
-        self.ctx.node.send(Event::LearnerReady { id, reply })?;
-        Ok(rx.await.map_err(|_| EtcdError::Stopped)??)
+        self.ctx.node.send(Event::LearnerReady {
+            id: MemberId(id),
+            reply,
+        })?;
+        rx.await.map_err(|_| EtcdError::Stopped)?
     }
 
     /// Forwards a promotion to the leader, which alone knows whether the
     /// learner caught up (etcd forwards it over the peer port).
     async fn promote_on_leader(&self, id: u64) -> Result<PbMemberPromoteResponse, Status> {
-        let leader = self.ctx.node.status.leader.load(Ordering::Relaxed);
-        if leader == 0 {
+        let Some(leader) = self.ctx.node.status.leader() else {
             return Err(EtcdError::NoLeader.into());
-        }
-        let urls = members::get(&self.ctx.storage, leader)
+        };
+        let urls = members::get(&self.ctx.storage, leader.0)
             .map_err(|e| internal(format!("{e:#}")))?
             .map(|m| m.client_ur_ls)
             .unwrap_or_default();
-        let mut client = etcd_client::Client::connect(urls, None)
+        // Bounded like any request here; TLS to the leader arrives with
+        // client TLS (issue 13).
+        let mut client = ClientConfig::new(urls, FORWARD_DIAL_TIMEOUT, self.ctx.request_timeout)
+            .connect()
             .await
             .map_err(|e| {
                 Status::unavailable(format!("etcdserver: cannot reach the leader: {e}"))
@@ -122,7 +130,7 @@ impl ClusterService {
     }
 
     fn respond_header(&self) -> Result<etcd_client::proto::PbResponseHeader, Status> {
-        Ok(self.ctx.header(current_revision(&self.ctx)?))
+        Ok(self.ctx.header(self.ctx.current_revision()?))
     }
 }
 
@@ -284,12 +292,12 @@ impl PbClusterService for ClusterService {
         }
         let ready = match self.learner_ready(id).await {
             Ok(ready) => ready,
-            Err(s) if s.message() == EtcdError::NotLeader.to_string() => {
+            Err(EtcdError::NotLeader) => {
                 let mut r = self.promote_on_leader(id).await?;
                 r.header = Some(self.respond_header()?);
                 return Ok(Response::new(r));
             }
-            Err(s) => return Err(s),
+            Err(e) => return Err(e.into()),
         };
         if !ready {
             return Err(EtcdError::LearnerNotReady.into());
@@ -301,6 +309,3 @@ impl PbClusterService for ClusterService {
         }))
     }
 }
-
-/// How long `MoveLeader` waits for the transferee to take over.
-pub const LEADER_TRANSFER_TIMEOUT: Duration = Duration::from_secs(10);

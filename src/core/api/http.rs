@@ -1,8 +1,6 @@
 //! The HTTP face of the client port: `GET /version` and `GET /health` with
 //! etcd's JSON shapes (etcd `api/etcdhttp`).
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -27,7 +25,7 @@ async fn version() -> Json<Value> {
 /// `{"health":"true"}` while a leader is known, else 503 with
 /// `{"health":"false"}` (etcd 3.4's shapes).
 async fn health(State(ctx): State<ApiContext>) -> (StatusCode, Json<Value>) {
-    if ctx.node.status.leader.load(Ordering::Relaxed) != 0 {
+    if ctx.node.status.leader().is_some() {
         (StatusCode::OK, Json(json!({ "health": "true" })))
     } else {
         (

@@ -147,7 +147,7 @@ impl PbKvService for KvService {
                 if physical {
                     // etcd answers a physical compaction once the history is gone.
                     let mut done = self.ctx.node.compact_done.clone();
-                    let wait = done.wait_for(|d| *d >= revision);
+                    let wait = done.wait_for(|d| d.0 >= revision);
                     tokio::time::timeout(self.ctx.request_timeout, wait)
                         .await
                         .map_err(|_| EtcdError::Timeout)?
@@ -185,16 +185,9 @@ fn check_put(r: &PbPutRequest) -> Result<(), EtcdError> {
     Ok(())
 }
 
-/// Most transactions nested below a request's top-level one.
-///
-/// etcd bounds nesting only through `--max-txn-ops` (each level's budget is
-/// its parent's minus the parent's width, so 128 allows ~129 levels), but
-/// prost, which decodes kvd's Raft entries and the answers of every
-/// prost-based client, stops at 100 message levels, and each nested level
-/// costs two (`RequestOp` + `TxnRequest`). 32 levels keep requests, Raft
-/// entries and responses within 70 levels, with room to spare; deeper
-/// requests get [`EtcdError::TxnTooDeep`] before anything is proposed.
-pub const MAX_TXN_NESTING: usize = 32;
+/// Most transactions nested below a request's top-level one (the Raft
+/// log format's limit, see `raft::proposal`).
+pub use crate::core::raft::proposal::MAX_TXN_NESTING;
 
 /// etcd's `checkTxnRequest` + `checkIntervals`: op counts (with nested
 /// levels' budgets as etcd computes them), each op's own checks, nesting

@@ -17,12 +17,12 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::core::api::maintenance::current_revision;
 use crate::core::api::ApiContext;
 use crate::core::errors::EtcdError;
 use crate::core::lease::{min_ttl, MAX_LEASE_TTL};
 use crate::core::mvcc::{self, ApplyResponse};
 use crate::core::raft::proposal::Op;
+use crate::core::types::{LeaseId, Revision};
 
 /// The Lease service.
 pub struct LeaseService {
@@ -45,13 +45,13 @@ impl LeaseService {
 impl LeaseService {
     /// A storage snapshot and its revision, after a ReadIndex barrier (lease
     /// reads are linearizable, as etcd serves them from the leader).
-    async fn linearizable_view(&self) -> Result<(fjall::Snapshot, i64), Status> {
+    async fn linearizable_view(&self) -> Result<(fjall::Snapshot, Revision), Status> {
         self.ctx
             .node
             .linearizable_barrier(self.ctx.request_timeout)
             .await?;
         let snapshot = self.ctx.storage.db.read_tx();
-        let revision = mvcc::revisions(&snapshot, &self.ctx.storage)?.current;
+        let revision = Revision(mvcc::revisions(&snapshot, &self.ctx.storage)?.current);
         Ok((snapshot, revision))
     }
 }
@@ -114,12 +114,12 @@ impl PbLeaseService for LeaseService {
             let id = if chosen {
                 req.id
             } else {
-                next_lease_id(self.ctx.node.status.member_id)
+                next_lease_id(self.ctx.node.status.member_id.0)
             };
             let op = Op::LeaseGrant(PbLeaseGrantRequest { ttl, id });
             match self.ctx.node.propose(op, self.ctx.request_timeout).await {
                 Ok(ApplyResponse::LeaseGrant { id, ttl }) => {
-                    let revision = current_revision(&self.ctx)?;
+                    let revision = self.ctx.current_revision()?;
                     return Ok(Response::new(PbLeaseGrantResponse {
                         header: Some(self.ctx.header(revision)),
                         id,
@@ -147,7 +147,7 @@ impl PbLeaseService for LeaseService {
             .node
             .propose(Op::LeaseRevoke(req), self.ctx.request_timeout)
             .await?;
-        let revision = current_revision(&self.ctx)?;
+        let revision = self.ctx.current_revision()?;
         Ok(Response::new(PbLeaseRevokeResponse {
             header: Some(self.ctx.header(revision)),
         }))
@@ -170,7 +170,7 @@ impl PbLeaseService for LeaseService {
                 };
                 let reply = match keep_alive_once(&ctx, id).await {
                     Ok(ttl) => {
-                        let revision = current_revision(&ctx).unwrap_or(0);
+                        let revision = ctx.current_revision().unwrap_or_default();
                         Ok(PbLeaseKeepAliveResponse {
                             header: Some(ctx.header(revision)),
                             id,
@@ -197,7 +197,7 @@ impl PbLeaseService for LeaseService {
         let exists = mvcc::leases(&snapshot, &self.ctx.storage)?
             .iter()
             .any(|(id, _)| *id == req.id);
-        let clock = self.ctx.lessor.time_to_live(req.id);
+        let clock = self.ctx.lessor.time_to_live(LeaseId(req.id));
         let resp = match (exists, clock) {
             (true, Some((granted, remaining))) => PbLeaseTimeToLiveResponse {
                 header: Some(self.ctx.header(revision)),

@@ -4,7 +4,6 @@
 //! until its issue lands.
 
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 
 use etcd_client::proto::{
     PbAlarmRequest, PbAlarmResponse, PbDefragmentRequest, PbDefragmentResponse, PbDowngradeRequest,
@@ -15,11 +14,13 @@ use etcd_client::proto::{
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
-use crate::core::api::cluster::LEADER_TRANSFER_TIMEOUT;
 use crate::core::api::{ApiContext, ETCD_VERSION};
 use crate::core::errors::EtcdError;
-use crate::core::mvcc;
 use crate::core::raft::Event;
+use crate::core::types::MemberId;
+
+/// How long `MoveLeader` waits for the transferee to take over.
+pub const LEADER_TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The Maintenance service.
 pub struct MaintenanceService {
@@ -36,7 +37,7 @@ fn not_yet(what: &str) -> Status {
 #[tonic::async_trait]
 impl PbMaintenanceService for MaintenanceService {
     async fn alarm(&self, _: Request<PbAlarmRequest>) -> Result<Response<PbAlarmResponse>, Status> {
-        let revision = current_revision(&self.ctx)?;
+        let revision = self.ctx.current_revision()?;
         Ok(Response::new(PbAlarmResponse {
             header: Some(self.ctx.header(revision)),
             alarms: Vec::new(),
@@ -48,19 +49,19 @@ impl PbMaintenanceService for MaintenanceService {
         _: Request<PbStatusRequest>,
     ) -> Result<Response<PbStatusResponse>, Status> {
         let st = &self.ctx.node.status;
-        let revision = current_revision(&self.ctx)?;
+        let revision = self.ctx.current_revision()?;
         let db_size = self.ctx.storage.db.disk_space().unwrap_or(0) as i64;
         Ok(Response::new(PbStatusResponse {
             header: Some(self.ctx.header(revision)),
             version: ETCD_VERSION.to_string(),
             db_size,
-            leader: st.leader.load(Ordering::Relaxed),
-            raft_index: st.raft_index.load(Ordering::Relaxed),
-            raft_term: st.term.load(Ordering::Relaxed),
-            raft_applied_index: *self.ctx.node.applied.borrow(),
+            leader: st.leader().map_or(0, |l| l.0),
+            raft_index: st.raft_index().0,
+            raft_term: st.term(),
+            raft_applied_index: self.ctx.node.applied.borrow().0,
             errors: Vec::new(),
             db_size_in_use: db_size,
-            is_learner: st.is_learner.load(Ordering::Relaxed),
+            is_learner: st.is_learner(),
             ..Default::default()
         }))
     }
@@ -79,7 +80,7 @@ impl PbMaintenanceService for MaintenanceService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(format!("etcdserver: {e}")))?;
-        let revision = current_revision(&self.ctx)?;
+        let revision = self.ctx.current_revision()?;
         Ok(Response::new(PbDefragmentResponse {
             header: Some(self.ctx.header(revision)),
         }))
@@ -109,18 +110,18 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         request: Request<PbMoveLeaderRequest>,
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
-        let to = request.into_inner().target_id;
+        let to = MemberId(request.into_inner().target_id);
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.ctx.node.send(Event::TransferLeader { to, reply })?;
         rx.await.map_err(|_| EtcdError::Stopped)??;
         let deadline = tokio::time::Instant::now() + LEADER_TRANSFER_TIMEOUT;
-        while self.ctx.node.status.leader.load(Ordering::Relaxed) != to {
+        while self.ctx.node.status.leader() != Some(to) {
             if tokio::time::Instant::now() >= deadline {
                 return Err(EtcdError::LeaderTransferTimeout.into());
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let revision = current_revision(&self.ctx)?;
+        let revision = self.ctx.current_revision()?;
         Ok(Response::new(PbMoveLeaderResponse {
             header: Some(self.ctx.header(revision)),
         }))
@@ -132,13 +133,4 @@ impl PbMaintenanceService for MaintenanceService {
     ) -> Result<Response<PbDowngradeResponse>, Status> {
         Err(not_yet("Downgrade"))
     }
-}
-
-/// The current revision from a fresh snapshot.
-///
-/// # Errors
-/// A storage error, as `Internal`.
-pub fn current_revision(ctx: &ApiContext) -> Result<i64, Status> {
-    let snapshot = ctx.storage.db.read_tx();
-    Ok(mvcc::revisions(&snapshot, &ctx.storage)?.current)
 }

@@ -15,7 +15,6 @@ pub mod watch;
 use std::time::Duration;
 
 use etcd_client::proto::PbResponseHeader;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use etcd_client::proto::{
@@ -25,6 +24,7 @@ use etcd_client::proto::{
 use crate::core::lease::Lessor;
 use crate::core::raft::NodeHandle;
 use crate::core::storage::Storage;
+use crate::core::types::Revision;
 use crate::core::watch::WatchHub;
 
 /// gRPC messages may exceed `--max-request-bytes` by this much of framing
@@ -57,13 +57,13 @@ pub struct ApiContext {
 
 impl ApiContext {
     /// A response header for `revision` with this member's ids and term.
-    pub fn header(&self, revision: i64) -> PbResponseHeader {
+    pub fn header(&self, revision: Revision) -> PbResponseHeader {
         let st = &self.node.status;
         PbResponseHeader {
-            cluster_id: st.cluster_id,
-            member_id: st.member_id,
-            revision,
-            raft_term: st.term.load(Ordering::Relaxed),
+            cluster_id: st.cluster_id.0,
+            member_id: st.member_id.0,
+            revision: revision.0,
+            raft_term: st.term(),
         }
     }
 
@@ -73,16 +73,27 @@ impl ApiContext {
     /// # Errors
     /// [`EtcdError::NotSupportedForLearner`] on a learner.
     pub fn reject_learner(&self) -> Result<(), crate::core::errors::EtcdError> {
-        if self.node.status.is_learner.load(Ordering::Relaxed) {
+        if self.node.status.is_learner() {
             return Err(crate::core::errors::EtcdError::NotSupportedForLearner);
         }
         Ok(())
     }
 
+    /// The current revision, read from a fresh storage snapshot.
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn current_revision(&self) -> Result<Revision, crate::core::errors::EtcdError> {
+        let snapshot = self.storage.db.read_tx();
+        Ok(Revision(
+            crate::core::mvcc::revisions(&snapshot, &self.storage)?.current,
+        ))
+    }
+
     /// Replaces the header of a state-machine response with a full one.
     pub fn fill(&self, header: &mut Option<PbResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
-        *header = Some(self.header(revision));
+        *header = Some(self.header(Revision(revision)));
     }
 }
 

@@ -10,6 +10,7 @@ use crate::core::errors::EtcdError;
 use crate::core::mvcc::keys::{split_hist_key, HIST_DELETE, HIST_PUT};
 use crate::core::mvcc::read::revisions;
 use crate::core::storage::{self, Storage};
+use crate::core::types::Revision;
 
 /// Physically removes history at or below `compact_rev`: for each key, every
 /// change at or below it except the newest one when that is a put (it is
@@ -87,13 +88,13 @@ impl Compactor {
     ///
     /// # Errors
     /// A storage error reading the revisions, or the thread not starting.
-    pub fn start(storage: Storage, done: watch::Sender<i64>) -> anyhow::Result<Self> {
+    pub fn start(storage: Storage, done: watch::Sender<Revision>) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel::<i64>();
         // Resume a pass a crash interrupted.
         let snapshot = storage.db.read_tx();
         let revs = revisions(&snapshot, &storage)?;
         drop(snapshot);
-        if revs.compacted > *done.borrow() {
+        if revs.compacted > done.borrow().0 {
             let _ = tx.send(revs.compacted);
         }
         std::thread::Builder::new()
@@ -105,7 +106,7 @@ impl Compactor {
                     }
                     match compact_history(&storage, rev, 10_000) {
                         Ok(()) => {
-                            done.send_replace(rev);
+                            done.send_replace(Revision(rev));
                         }
                         Err(e) => tracing::error!("compaction at revision {rev}: {e}"),
                     }

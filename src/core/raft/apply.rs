@@ -5,8 +5,6 @@
 //! below the applied index is a no-op; an entry that cannot be decoded fails
 //! alone, alike on every member.
 
-use std::sync::atomic::Ordering;
-
 use etcd_client::proto::{PbEvent, PbMember};
 use fjall::Readable;
 use prost::Message as _;
@@ -20,6 +18,7 @@ use crate::core::raft::proposal::{decode_entry, ConfChangeContext, EntryData, Op
 use crate::core::raft::snapshot;
 use crate::core::raft::{ProposalResult, RaftTask};
 use crate::core::storage::{self, Storage};
+use crate::core::types::{LeaseId, LogIndex, MemberId};
 
 impl RaftTask {
     pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
@@ -57,7 +56,7 @@ impl RaftTask {
             }
             self.applied = entry.index;
             METRICS.applied.inc();
-            self.applied_tx.send_replace(entry.index);
+            self.applied_tx.send_replace(LogIndex(entry.index));
         }
         Ok(())
     }
@@ -94,14 +93,15 @@ impl RaftTask {
                 };
                 record.is_learner = learner;
                 tx.insert(&s.members, members::key(node), record.encode_to_vec());
-                if node != self.status.member_id {
-                    self.outbox.add_peer(node, record.peer_ur_ls.clone());
+                if node != self.me() {
+                    self.outbox
+                        .add_peer(MemberId(node), record.peer_ur_ls.clone());
                 }
             }
             ConfChangeType::RemoveNode => {
                 tx.remove(&s.members, members::key(node));
-                if node != self.status.member_id {
-                    self.outbox.remove_peer(node);
+                if node != self.me() {
+                    self.outbox.remove_peer(MemberId(node));
                 }
             }
         }
@@ -109,11 +109,8 @@ impl RaftTask {
         tx.commit()?;
         self.raw.mut_store().set_conf_state(&cs)?;
         self.promoting.remove(&node);
-        self.status.is_learner.store(
-            cs.learners.contains(&self.status.member_id),
-            Ordering::Relaxed,
-        );
-        if cc.get_change_type() == ConfChangeType::RemoveNode && node == self.status.member_id {
+        self.status.set_learner(cs.learners.contains(&self.me()));
+        if cc.get_change_type() == ConfChangeType::RemoveNode && node == self.me() {
             tracing::warn!("this member was removed from the cluster");
             self.status.removed.send_replace(true);
         }
@@ -127,7 +124,7 @@ impl RaftTask {
 
     /// Answers the local client waiting on a conf change, if any.
     fn answer(&mut self, ctx: &ConfChangeContext, result: ProposalResult) {
-        if ctx.origin == self.status.member_id {
+        if ctx.origin == self.me() {
             if let Some(reply) = self.proposals.remove(&ctx.id) {
                 let _ = reply.send(result);
             }
@@ -144,22 +141,18 @@ impl RaftTask {
         snapshot::finish_restore(&self.storage, &self.data_dir, meta.index)?;
         METRICS.snapshot_applied.inc();
         self.applied = meta.index;
-        self.applied_tx.send_replace(meta.index);
+        self.applied_tx.send_replace(LogIndex(meta.index));
         // Peers and lease clocks follow the new state.
         for m in members::list(&self.storage)? {
-            if m.id != self.status.member_id {
-                self.outbox.add_peer(m.id, m.peer_ur_ls.clone());
+            if m.id != self.me() {
+                self.outbox.add_peer(MemberId(m.id), m.peer_ur_ls.clone());
             }
         }
         for (id, ttl) in mvcc::leases(&self.storage.db.read_tx(), &self.storage)? {
-            self.lessor.granted(id, ttl);
+            self.lessor.granted(LeaseId(id), ttl);
         }
-        self.status.is_learner.store(
-            meta.get_conf_state()
-                .learners
-                .contains(&self.status.member_id),
-            Ordering::Relaxed,
-        );
+        self.status
+            .set_learner(meta.get_conf_state().learners.contains(&self.me()));
         Ok(())
     }
 
@@ -186,7 +179,7 @@ impl RaftTask {
                 // is written, the index moves on, the proposer is answered.
                 tracing::warn!(index = entry.index, "malformed request entry: {reason}");
                 self.record_applied(entry.index)?;
-                if origin == self.status.member_id {
+                if origin == self.me() {
                     if let Some(reply) = self.proposals.remove(&id) {
                         let _ = reply.send(Err(EtcdError::MalformedRequest(reason)));
                     }
@@ -222,10 +215,10 @@ impl RaftTask {
         tx.commit()?;
         if result.is_ok() {
             match &req.op {
-                Some(Op::LeaseGrant(r)) => self.lessor.granted(r.id, r.ttl),
-                Some(Op::LeaseRevoke(r)) => self.lessor.revoked(r.id),
+                Some(Op::LeaseGrant(r)) => self.lessor.granted(LeaseId(r.id), r.ttl),
+                Some(Op::LeaseRevoke(r)) => self.lessor.revoked(LeaseId(r.id)),
                 Some(Op::LeaseKeepAlive(r)) => {
-                    self.lessor.renewed(r.id);
+                    self.lessor.renewed(LeaseId(r.id));
                 }
                 _ => {}
             }
@@ -236,7 +229,7 @@ impl RaftTask {
         if let Some(rev) = compaction {
             self.compactor.schedule(rev);
         }
-        if req.origin == self.status.member_id {
+        if req.origin == self.me() {
             if let Some(reply) = self.proposals.remove(&req.id) {
                 let _ = reply.send(result);
             }

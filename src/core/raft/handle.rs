@@ -3,7 +3,7 @@
 //! the [`NodeStatus`] the API reports, and the two seams the task calls out
 //! through ([`EventSink`] for watchers, [`Outbox`] for peers).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use crate::core::errors::EtcdError;
 use crate::core::lease::Lessor;
 use crate::core::mvcc::ApplyResponse;
 use crate::core::raft::proposal::Op;
+use crate::core::types::{ClusterId, LogIndex, MemberId, Revision};
 
 /// The answer to a proposal: the state machine's response or etcd's error.
 pub type ProposalResult = Result<ApplyResponse, EtcdError>;
@@ -31,7 +32,7 @@ pub enum Event {
     /// Ask for a ReadIndex; answered with an index the caller waits to be applied.
     ReadIndex {
         /// Where the read index goes.
-        reply: oneshot::Sender<Result<u64, EtcdError>>,
+        reply: oneshot::Sender<Result<LogIndex, EtcdError>>,
     },
     /// Propose a membership change; answered once it is applied here.
     ProposeConfChange {
@@ -46,43 +47,43 @@ pub enum Event {
     /// `isLearnerReady`: its match index is at least 90% of the leader's).
     LearnerReady {
         /// The learner.
-        id: u64,
+        id: MemberId,
         /// `Ok(ready)`, or `NotLeader`.
         reply: oneshot::Sender<Result<bool, EtcdError>>,
     },
     /// As leader, hand leadership to `to` (etcd's `MoveLeader`).
     TransferLeader {
         /// The transferee.
-        to: u64,
+        to: MemberId,
         /// `Ok` once the transfer started, or `NotLeader`/`BadLeaderTransferee`.
         reply: oneshot::Sender<Result<(), EtcdError>>,
     },
     /// The outcome of streaming a snapshot to a follower.
-    SnapshotStatus(u64, raft::SnapshotStatus),
+    SnapshotStatus(MemberId, raft::SnapshotStatus),
     /// A Raft message from a peer.
     Step(Box<Message>),
     /// The transport could not reach this peer.
-    Unreachable(u64),
+    Unreachable(MemberId),
     /// Stop the task.
     Shutdown,
 }
 
 /// Volatile facts about the member that the API layer reports; written only
-/// by the Raft task.
+/// by the Raft task (the setters are the task's), read by anyone.
 #[derive(Debug)]
 pub struct NodeStatus {
     /// This member's id.
-    pub member_id: u64,
+    pub member_id: MemberId,
     /// The cluster id.
-    pub cluster_id: u64,
+    pub cluster_id: ClusterId,
     /// The current leader (0 = none known).
-    pub leader: AtomicU64,
+    leader: AtomicU64,
     /// The current Raft term.
-    pub term: AtomicU64,
+    term: AtomicU64,
     /// The last Raft log index.
-    pub raft_index: AtomicU64,
+    raft_index: AtomicU64,
     /// Whether this member is a learner.
-    pub is_learner: std::sync::atomic::AtomicBool,
+    is_learner: AtomicBool,
     /// Set once this member has been removed from the cluster.
     pub removed: watch::Sender<bool>,
     /// Set when the Raft task stopped on an error (a failed fsync, a
@@ -93,17 +94,62 @@ pub struct NodeStatus {
 
 impl NodeStatus {
     /// The status of a member that knows no leader yet, at term 0.
-    pub fn new(member_id: u64, cluster_id: u64) -> Self {
+    pub fn new(member_id: MemberId, cluster_id: ClusterId) -> Self {
         Self {
             member_id,
             cluster_id,
             leader: AtomicU64::new(0),
             term: AtomicU64::new(0),
             raft_index: AtomicU64::new(0),
-            is_learner: std::sync::atomic::AtomicBool::new(false),
+            is_learner: AtomicBool::new(false),
             removed: watch::channel(false).0,
             failed: watch::channel(None).0,
         }
+    }
+
+    /// The leader this member knows, if any.
+    pub fn leader(&self) -> Option<MemberId> {
+        match self.leader.load(Ordering::Relaxed) {
+            0 => None,
+            id => Some(MemberId(id)),
+        }
+    }
+
+    /// The current Raft term.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Relaxed)
+    }
+
+    /// The last index in this member's Raft log.
+    pub fn raft_index(&self) -> LogIndex {
+        LogIndex(self.raft_index.load(Ordering::Relaxed))
+    }
+
+    /// Whether this member is a learner.
+    pub fn is_learner(&self) -> bool {
+        self.is_learner.load(Ordering::Relaxed)
+    }
+
+    /// Records the leader (0 = none); returns the one known before.
+    pub(super) fn set_leader(&self, leader: u64) -> u64 {
+        self.leader.swap(leader, Ordering::Relaxed)
+    }
+
+    /// Records the term and the last log index.
+    pub(super) fn set_progress(&self, term: u64, raft_index: u64) {
+        self.term.store(term, Ordering::Relaxed);
+        self.raft_index.store(raft_index, Ordering::Relaxed);
+    }
+
+    /// Records whether this member is a learner.
+    pub(super) fn set_learner(&self, learner: bool) {
+        self.is_learner.store(learner, Ordering::Relaxed);
+    }
+
+    /// Sets the term (for tests of the API layer that build a status).
+    #[cfg(test)]
+    pub(crate) fn set_term_for_test(&self, term: u64) {
+        self.term.store(term, Ordering::Relaxed);
     }
 }
 
@@ -125,9 +171,9 @@ pub struct NodeHandle {
     /// Shared status.
     pub status: Arc<NodeStatus>,
     /// The applied index, for read-index waits.
-    pub applied: watch::Receiver<u64>,
+    pub applied: watch::Receiver<LogIndex>,
     /// Revision up to which history has been physically compacted.
-    pub compact_done: watch::Receiver<i64>,
+    pub compact_done: watch::Receiver<Revision>,
 }
 
 impl NodeHandle {
@@ -204,9 +250,9 @@ impl NodeHandle {
 /// Settings of the Raft task, from the serve configuration.
 pub struct NodeConfig {
     /// This member's id.
-    pub member_id: u64,
+    pub member_id: MemberId,
     /// The cluster id.
-    pub cluster_id: u64,
+    pub cluster_id: ClusterId,
     /// Tick length (the heartbeat interval).
     pub tick: Duration,
     /// Election timeout in ticks.
@@ -245,7 +291,7 @@ pub trait Outbox: Send + 'static {
     /// Queues `msgs` for their peers without blocking.
     fn send(&self, msgs: Vec<Message>);
     /// Starts (or re-targets) sending to member `id`.
-    fn add_peer(&self, id: u64, peer_urls: Vec<String>);
+    fn add_peer(&self, id: MemberId, peer_urls: Vec<String>);
     /// Stops sending to member `id`.
-    fn remove_peer(&self, id: u64);
+    fn remove_peer(&self, id: MemberId);
 }

@@ -23,7 +23,6 @@ pub mod proposal;
 pub mod snapshot;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
@@ -40,6 +39,7 @@ use crate::core::mvcc::compaction::Compactor;
 use crate::core::raft::log::RaftLog;
 use crate::core::raft::proposal::{ConfChangeContext, Op, RaftRequest};
 use crate::core::storage::{self, Storage};
+use crate::core::types::{LogIndex, Revision};
 
 pub use handle::{
     Event, EventSink, NoWatchers, NodeConfig, NodeHandle, NodeStatus, Outbox, ProposalResult,
@@ -60,7 +60,7 @@ pub fn start(
     let mut log = log;
     log.ensure_commit(applied_index)?;
     let raft_cfg = raft::Config {
-        id: cfg.member_id,
+        id: cfg.member_id.0,
         election_tick: cfg.election_ticks,
         heartbeat_tick: 1,
         applied: applied_index,
@@ -74,21 +74,12 @@ pub fn start(
     raft_cfg.validate()?;
     let logger = slog::Logger::root(crate::core::raft::logging::TracingDrain, slog::o!());
     let raw = RawNode::new(&raft_cfg, log, &logger)?;
-    let status = Arc::new(NodeStatus {
-        member_id: cfg.member_id,
-        cluster_id: cfg.cluster_id,
-        leader: AtomicU64::new(0),
-        term: AtomicU64::new(raw.raft.term),
-        raft_index: AtomicU64::new(raw.raft.raft_log.last_index()),
-        is_learner: std::sync::atomic::AtomicBool::new(
-            raw.raft.prs().conf().learners().contains(&cfg.member_id),
-        ),
-        removed: watch::channel(false).0,
-        failed: watch::channel(None).0,
-    });
+    let status = Arc::new(NodeStatus::new(cfg.member_id, cfg.cluster_id));
+    status.set_progress(raw.raft.term, raw.raft.raft_log.last_index());
+    status.set_learner(raw.raft.prs().conf().learners().contains(&cfg.member_id.0));
     let (tx, rx) = mpsc::sync_channel(EVENT_QUEUE);
-    let (applied_tx, applied_rx) = watch::channel(applied_index);
-    let compact_done = storage.meta_u64(storage::META_COMPACT_DONE)? as i64;
+    let (applied_tx, applied_rx) = watch::channel(LogIndex(applied_index));
+    let compact_done = Revision(storage.meta_u64(storage::META_COMPACT_DONE)? as i64);
     let (compact_tx, compact_rx) = watch::channel(compact_done);
     let compactor = Compactor::start(storage.clone(), compact_tx)?;
     let handle = NodeHandle {
@@ -161,7 +152,7 @@ struct RaftTask {
     /// Shared status for the API layer.
     status: Arc<NodeStatus>,
     /// Publishes the applied index.
-    applied_tx: watch::Sender<u64>,
+    applied_tx: watch::Sender<LogIndex>,
     /// The last applied index.
     applied: u64,
     /// Next proposal / read id (unique within this process).
@@ -169,9 +160,9 @@ struct RaftTask {
     /// Proposals waiting to be applied, by id.
     proposals: HashMap<u64, oneshot::Sender<ProposalResult>>,
     /// ReadIndex requests waiting for their read state, by id.
-    reads: HashMap<u64, oneshot::Sender<Result<u64, EtcdError>>>,
+    reads: HashMap<u64, oneshot::Sender<Result<LogIndex, EtcdError>>>,
     /// Read states whose index is not applied yet.
-    reads_waiting: Vec<(u64, oneshot::Sender<Result<u64, EtcdError>>)>,
+    reads_waiting: Vec<(u64, oneshot::Sender<Result<LogIndex, EtcdError>>)>,
     /// Runs physical compaction beside the Raft task.
     compactor: Compactor,
     /// Tick length.
@@ -196,6 +187,11 @@ struct RaftTask {
 const MAX_EVENTS_PER_READY: usize = 4096;
 
 impl RaftTask {
+    /// This member's id, as raft-rs numbers nodes.
+    fn me(&self) -> u64 {
+        self.status.member_id.0
+    }
+
     fn run(&mut self, rx: mpsc::Receiver<Event>) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + self.tick;
         loop {
@@ -232,7 +228,7 @@ impl RaftTask {
     /// A lone voter need not wait an election timeout to lead (once its
     /// configuration is applied).
     fn campaign_if_alone(&mut self) -> anyhow::Result<()> {
-        let me = self.status.member_id;
+        let me = self.me();
         if self.raw.raft.state == StateRole::Follower
             && self.raw.raft.leader_id == 0
             && self.raw.raft.prs().conf().voters().ids().iter().eq([me])
@@ -249,7 +245,7 @@ impl RaftTask {
             return;
         }
         for id in self.lessor.take_expired() {
-            let op = Op::LeaseRevoke(PbLeaseRevokeRequest { id });
+            let op = Op::LeaseRevoke(PbLeaseRevokeRequest { id: id.0 });
             let data = RaftRequest {
                 id: 0,
                 origin: 0,
@@ -257,9 +253,9 @@ impl RaftTask {
             }
             .encode_to_vec();
             if let Err(e) = self.raw.propose(Vec::new(), data) {
-                tracing::warn!("cannot propose expiry of lease {id:x}: {e}");
+                tracing::warn!("cannot propose expiry of lease {id}: {e}");
             } else {
-                tracing::info!("lease {id:x} expired; revoking");
+                tracing::info!("lease {id} expired; revoking");
             }
         }
     }
@@ -276,7 +272,7 @@ impl RaftTask {
                 self.next_id += 1;
                 let data = RaftRequest {
                     id,
-                    origin: self.status.member_id,
+                    origin: self.me(),
                     op: Some(op),
                 }
                 .encode_to_vec();
@@ -307,7 +303,7 @@ impl RaftTask {
                 self.next_id += 1;
                 let context = ConfChangeContext {
                     id,
-                    origin: self.status.member_id,
+                    origin: self.me(),
                     member: Some(member),
                 }
                 .encode_to_vec();
@@ -323,23 +319,23 @@ impl RaftTask {
                 }
             }
             Event::LearnerReady { id, reply } => {
-                let _ = reply.send(self.learner_ready(id));
+                let _ = reply.send(self.learner_ready(id.0));
             }
             Event::TransferLeader { to, reply } => {
                 let r = if self.raw.raft.state != StateRole::Leader {
                     Err(EtcdError::NotLeader)
-                } else if !self.raw.raft.prs().conf().voters().contains(to) {
+                } else if !self.raw.raft.prs().conf().voters().contains(to.0) {
                     Err(EtcdError::BadLeaderTransferee)
                 } else {
-                    self.raw.transfer_leader(to);
-                    self.transfer = Some((to, Instant::now()));
+                    self.raw.transfer_leader(to.0);
+                    self.transfer = Some((to.0, Instant::now()));
                     Ok(())
                 };
                 let _ = reply.send(r);
             }
-            Event::SnapshotStatus(id, status) => self.raw.report_snapshot(id, status),
+            Event::SnapshotStatus(id, status) => self.raw.report_snapshot(id.0, status),
             Event::Step(m) => self.step(*m),
-            Event::Unreachable(id) => self.raw.report_unreachable(id),
+            Event::Unreachable(id) => self.raw.report_unreachable(id.0),
             Event::Shutdown => return false,
         }
         true
@@ -351,7 +347,7 @@ impl RaftTask {
     /// which raft-rs would treat as fatal (`commit_to` panics); no honest
     /// leader sends one.
     fn step(&mut self, m: Message) {
-        if m.to != self.status.member_id {
+        if m.to != self.me() {
             tracing::warn!(
                 from = format_args!("{:x}", m.from),
                 to = format_args!("{:x}", m.to),
@@ -431,17 +427,13 @@ impl RaftTask {
         self.raw.advance_apply();
         self.maybe_compact_log()?;
         self.status
-            .raft_index
-            .store(self.raw.raft.raft_log.last_index(), Ordering::Relaxed);
-        self.status
-            .term
-            .store(self.raw.raft.term, Ordering::Relaxed);
+            .set_progress(self.raw.raft.term, self.raw.raft.raft_log.last_index());
         self.answer_reads();
         Ok(())
     }
 
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
-        let old = self.status.leader.swap(leader, Ordering::Relaxed);
+        let old = self.status.set_leader(leader);
         METRICS.has_leader.set(i64::from(leader != 0));
         if role == StateRole::Leader {
             self.lessor.promote();
@@ -466,7 +458,7 @@ impl RaftTask {
         while i < self.reads_waiting.len() {
             if self.reads_waiting[i].0 <= applied {
                 let (index, reply) = self.reads_waiting.swap_remove(i);
-                let _ = reply.send(Ok(index));
+                let _ = reply.send(Ok(LogIndex(index)));
             } else {
                 i += 1;
             }
@@ -495,7 +487,7 @@ impl RaftTask {
             return Err(EtcdError::NotLeader);
         }
         let prs = self.raw.raft.prs();
-        let leader = prs.get(self.status.member_id).map_or(0, |p| p.matched);
+        let leader = prs.get(self.me()).map_or(0, |p| p.matched);
         let learner = prs.get(id).map_or(0, |p| p.matched);
         Ok(learner as f64 >= leader as f64 * 0.9)
     }

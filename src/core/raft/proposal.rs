@@ -86,6 +86,18 @@ pub struct MemberAttributes {
     pub client_urls: Vec<String>,
 }
 
+/// Most transactions nested below a request's top-level one.
+///
+/// etcd bounds nesting only through `--max-txn-ops` (each level's budget is
+/// its parent's minus the parent's width, so 128 allows ~129 levels), but
+/// prost, which decodes kvd's Raft entries and the answers of every
+/// prost-based client, stops at 100 message levels, and each nested level
+/// costs two (`RequestOp` + `TxnRequest`). 32 levels keep requests, Raft
+/// entries and responses within 70 levels, with room to spare; deeper
+/// requests get `etcdserver: too many nested transactions in txn request`
+/// from the API before anything is proposed.
+pub const MAX_TXN_NESTING: usize = 32;
+
 /// Only the routing fields of a [`RaftRequest`]; decoding it skips every
 /// other field without looking inside, so it succeeds on any well-formed
 /// wire data, however deep the operation nests.
@@ -147,8 +159,6 @@ mod tests {
         PbKeyValue, PbRangeRequest, PbRangeResponse, PbResponseHeader, PbResponseOp,
         PbTxnOpRequest, PbTxnOpResponse, PbTxnRequestOp, PbTxnResponse,
     };
-
-    use crate::core::api::kv::MAX_TXN_NESTING;
 
     /// A txn with `nested` txns below it, each level one op, `bottom` last.
     fn nested_txn(nested: usize, bottom: PbTxnOpRequest) -> PbTxnRequest {

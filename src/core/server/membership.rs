@@ -20,16 +20,11 @@ pub async fn watch_for_removal(
     storage: Storage,
     election_timeout: Duration,
 ) {
-    let me = node.status.member_id;
+    let me = node.status.member_id.0;
     let mut leaderless_since: Option<tokio::time::Instant> = None;
     loop {
         tokio::time::sleep(election_timeout).await;
-        if node
-            .status
-            .leader
-            .load(std::sync::atomic::Ordering::Relaxed)
-            != 0
-        {
+        if node.status.leader().is_some() {
             leaderless_since = None;
             continue;
         }
@@ -37,7 +32,7 @@ pub async fn watch_for_removal(
         if since.elapsed() < 2 * election_timeout {
             continue;
         }
-        let applied = *node.applied.borrow();
+        let applied = node.applied.borrow().0;
         let peers: Vec<String> = members::list(&storage)
             .unwrap_or_default()
             .into_iter()

@@ -25,6 +25,7 @@ use crate::core::raft::snapshot::{SnapshotReceiver, SnapshotSource};
 use crate::core::raft::{self as raft_task, Event, NodeConfig};
 use crate::core::storage::Storage;
 use crate::core::transport::Transport;
+use crate::core::types::{ClusterId, LeaseId, MemberId};
 use crate::core::watch::{WatchConfig, WatchHub};
 
 /// Why `kvd serve` stopped with an error.
@@ -94,7 +95,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
 
     let lessor = Arc::new(Lessor::default());
     for (id, ttl) in mvcc::leases(&storage.db.read_tx(), &storage).map_err(anyhow::Error::from)? {
-        lessor.granted(id, ttl);
+        lessor.granted(LeaseId(id), ttl);
     }
     let watch_hub = WatchHub::new(&storage, WatchConfig::default())?;
     let tick = cfg.heartbeat_interval.max(Duration::from_millis(1));
@@ -102,8 +103,8 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         (cfg.election_timeout.as_millis() / tick.as_millis().max(1)).max(2) as usize;
     let (handle, raft_thread) = raft_task::start(
         NodeConfig {
-            member_id,
-            cluster_id,
+            member_id: MemberId(member_id),
+            cluster_id: ClusterId(cluster_id),
             tick,
             election_ticks,
             events: watch_hub.clone(),

@@ -8,7 +8,6 @@ use std::path::Path;
 use etcd_client::proto::PbMember;
 use prost::Message as _;
 
-use crate::core::members;
 use crate::core::storage::{self, Storage};
 
 /// How a data dir's member came to be (the `meta` key `bootstrap`).
@@ -128,7 +127,7 @@ pub fn check(
 pub fn record(s: &Storage, id: &Identity, member_records: &[PbMember]) -> fjall::Result<()> {
     let mut tx = s.db.write_tx();
     for m in member_records {
-        tx.insert(&s.members, members::key(m.id), m.encode_to_vec());
+        tx.insert(&s.members, storage::member_key(m.id), m.encode_to_vec());
     }
     tx.insert(&s.meta, storage::META_MEMBER_ID, id.member_id.to_be_bytes());
     tx.insert(
@@ -170,7 +169,12 @@ mod tests {
         };
         record(&s, &id, std::slice::from_ref(&member)).expect("record");
         assert_eq!(identity(&s).expect("identity"), id);
-        assert_eq!(members::get(&s, 7).expect("member"), Some(member));
+        let stored = s
+            .members
+            .get(storage::member_key(7))
+            .expect("read")
+            .map(|v| PbMember::decode(v.as_ref()).expect("decode"));
+        assert_eq!(stored, Some(member));
         let path = dir.path();
         assert!(check(path, &id, "n1", "tok", Some(0xabc)).is_ok());
         assert!(check(path, &id, "n1", "tok", None).is_ok());

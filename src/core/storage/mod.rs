@@ -122,6 +122,11 @@ impl Storage {
     }
 }
 
+/// The `members` keyspace key of member `id` (u64 BE).
+pub fn member_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
 /// Decodes a big-endian u64 (missing bytes read as zero).
 pub fn be_u64(b: &[u8]) -> u64 {
     let mut a = [0u8; 8];

@@ -42,6 +42,7 @@ use crate::core::members;
 use crate::core::raft::snapshot::{SnapshotReceiver, SnapshotSource};
 use crate::core::raft::{Event, NodeHandle, Outbox};
 use crate::core::storage::Storage;
+use crate::core::types::MemberId;
 
 /// The ALPN protocol of the peer port.
 pub const ALPN: &[u8] = b"kvd-raft/1";
@@ -367,7 +368,7 @@ impl Transport {
                     }
                     tracing::debug!(peer = format_args!("{id:x}"), "connect failed: {e:#}");
                     if let Some(node) = self.node.get() {
-                        let _ = node.send(Event::Unreachable(id));
+                        let _ = node.send(Event::Unreachable(MemberId(id)));
                     }
                     // Drop what queued meanwhile: Raft resends what matters.
                     while rx.try_recv().is_ok() {}
@@ -427,7 +428,7 @@ impl Transport {
         };
         if let Some(node) = self.node.get() {
             let _ = node
-                .send_eventually(Event::SnapshotStatus(to, status))
+                .send_eventually(Event::SnapshotStatus(MemberId(to), status))
                 .await;
         }
     }
@@ -479,12 +480,12 @@ impl Outbox for Transport {
         }
     }
 
-    fn add_peer(&self, id: u64, peer_urls: Vec<String>) {
-        Transport::add_peer(self, id, peer_urls);
+    fn add_peer(&self, id: MemberId, peer_urls: Vec<String>) {
+        Transport::add_peer(self, id.0, peer_urls);
     }
 
-    fn remove_peer(&self, id: u64) {
-        Transport::remove_peer(self, id);
+    fn remove_peer(&self, id: MemberId) {
+        Transport::remove_peer(self, id.0);
     }
 }
 

@@ -15,14 +15,8 @@ pub mod options;
 
 use crate::core::config::ServeConfig;
 use crate::core::server::{self, ServeError};
+use crate::modes::ExitCode;
 use options::{ConfigError, ServeOptions};
-
-/// Exit code of a clean shutdown.
-pub const EXIT_OK: i32 = 0;
-/// Exit code of a runtime failure (I/O, bind, storage…).
-pub const EXIT_ERROR: i32 = 1;
-/// Exit code of bad usage or an unusable configuration.
-pub const EXIT_USAGE: i32 = 2;
 
 /// The flags of `kvd serve`. Every flag is optional so that the config file
 /// and the defaults can fill what the command line leaves unset; the defaults
@@ -156,7 +150,7 @@ impl ServeArgs {
     ///
     /// # Errors
     /// A [`ConfigError`] for an unreadable or invalid file, or any value
-    /// [`ServeOptions::resolve`] rejects; the caller exits with [`EXIT_USAGE`].
+    /// [`ServeOptions::resolve`] rejects; the caller exits with [`ExitCode::USAGE`].
     pub fn load(&self) -> Result<ServeConfig, ConfigError> {
         options::load(self.options(), self.config.as_deref())
     }
@@ -164,23 +158,23 @@ impl ServeArgs {
 
 /// Runs a member with a config from [`ServeArgs::load`] until it is shut
 /// down, prints any error as one `error: …` line on stderr, and returns the
-/// process exit code: [`EXIT_OK`], [`EXIT_ERROR`] for a runtime failure, or
-/// [`EXIT_USAGE`] for a configuration the data dir rejects.
-pub async fn run(cfg: ServeConfig) -> i32 {
+/// process exit code: [`ExitCode::OK`], [`ExitCode::ERROR`] for a runtime failure, or
+/// [`ExitCode::USAGE`] for a configuration the data dir rejects.
+pub async fn run(cfg: ServeConfig) -> ExitCode {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
         stop_tx.send_replace(true);
     });
     match server::run(cfg, stop).await {
-        Ok(()) => EXIT_OK,
+        Ok(()) => ExitCode::OK,
         Err(ServeError::Config(msg)) => {
             eprintln!("error: {msg}");
-            EXIT_USAGE
+            ExitCode::USAGE
         }
         Err(ServeError::Other(e)) => {
             eprintln!("error: {e:#}");
-            EXIT_ERROR
+            ExitCode::ERROR
         }
     }
 }

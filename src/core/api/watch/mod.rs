@@ -293,10 +293,10 @@ impl StreamTask {
 
     fn header(&self, revision: i64) -> PbResponseHeader {
         PbResponseHeader {
-            cluster_id: self.status.cluster_id,
-            member_id: self.status.member_id,
+            cluster_id: self.status.cluster_id.0,
+            member_id: self.status.member_id.0,
             revision,
-            raft_term: self.status.term.load(Ordering::Relaxed),
+            raft_term: self.status.term(),
         }
     }
 

@@ -70,8 +70,11 @@ async fn progress_notify_reports_idle_watches_only() {
         },
     )
     .expect("hub");
-    let status = Arc::new(NodeStatus::new(1, 2));
-    status.term.store(3, Ordering::Relaxed);
+    let status = Arc::new(NodeStatus::new(
+        crate::core::types::MemberId(1),
+        crate::core::types::ClusterId(2),
+    ));
+    status.set_term_for_test(3);
     let (out, mut responses) = mpsc::channel(16);
     let (requests, inbound) = mpsc::channel::<Result<PbWatchRequest, Status>>(16);
     let task = StreamTask::new(hub.clone(), status, 1 << 20, out);

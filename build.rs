@@ -1,0 +1,51 @@
+//! Build-time check of the vendored h2 (see vendor/h2/KVD-PATCH.md): the
+//! build fails when Cargo.lock shows the `[patch.crates-io] h2` unused or an
+//! h2 taken from crates.io instead, which a dependency bump can cause
+//! silently (Cargo only warns). The patched h2 is what lets etcd's Go
+//! clients talk to kvd at all.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    println!("cargo:rerun-if-changed=Cargo.lock");
+    println!("cargo:rerun-if-changed=build.rs");
+    let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
+        return ExitCode::SUCCESS;
+    };
+    let Ok(lock) = std::fs::read_to_string(std::path::Path::new(&dir).join("Cargo.lock")) else {
+        // No lock file yet (a fresh checkout resolves one first).
+        return ExitCode::SUCCESS;
+    };
+    match check_h2(&lock) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(problem) => {
+            eprintln!(
+                "error: {problem}; kvd needs its patched h2 (vendor/h2/KVD-PATCH.md): \
+                 update vendor/h2 to the h2 version the dependencies now ask for and re-apply the patch"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `Err` when the patch is unused or an h2 comes from a registry.
+fn check_h2(lock: &str) -> Result<(), String> {
+    for block in lock.split("[[").skip(1) {
+        let mut lines = block.lines();
+        let kind = lines.next().unwrap_or_default();
+        let name = block
+            .lines()
+            .find_map(|l| l.strip_prefix("name = "))
+            .unwrap_or_default();
+        if name != "\"h2\"" {
+            continue;
+        }
+        if kind.starts_with("patch.unused") {
+            return Err("the [patch.crates-io] h2 in Cargo.toml is unused".to_string());
+        }
+        if block.lines().any(|l| l.starts_with("source = ")) {
+            return Err("an h2 from crates.io is in the build".to_string());
+        }
+    }
+    Ok(())
+}

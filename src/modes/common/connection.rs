@@ -1,0 +1,82 @@
+//! The connection flags of every client mode (etcdctl's global flags and
+//! defaults), and the [`ClientConfig`] they make.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use crate::core::client::{normalize_endpoints, ClientConfig, ClientTls};
+use crate::modes::common::duration::parse_duration;
+
+/// Where the cluster is and how to talk to it (etcdctl's flag names and
+/// defaults). Global: the flags may stand before or after a subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct ConnArgs {
+    /// Comma-separated client endpoints, host:port or http(s)://host:port
+    #[arg(
+        long,
+        global = true,
+        value_name = "URLS",
+        default_value = "127.0.0.1:2379"
+    )]
+    pub endpoints: String,
+
+    /// Timeout to connect to an endpoint (Go duration: 500ms, 2s, 1m)
+    #[arg(long, global = true, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub dial_timeout: Duration,
+
+    /// Timeout of the whole command, e.g. 5s (Go duration)
+    #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub command_timeout: Duration,
+
+    /// Verify the server's certificate with this CA bundle (PEM); implies TLS
+    #[arg(long, global = true, value_name = "PATH")]
+    pub cacert: Option<PathBuf>,
+
+    /// Client certificate (PEM) for client-certificate authentication; needs --key
+    #[arg(long, global = true, value_name = "PATH", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// Private key (PEM) of --cert
+    #[arg(long, global = true, value_name = "PATH", requires = "cert")]
+    pub key: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    /// The client these flags describe: endpoints normalized (`https://`
+    /// when TLS flags are given), the certificate files read, requests
+    /// bounded by `--command-timeout`.
+    ///
+    /// # Errors
+    /// One line naming the flag: an unusable endpoint or an unreadable file.
+    pub fn client_config(&self) -> Result<ClientConfig, String> {
+        let tls = self.tls()?;
+        let endpoints =
+            normalize_endpoints(&self.endpoints, tls.is_some()).map_err(|e| e.to_string())?;
+        Ok(ClientConfig {
+            endpoints,
+            dial_timeout: self.dial_timeout,
+            request_timeout: self.command_timeout,
+            tls,
+        })
+    }
+
+    /// TLS material from `--cacert`, `--cert` and `--key`; `None` without them.
+    fn tls(&self) -> Result<Option<ClientTls>, String> {
+        if self.cacert.is_none() && self.cert.is_none() {
+            return Ok(None);
+        }
+        let read = |flag: &str, path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read --{flag} {}: {e}", path.display()))
+        };
+        let mut tls = ClientTls::default();
+        if let Some(path) = &self.cacert {
+            tls.ca = Some(read("cacert", path)?);
+        }
+        if let (Some(cert), Some(key)) = (&self.cert, &self.key) {
+            tls.identity = Some((read("cert", cert)?, read("key", key)?));
+        }
+        Ok(Some(tls))
+    }
+}
