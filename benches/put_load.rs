@@ -7,6 +7,8 @@
 //! `/usr/bin/etcd` present (Debian `etcd-server`) the same load runs
 //! against etcd too, side by side. Run with `make bench`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::time::{Duration, Instant};
 
 mod common;

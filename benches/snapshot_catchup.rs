@@ -9,6 +9,8 @@
 //! Run with `make bench` (or `cargo bench --bench snapshot_catchup`).
 //! `KVD_BENCH_SNAPSHOT_MIB` overrides the 1 GiB (e.g. 64 for a quick run).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -20,6 +20,8 @@
 //! same runs against etcd, side by side. Run with `make bench` or
 //! `cargo bench --bench watch_load`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
