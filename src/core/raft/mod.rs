@@ -21,6 +21,8 @@ pub mod log;
 pub mod logging;
 pub mod proposal;
 pub mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc};

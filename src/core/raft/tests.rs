@@ -1,0 +1,168 @@
+//! The Raft task in-process, on a real (temporary) data dir: a lone member
+//! elects itself, answers proposals after apply, persists the applied
+//! index with the state, and does not re-apply on restart; a full event
+//! queue refuses instead of blocking.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::proto::{PbMember, PbPutRequest};
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeType, Entry, EntryType, Message};
+
+use super::*;
+use crate::core::errors::EtcdError;
+use crate::core::mvcc::ApplyResponse;
+use crate::core::raft::proposal::{ConfChangeContext, Op};
+use crate::core::raft::snapshot::SnapshotSource;
+use crate::core::types::{ClusterId, MemberId};
+
+/// Sends nothing: a lone member has no peers.
+struct NoPeers;
+
+impl Outbox for NoPeers {
+    fn send(&self, _msgs: Vec<Message>) {}
+    fn add_peer(&self, _id: MemberId, _peer_urls: Vec<String>) {}
+    fn remove_peer(&self, _id: MemberId) {}
+}
+
+const ME: u64 = 1;
+
+/// The bootstrap log of a one-member cluster (as `server::bootstrap` writes it).
+fn bootstrap_entries() -> Vec<Entry> {
+    let mut cc = ConfChange::default();
+    cc.set_change_type(ConfChangeType::AddNode);
+    cc.node_id = ME;
+    cc.set_context(
+        ConfChangeContext {
+            id: 0,
+            origin: 0,
+            member: Some(PbMember {
+                id: ME,
+                name: "solo".into(),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec()
+        .into(),
+    );
+    let mut e = Entry::default();
+    e.set_entry_type(EntryType::EntryConfChange);
+    e.term = 1;
+    e.index = 1;
+    e.set_data(
+        protobuf::Message::write_to_bytes(&cc)
+            .expect("encode")
+            .into(),
+    );
+    vec![e]
+}
+
+/// Starts the task on `dir` (bootstrapping it the first time).
+fn start_on(dir: &std::path::Path) -> (Storage, NodeHandle, std::thread::JoinHandle<()>) {
+    let storage = Storage::open(dir).expect("open storage");
+    let source = SnapshotSource::new(storage.clone());
+    let log = match RaftLog::load(storage.clone(), source.clone()).expect("load") {
+        Some(log) => log,
+        None => {
+            RaftLog::bootstrap(storage.clone(), source, bootstrap_entries()).expect("bootstrap")
+        }
+    };
+    let (handle, thread) = start(
+        NodeConfig {
+            member_id: MemberId(ME),
+            cluster_id: ClusterId(7),
+            tick: Duration::from_millis(10),
+            election_ticks: 10,
+            snapshot_count: 10_000,
+            auto_promote: false,
+            data_dir: dir.to_path_buf(),
+            events: Arc::new(NoWatchers),
+            lessor: Arc::new(Lessor::default()),
+        },
+        storage.clone(),
+        log,
+        Box::new(NoPeers),
+    )
+    .expect("start the raft task");
+    (storage, handle, thread)
+}
+
+async fn put(node: &NodeHandle, key: &str) -> i64 {
+    let op = Op::Put(PbPutRequest {
+        key: key.into(),
+        value: b"v".to_vec(),
+        ..Default::default()
+    });
+    // The lone member may still be electing itself: retry until it leads.
+    for _ in 0..200 {
+        match node.propose(op.clone(), Duration::from_secs(5)).await {
+            Ok(ApplyResponse::Put(r)) => return r.header.expect("header").revision,
+            Ok(other) => panic!("unexpected answer {other:?}"),
+            Err(EtcdError::NoLeader | EtcdError::LeaderChanged) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("put {key}: {e}"),
+        }
+    }
+    panic!("no leader after 4 s");
+}
+
+async fn stop(node: NodeHandle, thread: std::thread::JoinHandle<()>) {
+    node.send_eventually(Event::Shutdown)
+        .await
+        .expect("shutdown");
+    tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .expect("join task")
+        .expect("raft thread");
+}
+
+#[tokio::test]
+async fn a_lone_member_applies_persists_and_does_not_reapply_after_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (storage, node, thread) = start_on(dir.path());
+    assert_eq!(put(&node, "a").await, 2);
+    assert_eq!(put(&node, "b").await, 3);
+    node.linearizable_barrier(Duration::from_secs(5))
+        .await
+        .expect("a linearizable barrier on the leader");
+    let applied = node.applied.borrow().0;
+    assert!(applied >= 3, "applied index {applied}");
+    assert_eq!(node.status.leader(), Some(MemberId(ME)));
+    stop(node, thread).await;
+    assert_eq!(
+        storage.meta_u64(storage::META_APPLIED_INDEX).expect("meta"),
+        applied,
+        "the applied index is stored with the state"
+    );
+    drop(storage);
+
+    // Restart: the log is replayed from the stored applied index, so the
+    // revision goes on from 3 rather than repeating the puts.
+    let (_storage, node, thread) = start_on(dir.path());
+    assert!(node.applied.borrow().0 >= applied);
+    assert_eq!(put(&node, "c").await, 4);
+    stop(node, thread).await;
+}
+
+#[tokio::test]
+async fn a_full_event_queue_refuses_instead_of_blocking() {
+    let (tx, _rx) = mpsc::sync_channel(1);
+    let node = NodeHandle {
+        tx,
+        status: Arc::new(NodeStatus::new(MemberId(ME), ClusterId(7))),
+        applied: watch::channel(LogIndex(0)).1,
+        compact_done: watch::channel(Revision(0)).1,
+    };
+    node.send(Event::Shutdown).expect("room for one");
+    assert!(matches!(
+        node.send(Event::Shutdown),
+        Err(EtcdError::TooManyRequests)
+    ));
+    let (reply, _) = oneshot::channel();
+    assert!(matches!(
+        node.send(Event::ReadIndex { reply }),
+        Err(EtcdError::TooManyRequests)
+    ));
+}
