@@ -105,7 +105,7 @@ impl RaftTask {
                 }
             }
         }
-        tx.insert(&s.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
+        storage::set_applied_index(&mut tx, &s, index);
         tx.commit()?;
         self.raw.mut_store().set_conf_state(&cs)?;
         self.promoting.remove(&node);
@@ -164,7 +164,7 @@ impl RaftTask {
     fn record_applied(&self, index: u64) -> anyhow::Result<()> {
         let s = &self.storage;
         let mut tx = s.db.write_tx();
-        tx.insert(&s.meta, storage::META_APPLIED_INDEX, index.to_be_bytes());
+        storage::set_applied_index(&mut tx, s, index);
         tx.commit()?;
         Ok(())
     }
@@ -207,11 +207,7 @@ impl RaftTask {
         };
         let mut tx = tx;
         // The applied index goes in the same transaction as the changes.
-        tx.insert(
-            &s.meta,
-            storage::META_APPLIED_INDEX,
-            entry.index.to_be_bytes(),
-        );
+        storage::set_applied_index(&mut tx, &s, entry.index);
         tx.commit()?;
         if result.is_ok() {
             match &req.op {

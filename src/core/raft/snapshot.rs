@@ -314,11 +314,7 @@ pub fn apply_staged(s: &Storage, data_dir: &Path, meta: &SnapshotMetadata) -> an
         tx.commit()?;
     }
     let mut tx = s.db.write_tx();
-    tx.insert(
-        &s.meta,
-        storage::META_APPLIED_INDEX,
-        meta.index.to_be_bytes(),
-    );
+    storage::set_applied_index(&mut tx, s, meta.index);
     tx.commit()?;
     Ok(())
 }

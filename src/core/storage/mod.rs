@@ -122,6 +122,14 @@ impl Storage {
     }
 }
 
+/// Records `index` as the applied index inside `tx`, the transaction that
+/// also holds the state changes that entry produced (the project's central
+/// invariant: state and applied index are never written apart; etcd 3.5's
+/// data-loss bug came from splitting them).
+pub fn set_applied_index(tx: &mut fjall::SingleWriterWriteTx<'_>, s: &Storage, index: u64) {
+    tx.insert(&s.meta, META_APPLIED_INDEX, index.to_be_bytes());
+}
+
 /// The `members` keyspace key of member `id` (u64 BE).
 pub fn member_key(id: u64) -> [u8; 8] {
     id.to_be_bytes()
