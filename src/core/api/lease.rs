@@ -118,10 +118,9 @@ impl PbLeaseService for LeaseService {
             };
             let op = Op::LeaseGrant(PbLeaseGrantRequest { ttl, id });
             match self.ctx.node.propose(op, self.ctx.request_timeout).await {
-                Ok(ApplyResponse::LeaseGrant { id, ttl }) => {
-                    let revision = self.ctx.current_revision()?;
+                Ok(ApplyResponse::LeaseGrant { id, ttl, revision }) => {
                     return Ok(Response::new(PbLeaseGrantResponse {
-                        header: Some(self.ctx.header(revision)),
+                        header: Some(self.ctx.header(Revision(revision))),
                         id,
                         ttl,
                         error: String::new(),
@@ -143,14 +142,17 @@ impl PbLeaseService for LeaseService {
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
         self.ctx.reject_learner()?;
         let req = request.into_inner();
-        self.ctx
+        match self
+            .ctx
             .node
             .propose(Op::LeaseRevoke(req), self.ctx.request_timeout)
-            .await?;
-        let revision = self.ctx.current_revision()?;
-        Ok(Response::new(PbLeaseRevokeResponse {
-            header: Some(self.ctx.header(revision)),
-        }))
+            .await?
+        {
+            ApplyResponse::LeaseRevoke { revision } => Ok(Response::new(PbLeaseRevokeResponse {
+                header: Some(self.ctx.header(Revision(revision))),
+            })),
+            other => Err(EtcdError::Internal(format!("unexpected {other:?}")).into()),
+        }
     }
 
     type LeaseKeepAliveStream = KeepAliveStream;

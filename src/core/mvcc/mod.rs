@@ -51,9 +51,15 @@ pub enum ApplyResponse {
         id: i64,
         /// Granted TTL, seconds.
         ttl: i64,
+        /// The store's revision right after the grant (etcd's header).
+        revision: i64,
     },
-    /// `LeaseRevoke`.
-    LeaseRevoke,
+    /// `LeaseRevoke`: the revision right after it (that of the deletes of
+    /// its keys, if any), as etcd's header carries it.
+    LeaseRevoke {
+        /// The revision.
+        revision: i64,
+    },
     /// A keep-alive: the lease's granted TTL, seconds (0 = no such lease).
     LeaseKeepAlive {
         /// Granted TTL, seconds.

@@ -290,11 +290,17 @@ fn apply_op(
             ApplyResponse::LeaseGrant {
                 id: r.id,
                 ttl: r.ttl,
+                revision: a.revision(),
             }
         }
         Op::LeaseRevoke(r) => {
             a.lease_revoke(r.id)?;
-            ApplyResponse::LeaseRevoke
+            // The revision after the deletes of this entry (as etcd's
+            // header), not whatever the store is at when the client is
+            // answered.
+            ApplyResponse::LeaseRevoke {
+                revision: a.revision(),
+            }
         }
         Op::LeaseKeepAlive(r) => ApplyResponse::LeaseKeepAlive {
             ttl: a.lease_ttl(r.id).unwrap_or(0),
