@@ -5,6 +5,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod errors;
+pub mod failpoints;
 pub mod framing;
 pub mod lease;
 pub mod members;

@@ -9,13 +9,32 @@ use serde_json::{json, Value};
 
 use crate::core::api::{ApiContext, ETCD_CLUSTER_VERSION, ETCD_VERSION};
 
-/// The HTTP routes, merged with the gRPC services on the client port.
+/// The HTTP routes, merged with the gRPC services on the client port
+/// (with the `failpoints` feature, also `PUT /debug/failpoints/<name>`).
 pub fn router(ctx: ApiContext) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/version", get(version))
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
-        .with_state(ctx)
+        .route("/metrics", get(metrics));
+    #[cfg(feature = "failpoints")]
+    let router = router.route(
+        "/debug/failpoints/{name}",
+        axum::routing::put(set_failpoint),
+    );
+    router.with_state(ctx)
+}
+
+/// `PUT /debug/failpoints/<name>` with the actions as the body (e.g.
+/// `return`): 204, or 400 with the `fail` crate's message.
+#[cfg(feature = "failpoints")]
+async fn set_failpoint(
+    axum::extract::Path(name): axum::extract::Path<String>,
+    body: String,
+) -> (StatusCode, String) {
+    match crate::core::failpoints::configure(&name, body.trim()) {
+        Ok(()) => (StatusCode::NO_CONTENT, String::new()),
+        Err(e) => (StatusCode::BAD_REQUEST, e),
+    }
 }
 
 async fn version() -> Json<Value> {

@@ -66,6 +66,9 @@ pub fn compact_history(s: &Storage, compact_rev: i64, chunk: usize) -> Result<()
         }
     }
     flush_chunk(&mut doomed)?;
+    fail::fail_point!("compaction_before_done", |_| {
+        crate::core::failpoints::crash()
+    });
     let mut tx = s.db.write_tx();
     tx.insert(
         &s.meta,

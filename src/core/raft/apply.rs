@@ -207,6 +207,9 @@ impl RaftTask {
         };
         let mut tx = tx;
         // The applied index goes in the same transaction as the changes.
+        fail::fail_point!("apply_before_applied_index", |_| {
+            crate::core::failpoints::crash()
+        });
         storage::set_applied_index(&mut tx, &s, entry.index);
         tx.commit()?;
         if result.is_ok() {

@@ -409,9 +409,11 @@ impl RaftTask {
         // 7. One fsync for everything above: entries, hard state and the
         //    apply transactions of this Ready.
         if must_sync {
+            fail::fail_point!("raft_before_fsync", |_| crate::core::failpoints::crash());
             let timer = METRICS.fsync.start_timer();
             self.storage.sync()?;
             timer.observe_duration();
+            fail::fail_point!("raft_after_fsync", |_| crate::core::failpoints::crash());
         }
         METRICS.readies.inc();
         // 8. Only now the messages that require persisted state.

@@ -282,6 +282,9 @@ pub fn apply_staged(s: &Storage, data_dir: &Path, meta: &SnapshotMetadata) -> an
         let Some(ks) = live(s, name) else {
             continue;
         };
+        fail::fail_point!("snapshot_apply_during", name == "hist", |_| {
+            crate::core::failpoints::crash()
+        });
         // Clear this member's copy of the replicated state.
         let mut tx = s.db.write_tx();
         let mut n = 0;
