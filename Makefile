@@ -10,7 +10,7 @@ TEST_THREADS ?= 2
 # sudo only when not root (CI runs as root, without sudo).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: build deps test run cluster lint bench fuzz
+.PHONY: build deps test run cluster lint bench fuzz robustness soak kvd-failpoints
 
 build: deps
 	$(CARGO) build --release
@@ -25,12 +25,13 @@ deps:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 
-# Doc tests are left out (--lib --bins --tests): there are none, and an
+# --workspace: kvd and the robustness suite's checkers (which must catch
+# deliberately broken histories). Doc tests are left out (--lib --bins --tests): there are none, and an
 # empty doc-test run would be the suite's closing line.
 # Release: the tests spawn the kvd binary, and an optimized one keeps Raft's
 # heartbeats and elections on time.
 test: deps
-	$(CARGO) test --release --lib --bins --tests -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --release --workspace --lib --bins --tests -- --test-threads=$(TEST_THREADS)
 
 # A single-node cluster on the defaults: clients on 127.0.0.1:2379, data in ./default.kvd.
 run: build
@@ -68,3 +69,27 @@ fuzz: deps
 		$(FUZZ_CARGO) fuzz run -O $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
 	done
+
+# The robustness suite (robustness/): real 3-member clusters behind
+# userspace UDP proxies, one fault per scenario (kills, pauses, crashes at
+# failpoints, partitions, loss, delay, member replace), histories checked
+# for linearizability, lost writes, the watch guarantees and convergence.
+# kvd is built with --features failpoints (a copy in target/kvd-failpoints;
+# the next plain build rebuilds only the kvd crate). Prints a table and
+# `robustness: N passed, M failed`; target/robustness/summary.json.
+ROBUSTNESS_OUT ?= target/robustness
+MINUTES ?= 60
+
+kvd-failpoints: deps
+	$(CARGO) build --release --features failpoints --bin kvd
+	cp target/release/kvd target/kvd-failpoints
+
+robustness: kvd-failpoints
+	$(CARGO) build --release -p kvd-robustness
+	target/release/kvd-robustness --profile ci --kvd target/kvd-failpoints --out $(ROBUSTNESS_OUT)
+
+# Random faults every 5-15 s for MINUTES; stops at the first violation and
+# keeps that round's histories, logs and data dirs under $(ROBUSTNESS_OUT).
+soak: kvd-failpoints
+	$(CARGO) build --release -p kvd-robustness
+	target/release/kvd-robustness --profile soak --minutes $(MINUTES) --kvd target/kvd-failpoints --out $(ROBUSTNESS_OUT)

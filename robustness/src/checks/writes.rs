@@ -1,0 +1,199 @@
+//! Which client operation made each change in the server's history, and
+//! the writes check: every acknowledged write is in the history at its
+//! revision, no refused write is, and every change has a writer.
+//!
+//! Values are unique per operation, so a put names its writer. Deletes are
+//! matched by (revision, key): an acknowledged delete or lease revoke at
+//! that revision, else a delete or revoke whose answer never came.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use crate::checks::CheckResult;
+use crate::history::{History, Outcome, Request, Response, Timeline};
+
+/// The writer of each change of the history.
+#[derive(Debug, Clone, Default)]
+pub struct Attribution {
+    /// Puts and compare-and-swaps without an answer whose value is in the
+    /// history: operation index → the revision it took effect at.
+    pub took_effect: HashMap<usize, i64>,
+    /// Deletes without an answer that explain a delete of the history:
+    /// operation index → revision.
+    pub deletes: HashMap<usize, i64>,
+    /// Deletes of the history made by a lease revoke: (revoke operation
+    /// index, revision, key).
+    pub revoked: Vec<(usize, i64, String)>,
+    /// Deletes of the history nobody explains: (revision, key).
+    pub unexplained_deletes: Vec<(i64, String)>,
+    /// Puts of the history whose value no client wrote: (revision, key, value).
+    pub unexplained_puts: Vec<(i64, String, String)>,
+    /// Refused operations whose value is in the history (operation index).
+    pub refused_but_applied: Vec<usize>,
+}
+
+/// Finds the writer of every change of `timeline` among `history`'s
+/// operations.
+pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
+    let mut a = Attribution::default();
+    // Which operation wrote each value.
+    let mut writer: HashMap<&str, usize> = HashMap::new();
+    for (i, op) in history.ops.iter().enumerate() {
+        match &op.request {
+            Request::Put { value, .. } | Request::Cas { value, .. } => {
+                writer.insert(value.as_str(), i);
+            }
+            _ => {}
+        }
+    }
+    // Acknowledged deletes and revokes by revision.
+    let mut acked_delete: HashSet<(i64, &str)> = HashSet::new();
+    let mut acked_revoke: HashMap<i64, usize> = HashMap::new();
+    let mut unknown_deletes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut unknown_revokes: Vec<usize> = Vec::new();
+    for (i, op) in history.ops.iter().enumerate() {
+        match (&op.request, &op.outcome) {
+            (Request::Delete { key }, Outcome::Ok(Response::Delete { revision, deleted }))
+                if *deleted > 0 =>
+            {
+                acked_delete.insert((*revision, key.as_str()));
+            }
+            (Request::Delete { key }, Outcome::Unknown(_)) => {
+                unknown_deletes.entry(key.as_str()).or_default().push(i);
+            }
+            (Request::LeaseRevoke { .. }, Outcome::Ok(Response::LeaseRevoke { revision })) => {
+                acked_revoke.insert(*revision, i);
+            }
+            (Request::LeaseRevoke { .. }, Outcome::Unknown(_)) => unknown_revokes.push(i),
+            _ => {}
+        }
+    }
+    for list in unknown_deletes.values_mut() {
+        list.sort_by_key(|&i| history.ops[i].invoke);
+        list.reverse(); // pop() takes the earliest
+    }
+    // An unanswered revoke explains the deletes of one revision.
+    let mut revoke_at: HashMap<i64, usize> = HashMap::new();
+    for (&revision, events) in &timeline.revisions {
+        for e in events {
+            if e.put {
+                match writer.get(e.value.as_str()) {
+                    Some(&i) => {
+                        let op = &history.ops[i];
+                        match &op.outcome {
+                            Outcome::Unknown(_) => {
+                                a.took_effect.insert(i, revision);
+                            }
+                            Outcome::Failed(_) => a.refused_but_applied.push(i),
+                            Outcome::Ok(_) => {}
+                        }
+                    }
+                    None => a
+                        .unexplained_puts
+                        .push((revision, e.key.clone(), e.value.clone())),
+                }
+                continue;
+            }
+            if acked_delete.contains(&(revision, e.key.as_str())) {
+                continue;
+            }
+            if let Some(&i) = acked_revoke.get(&revision) {
+                a.revoked.push((i, revision, e.key.clone()));
+                continue;
+            }
+            if let Some(i) = unknown_deletes.get_mut(e.key.as_str()).and_then(Vec::pop) {
+                a.deletes.insert(i, revision);
+                continue;
+            }
+            let revoke = match revoke_at.get(&revision) {
+                Some(&i) => Some(i),
+                None => {
+                    let next = unknown_revokes.pop();
+                    if let Some(i) = next {
+                        revoke_at.insert(revision, i);
+                    }
+                    next
+                }
+            };
+            match revoke {
+                Some(i) => a.revoked.push((i, revision, e.key.clone())),
+                None => a.unexplained_deletes.push((revision, e.key.clone())),
+            }
+        }
+    }
+    a
+}
+
+/// Every acknowledged write is in the history at its revision; no refused
+/// write is; every change of the history has a writer.
+pub fn check(history: &History, timeline: &Timeline, a: &Attribution) -> CheckResult {
+    let started = Instant::now();
+    let mut violations = Vec::new();
+    let mut acked = 0;
+    let has = |revision: i64, put: bool, key: &str, value: Option<&str>| {
+        timeline.revisions.get(&revision).is_some_and(|events| {
+            events
+                .iter()
+                .any(|e| e.put == put && e.key == key && value.is_none_or(|v| e.value == v))
+        })
+    };
+    for op in &history.ops {
+        let Outcome::Ok(response) = &op.outcome else {
+            continue;
+        };
+        let missing = match (&op.request, response) {
+            (Request::Put { key, value, .. }, Response::Put { revision }) => {
+                acked += 1;
+                (!has(*revision, true, key, Some(value)))
+                    .then(|| format!("acknowledged put {key}={value} at revision {revision} is not in the history"))
+            }
+            (
+                Request::Cas { key, value, .. },
+                Response::Cas {
+                    revision,
+                    succeeded: true,
+                },
+            ) => {
+                acked += 1;
+                (!has(*revision, true, key, Some(value))).then(|| {
+                    format!("acknowledged txn put {key}={value} at revision {revision} is not in the history")
+                })
+            }
+            (Request::Delete { key }, Response::Delete { revision, deleted }) if *deleted > 0 => {
+                acked += 1;
+                (!has(*revision, false, key, None)).then(|| {
+                    format!(
+                        "acknowledged delete of {key} at revision {revision} is not in the history"
+                    )
+                })
+            }
+            _ => None,
+        };
+        violations.extend(missing);
+    }
+    for &i in &a.refused_but_applied {
+        violations.push(format!(
+            "refused write {:?} took effect",
+            history.ops[i].request
+        ));
+    }
+    for (revision, key, value) in &a.unexplained_puts {
+        violations.push(format!(
+            "put {key}={value} at revision {revision} was written by no client"
+        ));
+    }
+    for (revision, key) in &a.unexplained_deletes {
+        violations.push(format!(
+            "delete of {key} at revision {revision} was made by no client"
+        ));
+    }
+    CheckResult::from_violations(
+        "no lost or phantom writes",
+        format!(
+            "{acked} acknowledged writes found at their revisions; {} revisions attributed",
+            timeline.revisions.len()
+        ),
+        violations,
+        started,
+    )
+}
