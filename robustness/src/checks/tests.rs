@@ -201,3 +201,46 @@ fn a_watch_gap_and_a_bad_resume_are_caught() {
     h.watches.push(w);
     assert_eq!(failed(&h), vec!["watch guarantees".to_string()]);
 }
+
+/// soak-008's false alarm: `b` written with lease 7, whose revoke went
+/// unanswered ("leader changed") but took effect at revision 5; a client's
+/// delete of `b`, also unanswered, was sent only after a read had seen `b`
+/// gone. The delete is the revoke's, and the history is linearizable.
+#[test]
+fn a_key_deleted_by_an_unanswered_revoke_is_not_blamed_on_a_later_delete() {
+    let mut h = clean();
+    let mut with_lease = put(4, 60, 70, "b", "v3", 4);
+    with_lease.request = Request::Put {
+        key: "b".into(),
+        value: "v3".into(),
+        lease: 7,
+    };
+    h.ops.push(with_lease);
+    h.ops.push(Op {
+        client: 5,
+        invoke: 80,
+        ret: crate::history::NEVER,
+        request: Request::LeaseRevoke { id: 7 },
+        outcome: Outcome::Unknown("etcdserver: leader changed".into()),
+    });
+    h.ops.push(get(6, 100, 110, "b", None, 5));
+    h.ops.push(Op {
+        client: 6,
+        invoke: 120,
+        ret: crate::history::NEVER,
+        request: Request::Delete { key: "b".into() },
+        outcome: Outcome::Unknown("etcdserver: no leader".into()),
+    });
+    let responses = &mut h.watches[0].segments[0].responses;
+    responses.push(response(75, vec![event("b", "v3", 4)]));
+    responses.push(response(
+        90,
+        vec![Event {
+            put: false,
+            key: "b".into(),
+            value: String::new(),
+            mod_revision: 5,
+        }],
+    ));
+    assert_eq!(failed(&h), Vec::<String>::new());
+}
