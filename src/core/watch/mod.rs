@@ -277,6 +277,21 @@ impl WatchHub {
         self.shared.lock().current
     }
 
+    /// Waits (at most `limit`) until the dispatcher has published every
+    /// revision the store had applied when called, so that a watch created
+    /// now starts after the store's current revision, as etcd's does (the
+    /// dispatcher runs a little behind the apply).
+    pub async fn catch_up_with_store(&self, limit: std::time::Duration) {
+        let storage = &self.shared.storage;
+        let Ok(revs) = mvcc::revisions(&storage.db.read_tx(), storage) else {
+            return;
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.current() < revs.current && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
     /// Registers a watcher on `range` for the stream behind `tx`.
     ///
     /// As etcd's `watchableStore.watch`: a `start_revision` of 0 or above

@@ -190,6 +190,10 @@ struct Pending {
     bytes: usize,
 }
 
+/// Longest a watch creation waits for the dispatcher to reach the store's
+/// revision (it normally is there, or within a millisecond).
+const CATCH_UP_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The state of one gRPC watch stream.
 pub struct StreamTask {
     /// The member's hub.
@@ -374,6 +378,7 @@ impl StreamTask {
                     c.watch_id
                 };
                 let range = KeyRange::new(&key, &c.range_end);
+                self.hub.catch_up_with_store(CATCH_UP_LIMIT).await;
                 let reg = self.hub.register(&self.tx, range.clone(), c.start_revision);
                 self.ids.insert(watch_id, reg.id);
                 self.locals.insert(
