@@ -697,6 +697,42 @@ async fn keep_alive_through_every_member() {
     }
     assert_eq!(get(&mut c0, "ka/key").await, Some(("v".into(), id)));
 
+    // Keep-alives are not Raft entries: 50 renewals through each member
+    // leave every member's Raft index where it was.
+    let raft_index = |mut c: Client| async move { c.status().await.expect("status").raft_index() };
+    // (Read once every member's log has the grant and the put.)
+    let mut before = Vec::new();
+    for _ in 0..50 {
+        before.clear();
+        for i in 0..cluster.size() {
+            before.push(raft_index(cluster.client(i).await).await);
+        }
+        if before.iter().all(|b| *b == before[0]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for i in 0..cluster.size() {
+        let mut c = cluster.client(i).await;
+        let (mut keeper, mut stream) = c.lease_keep_alive(id).await.expect("keep-alive");
+        for _ in 0..50 {
+            keeper.keep_alive().await.expect("send keep-alive");
+            let resp = tokio::time::timeout(REQUEST_TIMEOUT, stream.message())
+                .await
+                .expect("keep-alive response in time")
+                .expect("keep-alive stream")
+                .expect("keep-alive stream open");
+            assert_eq!(resp.ttl(), 20);
+        }
+    }
+    for (i, before) in before.iter().enumerate() {
+        let after = raft_index(cluster.client(i).await).await;
+        assert_eq!(
+            after, *before,
+            "member {i}'s Raft index after 150 keep-alives"
+        );
+    }
+
     // A keep-alive through a follower restarts a lease's clock on every
     // member: let a 3 s lease run down to 1 s, renew it, read it everywhere.
     let (short, _) = grant(&mut c0, 3).await;

@@ -3,11 +3,23 @@
 //! Lease records (id → granted TTL) and lease → key attachments are
 //! replicated state, written by the state machine (`mvcc::Applier`). Their
 //! deadlines are local: every member starts a lease's clock when it applies
-//! the grant or a keep-alive (keep-alives are Raft entries, so every member
-//! sees each renewal), and the **leader** alone decides expiry, by proposing
-//! a revoke through Raft. A member that becomes leader restarts every clock
-//! at the full TTL, as etcd does without checkpoints, so a leader change
-//! never expires a lease early.
+//! the grant, and the **leader** alone decides expiry, by proposing a revoke
+//! through Raft.
+//!
+//! A keep-alive is not a Raft entry (etcd's `LeaseRenew` is not one
+//! either): it rides on a ReadIndex request whose context names the lease,
+//! and the leader restarts the lease's clock when it receives that request,
+//! from its own client or forwarded by a follower (raft-rs forwards a
+//! follower's ReadIndex to the leader). The keep-alive is answered only
+//! once the ReadIndex is confirmed by a quorum, so an answered renewal was
+//! seen by a member that was leader after the client asked. The guarantees
+//! this keeps: a member that becomes leader restarts every clock at the
+//! full TTL (as etcd's `Promote` does without checkpoints), so a lease never
+//! expires earlier than its last answered renewal plus its TTL across a
+//! leader change; only the leader's clocks are exact, so followers forward
+//! `LeaseTimeToLive` to the leader. What is given up: under a leader change
+//! every lease gets its full TTL again (etcd 3.4 alike; 3.5's optional
+//! checkpoints bound this).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -64,6 +76,25 @@ impl Lessor {
                 clock.ttl
             })
         })
+    }
+
+    /// Restarts a lease's clock as the leader does for a keep-alive, unless
+    /// it is already past its deadline (its revoke is then on its way, and
+    /// etcd's `Renew` refuses an expired lease too).
+    pub fn renew_unexpired(&self, id: LeaseId) {
+        let now = Instant::now();
+        self.with(|c| {
+            if let Some(clock) = c.get_mut(&id) {
+                if clock.deadline > now {
+                    clock.deadline = now + secs(clock.ttl);
+                }
+            }
+        });
+    }
+
+    /// The granted TTL of a lease this member knows, seconds.
+    pub fn granted_ttl(&self, id: LeaseId) -> Option<i64> {
+        self.with(|c| c.get(&id).map(|clock| clock.ttl))
     }
 
     /// Forgets a revoked lease.

@@ -4,7 +4,7 @@
 //! Adds, promotions and removals are Raft conf changes; updates are normal
 //! entries.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use etcd_client::proto::{
     PbClusterService, PbMember, PbMemberAddRequest, PbMemberAddResponse, PbMemberListRequest,
@@ -15,8 +15,8 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
+use crate::core::api::forwarded;
 use crate::core::api::ApiContext;
-use crate::core::client::ClientConfig;
 use crate::core::errors::EtcdError;
 use crate::core::members;
 use crate::core::mvcc::ApplyResponse;
@@ -24,9 +24,6 @@ use crate::core::raft::proposal::Op;
 use crate::core::raft::Event;
 use crate::core::storage;
 use crate::core::types::MemberId;
-
-/// How long forwarding a promotion waits to connect to the leader.
-const FORWARD_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Most learners a cluster may have (etcd's `maxLearners`).
 const MAX_LEARNERS: usize = 1;
@@ -104,25 +101,8 @@ impl ClusterService {
     /// Forwards a promotion to the leader, which alone knows whether the
     /// learner caught up (etcd forwards it over the peer port).
     async fn promote_on_leader(&self, id: u64) -> Result<PbMemberPromoteResponse, Status> {
-        let Some(leader) = self.ctx.node.status.leader() else {
-            return Err(EtcdError::NoLeader.into());
-        };
-        let urls = members::get(&self.ctx.storage, leader.0)
-            .map_err(|e| internal(format!("{e:#}")))?
-            .map(|m| m.client_ur_ls)
-            .unwrap_or_default();
-        // Bounded like any request here; TLS to the leader arrives with
-        // client TLS (issue 13).
-        let mut client = ClientConfig::new(urls, FORWARD_DIAL_TIMEOUT, self.ctx.request_timeout)
-            .connect()
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("etcdserver: cannot reach the leader: {e}"))
-            })?;
-        let resp = client.member_promote(id).await.map_err(|e| match e {
-            etcd_client::Error::GRpcStatus(s) => s,
-            other => Status::unavailable(format!("etcdserver: {other}")),
-        })?;
+        let mut client = self.ctx.leader_client().await?;
+        let resp = client.member_promote(id).await.map_err(forwarded)?;
         Ok(PbMemberPromoteResponse {
             header: None,
             members: resp.members().iter().map(to_pb_member).collect(),

@@ -1,7 +1,8 @@
 //! `etcdserverpb.Lease`: grant, revoke, keep-alive, time-to-live and list,
-//! with etcd's semantics (`api/v3rpc/lease.go`). Grants, revokes and
-//! keep-alives are Raft entries; expiry is decided by the leader (see
-//! `core::lease`).
+//! with etcd's semantics (`api/v3rpc/lease.go`). Grants and revokes are
+//! Raft entries; keep-alives renew on the leader through a ReadIndex, and
+//! followers forward `LeaseTimeToLive` to the leader, whose clocks alone are
+//! exact (see `core::lease`).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +18,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::core::api::ApiContext;
+use crate::core::api::{forwarded, ApiContext};
 use crate::core::errors::EtcdError;
 use crate::core::lease::{min_ttl, MAX_LEASE_TTL};
 use crate::core::mvcc::{self, ApplyResponse};
@@ -69,22 +70,18 @@ fn next_lease_id(member_id: u64) -> i64 {
     id.max(1)
 }
 
-/// Proposes a keep-alive, retrying while no leader is known, until `timeout`.
+/// Renews lease `id` on the leader (no Raft entry: see `core::lease`),
+/// retrying while no leader is known, until the request timeout; the
+/// lease's granted TTL in seconds, or 0 when it does not exist (etcd's
+/// keep-alive answers TTL 0 for an unknown lease rather than an error).
 async fn keep_alive_once(ctx: &ApiContext, id: i64) -> Result<i64, EtcdError> {
     let deadline = tokio::time::Instant::now() + ctx.request_timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let r = ctx
-            .node
-            .propose(Op::LeaseKeepAlive(PbLeaseKeepAliveRequest { id }), left)
-            .await;
-        match r {
-            Ok(ApplyResponse::LeaseKeepAlive { ttl }) => return Ok(ttl),
-            Ok(other) => {
-                return Err(EtcdError::Internal(format!(
-                    "unexpected apply response {other:?}"
-                )))
-            }
+        match ctx.node.renew_lease(LeaseId(id), left).await {
+            // Applied up to the leader's commit index when it saw the
+            // renewal: a grant answered before this keep-alive is known.
+            Ok(()) => return Ok(ctx.lessor.granted_ttl(LeaseId(id)).unwrap_or(0)),
             Err(EtcdError::NoLeader | EtcdError::LeaderChanged)
                 if tokio::time::Instant::now() < deadline =>
             {
@@ -195,10 +192,27 @@ impl PbLeaseService for LeaseService {
         request: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
         let req = request.into_inner();
+        // Only the leader's clocks are exact (renewals reach it alone).
+        if !self.ctx.node.status.is_leader() {
+            let mut client = self.ctx.leader_client().await?;
+            let options = req
+                .keys
+                .then(|| etcd_client::LeaseTimeToLiveOptions::new().with_keys());
+            let resp = client
+                .lease_time_to_live(req.id, options)
+                .await
+                .map_err(forwarded)?;
+            let revision = resp.header().map_or(0, |h| h.revision());
+            return Ok(Response::new(PbLeaseTimeToLiveResponse {
+                header: Some(self.ctx.header(Revision(revision))),
+                id: resp.id(),
+                ttl: resp.ttl(),
+                granted_ttl: resp.granted_ttl(),
+                keys: resp.keys().to_vec(),
+            }));
+        }
         let (snapshot, revision) = self.linearizable_view().await?;
-        let exists = mvcc::leases(&snapshot, &self.ctx.storage)?
-            .iter()
-            .any(|(id, _)| *id == req.id);
+        let exists = mvcc::lease_granted(&snapshot, &self.ctx.storage, req.id)?.is_some();
         let clock = self.ctx.lessor.time_to_live(LeaseId(req.id));
         let resp = match (exists, clock) {
             (true, Some((granted, remaining))) => PbLeaseTimeToLiveResponse {

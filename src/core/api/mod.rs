@@ -21,10 +21,15 @@ use etcd_client::proto::{
     PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
 };
 
+use tonic::Status;
+
+use crate::core::client::ClientConfig;
+use crate::core::errors::EtcdError;
 use crate::core::lease::Lessor;
+use crate::core::members;
 use crate::core::raft::NodeHandle;
 use crate::core::storage::Storage;
-use crate::core::types::Revision;
+use crate::core::types::{MemberId, Revision};
 use crate::core::watch::WatchHub;
 
 /// gRPC messages may exceed `--max-request-bytes` by this much of framing
@@ -53,7 +58,18 @@ pub struct ApiContext {
     pub request_timeout: Duration,
     /// Lease clocks, for `LeaseTimeToLive`.
     pub lessor: Arc<Lessor>,
+    /// A client of the leader, for what followers forward to it.
+    pub leader_link: LeaderLink,
 }
+
+/// How long forwarding to the leader waits to connect.
+const FORWARD_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A gRPC client of the current leader's client URLs, kept while that
+/// member leads (requests a follower forwards: `MemberPromote`,
+/// `LeaseTimeToLive`; etcd forwards them over its peer port).
+#[derive(Clone, Default)]
+pub struct LeaderLink(Arc<tokio::sync::Mutex<Option<(MemberId, etcd_client::Client)>>>);
 
 impl ApiContext {
     /// A response header for `revision` with this member's ids and term.
@@ -90,10 +106,49 @@ impl ApiContext {
         ))
     }
 
+    /// A client of the leader (connected once per leader).
+    ///
+    /// # Errors
+    /// `NoLeader` when none is known; Unavailable "etcdserver: cannot reach
+    /// the leader: …" when its client URLs do not answer.
+    pub async fn leader_client(&self) -> Result<etcd_client::Client, Status> {
+        let Some(leader) = self.node.status.leader() else {
+            return Err(EtcdError::NoLeader.into());
+        };
+        let mut link = self.leader_link.0.lock().await;
+        if let Some((id, client)) = link.as_ref() {
+            if *id == leader {
+                return Ok(client.clone());
+            }
+        }
+        let urls = members::get(&self.storage, leader.0)
+            .map_err(|e| Status::internal(format!("{e:#}")))?
+            .map(|m| m.client_ur_ls)
+            .unwrap_or_default();
+        // TLS to the leader arrives with client TLS (issue 13).
+        let client = ClientConfig::new(urls, FORWARD_DIAL_TIMEOUT, self.request_timeout)
+            .connect()
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!("etcdserver: cannot reach the leader: {e}"))
+            })?;
+        *link = Some((leader, client.clone()));
+        Ok(client)
+    }
+
     /// Replaces the header of a state-machine response with a full one.
     pub fn fill(&self, header: &mut Option<PbResponseHeader>) {
         let revision = header.as_ref().map_or(0, |h| h.revision);
         *header = Some(self.header(Revision(revision)));
+    }
+}
+
+/// The status a forwarded request failed with: the leader's own gRPC
+/// status unchanged, or Unavailable when it could not be reached.
+pub fn forwarded(e: etcd_client::Error) -> Status {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => s,
+        other => Status::unavailable(format!("etcdserver: {other}")),
     }
 }
 

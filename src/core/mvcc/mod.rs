@@ -30,7 +30,7 @@ mod tests;
 
 pub use apply::Applier;
 pub use keys::{escape_key, lease_key, KeyRange, EVENT_DELETE, EVENT_PUT};
-pub use read::{header, lease_keys, leases, range, revisions, Revisions};
+pub use read::{header, lease_granted, lease_keys, leases, range, revisions, Revisions};
 
 use etcd_client::proto::{PbCompactionResponse, PbDeleteResponse, PbPutResponse, PbTxnResponse};
 

@@ -247,6 +247,16 @@ pub fn lease_keys<R: Readable>(r: &R, s: &Storage, id: i64) -> Result<Vec<Vec<u8
     Ok(keys)
 }
 
+/// Lease `id`'s granted TTL in seconds, through reader `r`; `None` when no
+/// such lease exists.
+///
+/// # Errors
+/// Storage errors.
+pub fn lease_granted<R: Readable>(r: &R, s: &Storage, id: i64) -> Result<Option<i64>, EtcdError> {
+    Ok(r.get(&s.leases, id.to_be_bytes())?
+        .map(|v| storage::be_i64(&v)))
+}
+
 /// Every lease as (id, granted TTL in seconds), through reader `r`.
 ///
 /// # Errors

@@ -15,7 +15,7 @@ use crate::core::errors::EtcdError;
 use crate::core::lease::Lessor;
 use crate::core::mvcc::ApplyResponse;
 use crate::core::raft::proposal::Op;
-use crate::core::types::{ClusterId, LogIndex, MemberId, Revision};
+use crate::core::types::{ClusterId, LeaseId, LogIndex, MemberId, Revision};
 
 /// The answer to a proposal: the state machine's response or etcd's error.
 pub type ProposalResult = Result<ApplyResponse, EtcdError>;
@@ -31,6 +31,10 @@ pub enum Event {
     },
     /// Ask for a ReadIndex; answered with an index the caller waits to be applied.
     ReadIndex {
+        /// A lease the leader renews on receiving this request (a
+        /// keep-alive rides on the ReadIndex instead of a log entry: see
+        /// [`crate::core::lease`]).
+        renew: Option<LeaseId>,
         /// Where the read index goes.
         reply: oneshot::Sender<Result<LogIndex, EtcdError>>,
     },
@@ -113,6 +117,11 @@ impl NodeStatus {
             0 => None,
             id => Some(MemberId(id)),
         }
+    }
+
+    /// Whether this member believes it leads.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.member_id)
     }
 
     /// The current Raft term.
@@ -230,9 +239,25 @@ impl NodeHandle {
     /// # Errors
     /// `NoLeader`, `LeaderChanged`, `Timeout` or `Stopped`.
     pub async fn linearizable_barrier(&self, timeout: Duration) -> Result<(), EtcdError> {
+        self.read_index(None, timeout).await
+    }
+
+    /// Renews lease `id` on the leader, which restarts its clock on
+    /// receiving the request, then waits as [`Self::linearizable_barrier`]
+    /// does: a keep-alive without a Raft entry (etcd's `LeaseRenew` on the
+    /// leader; see [`crate::core::lease`] for why no guarantee is lost).
+    /// Whether the lease exists is for the caller to read afterwards.
+    ///
+    /// # Errors
+    /// As [`Self::linearizable_barrier`].
+    pub async fn renew_lease(&self, id: LeaseId, timeout: Duration) -> Result<(), EtcdError> {
+        self.read_index(Some(id), timeout).await
+    }
+
+    async fn read_index(&self, renew: Option<LeaseId>, timeout: Duration) -> Result<(), EtcdError> {
         let work = async {
             let (reply, rx) = oneshot::channel();
-            self.send(Event::ReadIndex { reply })?;
+            self.send(Event::ReadIndex { renew, reply })?;
             let index = rx.await.map_err(|_| EtcdError::Stopped)??;
             let mut applied = self.applied.clone();
             applied

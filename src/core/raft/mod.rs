@@ -41,7 +41,7 @@ use crate::core::mvcc::compaction::Compactor;
 use crate::core::raft::log::RaftLog;
 use crate::core::raft::proposal::{ConfChangeContext, Op, RaftRequest};
 use crate::core::storage::{self, Storage};
-use crate::core::types::{LogIndex, Revision};
+use crate::core::types::{LeaseId, LogIndex, Revision};
 
 pub use handle::{
     Event, EventSink, NoWatchers, NodeConfig, NodeHandle, NodeStatus, Outbox, ProposalResult,
@@ -104,6 +104,7 @@ pub fn start(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
         proposals: HashMap::new(),
+        reads_queued: Vec::new(),
         reads: HashMap::new(),
         reads_waiting: Vec::new(),
         compactor,
@@ -161,10 +162,14 @@ struct RaftTask {
     next_id: u64,
     /// Proposals waiting to be applied, by id.
     proposals: HashMap<u64, oneshot::Sender<ProposalResult>>,
-    /// ReadIndex requests waiting for their read state, by id.
-    reads: HashMap<u64, oneshot::Sender<Result<LogIndex, EtcdError>>>,
+    /// ReadIndex requests not yet sent: one ReadIndex serves all of them
+    /// (etcd's `linearizableReadLoop` batches the same way), with the
+    /// leases the keep-alives among them renew.
+    reads_queued: Vec<(Option<LeaseId>, ReadReply)>,
+    /// Batches of ReadIndex requests waiting for their read state, by id.
+    reads: HashMap<u64, Vec<ReadReply>>,
     /// Read states whose index is not applied yet.
-    reads_waiting: Vec<(u64, oneshot::Sender<Result<LogIndex, EtcdError>>)>,
+    reads_waiting: Vec<(u64, ReadReply)>,
     /// Runs physical compaction beside the Raft task.
     compactor: Compactor,
     /// Tick length.
@@ -183,6 +188,48 @@ struct RaftTask {
     transfer: Option<(u64, Instant)>,
     /// The data dir.
     data_dir: std::path::PathBuf,
+}
+
+/// Where a ReadIndex request's read index goes.
+type ReadReply = oneshot::Sender<Result<LogIndex, EtcdError>>;
+
+/// Marks a ReadIndex context that carries lease renewals.
+const RENEW_MARK: u8 = b'L';
+
+/// Most requests one ReadIndex serves (and so most lease ids its context
+/// carries: 8 KiB).
+const MAX_READS_PER_BATCH: usize = 1024;
+
+/// The context of a ReadIndex request: its id (u64 BE, what the read
+/// state is matched by), then, when keep-alives ride on it, [`RENEW_MARK`]
+/// and their lease ids (i64 BE each). raft-rs carries it to the leader
+/// unchanged.
+fn read_context(id: u64, renew: &[LeaseId]) -> Vec<u8> {
+    let mut ctx = id.to_be_bytes().to_vec();
+    if !renew.is_empty() {
+        ctx.push(RENEW_MARK);
+        for lease in renew {
+            ctx.extend_from_slice(&lease.0.to_be_bytes());
+        }
+    }
+    ctx
+}
+
+/// The leases a ReadIndex context renews, if it is one of
+/// [`read_context`]'s (anything else, a peer's odd context included:
+/// none).
+fn renewals_in(ctx: &[u8]) -> Vec<LeaseId> {
+    match ctx {
+        [_, _, _, _, _, _, _, _, RENEW_MARK, leases @ ..]
+            if !leases.is_empty() && leases.len() % 8 == 0 =>
+        {
+            leases
+                .chunks_exact(8)
+                .map(|l| LeaseId(storage::be_i64(l)))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// Most events taken from the queue before handling one Ready.
@@ -208,6 +255,7 @@ impl RaftTask {
                             return Ok(());
                         }
                     }
+                    self.send_reads();
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
@@ -288,16 +336,16 @@ impl RaftTask {
                     }
                 }
             }
-            Event::ReadIndex { reply } => {
+            Event::ReadIndex { renew, reply } => {
                 if self.raw.raft.leader_id == 0 {
                     let _ = reply.send(Err(EtcdError::NoLeader));
-                } else if self.reads.len() + self.reads_waiting.len() >= MAX_PENDING_PROPOSALS {
+                } else if self.reads_pending() >= MAX_PENDING_PROPOSALS {
                     let _ = reply.send(Err(EtcdError::TooManyRequests));
                 } else {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    self.raw.read_index(id.to_be_bytes().to_vec());
-                    self.reads.insert(id, reply);
+                    if let Some(lease) = renew {
+                        self.renew_as_leader(lease);
+                    }
+                    self.reads_queued.push((renew, reply));
                 }
             }
             Event::ProposeConfChange { cc, member, reply } => {
@@ -368,8 +416,59 @@ impl RaftTask {
             );
             return;
         }
+        if m.get_msg_type() == raft::eraftpb::MessageType::MsgReadIndex {
+            if let Some(e) = m.entries.first() {
+                for lease in renewals_in(&e.data) {
+                    self.renew_as_leader(lease);
+                }
+            }
+        }
         if let Err(e) = self.raw.step(m) {
             tracing::debug!("raft step: {e}");
+        }
+    }
+
+    /// ReadIndex requests queued or waiting for their read state or index.
+    fn reads_pending(&self) -> usize {
+        self.reads_queued.len()
+            + self.reads.values().map(Vec::len).sum::<usize>()
+            + self.reads_waiting.len()
+    }
+
+    /// Sends one ReadIndex for every [`MAX_READS_PER_BATCH`] queued
+    /// requests (after a drain of the event queue, so that concurrent
+    /// reads and keep-alives share one round of heartbeats).
+    fn send_reads(&mut self) {
+        if self.reads_queued.is_empty() {
+            return;
+        }
+        let queued = std::mem::take(&mut self.reads_queued);
+        if self.raw.raft.leader_id == 0 {
+            for (_, reply) in queued {
+                let _ = reply.send(Err(EtcdError::NoLeader));
+            }
+            return;
+        }
+        let mut queued = queued.into_iter().peekable();
+        while queued.peek().is_some() {
+            let batch: Vec<_> = queued.by_ref().take(MAX_READS_PER_BATCH).collect();
+            let id = self.next_id;
+            self.next_id += 1;
+            let renew: Vec<LeaseId> = batch.iter().filter_map(|(lease, _)| *lease).collect();
+            self.raw.read_index(read_context(id, &renew));
+            self.reads
+                .insert(id, batch.into_iter().map(|(_, reply)| reply).collect());
+        }
+    }
+
+    /// A keep-alive reached the leader (its own client's, or a follower's
+    /// riding on a forwarded ReadIndex): restart the lease's clock. Only
+    /// the leader's clocks decide expiry, and a new leader restarts every
+    /// clock at the full TTL, so a renewal seen by a deposed leader is
+    /// never needed.
+    fn renew_as_leader(&self, lease: LeaseId) {
+        if self.raw.raft.state == StateRole::Leader {
+            self.lessor.renew_unexpired(lease);
         }
     }
 
@@ -396,7 +495,7 @@ impl RaftTask {
         // 4. Read states: answer once their index is applied.
         for rs in ready.take_read_states() {
             let id = storage::be_u64(&rs.request_ctx);
-            if let Some(reply) = self.reads.remove(&id) {
+            for reply in self.reads.remove(&id).into_iter().flatten() {
                 self.reads_waiting.push((rs.index, reply));
             }
         }
@@ -450,7 +549,7 @@ impl RaftTask {
             for (_, reply) in self.proposals.drain() {
                 let _ = reply.send(Err(EtcdError::LeaderChanged));
             }
-            for (_, reply) in self.reads.drain() {
+            for reply in self.reads.drain().flat_map(|(_, batch)| batch) {
                 let _ = reply.send(Err(EtcdError::LeaderChanged));
             }
         }
@@ -469,7 +568,10 @@ impl RaftTask {
         }
         // Drop the answers nobody waits for any more (timed-out clients).
         self.proposals.retain(|_, r| !r.is_closed());
-        self.reads.retain(|_, r| !r.is_closed());
+        self.reads.retain(|_, batch| {
+            batch.retain(|r| !r.is_closed());
+            !batch.is_empty()
+        });
     }
 
     /// Compacts the Raft log once `--snapshot-count` entries were applied

@@ -162,7 +162,39 @@ async fn a_full_event_queue_refuses_instead_of_blocking() {
     ));
     let (reply, _) = oneshot::channel();
     assert!(matches!(
-        node.send(Event::ReadIndex { reply }),
+        node.send(Event::ReadIndex { renew: None, reply }),
         Err(EtcdError::TooManyRequests)
     ));
+}
+
+#[test]
+fn read_contexts_carry_renewals_and_nothing_else_is_one() {
+    assert_eq!(read_context(7, &[]), 7u64.to_be_bytes().to_vec());
+    assert_eq!(renewals_in(&read_context(7, &[])), Vec::<LeaseId>::new());
+    let leases = [LeaseId(0x1234_5678), LeaseId(-1), LeaseId(9)];
+    let ctx = read_context(7, &leases);
+    assert_eq!(storage::be_u64(&ctx), 7, "the id still comes first");
+    assert_eq!(renewals_in(&ctx), leases.to_vec());
+    // A peer's odd context is never mistaken for renewals.
+    assert_eq!(renewals_in(&ctx[..16]), Vec::<LeaseId>::new());
+    assert_eq!(
+        renewals_in(&[ctx.clone(), vec![0]].concat()),
+        Vec::<LeaseId>::new()
+    );
+    assert_eq!(renewals_in(&ctx[..9]), Vec::<LeaseId>::new());
+    assert_eq!(renewals_in(b""), Vec::<LeaseId>::new());
+}
+
+#[tokio::test]
+async fn a_lone_leader_renews_on_read_index_without_a_log_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_storage, node, thread) = start_on(dir.path());
+    // Elected, and the new term's empty entry applied.
+    put(&node, "a").await;
+    let before = node.status.raft_index();
+    node.renew_lease(LeaseId(42), Duration::from_secs(5))
+        .await
+        .expect("a renewal of an unknown lease is still a barrier");
+    assert_eq!(node.status.raft_index(), before, "no entry for a renewal");
+    stop(node, thread).await;
 }

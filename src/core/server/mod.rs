@@ -126,6 +126,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         max_txn_ops: cfg.max_txn_ops,
         request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
         lessor,
+        leader_link: api::LeaderLink::default(),
     };
     // Bind now (so the ports are taken and connections queue), but serve
     // only once this member has published its attributes through Raft, as
