@@ -51,6 +51,8 @@ pub struct ServeConfig {
     pub max_txn_ops: usize,
     /// Backend size alarm threshold, bytes (`--quota-backend-bytes`; 0 = no limit).
     pub quota_backend_bytes: u64,
+    /// The storage engine's block cache, bytes (`--backend-cache-bytes`).
+    pub backend_cache_bytes: u64,
     /// `tracing` filter (`--log-level`: debug, info, warn, error).
     pub log_level: String,
     /// Promote a learner to voter once it has caught up (`--auto-promote`;

@@ -50,17 +50,21 @@ impl PbMaintenanceService for MaintenanceService {
     ) -> Result<Response<PbStatusResponse>, Status> {
         let st = &self.ctx.node.status;
         let revision = self.ctx.current_revision()?;
-        let db_size = self.ctx.storage.db.disk_space().unwrap_or(0) as i64;
+        let (db_size, in_use) = self
+            .ctx
+            .storage
+            .disk_usage()
+            .map_err(|e| Status::internal(format!("etcdserver: {e}")))?;
         Ok(Response::new(PbStatusResponse {
             header: Some(self.ctx.header(revision)),
             version: ETCD_VERSION.to_string(),
-            db_size,
+            db_size: db_size as i64,
             leader: st.leader().map_or(0, |l| l.0),
             raft_index: st.raft_index().0,
             raft_term: st.term(),
             raft_applied_index: self.ctx.node.applied.borrow().0,
             errors: Vec::new(),
-            db_size_in_use: db_size,
+            db_size_in_use: in_use.min(db_size) as i64,
             is_learner: st.is_learner(),
             ..Default::default()
         }))
@@ -72,7 +76,11 @@ impl PbMaintenanceService for MaintenanceService {
     ) -> Result<Response<PbDefragmentResponse>, Status> {
         let s = self.ctx.storage.clone();
         tokio::task::spawn_blocking(move || {
-            for ks in [&s.kv, &s.rev, &s.hist] {
+            // Flush first, so that what the memtables hold is compacted
+            // too and the journals behind them can go; then merge every
+            // keyspace that churns into its last level (compressed there).
+            for ks in [&s.kv, &s.rev, &s.hist, &s.raft_log, &s.meta, &s.lease_keys] {
+                ks.inner().rotate_memtable_and_wait()?;
                 ks.inner().major_compact()?;
             }
             Ok::<_, fjall::Error>(())

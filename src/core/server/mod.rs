@@ -57,12 +57,13 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
             cfg.data_dir.display()
         ))
     })?;
-    let storage = Storage::open(&cfg.data_dir).map_err(|e| {
-        ServeError::Other(anyhow::anyhow!(
-            "cannot open data dir {}: {e}",
-            cfg.data_dir.display()
-        ))
-    })?;
+    let storage =
+        Storage::open_with_cache(&cfg.data_dir, cfg.backend_cache_bytes).map_err(|e| {
+            ServeError::Other(anyhow::anyhow!(
+                "cannot open data dir {}: {e}",
+                cfg.data_dir.display()
+            ))
+        })?;
     let peer_addr = *cfg
         .listen_peer_addrs
         .first()

@@ -15,12 +15,38 @@
 //! Integer keys are big-endian so that LSM order is numeric order. Only the
 //! Raft task writes (fjall's single-writer transactions); readers use
 //! snapshots. `datadir` records and checks whose data dir it is.
+//!
+//! **Memory budget** (fjall's defaults, 64 MiB per memtable × 9 keyspaces
+//! plus 512 MiB of journals, made a member's memory and disk grow with
+//! nothing to show for it): the block cache is `--backend-cache-bytes`
+//! (16 MiB by default); each keyspace's memtable is flushed at
+//! [`MEMTABLE_BYTES_BULK`] (`kv`, `rev`, `hist`, `raft_log`) or
+//! [`MEMTABLE_BYTES_SMALL`] (the rest), at most one more sealed memtable
+//! each waits for its flush; journals are capped at [`MAX_JOURNAL_BYTES`]
+//! (fjall then flushes the keyspaces that hold the oldest one). So the
+//! engine holds at most about cache + 2 × (4 × 8 + 5 × 2) MiB ≈ 100 MiB,
+//! whatever the number of keys. The sizes are fixed when a keyspace is
+//! created (fjall keeps them with the keyspace).
 
 use std::path::Path;
 
 pub mod datadir;
 
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
 use fjall::{KeyspaceCreateOptions, PersistMode, SingleWriterTxDatabase, SingleWriterTxKeyspace};
+
+/// Memtable size of the keyspaces that grow with the data, bytes.
+pub const MEMTABLE_BYTES_BULK: u64 = 8 << 20;
+/// Memtable size of the small keyspaces, bytes.
+pub const MEMTABLE_BYTES_SMALL: u64 = 2 << 20;
+/// Journal bytes kept before fjall flushes memtables to free the oldest
+/// (fjall's smallest allowed value).
+pub const MAX_JOURNAL_BYTES: u64 = 64 << 20;
+/// Block cache when the caller does not choose (`--backend-cache-bytes`'s
+/// default), bytes.
+pub const DEFAULT_CACHE_BYTES: u64 = 16 << 20;
 
 /// `meta` key: the last Raft log index applied to the state machine (u64 BE).
 /// Written in the same transaction as the state changes of that entry.
@@ -46,6 +72,8 @@ pub const META_CLUSTER_TOKEN: &[u8] = b"cluster_token";
 /// Handles to the database and every keyspace. Cheap to clone.
 #[derive(Clone)]
 pub struct Storage {
+    /// The directory the database lives in.
+    pub dir: PathBuf,
     /// The database; its journal is shared by all keyspaces, so one
     /// `persist` makes everything written before it durable.
     pub db: SingleWriterTxDatabase,
@@ -75,12 +103,32 @@ impl Storage {
     /// # Errors
     /// Any fjall error (I/O, corruption, a directory locked by another process).
     pub fn open(dir: &Path) -> fjall::Result<Self> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) the database under `dir` with a block cache of
+    /// `cache_bytes` bytes (see the module's memory budget).
+    ///
+    /// # Errors
+    /// As [`Self::open`].
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> fjall::Result<Self> {
         let db = SingleWriterTxDatabase::builder(dir)
             // Durability is explicit: the Raft task persists once per Ready.
             .manual_journal_persist(true)
+            .cache_size(cache_bytes)
+            .max_journaling_size(MAX_JOURNAL_BYTES)
             .open()?;
-        let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let ks = |name: &str| {
+            let memtable = match name {
+                "kv" | "rev" | "hist" | "raft_log" => MEMTABLE_BYTES_BULK,
+                _ => MEMTABLE_BYTES_SMALL,
+            };
+            db.keyspace(name, || {
+                KeyspaceCreateOptions::default().max_memtable_size(memtable)
+            })
+        };
         Ok(Self {
+            dir: dir.to_path_buf(),
             raft_log: ks("raft_log")?,
             raft_state: ks("raft_state")?,
             kv: ks("kv")?,
@@ -100,6 +148,32 @@ impl Storage {
     /// An I/O error; fjall then poisons the database, and the member must stop.
     pub fn sync(&self) -> fjall::Result<()> {
         self.db.persist(PersistMode::SyncData)
+    }
+
+    /// (bytes on disk, bytes in use): the first is what the data dir's
+    /// files occupy (allocated blocks, as `du` counts them: journals,
+    /// tables and the rest, sparse preallocation excluded); the second the
+    /// tables of every keyspace, the live database without journals
+    /// (what etcd's `dbSize` and `dbSizeInUse` mean for bbolt).
+    ///
+    /// # Errors
+    /// A storage error.
+    pub fn disk_usage(&self) -> fjall::Result<(u64, u64)> {
+        let in_use = [
+            &self.raft_log,
+            &self.raft_state,
+            &self.kv,
+            &self.rev,
+            &self.hist,
+            &self.meta,
+            &self.members,
+            &self.leases,
+            &self.lease_keys,
+        ]
+        .iter()
+        .map(|ks| ks.inner().disk_space())
+        .sum();
+        Ok((allocated_bytes(&self.dir), in_use))
     }
 
     /// Reads a big-endian u64 from `meta`, 0 when absent.
@@ -149,4 +223,21 @@ pub fn be_i64(b: &[u8]) -> i64 {
     let n = b.len().min(8);
     a[..n].copy_from_slice(&b[..n]);
     i64::from_be_bytes(a)
+}
+
+/// Bytes allocated on disk under `path` (blocks × 512, as `du`), walking
+/// directories; unreadable entries count 0.
+pub fn allocated_bytes(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.blocks() * 512;
+    }
+    std::fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| allocated_bytes(&e.path()))
+            .sum()
+    })
 }

@@ -100,6 +100,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KVD_QUOTA_BACKEND_BYTES", value_name = "BYTES")]
     pub quota_backend_bytes: Option<u64>,
 
+    /// The storage engine's block cache, bytes (kvd only; memtables and
+    /// journals have fixed budgets, see ARCHITECTURE.md) [default: 16777216]
+    #[arg(long, env = "KVD_BACKEND_CACHE_BYTES", value_name = "BYTES")]
+    pub backend_cache_bytes: Option<u64>,
+
     /// Largest client request accepted, bytes [default: 1572864]
     #[arg(long, env = "KVD_MAX_REQUEST_BYTES", value_name = "BYTES")]
     pub max_request_bytes: Option<usize>,
@@ -138,6 +143,7 @@ impl ServeArgs {
             election_timeout: self.election_timeout,
             snapshot_count: self.snapshot_count,
             quota_backend_bytes: self.quota_backend_bytes,
+            backend_cache_bytes: self.backend_cache_bytes,
             max_request_bytes: self.max_request_bytes,
             max_txn_ops: self.max_txn_ops,
             log_level: self.log_level.clone(),

@@ -37,6 +37,9 @@ pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
 pub const DEFAULT_SNAPSHOT_COUNT: u64 = 10_000;
 /// Default `--quota-backend-bytes`, bytes (0 = no limit).
 pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 0;
+/// Default `--backend-cache-bytes`: the storage engine's block cache, bytes
+/// (16 MiB; see `core::storage` for the whole memory budget).
+pub const DEFAULT_BACKEND_CACHE_BYTES: u64 = 16 << 20;
 /// Default `--max-request-bytes`, bytes (1.5 MiB, etcd's).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1_572_864;
 /// Default `--max-txn-ops`.
@@ -118,6 +121,8 @@ pub struct ServeOptions {
     pub snapshot_count: Option<u64>,
     /// `quota-backend-bytes`, bytes (0 = no limit).
     pub quota_backend_bytes: Option<u64>,
+    /// `backend-cache-bytes`, bytes (kvd only).
+    pub backend_cache_bytes: Option<u64>,
     /// `max-request-bytes`, bytes.
     pub max_request_bytes: Option<usize>,
     /// `max-txn-ops`.
@@ -176,6 +181,7 @@ impl ServeOptions {
             election_timeout: self.election_timeout.or(lower.election_timeout),
             snapshot_count: self.snapshot_count.or(lower.snapshot_count),
             quota_backend_bytes: self.quota_backend_bytes.or(lower.quota_backend_bytes),
+            backend_cache_bytes: self.backend_cache_bytes.or(lower.backend_cache_bytes),
             max_request_bytes: self.max_request_bytes.or(lower.max_request_bytes),
             max_txn_ops: self.max_txn_ops.or(lower.max_txn_ops),
             log_level: self.log_level.or(lower.log_level),
@@ -350,6 +356,9 @@ impl ServeOptions {
             quota_backend_bytes: self
                 .quota_backend_bytes
                 .unwrap_or(DEFAULT_QUOTA_BACKEND_BYTES),
+            backend_cache_bytes: self
+                .backend_cache_bytes
+                .unwrap_or(DEFAULT_BACKEND_CACHE_BYTES),
             log_level,
             auto_promote: self.auto_promote.unwrap_or(false),
         })

@@ -321,6 +321,7 @@ heartbeat-interval: 50
 election-timeout: 500
 snapshot-count: 7
 quota-backend-bytes: 8589934592
+backend-cache-bytes: 33554432
 max-request-bytes: 1024
 max-txn-ops: 3
 log-level: warn
@@ -337,6 +338,7 @@ log-level: warn
     assert_eq!(cfg.election_timeout, Duration::from_millis(500));
     assert_eq!(cfg.snapshot_count, 7);
     assert_eq!(cfg.quota_backend_bytes, 8_589_934_592);
+    assert_eq!(cfg.backend_cache_bytes, 32 << 20);
     assert_eq!(cfg.max_request_bytes, 1024);
     assert_eq!(cfg.max_txn_ops, 3);
     assert_eq!(cfg.log_level, "warn");
@@ -346,10 +348,10 @@ log-level: warn
 fn example_config_is_valid_and_all_defaults() {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml"));
     let file = ServeOptions::from_file(path).unwrap();
-    // It spells out every key (all 17 of ServeOptions)...
+    // It spells out every key (all 18 of ServeOptions)...
     let text = std::fs::read_to_string(path).unwrap();
     let keys: serde_yaml::Mapping = serde_yaml::from_str(&text).unwrap();
-    assert_eq!(keys.len(), 17);
+    assert_eq!(keys.len(), 18);
     // ...each at its default.
     let from_file = format!("{:?}", file.resolve().unwrap());
     let defaults = format!("{:?}", opts().resolve().unwrap());
