@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
 mod bootstrap;
@@ -178,6 +179,14 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
                 tracing::info!(%addr, "serving client requests");
                 let router = api::router(&ctx, &watch_hub, cfg.heartbeat_interval, cfg.election_timeout);
                 let mut stop = stop.clone();
+                // TCP_NODELAY: a watch event or a small response must not
+                // wait for the previous segment's ACK (Nagle meeting delayed
+                // ACKs held watch events ~40 ms; etcd's gRPC-Go sets it too).
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY on a client connection: {e}");
+                    }
+                });
                 servers.push(tokio::spawn(async move {
                     axum::serve(listener, router)
                         .with_graceful_shutdown(async move {
