@@ -10,7 +10,7 @@ TEST_THREADS ?= 2
 # sudo only when not root (CI runs as root, without sudo).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: build deps test run cluster lint bench fuzz robustness soak kvd-failpoints
+.PHONY: build deps test run cluster lint bench bench-compare bench-scale fuzz robustness soak kvd-failpoints
 
 build: deps
 	$(CARGO) build --release
@@ -49,7 +49,20 @@ lint: deps
 # Benchmarks (release): put throughput, latency and fsyncs per put, side by
 # side with etcd when /usr/bin/etcd exists (Debian etcd-server).
 bench: deps
-	$(CARGO) bench
+	$(CARGO) bench --bench put_load --bench watch_load --bench snapshot_catchup
+
+# kvd and etcd side by side (Debian etcd-server's /usr/bin/etcd): fresh
+# 3-member clusters in alternating rounds under etcd benchmark's workloads,
+# then one member of each with KVD_BENCH_KEYS keys for memory and disk.
+# Prints a table of kvd/etcd ratios.
+bench-compare: deps
+	@command -v etcd >/dev/null 2>&1 || $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server || true
+	$(CARGO) bench --bench compare
+
+# How kvd grows: 10k/100k/1M keys (put rate, range latency, RSS, data dir,
+# restart after kill -9, learner catch-up), 10k/100k watchers, 100k leases.
+bench-scale: deps
+	$(CARGO) bench --bench scale
 
 # Fuzzing (cargo fuzz / libFuzzer) of the decoders that take bytes from
 # outside: Raft entries, peer frames, snapshot records, the YAML config.

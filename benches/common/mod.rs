@@ -43,8 +43,12 @@ pub struct Server {
     pub child: Child,
     /// Its client port.
     pub client_port: u16,
+    /// Its peer port (0 when unknown).
+    pub peer_port: u16,
     /// Its data dir, removed on drop.
     _dir: tempfile::TempDir,
+    /// The command that started it (program, arguments), for restarts.
+    command: Option<(String, Vec<String>)>,
 }
 
 impl Drop for Server {
@@ -101,7 +105,9 @@ pub fn start(bin: &str, is_etcd: bool) -> Server {
     Server {
         child,
         client_port: c,
+        peer_port: p,
         _dir: dir,
+        command: None,
     }
 }
 
@@ -120,4 +126,122 @@ pub async fn connect(port: u16) -> Client {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A cluster of server processes (kvd or etcd) on free ports, killed and
+/// removed on drop.
+pub struct Cluster {
+    /// The members, in `--initial-cluster` order.
+    pub members: Vec<Server>,
+}
+
+impl Cluster {
+    /// Client endpoints (`127.0.0.1:port`), one per member.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("127.0.0.1:{}", m.client_port))
+            .collect()
+    }
+
+    /// Resident memory of every member, bytes.
+    pub fn rss(&self) -> Vec<u64> {
+        self.members.iter().map(Server::rss).collect()
+    }
+}
+
+/// Bytes allocated under `path` on disk (blocks × 512, as `du` counts;
+/// a directory is walked).
+pub fn dir_bytes(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.blocks() * 512;
+    }
+    std::fs::read_dir(path)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| dir_bytes(&e.path()))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn spawn(bin: &str, args: &[String]) -> Child {
+    Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server")
+}
+
+impl Server {
+    /// Kills the process with SIGKILL and starts it again on the same data
+    /// dir and ports (members of [`start_cluster`] only).
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (bin, args) = self.command.as_ref().expect("a cluster member");
+        self.child = spawn(bin, args);
+    }
+
+    /// This member's data dir.
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("data")
+    }
+}
+
+/// Starts `n` members of `bin` (kvd, or etcd when `is_etcd`) as a new
+/// cluster on free ports with etcd's flags plus `extra` (the same for
+/// every member), and waits until a put goes through.
+pub async fn start_cluster(bin: &str, is_etcd: bool, n: usize, extra: &[&str]) -> Cluster {
+    let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+    let initial = ports
+        .iter()
+        .enumerate()
+        .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members = Vec::new();
+    for (i, (c, p)) in ports.iter().enumerate() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut args: Vec<String> = Vec::new();
+        if !is_etcd {
+            args.push("serve".into());
+        }
+        for (flag, value) in [
+            ("--name", format!("m{i}")),
+            ("--data-dir", data.to_str().expect("utf-8 path").to_string()),
+            ("--listen-client-urls", format!("http://127.0.0.1:{c}")),
+            ("--advertise-client-urls", format!("http://127.0.0.1:{c}")),
+            ("--listen-peer-urls", format!("http://127.0.0.1:{p}")),
+            (
+                "--initial-advertise-peer-urls",
+                format!("http://127.0.0.1:{p}"),
+            ),
+            ("--initial-cluster", initial.clone()),
+            ("--initial-cluster-state", "new".to_string()),
+        ] {
+            args.push(flag.into());
+            args.push(value);
+        }
+        args.extend(extra.iter().map(|a| a.to_string()));
+        members.push(Server {
+            child: spawn(bin, &args),
+            client_port: *c,
+            peer_port: *p,
+            _dir: dir,
+            command: Some((bin.to_string(), args)),
+        });
+    }
+    let cluster = Cluster { members };
+    for m in &cluster.members {
+        connect(m.client_port).await;
+    }
+    cluster
 }

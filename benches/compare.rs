@@ -1,0 +1,423 @@
+//! kvd and etcd side by side (`make bench-compare`): fresh 3-member
+//! clusters of each, in alternating rounds, under the same load generator
+//! (the etcd-client crate with etcd's `benchmark` tool's key encoding and
+//! client model), then one member of each loaded with many keys for memory
+//! and disk.
+//!
+//! Workloads (etcd `tools/benchmark` 3.4): `put` from 1 client to the
+//! leader and from 100 clients over 10 connections (keys: a random number
+//! below the key space, zigzag-varint encoded into an 8-byte buffer; one
+//! random 256 B value); `range` of one key, linearizable and serializable;
+//! `txn-put` (a transaction of one put, sequential keys); `lease-keepalive`
+//! (one lease per client, each request a KeepAliveOnce: a new stream, one
+//! request, one answer); `watch-latency` (100 watchers on one key, one put
+//! every 10 ms, each sample from the put being sent to a watcher's event).
+//! Connections are spread round-robin over the members, clients over the
+//! connections. Each figure is the median over rounds; ratios are kvd/etcd.
+//!
+//! Environment: `KVD_BENCH_ROUNDS` (default 2), `KVD_BENCH_TOTAL`
+//! (requests per many-client workload, default 20000), `KVD_BENCH_KEYS`
+//! (keys of the memory run, default 300000; 0 skips it). Without
+//! `/usr/bin/etcd` (Debian `etcd-server`) only kvd runs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failed run
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, GetOptions, Txn, TxnOp, WatchOptions};
+use rand::Rng;
+
+mod common;
+use common::{dir_bytes, start_cluster, Cluster};
+
+const ETCD: &str = "/usr/bin/etcd";
+const KEY_SPACE: u64 = 100_000;
+const VALUE_BYTES: usize = 256;
+const CLIENTS: usize = 100;
+const CONNS: usize = 10;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// etcd benchmark's key: `binary.PutVarint(n)` into a zeroed buffer of
+/// `size` bytes.
+fn bench_key(n: u64, size: usize) -> Vec<u8> {
+    let mut key = vec![0u8; size];
+    let mut z = (n << 1) ^ ((n as i64 >> 63) as u64); // zigzag
+    let mut i = 0;
+    while z >= 0x80 && i < size {
+        key[i] = (z as u8) | 0x80;
+        z >>= 7;
+        i += 1;
+    }
+    if i < size {
+        key[i] = z as u8;
+    }
+    key
+}
+
+/// One run of one workload: requests per second and sorted latencies.
+#[derive(Default, Clone)]
+struct Run {
+    per_s: f64,
+    lat: Vec<Duration>,
+}
+
+impl Run {
+    fn pct(&self, p: f64) -> Duration {
+        if self.lat.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((self.lat.len() as f64 * p) as usize).min(self.lat.len() - 1);
+        self.lat[i]
+    }
+}
+
+async fn connections(cluster: &Cluster, n: usize) -> Vec<Client> {
+    let endpoints = cluster.endpoints();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let ep = endpoints[i % endpoints.len()].clone();
+        out.push(Client::connect([ep], None).await.expect("connect"));
+    }
+    out
+}
+
+async fn leader_connection(cluster: &Cluster) -> Client {
+    for ep in cluster.endpoints() {
+        let mut c = Client::connect([ep], None).await.expect("connect");
+        let st = c.status().await.expect("status");
+        if st.header().map(|h| h.member_id()) == Some(st.leader()) {
+            return c;
+        }
+    }
+    panic!("no leader among the members");
+}
+
+/// Runs `total` requests from `clients` clients sharing `conns`
+/// round-robin; `op(client, i)` is request number `i`.
+async fn drive<F, Fut>(conns: &[Client], clients: usize, total: usize, op: F) -> Run
+where
+    F: Fn(Client, usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let client = conns[c % conns.len()].clone();
+        let op = op.clone();
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return lat;
+                }
+                let t = Instant::now();
+                op(client.clone(), i).await;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut lat = Vec::with_capacity(total);
+    for t in tasks {
+        lat.extend(t.await.expect("client"));
+    }
+    let elapsed = start.elapsed();
+    lat.sort();
+    Run {
+        per_s: lat.len() as f64 / elapsed.as_secs_f64(),
+        lat,
+    }
+}
+
+fn value() -> Vec<u8> {
+    let mut rng = rand::thread_rng();
+    (0..VALUE_BYTES)
+        .map(|_| rng.gen_range(b'a'..=b'z'))
+        .collect()
+}
+
+async fn put_workload(conns: &[Client], clients: usize, total: usize) -> Run {
+    let v = value();
+    drive(conns, clients, total, move |mut c, _| {
+        let v = v.clone();
+        async move {
+            let key = bench_key(rand::thread_rng().gen_range(0..KEY_SPACE), 8);
+            c.put(key, v, None).await.expect("put");
+        }
+    })
+    .await
+}
+
+async fn range_workload(conns: &[Client], total: usize, serializable: bool) -> Run {
+    conns[0]
+        .clone()
+        .put("foo", value(), None)
+        .await
+        .expect("put");
+    drive(conns, CLIENTS, total, move |mut c, _| async move {
+        let options = serializable.then(|| GetOptions::new().with_serializable());
+        c.get("foo", options).await.expect("range");
+    })
+    .await
+}
+
+async fn txn_put_workload(conns: &[Client], total: usize) -> Run {
+    let v = value();
+    drive(conns, CLIENTS, total, move |mut c, i| {
+        let v = v.clone();
+        async move {
+            let key = bench_key(i as u64 % KEY_SPACE, 8);
+            c.txn(Txn::new().and_then([TxnOp::put(key, v, None)]))
+                .await
+                .expect("txn");
+        }
+    })
+    .await
+}
+
+async fn keepalive_workload(conns: &[Client], total: usize) -> Run {
+    // One lease per client, granted before the clock starts.
+    let mut leases = Vec::new();
+    for c in 0..CLIENTS {
+        let mut client = conns[c % conns.len()].clone();
+        leases.push(client.lease_grant(100, None).await.expect("grant").id());
+    }
+    let leases = Arc::new(leases);
+    let per_client = total.div_ceil(CLIENTS);
+    drive(conns, CLIENTS, total, move |mut c, i| {
+        let leases = leases.clone();
+        async move {
+            // Request i belongs to client i / per_client's lease.
+            let id = leases[(i / per_client).min(leases.len() - 1)];
+            // The crate sends the first request and waits for its answer:
+            // etcd's KeepAliveOnce.
+            c.lease_keep_alive(id).await.expect("keep-alive");
+        }
+    })
+    .await
+}
+
+/// 100 watchers on one key (over `conns`), one put every 10 ms from a
+/// separate connection, `puts` puts: each sample is the time from sending
+/// a put to one watcher receiving its event.
+async fn watch_latency(conns: &[Client], put_conn: Client, puts: usize) -> Run {
+    let key = bench_key(rand::thread_rng().gen_range(0..KEY_SPACE), 32);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    let mut watchers = Vec::new();
+    for w in 0..CLIENTS {
+        let mut c = conns[w % conns.len()].clone();
+        let mut stream = c
+            .watch(key.clone(), Some(WatchOptions::new()))
+            .await
+            .expect("watch");
+        let tx = tx.clone();
+        watchers.push(tokio::spawn(async move {
+            while let Ok(Some(resp)) = stream.message().await {
+                for ev in resp.events() {
+                    if let Some(kv) = ev.kv() {
+                        let _ = tx.send((kv.mod_revision(), Instant::now()));
+                    }
+                }
+            }
+        }));
+    }
+    drop(tx);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v = vec![b'v'; 32];
+    let mut sent: BTreeMap<i64, Instant> = BTreeMap::new();
+    let mut put_conn = put_conn;
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    for _ in 0..puts {
+        tick.tick().await;
+        let t = Instant::now();
+        let rev = put_conn
+            .put(key.clone(), v.clone(), None)
+            .await
+            .expect("put")
+            .header()
+            .map(|h| h.revision())
+            .expect("header");
+        sent.insert(rev, t);
+    }
+    let expected = puts * CLIENTS;
+    let mut lat = Vec::with_capacity(expected);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while lat.len() < expected {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((rev, at))) => {
+                if let Some(t) = sent.get(&rev) {
+                    lat.push(at.duration_since(*t));
+                }
+            }
+            _ => break,
+        }
+    }
+    let elapsed = start.elapsed();
+    for w in watchers {
+        w.abort();
+    }
+    assert_eq!(lat.len(), expected, "every watcher saw every put");
+    lat.sort();
+    Run {
+        per_s: puts as f64 / elapsed.as_secs_f64(),
+        lat,
+    }
+}
+
+const WORKLOADS: [&str; 7] = [
+    "put, 1 client, leader",
+    "put, 100 clients / 10 conns",
+    "range linearizable, 100/10",
+    "range serializable, 100/10",
+    "txn-put, 100/10",
+    "lease keep-alive, 100/10",
+    "watch latency, 100 watchers",
+];
+
+async fn round(bin: &str, is_etcd: bool, total: usize) -> Vec<Run> {
+    let cluster = start_cluster(bin, is_etcd, 3, &[]).await;
+    let conns = connections(&cluster, CONNS).await;
+    let leader = leader_connection(&cluster).await;
+    let mut runs = Vec::new();
+    runs.push(put_workload(std::slice::from_ref(&leader), 1, total / 10).await);
+    runs.push(put_workload(&conns, CLIENTS, total).await);
+    runs.push(range_workload(&conns, total, false).await);
+    runs.push(range_workload(&conns, total, true).await);
+    runs.push(txn_put_workload(&conns, total).await);
+    runs.push(keepalive_workload(&conns, total).await);
+    let put_conn = Client::connect([cluster.endpoints()[0].clone()], None)
+        .await
+        .expect("connect");
+    runs.push(watch_latency(&conns, put_conn, 200).await);
+    runs
+}
+
+/// The median (by throughput) of each workload's runs over rounds.
+fn medians(rounds: &[Vec<Run>]) -> Vec<Run> {
+    (0..WORKLOADS.len())
+        .map(|w| {
+            let mut runs: Vec<Run> = rounds.iter().map(|r| r[w].clone()).collect();
+            runs.sort_by(|a, b| a.per_s.total_cmp(&b.per_s));
+            runs[(runs.len() - 1) / 2].clone()
+        })
+        .collect()
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// One member loaded with `keys` keys of 16 B and 256 B values from 100
+/// clients: (RSS bytes, data dir bytes, Status.dbSize, puts/s).
+async fn memory_run(bin: &str, is_etcd: bool, keys: usize) -> (u64, u64, i64, f64) {
+    let cluster = start_cluster(bin, is_etcd, 1, &[]).await;
+    let conns = connections(&cluster, CONNS).await;
+    let v = value();
+    let run = drive(&conns, CLIENTS, keys, move |mut c, i| {
+        let v = v.clone();
+        async move {
+            c.put(format!("key-{i:012}"), v, None).await.expect("put");
+        }
+    })
+    .await;
+    // Let background flushes and compactions settle, as a steady member would.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let db_size = conns[0].clone().status().await.expect("status").db_size();
+    let member = &cluster.members[0];
+    (
+        member.rss(),
+        dir_bytes(&member.data_dir()),
+        db_size,
+        run.per_s,
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let rounds = env_usize("KVD_BENCH_ROUNDS", 2).max(1);
+    let total = env_usize("KVD_BENCH_TOTAL", 20_000);
+    let keys = env_usize("KVD_BENCH_KEYS", 300_000);
+    let kvd = env!("CARGO_BIN_EXE_kvd");
+    let with_etcd = std::path::Path::new(ETCD).exists();
+    println!(
+        "bench-compare: 3 members on 127.0.0.1, {rounds} round(s), {total} requests per workload{}",
+        if with_etcd {
+            ", kvd and etcd alternating"
+        } else {
+            " (kvd only: no /usr/bin/etcd)"
+        }
+    );
+    let (mut k_rounds, mut e_rounds) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        eprintln!("round {}: kvd", r + 1);
+        k_rounds.push(round(kvd, false, total).await);
+        if with_etcd {
+            eprintln!("round {}: etcd", r + 1);
+            e_rounds.push(round(ETCD, true, total).await);
+        }
+    }
+    let k = medians(&k_rounds);
+    let e = with_etcd.then(|| medians(&e_rounds));
+    println!(
+        "| workload | kvd req/s | kvd p50/p99 ms | etcd req/s | etcd p50/p99 ms | kvd/etcd req/s | kvd/etcd p99 |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (w, name) in WORKLOADS.iter().enumerate() {
+        let kr = &k[w];
+        match &e {
+            Some(e) => {
+                let er = &e[w];
+                println!(
+                    "| {name} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.2} | {:.2} |",
+                    kr.per_s,
+                    ms(kr.pct(0.5)),
+                    ms(kr.pct(0.99)),
+                    er.per_s,
+                    ms(er.pct(0.5)),
+                    ms(er.pct(0.99)),
+                    kr.per_s / er.per_s,
+                    ms(kr.pct(0.99)) / ms(er.pct(0.99)).max(1e-9),
+                );
+            }
+            None => println!(
+                "| {name} | {:.0} | {:.2} / {:.2} | - | - | - | - |",
+                kr.per_s,
+                ms(kr.pct(0.5)),
+                ms(kr.pct(0.99)),
+            ),
+        }
+    }
+    if keys == 0 {
+        return;
+    }
+    println!();
+    println!("one member, {keys} keys of 16 B with {VALUE_BYTES} B values:");
+    println!("| server | puts/s | RSS MiB | data dir MiB | Status.dbSize MiB |");
+    println!("|---|---|---|---|---|");
+    let mib = |b: f64| b / (1024.0 * 1024.0);
+    let mut systems = vec![("kvd", kvd, false)];
+    if with_etcd {
+        systems.push(("etcd", ETCD, true));
+    }
+    for (name, bin, is_etcd) in systems {
+        let (rss, dir, db, per_s) = memory_run(bin, is_etcd, keys).await;
+        println!(
+            "| {name} | {per_s:.0} | {:.0} | {:.0} | {:.0} |",
+            mib(rss as f64),
+            mib(dir as f64),
+            mib(db as f64)
+        );
+    }
+}
