@@ -42,10 +42,55 @@ struct Args {
     /// Run only the CI scenarios whose name contains this.
     #[arg(long)]
     only: Option<String>,
+    /// Check a kept history.json again (no cluster is started) and exit
+    /// 1 if a check fails: for re-judging a failed round after a fix to
+    /// the checkers.
+    #[arg(long, value_name = "HISTORY_JSON")]
+    check: Option<PathBuf>,
+}
+
+/// Re-runs every history check on a kept `history.json`.
+fn recheck(path: &std::path::Path) -> std::process::ExitCode {
+    use kvd_robustness::checks;
+    use kvd_robustness::history::{History, Timeline};
+    let history: History = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: cannot read {}: {e}", path.display());
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let Some(observer) = history.watches.first() else {
+        eprintln!("error: {} has no observer watch", path.display());
+        return std::process::ExitCode::FAILURE;
+    };
+    let timeline = Timeline::from_observer(observer);
+    let results = checks::run_all(&history, &timeline, Duration::from_secs(120));
+    let mut failed = false;
+    for r in &results {
+        println!(
+            "{:<28} {:<5} {}",
+            r.name,
+            if r.passed { "pass" } else { "FAIL" },
+            r.detail
+        );
+        failed |= !r.passed;
+    }
+    if failed {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(path) = &args.check {
+        return recheck(path);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -244,3 +244,47 @@ fn a_key_deleted_by_an_unanswered_revoke_is_not_blamed_on_a_later_delete() {
     ));
     assert_eq!(failed(&h), Vec::<String>::new());
 }
+
+/// soak-002's false alarm: two answered revokes share revision 5, the
+/// revoke of lease 7 (which held `b`) and, sent after `b` was seen gone,
+/// the revoke of an empty lease 8 (which answers the current revision).
+/// The delete of `b` belongs to the first.
+#[test]
+fn a_delete_is_blamed_on_the_revoke_of_the_keys_lease() {
+    let mut h = clean();
+    let mut with_lease = put(4, 60, 70, "b", "v3", 4);
+    with_lease.request = Request::Put {
+        key: "b".into(),
+        value: "v3".into(),
+        lease: 7,
+    };
+    h.ops.push(with_lease);
+    h.ops.push(Op {
+        client: 5,
+        invoke: 80,
+        ret: 88,
+        request: Request::LeaseRevoke { id: 7 },
+        outcome: Outcome::Ok(Response::LeaseRevoke { revision: 5 }),
+    });
+    h.ops.push(get(6, 95, 99, "b", None, 5));
+    // Listed after, as a later client's operations are.
+    h.ops.push(Op {
+        client: 7,
+        invoke: 100,
+        ret: 110,
+        request: Request::LeaseRevoke { id: 8 },
+        outcome: Outcome::Ok(Response::LeaseRevoke { revision: 5 }),
+    });
+    let responses = &mut h.watches[0].segments[0].responses;
+    responses.push(response(75, vec![event("b", "v3", 4)]));
+    responses.push(response(
+        90,
+        vec![Event {
+            put: false,
+            key: "b".into(),
+            value: String::new(),
+            mod_revision: 5,
+        }],
+    ));
+    assert_eq!(failed(&h), Vec::<String>::new());
+}

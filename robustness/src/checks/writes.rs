@@ -49,6 +49,8 @@ pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
     // Acknowledged deletes and revokes by revision.
     let mut acked_delete: HashSet<(i64, &str)> = HashSet::new();
     let mut acked_revoke: HashMap<i64, usize> = HashMap::new();
+    // Answered revokes by lease: (operation, revision answered).
+    let mut acked_revoke_of: HashMap<i64, Vec<(usize, i64)>> = HashMap::new();
     let mut unknown_deletes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     let mut unknown_revokes: Vec<usize> = Vec::new();
     // The first unanswered revoke of each lease.
@@ -65,8 +67,15 @@ pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
             (Request::Delete { key }, Outcome::Unknown(_)) => {
                 unknown_deletes.entry(key.as_str()).or_default().push(i);
             }
-            (Request::LeaseRevoke { .. }, Outcome::Ok(Response::LeaseRevoke { revision })) => {
-                acked_revoke.insert(*revision, i);
+            (Request::LeaseRevoke { id }, Outcome::Ok(Response::LeaseRevoke { revision })) => {
+                // Several revokes can answer one revision (one of a lease
+                // with no keys answers the current revision): keep the
+                // earliest sent as the fallback writer of that revision.
+                let first = acked_revoke.entry(*revision).or_insert(i);
+                if history.ops[i].invoke < history.ops[*first].invoke {
+                    *first = i;
+                }
+                acked_revoke_of.entry(*id).or_default().push((i, *revision));
             }
             (Request::LeaseRevoke { id }, Outcome::Unknown(_)) => {
                 unknown_revokes.push(i);
@@ -108,6 +117,16 @@ pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
             }
             let lease = lease_of.remove(e.key.as_str()).unwrap_or(0);
             if acked_delete.contains(&(revision, e.key.as_str())) {
+                continue;
+            }
+            // The revoke of the lease the key was written with, when one
+            // answered this revision (soak-002: another revoke, of a lease
+            // without keys, answered the same revision later).
+            if let Some(&(i, _)) = acked_revoke_of
+                .get(&lease)
+                .and_then(|list| list.iter().find(|(_, r)| *r == revision))
+            {
+                a.revoked.push((i, revision, e.key.clone()));
                 continue;
             }
             if let Some(&i) = acked_revoke.get(&revision) {
