@@ -94,6 +94,10 @@ pub enum EtcdError {
     /// (etcd's `ErrTooManyRequests`); the client should back off and retry.
     #[error("etcdserver: too many requests")]
     TooManyRequests,
+    /// The NOSPACE alarm is raised (`--quota-backend-bytes` exceeded): puts,
+    /// txns with puts and lease grants are refused until it is disarmed.
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     /// A committed Raft entry that cannot be decoded: it fails on every
     /// member alike, nothing is written and the applied index moves on.
     #[error("etcdserver: malformed request: {0}")]
@@ -139,7 +143,7 @@ impl EtcdError {
             Self::NoLeader | Self::LeaderChanged | Self::Stopped | Self::Timeout => {
                 Code::Unavailable
             }
-            Self::TooManyRequests => Code::ResourceExhausted,
+            Self::TooManyRequests | Self::NoSpace => Code::ResourceExhausted,
             Self::Internal(_) => Code::Internal,
         }
     }

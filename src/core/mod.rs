@@ -1,6 +1,7 @@
 //! Everything the modes share: configuration, storage, Raft, transport and
 //! the etcd v3 API services. Nothing here reads argv or the environment.
 
+pub mod alarm;
 pub mod api;
 pub mod client;
 pub mod config;

@@ -109,8 +109,10 @@ impl ClusterService {
         })
     }
 
+    /// etcd's `ClusterServer.header()`: cluster id, member id and term;
+    /// no revision (membership is not MVCC data).
     fn respond_header(&self) -> Result<etcd_client::proto::PbResponseHeader, Status> {
-        Ok(self.ctx.header(self.ctx.current_revision()?))
+        Ok(self.ctx.header(crate::core::types::Revision(0)))
     }
 }
 

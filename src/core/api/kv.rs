@@ -11,6 +11,7 @@ use etcd_client::proto::{
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::core::alarm;
 use crate::core::api::ApiContext;
 use crate::core::errors::EtcdError;
 use crate::core::mvcc::{self, ApplyResponse, KeyRange};
@@ -97,6 +98,7 @@ impl PbKvService for KvService {
     async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
         let req = request.into_inner();
         check_put(&req)?;
+        self.ctx.check_quota()?;
         match self.propose(Op::Put(req)).await? {
             ApplyResponse::Put(mut r) => {
                 self.ctx.fill(&mut r.header);
@@ -126,6 +128,9 @@ impl PbKvService for KvService {
     async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
         let req = request.into_inner();
         check_txn(&req, self.ctx.max_txn_ops)?;
+        if alarm::txn_puts(&req) {
+            self.ctx.check_quota()?;
+        }
         match self.propose(Op::Txn(req)).await? {
             ApplyResponse::Txn(mut r) => {
                 fill_txn(&self.ctx, &mut r);

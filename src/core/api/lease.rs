@@ -105,6 +105,7 @@ impl PbLeaseService for LeaseService {
         if req.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge.into());
         }
+        self.ctx.check_quota()?;
         let ttl = req.ttl.max(self.min_ttl);
         let chosen = req.id != 0;
         loop {

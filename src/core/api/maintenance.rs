@@ -1,7 +1,8 @@
 //! `etcdserverpb.Maintenance`: `Status` (for `etcdctl endpoint status`),
-//! `Alarm` (no alarms are raised yet) and `Defragment` (a manual LSM
-//! compaction; it never stops the world). The rest answers `Unimplemented`
-//! until its issue lands.
+//! `Alarm` (replicated, see `core::alarm`), `Hash` and `HashKV` (see
+//! `mvcc::hash`), `MoveLeader` and `Defragment` (a manual LSM compaction;
+//! it never stops the world), with etcd's answers and errors. `Snapshot`
+//! and `Downgrade` answer `Unimplemented` until their issue lands.
 
 use std::pin::Pin;
 
@@ -14,10 +15,13 @@ use etcd_client::proto::{
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use crate::core::alarm;
 use crate::core::api::{ApiContext, ETCD_VERSION};
 use crate::core::errors::EtcdError;
+use crate::core::mvcc::{self, ApplyResponse};
+use crate::core::raft::proposal::Op;
 use crate::core::raft::Event;
-use crate::core::types::MemberId;
+use crate::core::types::{MemberId, Revision};
 
 /// How long `MoveLeader` waits for the transferee to take over.
 pub const LEADER_TRANSFER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -36,12 +40,25 @@ fn not_yet(what: &str) -> Status {
 
 #[tonic::async_trait]
 impl PbMaintenanceService for MaintenanceService {
-    async fn alarm(&self, _: Request<PbAlarmRequest>) -> Result<Response<PbAlarmResponse>, Status> {
-        let revision = self.ctx.current_revision()?;
-        Ok(Response::new(PbAlarmResponse {
-            header: Some(self.ctx.header(revision)),
-            alarms: Vec::new(),
-        }))
+    /// Every action goes through Raft, GET included, and the answer has
+    /// no header (etcd's `applierV3backend.Alarm` sets none).
+    async fn alarm(
+        &self,
+        request: Request<PbAlarmRequest>,
+    ) -> Result<Response<PbAlarmResponse>, Status> {
+        let req = request.into_inner();
+        match self
+            .ctx
+            .node
+            .propose(Op::Alarm(req), self.ctx.request_timeout)
+            .await?
+        {
+            ApplyResponse::Alarms(alarms) => Ok(Response::new(PbAlarmResponse {
+                header: None,
+                alarms,
+            })),
+            other => Err(EtcdError::Internal(format!("unexpected {other:?}")).into()),
+        }
     }
 
     async fn status(
@@ -49,7 +66,18 @@ impl PbMaintenanceService for MaintenanceService {
         _: Request<PbStatusRequest>,
     ) -> Result<Response<PbStatusResponse>, Status> {
         let st = &self.ctx.node.status;
-        let revision = self.ctx.current_revision()?;
+        let snapshot = self.ctx.storage.db.read_tx();
+        let revision = Revision(mvcc::revisions(&snapshot, &self.ctx.storage)?.current);
+        // etcd's Status.errors: no leader, then each active alarm.
+        let mut errors = Vec::new();
+        if st.leader().is_none() {
+            errors.push(EtcdError::NoLeader.to_string());
+        }
+        errors.extend(
+            alarm::list(&snapshot, &self.ctx.storage)?
+                .iter()
+                .map(alarm::describe),
+        );
         let (db_size, in_use) = self
             .ctx
             .storage
@@ -63,7 +91,7 @@ impl PbMaintenanceService for MaintenanceService {
             raft_index: st.raft_index().0,
             raft_term: st.term(),
             raft_applied_index: self.ctx.node.applied.borrow().0,
-            errors: Vec::new(),
+            errors,
             db_size_in_use: in_use.min(db_size) as i64,
             is_learner: st.is_learner(),
             ..Default::default()
@@ -88,21 +116,44 @@ impl PbMaintenanceService for MaintenanceService {
         .await
         .map_err(|e| Status::internal(e.to_string()))?
         .map_err(|e| Status::internal(format!("etcdserver: {e}")))?;
-        let revision = self.ctx.current_revision()?;
-        Ok(Response::new(PbDefragmentResponse {
-            header: Some(self.ctx.header(revision)),
-        }))
+        // etcd answers Defragment without a header.
+        Ok(Response::new(PbDefragmentResponse { header: None }))
     }
 
     async fn hash(&self, _: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
-        Err(not_yet("Hash"))
+        let s = self.ctx.storage.clone();
+        let (hash, revision) = tokio::task::spawn_blocking(move || {
+            let snapshot = s.db.read_tx();
+            let revision = mvcc::revisions(&snapshot, &s)?.current;
+            Ok::<_, EtcdError>((mvcc::hash::hash_backend(&snapshot, &s)?, revision))
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(PbHashResponse {
+            header: Some(self.ctx.header(Revision(revision))),
+            hash,
+        }))
     }
 
+    /// etcd's `HashKV`: the hash of the history up to `revision` (0 = the
+    /// current one); OutOfRange "etcdserver: mvcc: required revision has
+    /// been compacted" at or below the compact revision, "… is a future
+    /// revision" above the current one.
     async fn hash_kv(
         &self,
-        _: Request<PbHashKvRequest>,
+        request: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
-        Err(not_yet("HashKV"))
+        let rev = request.into_inner().revision;
+        let s = self.ctx.storage.clone();
+        let h = tokio::task::spawn_blocking(move || mvcc::hash::hash_kv(&s.db.read_tx(), &s, rev))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(PbHashKvResponse {
+            header: Some(self.ctx.header(Revision(h.current))),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+            hash_revision: h.revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;
@@ -129,10 +180,8 @@ impl PbMaintenanceService for MaintenanceService {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        let revision = self.ctx.current_revision()?;
-        Ok(Response::new(PbMoveLeaderResponse {
-            header: Some(self.ctx.header(revision)),
-        }))
+        // etcd answers MoveLeader without a header.
+        Ok(Response::new(PbMoveLeaderResponse { header: None }))
     }
 
     async fn downgrade(

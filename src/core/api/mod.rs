@@ -14,7 +14,7 @@ pub mod watch;
 
 use std::time::Duration;
 
-use etcd_client::proto::PbResponseHeader;
+use etcd_client::proto::{PbAlarmRequest, PbResponseHeader};
 use std::sync::Arc;
 
 use etcd_client::proto::{
@@ -23,10 +23,12 @@ use etcd_client::proto::{
 
 use tonic::Status;
 
+use crate::core::alarm;
 use crate::core::client::ClientConfig;
 use crate::core::errors::EtcdError;
 use crate::core::lease::Lessor;
 use crate::core::members;
+use crate::core::raft::proposal::Op;
 use crate::core::raft::NodeHandle;
 use crate::core::storage::Storage;
 use crate::core::types::{MemberId, Revision};
@@ -54,6 +56,8 @@ pub struct ApiContext {
     pub max_request_bytes: usize,
     /// `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// `--quota-backend-bytes` (0 = no limit).
+    pub quota_backend_bytes: u64,
     /// How long a request may wait for Raft (etcd: 5 s + 2 election timeouts).
     pub request_timeout: Duration,
     /// Lease clocks, for `LeaseTimeToLive`.
@@ -134,6 +138,43 @@ impl ApiContext {
             })?;
         *link = Some((leader, client.clone()));
         Ok(client)
+    }
+
+    /// etcd's quota check before a put, a txn with puts or a lease grant
+    /// (`v3rpc/quota.go`): refused while a NOSPACE alarm is active; when
+    /// the backend (tables and journals) has reached
+    /// `--quota-backend-bytes`, this member raises NOSPACE through Raft and
+    /// refuses. No check without a quota (kvd's default; etcd's 0 means
+    /// 2 GiB).
+    ///
+    /// # Errors
+    /// [`EtcdError::NoSpace`], or a storage error.
+    pub fn check_quota(&self) -> Result<(), EtcdError> {
+        if self.quota_backend_bytes == 0 {
+            return Ok(());
+        }
+        if alarm::nospace(&self.storage.db.read_tx(), &self.storage)? {
+            return Err(EtcdError::NoSpace);
+        }
+        if self.storage.db.disk_space()? < self.quota_backend_bytes {
+            return Ok(());
+        }
+        let raise = Op::Alarm(PbAlarmRequest {
+            action: 1, // ACTIVATE
+            member_id: self.node.status.member_id.0,
+            alarm: alarm::NOSPACE,
+        });
+        let (node, timeout) = (self.node.clone(), self.request_timeout);
+        tokio::spawn(async move {
+            if let Err(e) = node.propose(raise, timeout).await {
+                tracing::warn!("cannot raise the NOSPACE alarm: {e}");
+            }
+        });
+        tracing::warn!(
+            quota = self.quota_backend_bytes,
+            "backend exceeds --quota-backend-bytes; raising the NOSPACE alarm"
+        );
+        Err(EtcdError::NoSpace)
     }
 
     /// Replaces the header of a state-machine response with a full one.

@@ -23,6 +23,7 @@
 mod apply;
 pub mod compaction;
 mod compare;
+pub mod hash;
 pub mod keys;
 pub mod read;
 #[cfg(test)]
@@ -72,6 +73,8 @@ pub enum ApplyResponse {
         /// Every member after the change.
         members: Vec<etcd_client::proto::PbMember>,
     },
+    /// `Alarm`: the alarms listed, raised or cleared.
+    Alarms(Vec<etcd_client::proto::PbAlarmMember>),
     /// An entry with no client answer (publish, empty entries).
     Done,
 }

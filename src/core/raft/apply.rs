@@ -10,6 +10,7 @@ use fjall::Readable;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, SnapshotMetadata};
 
+use crate::core::alarm;
 use crate::core::errors::EtcdError;
 use crate::core::members;
 use crate::core::metrics::METRICS;
@@ -248,6 +249,19 @@ fn apply_op(
     let Some(op) = op else {
         return Ok(ApplyResponse::Done);
     };
+    if let Op::Alarm(req) = op {
+        return Ok(ApplyResponse::Alarms(alarm::apply(tx, s, req)?));
+    }
+    // etcd's applierV3Capped: while a NOSPACE alarm is active, whatever
+    // would grow the store is refused on every member alike.
+    let grows = match op {
+        Op::Put(_) | Op::LeaseGrant(_) => true,
+        Op::Txn(t) => alarm::txn_puts(t),
+        _ => false,
+    };
+    if grows && alarm::nospace(&*tx, s)? {
+        return Err(EtcdError::NoSpace);
+    }
     if let Op::MemberUpdate(update) = op {
         let Some(v) = tx.get(&s.members, members::key(update.id))? else {
             return Err(EtcdError::MemberNotFound);
@@ -308,7 +322,7 @@ fn apply_op(
         Op::LeaseKeepAlive(r) => ApplyResponse::LeaseKeepAlive {
             ttl: a.lease_ttl(r.id).unwrap_or(0),
         },
-        Op::MemberUpdate(_) => ApplyResponse::Done,
+        Op::MemberUpdate(_) | Op::Alarm(_) => ApplyResponse::Done,
     };
     a.finish();
     *revision = a.revision();

@@ -2,8 +2,8 @@
 //! with prost so that the etcd request types travel unchanged.
 
 use etcd_client::proto::{
-    PbCompactionRequest, PbDeleteRequest, PbLeaseGrantRequest, PbLeaseKeepAliveRequest,
-    PbLeaseRevokeRequest, PbMember, PbPutRequest, PbTxnRequest,
+    PbAlarmRequest, PbCompactionRequest, PbDeleteRequest, PbLeaseGrantRequest,
+    PbLeaseKeepAliveRequest, PbLeaseRevokeRequest, PbMember, PbPutRequest, PbTxnRequest,
 };
 use prost::Message as _;
 
@@ -19,7 +19,7 @@ pub struct RaftRequest {
     #[prost(uint64, tag = "10")]
     pub origin: u64,
     /// The operation.
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 11")]
+    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 11, 12")]
     pub op: Option<Op>,
 }
 
@@ -55,6 +55,11 @@ pub enum Op {
     /// as `ConfChangeUpdateNode`; it changes no Raft configuration).
     #[prost(message, tag = "11")]
     MemberUpdate(PbMember),
+    /// `Maintenance.Alarm` (get, activate, deactivate), and the NOSPACE
+    /// alarm a member raises when its backend exceeds the quota; alarms
+    /// are replicated state, as in etcd.
+    #[prost(message, tag = "12")]
+    Alarm(PbAlarmRequest),
 }
 
 /// The context of a Raft conf change entry: who proposed it and the member

@@ -126,6 +126,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         storage: storage.clone(),
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
+        quota_backend_bytes: cfg.quota_backend_bytes,
         request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
         lessor,
         leader_link: api::LeaderLink::default(),
