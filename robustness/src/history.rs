@@ -200,6 +200,9 @@ pub struct History {
 pub struct Timeline {
     /// Events by revision (a revision with a single txn can hold several).
     pub revisions: BTreeMap<i64, Vec<Event>>,
+    /// When the observer first received each revision (microseconds of
+    /// the run, as operations' times): whatever made it was sent before.
+    pub seen_at: BTreeMap<i64, u64>,
 }
 
 impl Timeline {
@@ -207,9 +210,12 @@ impl Timeline {
     /// (revision, key) — duplicates are the watch checker's business).
     pub fn from_observer(observer: &WatchLog) -> Timeline {
         let mut revisions: BTreeMap<i64, Vec<Event>> = BTreeMap::new();
+        let mut seen_at: BTreeMap<i64, u64> = BTreeMap::new();
         for segment in &observer.segments {
             for r in &segment.responses {
                 for e in &r.events {
+                    let at = seen_at.entry(e.mod_revision).or_insert(r.at);
+                    *at = (*at).min(r.at);
                     let list = revisions.entry(e.mod_revision).or_default();
                     if !list.iter().any(|x| x.key == e.key) {
                         list.push(e.clone());
@@ -217,7 +223,7 @@ impl Timeline {
                 }
             }
         }
-        Timeline { revisions }
+        Timeline { revisions, seen_at }
     }
 
     /// The last revision with events (1 for an empty store).
@@ -229,21 +235,26 @@ impl Timeline {
     pub fn state_at(&self, revision: i64) -> BTreeMap<String, Kv> {
         let mut state = BTreeMap::new();
         for (_, events) in self.revisions.range(..=revision) {
-            for e in events {
-                if e.put {
-                    state.insert(
-                        e.key.clone(),
-                        Kv {
-                            key: e.key.clone(),
-                            value: e.value.clone(),
-                            mod_revision: e.mod_revision,
-                        },
-                    );
-                } else {
-                    state.remove(&e.key);
-                }
-            }
+            apply_events(&mut state, events);
         }
         state
+    }
+}
+
+/// Applies one revision's events to a key → value map.
+pub fn apply_events(state: &mut BTreeMap<String, Kv>, events: &[Event]) {
+    for e in events {
+        if e.put {
+            state.insert(
+                e.key.clone(),
+                Kv {
+                    key: e.key.clone(),
+                    value: e.value.clone(),
+                    mod_revision: e.mod_revision,
+                },
+            );
+        } else {
+            state.remove(&e.key);
+        }
     }
 }

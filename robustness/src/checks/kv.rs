@@ -8,12 +8,12 @@
 //! real-time check together refuse the orders a single key cannot see
 //! (a write whose revision is below one a completed read already saw).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::checks::writes::Attribution;
 use crate::checks::CheckResult;
-use crate::history::{History, Kv, Outcome, Request, Response, Timeline, NEVER};
+use crate::history::{apply_events, History, Kv, Outcome, Request, Response, Timeline, NEVER};
 use crate::porcupine::{self, Model, Operation, Verdict};
 
 /// The state of one key: its value and mod revision (`None` = absent), and
@@ -349,27 +349,14 @@ pub fn reads_match_history(history: &History, timeline: &Timeline) -> CheckResul
     }
     reads.sort_unstable();
     let mut violations = Vec::new();
-    let mut state: HashMap<String, Kv> = HashMap::new();
+    let mut state: BTreeMap<String, Kv> = BTreeMap::new();
     let mut revisions = timeline.revisions.iter().peekable();
     for &(revision, i) in &reads {
         while let Some((&r, events)) = revisions.peek() {
             if r > revision {
                 break;
             }
-            for e in events.iter() {
-                if e.put {
-                    state.insert(
-                        e.key.clone(),
-                        Kv {
-                            key: e.key.clone(),
-                            value: e.value.clone(),
-                            mod_revision: e.mod_revision,
-                        },
-                    );
-                } else {
-                    state.remove(&e.key);
-                }
-            }
+            apply_events(&mut state, events);
             revisions.next();
         }
         let op = &history.ops[i];

@@ -288,3 +288,45 @@ fn a_delete_is_blamed_on_the_revoke_of_the_keys_lease() {
     ));
     assert_eq!(failed(&h), Vec::<String>::new());
 }
+
+/// soak-013's false alarm: `b` written with lease 7 is deleted at
+/// revision 5 by an unanswered delete; the unanswered revoke of lease 7 was
+/// sent only after revision 5 was seen, so it cannot have made it.
+#[test]
+fn a_revoke_sent_after_the_delete_was_seen_is_not_blamed() {
+    let mut h = clean();
+    let mut with_lease = put(4, 60, 70, "b", "v3", 4);
+    with_lease.request = Request::Put {
+        key: "b".into(),
+        value: "v3".into(),
+        lease: 7,
+    };
+    h.ops.push(with_lease);
+    h.ops.push(Op {
+        client: 5,
+        invoke: 72,
+        ret: crate::history::NEVER,
+        request: Request::Delete { key: "b".into() },
+        outcome: Outcome::Unknown("etcdserver: leader changed".into()),
+    });
+    h.ops.push(get(6, 95, 99, "b", None, 5));
+    h.ops.push(Op {
+        client: 7,
+        invoke: 120,
+        ret: crate::history::NEVER,
+        request: Request::LeaseRevoke { id: 7 },
+        outcome: Outcome::Unknown("timed out".into()),
+    });
+    let responses = &mut h.watches[0].segments[0].responses;
+    responses.push(response(75, vec![event("b", "v3", 4)]));
+    responses.push(response(
+        90,
+        vec![Event {
+            put: false,
+            key: "b".into(),
+            value: String::new(),
+            mod_revision: 5,
+        }],
+    ));
+    assert_eq!(failed(&h), Vec::<String>::new());
+}

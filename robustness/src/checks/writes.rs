@@ -116,6 +116,10 @@ pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
                 continue;
             }
             let lease = lease_of.remove(e.key.as_str()).unwrap_or(0);
+            // Whatever made this change was sent before the observer saw it
+            // (soak-013: a revoke of the key's lease sent seconds later).
+            let seen = timeline.seen_at.get(&revision).copied().unwrap_or(u64::MAX);
+            let in_time = |i: usize| history.ops[i].invoke <= seen;
             if acked_delete.contains(&(revision, e.key.as_str())) {
                 continue;
             }
@@ -133,23 +137,35 @@ pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
                 a.revoked.push((i, revision, e.key.clone()));
                 continue;
             }
-            // A key written with a lease that an unanswered revoke names
-            // went with that revoke, not with a client's delete (which may
-            // have been sent only later: soak-008's false alarm).
-            if let Some(&i) = unknown_revoke_of.get(&lease) {
+            // A key written with a lease that an unanswered revoke names,
+            // sent in time, went with that revoke rather than with a
+            // client's delete (soak-008: a delete sent only later).
+            if let Some(&i) = unknown_revoke_of.get(&lease).filter(|&&i| in_time(i)) {
                 revoke_at.insert(revision, i);
                 unknown_revokes.retain(|&r| r != i);
                 a.revoked.push((i, revision, e.key.clone()));
                 continue;
             }
-            if let Some(i) = unknown_deletes.get_mut(e.key.as_str()).and_then(Vec::pop) {
-                a.deletes.insert(i, revision);
-                continue;
+            // The earliest unanswered delete of the key, if sent in time.
+            if let Some(list) = unknown_deletes.get_mut(e.key.as_str()) {
+                if list.last().is_some_and(|&i| in_time(i)) {
+                    if let Some(i) = list.pop() {
+                        a.deletes.insert(i, revision);
+                        continue;
+                    }
+                }
             }
             let revoke = match revoke_at.get(&revision) {
                 Some(&i) => Some(i),
                 None => {
-                    let next = unknown_revokes.pop();
+                    // The earliest unanswered revoke sent in time.
+                    let next = unknown_revokes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &i)| in_time(i))
+                        .min_by_key(|(_, &i)| history.ops[i].invoke)
+                        .map(|(at, _)| at)
+                        .map(|at| unknown_revokes.remove(at));
                     if let Some(i) = next {
                         revoke_at.insert(revision, i);
                     }
