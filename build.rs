@@ -1,14 +1,37 @@
-//! Build-time check of the vendored h2 (see vendor/h2/KVD-PATCH.md): the
-//! build fails when Cargo.lock shows the `[patch.crates-io] h2` unused or an
-//! h2 taken from crates.io instead, which a dependency bump can cause
-//! silently (Cargo only warns). The patched h2 is what lets etcd's Go
-//! clients talk to kvd at all.
+//! Build steps: (1) the gRPC code of etcd's lock and election services
+//! from `proto/` (the etcd-client crate generates them but keeps their
+//! server traits private), with etcd's header and key-value types taken
+//! from etcd-client; (2) a check of the vendored h2 (see
+//! vendor/h2/KVD-PATCH.md): the build fails when Cargo.lock shows the
+//! `[patch.crates-io] h2` unused or an h2 taken from crates.io instead,
+//! which a dependency bump can cause silently (Cargo only warns). The
+//! patched h2 is what lets etcd's Go clients talk to kvd at all.
 
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=proto");
+    let generated = tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .extern_path(
+            ".etcdserverpb.ResponseHeader",
+            "::etcd_client::proto::PbResponseHeader",
+        )
+        .extern_path(".mvccpb.KeyValue", "::etcd_client::proto::PbKeyValue")
+        .compile_protos(
+            &[
+                "proto/v3lockpb/v3lock.proto",
+                "proto/v3electionpb/v3election.proto",
+            ],
+            &["proto"],
+        );
+    if let Err(e) = generated {
+        eprintln!("error: cannot generate the lock and election services from proto/: {e}");
+        return ExitCode::FAILURE;
+    }
     let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
         return ExitCode::SUCCESS;
     };

@@ -6,9 +6,12 @@
 //! after a ReadIndex barrier (or at once when `serializable`).
 
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod watch;
 
@@ -64,6 +67,11 @@ pub struct ApiContext {
     pub lessor: Arc<Lessor>,
     /// A client of the leader, for what followers forward to it.
     pub leader_link: LeaderLink,
+    /// This member's own client endpoints (its listen addresses, an
+    /// unspecified address replaced by loopback), for [`Self::self_client`].
+    pub self_endpoints: Vec<String>,
+    /// The lock and election services' client of this member.
+    pub self_link: Arc<tokio::sync::OnceCell<etcd_client::Client>>,
 }
 
 /// How long forwarding to the leader waits to connect.
@@ -231,6 +239,18 @@ pub fn router(
             ctx: ctx.clone(),
             hub: hub.clone(),
         })
+        .max_decoding_message_size(limit),
+    )
+    .add_service(
+        concurrency::pb::v3lockpb::lock_server::LockServer::new(lock::LockService {
+            ctx: ctx.clone(),
+        })
+        .max_decoding_message_size(limit),
+    )
+    .add_service(
+        concurrency::pb::v3electionpb::election_server::ElectionServer::new(
+            election::ElectionService { ctx: ctx.clone() },
+        )
         .max_decoding_message_size(limit),
     );
     grpc.into_axum_router()

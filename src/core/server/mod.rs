@@ -130,6 +130,21 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
         lessor,
         leader_link: api::LeaderLink::default(),
+        self_endpoints: cfg
+            .listen_client_addrs
+            .iter()
+            .map(|a| {
+                let mut a = *a;
+                if a.ip().is_unspecified() {
+                    a.set_ip(match a {
+                        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                    });
+                }
+                format!("http://{a}")
+            })
+            .collect(),
+        self_link: Arc::default(),
     };
     // Bind now (so the ports are taken and connections queue), but serve
     // only once this member has published its attributes through Raft, as
