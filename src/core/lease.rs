@@ -97,6 +97,36 @@ impl Lessor {
         self.with(|c| c.get(&id).map(|clock| clock.ttl))
     }
 
+    /// Replaces every clock by those of `leases` (id, granted TTL in
+    /// seconds), each started at its full TTL (an installed snapshot).
+    pub fn reset(&self, leases: impl IntoIterator<Item = (LeaseId, i64)>) {
+        let now = Instant::now();
+        self.with(|c| {
+            c.clear();
+            for (id, ttl) in leases {
+                c.insert(
+                    id,
+                    Clock {
+                        ttl,
+                        deadline: now + secs(ttl),
+                        revoking_since: None,
+                    },
+                );
+            }
+        });
+    }
+
+    /// Whether this member's clock of a lease ran out or its revoke is
+    /// under way (as leader, a keep-alive then answers "not found", as
+    /// etcd's `Renew` does for an expired lease).
+    pub fn expired(&self, id: LeaseId) -> bool {
+        let now = Instant::now();
+        self.with(|c| {
+            c.get(&id)
+                .is_none_or(|clock| clock.deadline <= now || clock.revoking_since.is_some())
+        })
+    }
+
     /// Forgets a revoked lease.
     pub fn revoked(&self, id: LeaseId) {
         self.with(|c| {
@@ -174,6 +204,23 @@ pub fn min_ttl(heartbeat: Duration, election_timeout: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_snapshot_resets_the_clocks_and_only_live_clocks_renew() {
+        let lessor = Lessor::default();
+        lessor.granted(LeaseId(1), 0);
+        lessor.granted(LeaseId(2), 60);
+        // A lease past its deadline stays expired: its revoke is coming.
+        lessor.renew_unexpired(LeaseId(1));
+        assert!(lessor.expired(LeaseId(1)));
+        assert!(!lessor.expired(LeaseId(2)));
+        assert!(lessor.expired(LeaseId(3)), "an unknown lease");
+        // A snapshot without lease 2 and with lease 3.
+        lessor.reset([(LeaseId(3), 30)]);
+        assert_eq!(lessor.granted_ttl(LeaseId(2)), None);
+        assert_eq!(lessor.granted_ttl(LeaseId(3)), Some(30));
+        assert!(!lessor.expired(LeaseId(3)));
+    }
 
     #[test]
     fn min_ttl_follows_etcds_tick_arithmetic() {

@@ -80,8 +80,18 @@ async fn keep_alive_once(ctx: &ApiContext, id: i64) -> Result<i64, EtcdError> {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match ctx.node.renew_lease(LeaseId(id), left).await {
             // Applied up to the leader's commit index when it saw the
-            // renewal: a grant answered before this keep-alive is known.
-            Ok(()) => return Ok(ctx.lessor.granted_ttl(LeaseId(id)).unwrap_or(0)),
+            // renewal: a grant or revoke answered before this keep-alive
+            // is known here. The leader, whose clock is the one that
+            // counts, answers "not found" for a lease already past its
+            // deadline (its revoke is on its way; etcd's Renew alike).
+            Ok(()) => {
+                let granted = mvcc::lease_granted(&ctx.storage.db.read_tx(), &ctx.storage, id)?;
+                return Ok(match granted {
+                    Some(_) if ctx.node.status.is_leader() && ctx.lessor.expired(LeaseId(id)) => 0,
+                    Some(ttl) => ttl,
+                    None => 0,
+                });
+            }
             Err(EtcdError::NoLeader | EtcdError::LeaderChanged)
                 if tokio::time::Instant::now() < deadline =>
             {

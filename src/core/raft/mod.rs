@@ -167,7 +167,7 @@ struct RaftTask {
     /// leases the keep-alives among them renew.
     reads_queued: Vec<(Option<LeaseId>, ReadReply)>,
     /// Batches of ReadIndex requests waiting for their read state, by id.
-    reads: HashMap<u64, Vec<ReadReply>>,
+    reads: HashMap<u64, ReadBatch>,
     /// Read states whose index is not applied yet.
     reads_waiting: Vec<(u64, ReadReply)>,
     /// Runs physical compaction beside the Raft task.
@@ -192,6 +192,21 @@ struct RaftTask {
 
 /// Where a ReadIndex request's read index goes.
 type ReadReply = oneshot::Sender<Result<LogIndex, EtcdError>>;
+
+/// ReadIndex requests sent as one.
+struct ReadBatch {
+    /// The context sent (sent again, unchanged, when no answer comes).
+    ctx: Vec<u8>,
+    /// When it was last sent.
+    sent: Instant,
+    /// Who waits for the read index.
+    replies: Vec<ReadReply>,
+}
+
+/// A ReadIndex unanswered for this long is sent again (etcd's
+/// `readIndexRetryTime`): raft-rs drops one that reaches a leader before
+/// it has committed an entry of its term, or whose message is lost.
+const READ_RETRY: Duration = Duration::from_millis(500);
 
 /// Marks a ReadIndex context that carries lease renewals.
 const RENEW_MARK: u8 = b'L';
@@ -263,6 +278,8 @@ impl RaftTask {
             let now = Instant::now();
             if now >= next_tick {
                 self.raw.tick();
+                self.send_reads();
+                self.retry_reads();
                 self.expire_leases();
                 self.maybe_auto_promote();
                 next_tick += self.tick;
@@ -431,7 +448,7 @@ impl RaftTask {
     /// ReadIndex requests queued or waiting for their read state or index.
     fn reads_pending(&self) -> usize {
         self.reads_queued.len()
-            + self.reads.values().map(Vec::len).sum::<usize>()
+            + self.reads.values().map(|b| b.replies.len()).sum::<usize>()
             + self.reads_waiting.len()
     }
 
@@ -440,6 +457,11 @@ impl RaftTask {
     /// reads and keep-alives share one round of heartbeats).
     fn send_reads(&mut self) {
         if self.reads_queued.is_empty() {
+            return;
+        }
+        // A new leader answers no ReadIndex before it has committed an
+        // entry of its term (raft-rs drops them): keep them queued.
+        if self.raw.raft.state == StateRole::Leader && !self.raw.raft.commit_to_current_term() {
             return;
         }
         let queued = std::mem::take(&mut self.reads_queued);
@@ -455,9 +477,36 @@ impl RaftTask {
             let id = self.next_id;
             self.next_id += 1;
             let renew: Vec<LeaseId> = batch.iter().filter_map(|(lease, _)| *lease).collect();
-            self.raw.read_index(read_context(id, &renew));
-            self.reads
-                .insert(id, batch.into_iter().map(|(_, reply)| reply).collect());
+            let ctx = read_context(id, &renew);
+            self.raw.read_index(ctx.clone());
+            self.reads.insert(
+                id,
+                ReadBatch {
+                    ctx,
+                    sent: Instant::now(),
+                    replies: batch.into_iter().map(|(_, reply)| reply).collect(),
+                },
+            );
+        }
+    }
+
+    /// Sends again every ReadIndex unanswered for [`READ_RETRY`] (raft-rs
+    /// ignores a context it already holds, so a slow answer is not
+    /// doubled; a duplicate answer finds no batch and is dropped).
+    fn retry_reads(&mut self) {
+        if self.raw.raft.leader_id == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut again = Vec::new();
+        for batch in self.reads.values_mut() {
+            if now.duration_since(batch.sent) >= READ_RETRY {
+                batch.sent = now;
+                again.push(batch.ctx.clone());
+            }
+        }
+        for ctx in again {
+            self.raw.read_index(ctx);
         }
     }
 
@@ -495,7 +544,7 @@ impl RaftTask {
         // 4. Read states: answer once their index is applied.
         for rs in ready.take_read_states() {
             let id = storage::be_u64(&rs.request_ctx);
-            for reply in self.reads.remove(&id).into_iter().flatten() {
+            for reply in self.reads.remove(&id).into_iter().flat_map(|b| b.replies) {
                 self.reads_waiting.push((rs.index, reply));
             }
         }
@@ -549,7 +598,7 @@ impl RaftTask {
             for (_, reply) in self.proposals.drain() {
                 let _ = reply.send(Err(EtcdError::LeaderChanged));
             }
-            for reply in self.reads.drain().flat_map(|(_, batch)| batch) {
+            for reply in self.reads.drain().flat_map(|(_, batch)| batch.replies) {
                 let _ = reply.send(Err(EtcdError::LeaderChanged));
             }
         }
@@ -569,8 +618,8 @@ impl RaftTask {
         // Drop the answers nobody waits for any more (timed-out clients).
         self.proposals.retain(|_, r| !r.is_closed());
         self.reads.retain(|_, batch| {
-            batch.retain(|r| !r.is_closed());
-            !batch.is_empty()
+            batch.replies.retain(|r| !r.is_closed());
+            !batch.replies.is_empty()
         });
     }
 
