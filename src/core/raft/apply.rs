@@ -149,9 +149,11 @@ impl RaftTask {
                 self.outbox.add_peer(MemberId(m.id), m.peer_ur_ls.clone());
             }
         }
-        for (id, ttl) in mvcc::leases(&self.storage.db.read_tx(), &self.storage)? {
-            self.lessor.granted(LeaseId(id), ttl);
-        }
+        // Clocks of exactly the snapshot's leases: a lease revoked in the
+        // entries the snapshot replaced must not keep a clock here.
+        let leases = mvcc::leases(&self.storage.db.read_tx(), &self.storage)?;
+        self.lessor
+            .reset(leases.into_iter().map(|(id, ttl)| (LeaseId(id), ttl)));
         self.status
             .set_learner(meta.get_conf_state().learners.contains(&self.me()));
         Ok(())

@@ -42,10 +42,11 @@ const STATE_KEYSPACES: [&str; 7] = [
     "meta",
 ];
 /// `meta` keys that belong to the replicated state (the rest is the member's own).
-const REPLICATED_META: [&[u8]; 3] = [
+const REPLICATED_META: [&[u8]; 4] = [
     storage::META_REVISION,
     storage::META_COMPACT_REVISION,
     storage::META_COMPACT_DONE,
+    crate::core::alarm::META_ALARMS,
 ];
 const END: u8 = 0xFF;
 /// File written in a staging directory once its snapshot is complete.
