@@ -202,7 +202,9 @@ impl Election for ElectionService {
             let mut client = client;
             let prefix = prefix_of(&req.name);
             let result: Result<(), Status> = async {
-                loop {
+                // A canceled watch (a compaction between the read and the
+                // watch) starts over from a fresh read of the leader.
+                'observe: loop {
                     let resp = client
                         .get(prefix.clone(), Some(first_created()))
                         .await
@@ -223,6 +225,9 @@ impl Election for ElectionService {
                                 let Some(r) = w.message().await.map_err(forwarded)? else {
                                     return Ok(());
                                 };
+                                if r.canceled() {
+                                    continue 'observe;
+                                }
                                 if let Some(kv) = r
                                     .events()
                                     .iter()
@@ -251,6 +256,9 @@ impl Election for ElectionService {
                         let Some(r) = w.message().await.map_err(forwarded)? else {
                             return Ok(());
                         };
+                        if r.canceled() {
+                            break 'leader;
+                        }
                         let at = r.header().map_or(0, |h| h.revision());
                         for e in r.events() {
                             match (e.event_type(), e.kv()) {

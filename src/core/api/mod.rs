@@ -74,6 +74,9 @@ pub struct ApiContext {
     pub self_link: Arc<tokio::sync::OnceCell<etcd_client::Client>>,
 }
 
+/// A NOSPACE alarm proposed by this process and not yet answered.
+static RAISING_NOSPACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// How long forwarding to the leader waits to connect.
 const FORWARD_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -164,8 +167,15 @@ impl ApiContext {
         if alarm::nospace(&self.storage.db.read_tx(), &self.storage)? {
             return Err(EtcdError::NoSpace);
         }
+        // Tables and journals (what the engine holds on disk; etcd's
+        // bbolt size counts its free pages likewise).
         if self.storage.db.disk_space()? < self.quota_backend_bytes {
             return Ok(());
+        }
+        // One ACTIVATE in flight at a time, however many requests see the
+        // quota exceeded.
+        if RAISING_NOSPACE.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return Err(EtcdError::NoSpace);
         }
         let raise = Op::Alarm(PbAlarmRequest {
             action: 1, // ACTIVATE
@@ -177,6 +187,7 @@ impl ApiContext {
             if let Err(e) = node.propose(raise, timeout).await {
                 tracing::warn!("cannot raise the NOSPACE alarm: {e}");
             }
+            RAISING_NOSPACE.store(false, std::sync::atomic::Ordering::Release);
         });
         tracing::warn!(
             quota = self.quota_backend_bytes,

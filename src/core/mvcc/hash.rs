@@ -91,20 +91,29 @@ pub fn hash_kv<R: Readable>(r: &R, s: &Storage, rev: i64) -> Result<KvHash, Etcd
 /// The history keys (16-byte revision keys, in revision order) of the
 /// changes at or below `compacted` that a read at `rev` still sees: per
 /// key, the newest change at or below `compacted` when it is a put and the
-/// key has no change in (`compacted`, `rev`].
+/// key has no change in (`compacted`, `rev`]. When no key at all is live
+/// at `rev`, etcd's keep set is empty and it hashes every change its
+/// compaction kept (each key's newest put at or below `compacted`): so
+/// does this.
 fn kept_at_compaction<R: Readable>(
     r: &R,
     s: &Storage,
     compacted: i64,
     rev: i64,
 ) -> Result<Vec<[u8; 16]>, EtcdError> {
-    let mut kept = Vec::new();
+    // Kept by a read at `rev`, and kept by the compaction at all.
+    let (mut kept, mut compacted_puts) = (Vec::new(), Vec::new());
+    let mut any_live = false;
     let mut key: Vec<u8> = Vec::new();
-    // (newest change at or below `compacted`, is a put), changed later.
+    // (newest change at or below `compacted`, is a put), changed later,
+    // and whether the newest change at or below `rev` is a put.
     let mut newest: Option<([u8; 16], bool)> = None;
     let mut later = false;
-    let mut close = |newest: &mut Option<([u8; 16], bool)>, later: bool| {
+    let mut live = false;
+    let mut close = |newest: &mut Option<([u8; 16], bool)>, later: bool, live: bool| {
+        any_live |= live;
         if let Some((rk, true)) = newest.take() {
+            compacted_puts.push(rk);
             if !later {
                 kept.push(rk);
             }
@@ -116,22 +125,28 @@ fn kept_at_compaction<R: Readable>(
             continue;
         };
         if escaped != key.as_slice() {
-            close(&mut newest, later);
+            close(&mut newest, later, live);
             key = escaped.to_vec();
             later = false;
+            live = false;
         }
         let main = storage::be_i64(&rk[..8]);
+        let put = v.first().copied().unwrap_or(HIST_PUT) == HIST_PUT;
+        if main <= rev {
+            live = put;
+        }
         if main <= compacted {
             let mut rk16 = [0u8; 16];
             rk16.copy_from_slice(rk);
-            newest = Some((rk16, v.first().copied().unwrap_or(HIST_PUT) == HIST_PUT));
+            newest = Some((rk16, put));
         } else if main <= rev {
             later = true;
         }
     }
-    close(&mut newest, later);
-    kept.sort_unstable();
-    Ok(kept)
+    close(&mut newest, later, live);
+    let mut out = if any_live { kept } else { compacted_puts };
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// Feeds one change as etcd's backend stores it.

@@ -159,7 +159,13 @@ impl Storage {
     /// # Errors
     /// A storage error.
     pub fn disk_usage(&self) -> fjall::Result<(u64, u64)> {
-        let in_use = [
+        Ok((allocated_bytes(&self.dir), self.tables_bytes()))
+    }
+
+    /// Bytes of every keyspace's tables: the live database without
+    /// journals or memtables (in-memory counters, cheap to ask).
+    pub fn tables_bytes(&self) -> u64 {
+        [
             &self.raft_log,
             &self.raft_state,
             &self.kv,
@@ -172,8 +178,7 @@ impl Storage {
         ]
         .iter()
         .map(|ks| ks.inner().disk_space())
-        .sum();
-        Ok((allocated_bytes(&self.dir), in_use))
+        .sum()
     }
 
     /// Reads a big-endian u64 from `meta`, 0 when absent.
@@ -228,16 +233,23 @@ pub fn be_i64(b: &[u8]) -> i64 {
 /// Bytes allocated on disk under `path` (blocks × 512, as `du`), walking
 /// directories; unreadable entries count 0.
 pub fn allocated_bytes(path: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if !meta.is_dir() {
-        return meta.blocks() * 512;
+    // The data dir itself may be a link; links inside it are not followed.
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => allocated_below(path),
+        Ok(meta) => meta.blocks() * 512,
+        Err(_) => 0,
     }
-    std::fs::read_dir(path).map_or(0, |entries| {
+}
+
+fn allocated_below(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
         entries
             .filter_map(Result::ok)
-            .map(|e| allocated_bytes(&e.path()))
+            .map(|e| match std::fs::symlink_metadata(e.path()) {
+                Ok(meta) if meta.is_dir() => allocated_below(&e.path()),
+                Ok(meta) => meta.blocks() * 512,
+                Err(_) => 0,
+            })
             .sum()
     })
 }
