@@ -11,10 +11,29 @@ mod common;
 
 use std::time::Duration;
 
-use common::Cluster;
+use common::{assert_status, wait_for, Cluster};
 use etcd_client::{LockOptions, ProclaimOptions, ResignOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
+
+/// Waits until a second key exists under `prefix`: the second locker or
+/// candidate has written its key and is waiting behind the first.
+async fn waiting_behind(c: &etcd_client::Client, prefix: &str) {
+    wait_for("the second key under the prefix", WAIT, || {
+        let mut c = c.clone();
+        async move {
+            let options = etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_count_only();
+            match c.get(prefix, Some(options)).await {
+                Ok(r) if r.count() >= 2 => Ok(()),
+                Ok(r) => Err(format!("{} keys", r.count())),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_lock_waits_for_its_holder_and_is_freed_by_unlock_or_lease_end() {
@@ -28,7 +47,7 @@ async fn a_lock_waits_for_its_holder_and_is_freed_by_unlock_or_lease_end() {
         let mut b = b.clone();
         tokio::spawn(async move { b.lock("job", None).await })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    waiting_behind(&a, "job/").await;
     assert!(!waiter.is_finished(), "the second lock waits for the first");
     a.unlock(held.key()).await.expect("unlock");
     let second = tokio::time::timeout(WAIT, waiter)
@@ -57,16 +76,12 @@ async fn a_lock_waits_for_its_holder_and_is_freed_by_unlock_or_lease_end() {
     assert!(waiter.key().ends_with(format!("{long:x}").as_bytes()));
 
     // An unknown lease: etcd's message, as its server sends it.
-    match a
-        .lock("other", Some(LockOptions::new().with_lease(0x0bad)))
-        .await
-    {
-        Err(etcd_client::Error::GRpcStatus(s)) => {
-            assert_eq!(s.code(), tonic::Code::Unknown);
-            assert_eq!(s.message(), "etcdserver: requested lease not found");
-        }
-        other => panic!("lock with an unknown lease: {other:?}"),
-    }
+    assert_status(
+        a.lock("other", Some(LockOptions::new().with_lease(0x0bad)))
+            .await,
+        tonic::Code::Unknown,
+        "etcdserver: requested lease not found",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,15 +90,11 @@ async fn an_election_leads_proclaims_observes_and_hands_over() {
     let mut a = cluster.client(0).await;
     let mut b = cluster.client(2).await;
 
-    match a.leader("svc").await {
-        Err(etcd_client::Error::GRpcStatus(s)) => {
-            assert_eq!(
-                (s.code(), s.message()),
-                (tonic::Code::Unknown, "election: no leader")
-            );
-        }
-        other => panic!("leader of an empty election: {other:?}"),
-    }
+    assert_status(
+        a.leader("svc").await,
+        tonic::Code::Unknown,
+        "election: no leader",
+    );
     let la = a.lease_grant(60, None).await.expect("grant").id();
     let lb = b.lease_grant(60, None).await.expect("grant").id();
     let won = a.campaign("svc", "a1", la).await.expect("campaign");
@@ -104,7 +115,7 @@ async fn an_election_leads_proclaims_observes_and_hands_over() {
         let mut b = b.clone();
         tokio::spawn(async move { b.campaign("svc", "b1", lb).await })
     };
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    waiting_behind(&a, "svc/").await;
     assert!(!candidate.is_finished(), "b waits while a leads");
 
     a.proclaim(
@@ -146,16 +157,10 @@ async fn an_election_leads_proclaims_observes_and_hands_over() {
     );
 
     // a's old key no longer leads.
-    match a
-        .proclaim("a3", Some(ProclaimOptions::new().with_leader(leader)))
-        .await
-    {
-        Err(etcd_client::Error::GRpcStatus(s)) => {
-            assert_eq!(
-                (s.code(), s.message()),
-                (tonic::Code::Unknown, "election: not leader")
-            );
-        }
-        other => panic!("proclaim by a resigned leader: {other:?}"),
-    }
+    assert_status(
+        a.proclaim("a3", Some(ProclaimOptions::new().with_leader(leader)))
+            .await,
+        tonic::Code::Unknown,
+        "election: not leader",
+    );
 }

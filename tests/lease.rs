@@ -701,17 +701,22 @@ async fn keep_alive_through_every_member() {
     // leave every member's Raft index where it was.
     let raft_index = |mut c: Client| async move { c.status().await.expect("status").raft_index() };
     // (Read once every member's log has the grant and the put.)
-    let mut before = Vec::new();
-    for _ in 0..50 {
-        before.clear();
-        for i in 0..cluster.size() {
-            before.push(raft_index(cluster.client(i).await).await);
-        }
-        if before.iter().all(|b| *b == before[0]) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let before = wait_for(
+        "every member's log alike",
+        Duration::from_secs(5),
+        || async {
+            let mut indexes = Vec::new();
+            for i in 0..cluster.size() {
+                indexes.push(raft_index(cluster.client(i).await).await);
+            }
+            if indexes.iter().all(|b| *b == indexes[0]) {
+                Ok(indexes)
+            } else {
+                Err(format!("{indexes:?}"))
+            }
+        },
+    )
+    .await;
     for i in 0..cluster.size() {
         let mut c = cluster.client(i).await;
         let (mut keeper, mut stream) = c.lease_keep_alive(id).await.expect("keep-alive");
