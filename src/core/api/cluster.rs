@@ -111,8 +111,8 @@ impl ClusterService {
 
     /// etcd's `ClusterServer.header()`: cluster id, member id and term;
     /// no revision (membership is not MVCC data).
-    fn respond_header(&self) -> Result<etcd_client::proto::PbResponseHeader, Status> {
-        Ok(self.ctx.header(crate::core::types::Revision(0)))
+    fn respond_header(&self) -> etcd_client::proto::PbResponseHeader {
+        self.ctx.header(crate::core::types::Revision(0))
     }
 }
 
@@ -181,7 +181,7 @@ impl PbClusterService for ClusterService {
         };
         let (member, members) = self.conf_change(kind, member).await?;
         Ok(Response::new(PbMemberAddResponse {
-            header: Some(self.respond_header()?),
+            header: Some(self.respond_header()),
             member: Some(member),
             members,
         }))
@@ -211,7 +211,7 @@ impl PbClusterService for ClusterService {
             .conf_change(ConfChangeType::RemoveNode, target.clone())
             .await?;
         Ok(Response::new(PbMemberRemoveResponse {
-            header: Some(self.respond_header()?),
+            header: Some(self.respond_header()),
             members,
         }))
     }
@@ -240,7 +240,7 @@ impl PbClusterService for ClusterService {
             other => return Err(internal(format!("unexpected apply response {other:?}"))),
         };
         Ok(Response::new(PbMemberUpdateResponse {
-            header: Some(self.respond_header()?),
+            header: Some(self.respond_header()),
             members,
         }))
     }
@@ -256,7 +256,7 @@ impl PbClusterService for ClusterService {
                 .await?;
         }
         Ok(Response::new(PbMemberListResponse {
-            header: Some(self.respond_header()?),
+            header: Some(self.respond_header()),
             members: self.members()?,
         }))
     }
@@ -276,7 +276,7 @@ impl PbClusterService for ClusterService {
             Ok(ready) => ready,
             Err(EtcdError::NotLeader) => {
                 let mut r = self.promote_on_leader(id).await?;
-                r.header = Some(self.respond_header()?);
+                r.header = Some(self.respond_header());
                 return Ok(Response::new(r));
             }
             Err(e) => return Err(e.into()),
@@ -286,7 +286,7 @@ impl PbClusterService for ClusterService {
         }
         let (_, members) = self.conf_change(ConfChangeType::AddNode, target).await?;
         Ok(Response::new(PbMemberPromoteResponse {
-            header: Some(self.respond_header()?),
+            header: Some(self.respond_header()),
             members,
         }))
     }

@@ -73,6 +73,12 @@ pub fn as_unknown(status: Status) -> Status {
     Status::unknown(status.message().to_string())
 }
 
+/// An error of the in-process client, as the lock and election services
+/// answer it ([`forwarded`], then [`as_unknown`]).
+pub fn unknown(e: etcd_client::Error) -> Status {
+    as_unknown(forwarded(e))
+}
+
 /// The start of a lock or a campaign: a client of this member, the lease
 /// (the given one, or a new one of [`DEFAULT_SESSION_TTL`] seconds),
 /// `name/`, and the session's key under it.

@@ -24,7 +24,7 @@ use crate::core::api::concurrency::pb::v3electionpb::{
     LeaderResponse, ProclaimRequest, ProclaimResponse, ResignRequest, ResignResponse,
 };
 use crate::core::api::concurrency::{
-    as_unknown, first_created, prefix_of, wait_deletes, DeleteOnDrop, Session,
+    as_unknown, first_created, prefix_of, unknown, wait_deletes, DeleteOnDrop, Session,
 };
 use crate::core::api::{forwarded, ApiContext};
 use crate::core::types::Revision;
@@ -56,6 +56,12 @@ fn to_pb(kv: &KeyValue) -> PbKeyValue {
     }
 }
 
+/// The leader key is still the one created at `leader.rev` (etcd's
+/// Proclaim and Resign compare).
+fn still_leader(leader: &LeaderKey) -> Compare {
+    Compare::create_revision(leader.key.clone(), CompareOp::Equal, leader.rev)
+}
+
 impl ElectionService {
     /// Puts `value` on the leader key if it is still `leader` (its create
     /// revision unchanged); the answer's revision.
@@ -66,21 +72,13 @@ impl ElectionService {
         value: Vec<u8>,
     ) -> Result<i64, Status> {
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                leader.key.clone(),
-                CompareOp::Equal,
-                leader.rev,
-            )])
+            .when([still_leader(leader)])
             .and_then([TxnOp::put(
                 leader.key.clone(),
                 value,
                 Some(PutOptions::new().with_lease(leader.lease)),
             )]);
-        let resp = client
-            .txn(txn)
-            .await
-            .map_err(forwarded)
-            .map_err(as_unknown)?;
+        let resp = client.txn(txn).await.map_err(unknown)?;
         if !resp.succeeded() {
             return Err(Status::unknown(NOT_LEADER));
         }
@@ -111,11 +109,7 @@ impl Election for ElectionService {
                 Some(PutOptions::new().with_lease(lease)),
             )])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let resp = client
-            .txn(txn)
-            .await
-            .map_err(forwarded)
-            .map_err(as_unknown)?;
+        let resp = client.txn(txn).await.map_err(unknown)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let mut leader = LeaderKey {
             name: req.name.clone(),
@@ -173,8 +167,7 @@ impl Election for ElectionService {
         let resp = client
             .get(prefix_of(&req.name), Some(first_created()))
             .await
-            .map_err(forwarded)
-            .map_err(as_unknown)?;
+            .map_err(unknown)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let Some(kv) = resp.kvs().first() else {
             return Err(Status::unknown(NO_LEADER));
@@ -296,17 +289,9 @@ impl Election for ElectionService {
         let mut client = self.ctx.self_client().await?;
         // Not an error when no longer leader (etcd's Resign).
         let txn = Txn::new()
-            .when([Compare::create_revision(
-                leader.key.clone(),
-                CompareOp::Equal,
-                leader.rev,
-            )])
+            .when([still_leader(&leader)])
             .and_then([TxnOp::delete(leader.key.clone(), None)]);
-        let resp = client
-            .txn(txn)
-            .await
-            .map_err(forwarded)
-            .map_err(as_unknown)?;
+        let resp = client.txn(txn).await.map_err(unknown)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(Response::new(ResignResponse {
             header: Some(self.ctx.header(Revision(revision))),

@@ -73,8 +73,9 @@ fn next_lease_id(member_id: u64) -> i64 {
 /// Renews lease `id` on the leader (no Raft entry: see `core::lease`),
 /// retrying while no leader is known, until the request timeout; the
 /// lease's granted TTL in seconds, or 0 when it does not exist (etcd's
-/// keep-alive answers TTL 0 for an unknown lease rather than an error).
-async fn keep_alive_once(ctx: &ApiContext, id: i64) -> Result<i64, EtcdError> {
+/// keep-alive answers TTL 0 for an unknown lease rather than an error),
+/// and the revision for the answer's header, both from one snapshot.
+async fn keep_alive_once(ctx: &ApiContext, id: i64) -> Result<(i64, Revision), EtcdError> {
     let deadline = tokio::time::Instant::now() + ctx.request_timeout;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -85,12 +86,14 @@ async fn keep_alive_once(ctx: &ApiContext, id: i64) -> Result<i64, EtcdError> {
             // counts, answers "not found" for a lease already past its
             // deadline (its revoke is on its way; etcd's Renew alike).
             Ok(()) => {
-                let granted = mvcc::lease_granted(&ctx.storage.db.read_tx(), &ctx.storage, id)?;
-                return Ok(match granted {
+                let snapshot = ctx.storage.db.read_tx();
+                let revision = Revision(mvcc::revisions(&snapshot, &ctx.storage)?.current);
+                let ttl = match mvcc::lease_granted(&snapshot, &ctx.storage, id)? {
                     Some(_) if ctx.node.status.is_leader() && ctx.lessor.expired(LeaseId(id)) => 0,
                     Some(ttl) => ttl,
                     None => 0,
-                });
+                };
+                return Ok((ttl, revision));
             }
             Err(EtcdError::NoLeader | EtcdError::LeaderChanged)
                 if tokio::time::Instant::now() < deadline =>
@@ -179,14 +182,11 @@ impl PbLeaseService for LeaseService {
                     Err(_) => return,
                 };
                 let reply = match keep_alive_once(&ctx, id).await {
-                    Ok(ttl) => {
-                        let revision = ctx.current_revision().unwrap_or_default();
-                        Ok(PbLeaseKeepAliveResponse {
-                            header: Some(ctx.header(revision)),
-                            id,
-                            ttl,
-                        })
-                    }
+                    Ok((ttl, revision)) => Ok(PbLeaseKeepAliveResponse {
+                        header: Some(ctx.header(revision)),
+                        id,
+                        ttl,
+                    }),
                     Err(e) => Err(Status::from(e)),
                 };
                 let failed = reply.is_err();

@@ -14,9 +14,9 @@ use crate::core::api::concurrency::pb::v3lockpb::{
     lock_server::Lock, LockRequest, LockResponse, UnlockRequest, UnlockResponse,
 };
 use crate::core::api::concurrency::{
-    as_unknown, first_created, wait_deletes, DeleteOnDrop, Session,
+    as_unknown, first_created, unknown, wait_deletes, DeleteOnDrop, Session,
 };
-use crate::core::api::{forwarded, ApiContext};
+use crate::core::api::ApiContext;
 use crate::core::types::Revision;
 
 /// The Lock service.
@@ -47,11 +47,7 @@ impl Lock for LockService {
                 TxnOp::get(key.clone(), None),
                 TxnOp::get(prefix.clone(), Some(first_created())),
             ]);
-        let resp = client
-            .txn(txn)
-            .await
-            .map_err(forwarded)
-            .map_err(as_unknown)?;
+        let resp = client.txn(txn).await.map_err(unknown)?;
         let mut revision = resp.header().map_or(0, |h| h.revision());
         let ops = resp.op_responses();
         let my_rev = if resp.succeeded() {
@@ -87,11 +83,7 @@ impl Lock for LockService {
     ) -> Result<Response<UnlockResponse>, Status> {
         let req = request.into_inner();
         let mut client = self.ctx.self_client().await?;
-        let resp = client
-            .delete(req.key, None)
-            .await
-            .map_err(forwarded)
-            .map_err(as_unknown)?;
+        let resp = client.delete(req.key, None).await.map_err(unknown)?;
         let revision = resp.header().map_or(0, |h| h.revision());
         Ok(Response::new(UnlockResponse {
             header: Some(self.ctx.header(Revision(revision))),
