@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use kvd::modes::backup::{self, BackupArgs};
 use kvd::modes::member::{self, MemberArgs};
 use kvd::modes::serve::{self, ServeArgs};
 use kvd::modes::ExitCode;
@@ -26,6 +27,9 @@ enum Command {
     Serve(ServeArgs),
     /// Cluster membership: list, add, remove, update, promote (any endpoint)
     Member(MemberArgs),
+    /// Backups: save (online, or --dir --keep for cron), status, restore
+    /// (also etcd's snapshots), and offline copies (--data-dir --backup-dir)
+    Backup(BackupArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -41,7 +45,8 @@ fn main() -> std::process::ExitCode {
     };
     let code = match cli.command {
         Command::Serve(args) => serve_main(&args),
-        Command::Member(args) => member_main(args),
+        Command::Member(args) => client_main(member::run(args)),
+        Command::Backup(args) => client_main(backup::run(args)),
     };
     code.into()
 }
@@ -70,14 +75,14 @@ fn serve_main(args: &ServeArgs) -> ExitCode {
     runtime.block_on(serve::run(cfg))
 }
 
-/// `kvd member`: a short client command on a single-threaded runtime, no
+/// A client mode (`member`, `backup`) on a single-threaded runtime, no
 /// logging (its output is the answer).
-fn member_main(args: MemberArgs) -> ExitCode {
+fn client_main(mode: impl std::future::Future<Output = ExitCode>) -> ExitCode {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(runtime) => runtime.block_on(member::run(args)),
+        Ok(runtime) => runtime.block_on(mode),
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");
             ExitCode::ERROR

@@ -559,7 +559,7 @@ async fn progress_notifications_come_after_every_event_they_cover() {
             last = rev;
             received += 1;
         }
-        if received % 50 == 0 {
+        if received.is_multiple_of(50) {
             stream.request_progress().await.expect("progress request");
         }
     }

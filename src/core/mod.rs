@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod mvcc;
 pub mod raft;
 pub mod server;
+pub mod snapshot;
 pub mod storage;
 pub mod transport;
 pub mod types;

@@ -3,6 +3,7 @@
 //! client modes share (connection flags, error wording, durations, the
 //! printers), and [`ExitCode`] is every mode's exit status.
 
+pub mod backup;
 pub mod common;
 pub mod member;
 pub mod serve;

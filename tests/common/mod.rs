@@ -377,6 +377,15 @@ pub struct ClusterOptions {
     pub extra_args: Vec<String>,
 }
 
+/// What a member of a cluster about to start will be started with.
+pub struct MemberPlan {
+    pub name: String,
+    pub data_dir: PathBuf,
+    pub peer_url: String,
+    pub initial_cluster: String,
+    pub token: String,
+}
+
 /// N members of one cluster, bootstrapped together with `--initial-cluster`.
 pub struct Cluster {
     pub members: Vec<Member>,
@@ -398,6 +407,16 @@ impl Cluster {
 
     /// Starts the processes without waiting for a leader.
     pub fn spawn(size: usize, options: ClusterOptions) -> Cluster {
+        Self::spawn_prepared(size, options, |_| {})
+    }
+
+    /// As [`Self::spawn`], but first calls `prepare` for each member (e.g.
+    /// to restore its data dir from a snapshot) before any process starts.
+    pub fn spawn_prepared(
+        size: usize,
+        options: ClusterOptions,
+        mut prepare: impl FnMut(&MemberPlan),
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("kvd-test-")
             .tempdir()
@@ -444,6 +463,13 @@ impl Cluster {
             .map(|s| s.to_string())
             .collect();
             args.extend(options.extra_args.iter().cloned());
+            prepare(&MemberPlan {
+                name: name.clone(),
+                data_dir: data_dir.clone(),
+                peer_url: peer_url.clone(),
+                initial_cluster: initial_cluster.clone(),
+                token: token.clone(),
+            });
             let log_path = dir.path().join(format!("{name}.log"));
             let spec = ServerSpec::new(args, dir.path(), &log_path);
             members.push(Member {

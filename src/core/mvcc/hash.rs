@@ -55,7 +55,13 @@ pub fn hash_kv<R: Readable>(r: &R, s: &Storage, rev: i64) -> Result<KvHash, Etcd
     let rev = if rev <= 0 { revs.current } else { rev };
     let mut crc = crc32c::crc32c(b"key");
     if revs.compacted > 0 {
-        for rk in kept_at_compaction(r, s, revs.compacted, rev)? {
+        let kept = kept_at_compaction(r, s, revs.compacted, rev)?;
+        let kept = if kept.any_live {
+            kept.by_read
+        } else {
+            kept.by_compaction
+        };
+        for rk in kept {
             let Some(v) = r.get(&s.rev, rk)? else {
                 continue;
             };
@@ -88,19 +94,32 @@ pub fn hash_kv<R: Readable>(r: &R, s: &Storage, rev: i64) -> Result<KvHash, Etcd
     })
 }
 
-/// The history keys (16-byte revision keys, in revision order) of the
-/// changes at or below `compacted` that a read at `rev` still sees: per
-/// key, the newest change at or below `compacted` when it is a put and the
-/// key has no change in (`compacted`, `rev`]. When no key at all is live
-/// at `rev`, etcd's keep set is empty and it hashes every change its
-/// compaction kept (each key's newest put at or below `compacted`): so
-/// does this.
-fn kept_at_compaction<R: Readable>(
+/// The changes at or below a compact revision that survive it, as 16-byte
+/// history keys in revision order.
+pub(crate) struct Kept {
+    /// Those a read at `rev` still sees: per key, the newest change at or
+    /// below `compacted` when it is a put and the key has no change in
+    /// (`compacted`, `rev`].
+    pub by_read: Vec<[u8; 16]>,
+    /// Those etcd's compaction keeps in its backend: each key's newest
+    /// change at or below `compacted` when it is a put.
+    pub by_compaction: Vec<[u8; 16]>,
+    /// Whether any key is live at `rev`. When none is, etcd's keep set is
+    /// empty and `HashKV` hashes `by_compaction`: so does [`hash_kv`].
+    pub any_live: bool,
+}
+
+/// Finds the [`Kept`] changes for compact revision `compacted`, seen at
+/// main revision `rev` (one scan of `hist`).
+///
+/// # Errors
+/// Storage errors.
+pub(crate) fn kept_at_compaction<R: Readable>(
     r: &R,
     s: &Storage,
     compacted: i64,
     rev: i64,
-) -> Result<Vec<[u8; 16]>, EtcdError> {
+) -> Result<Kept, EtcdError> {
     // Kept by a read at `rev`, and kept by the compaction at all.
     let (mut kept, mut compacted_puts) = (Vec::new(), Vec::new());
     let mut any_live = false;
@@ -144,13 +163,26 @@ fn kept_at_compaction<R: Readable>(
         }
     }
     close(&mut newest, later, live);
-    let mut out = if any_live { kept } else { compacted_puts };
-    out.sort_unstable();
-    Ok(out)
+    kept.sort_unstable();
+    compacted_puts.sort_unstable();
+    Ok(Kept {
+        by_read: kept,
+        by_compaction: compacted_puts,
+        any_live,
+    })
 }
 
 /// Feeds one change as etcd's backend stores it.
 fn feed(crc: u32, rk: &[u8; 16], event: &PbEvent) -> u32 {
+    let (key, value) = backend_record(rk, event);
+    crc32c::crc32c_append(crc32c::crc32c_append(crc, &key), &value)
+}
+
+/// One change as etcd's backend stores it in its `key` bucket: the key is
+/// the main revision, `_`, the sub revision (both 8 bytes big-endian), plus
+/// `t` for a deletion; the value is the `mvccpb.KeyValue`, only the key for
+/// a deletion (etcd mvcc `revision.go`, `kvstore_txn.go`).
+pub(crate) fn backend_record(rk: &[u8; 16], event: &PbEvent) -> (Vec<u8>, Vec<u8>) {
     let deleted = event.r#type == EVENT_DELETE;
     let mut key = Vec::with_capacity(18);
     key.extend_from_slice(&rk[..8]);
@@ -168,7 +200,7 @@ fn feed(crc: u32, rk: &[u8; 16], event: &PbEvent) -> u32 {
     if deleted {
         key.push(b't');
     }
-    crc32c::crc32c_append(crc32c::crc32c_append(crc, &key), &value)
+    (key, value)
 }
 
 /// `meta` keys that are replicated state (the rest name this member).

@@ -15,6 +15,7 @@ use crate::core::server::ServeError;
 use crate::core::storage::datadir::{self, Bootstrap, Identity};
 use crate::core::storage::Storage;
 use crate::core::transport::Transport;
+use crate::core::urls::InitialMember;
 
 /// Loads this member's identity and Raft log, or bootstraps them for a new
 /// cluster; refuses a data dir that belongs to another member or cluster.
@@ -58,9 +59,29 @@ pub async fn open_or_bootstrap(
     if cfg.initial_cluster_state == ClusterState::Existing {
         return join_existing(cfg, s, source, transport).await;
     }
-    let token = &cfg.initial_cluster_token;
-    let records: Vec<PbMember> = cfg
-        .initial_cluster
+    let (id, records, entries) =
+        new_cluster(&cfg.name, &cfg.initial_cluster, &cfg.initial_cluster_token)?;
+    datadir::record(s, &id, &records)?;
+    let log = RaftLog::bootstrap(s.clone(), source.clone(), entries)?;
+    Ok((id.member_id, id.cluster_id, log))
+}
+
+/// The identity, member records and first log entries of member `name` of
+/// a new cluster described by `initial_cluster` and `token` (for `serve`
+/// and `backup restore`, which must agree so that restored members form
+/// the cluster their flags describe). The initial membership goes into the
+/// log as committed conf changes (term 1, indexes 1..=n), as etcd's
+/// `StartNode` does, so a member joining later learns it by replaying the
+/// log.
+///
+/// # Errors
+/// [`ServeError::Config`] when `name` is not in `initial_cluster`.
+pub fn new_cluster(
+    name: &str,
+    initial_cluster: &[InitialMember],
+    token: &str,
+) -> Result<(Identity, Vec<PbMember>, Vec<Entry>), ServeError> {
+    let records: Vec<PbMember> = initial_cluster
         .iter()
         .map(|m| PbMember {
             id: members::member_id(&m.peer_urls, token),
@@ -70,22 +91,19 @@ pub async fn open_or_bootstrap(
             is_learner: false,
         })
         .collect();
-    let Some(me) = records.iter().find(|m| m.name == cfg.name) else {
+    let Some(me) = records.iter().find(|m| m.name == name) else {
         return Err(ServeError::Config(format!(
-            "couldn't find local name {:?} in the initial cluster configuration",
-            cfg.name
+            "couldn't find local name {name:?} in the initial cluster configuration"
         )));
     };
+    let ids: Vec<u64> = records.iter().map(|m| m.id).collect();
     let id = Identity {
         member_id: me.id,
-        cluster_id: initial_cluster_id(cfg),
-        name: cfg.name.clone(),
-        token: token.clone(),
+        cluster_id: members::cluster_id(&ids, token),
+        name: name.to_string(),
+        token: token.to_string(),
         bootstrap: Some(Bootstrap::New),
     };
-    // The initial membership goes into the log as committed conf changes
-    // (term 1), as etcd's StartNode does, so a member joining later learns
-    // it by replaying the log.
     let mut entries = Vec::new();
     for (i, record) in records.iter().enumerate() {
         let mut cc = ConfChange::default();
@@ -111,9 +129,7 @@ pub async fn open_or_bootstrap(
         );
         entries.push(e);
     }
-    datadir::record(s, &id, &records)?;
-    let log = RaftLog::bootstrap(s.clone(), source.clone(), entries)?;
-    Ok((id.member_id, id.cluster_id, log))
+    Ok((id, records, entries))
 }
 
 /// Joins a cluster this member was added to (`member add`): asks the peers

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 mod bootstrap;
 mod membership;
+pub mod restore;
 
 use crate::core::api::{self, ApiContext};
 use crate::core::config::ServeConfig;

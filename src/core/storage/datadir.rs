@@ -1,7 +1,8 @@
 //! A member's data dir as a whole: whose it is (member, cluster, token, how
 //! it was bootstrapped) and the checks that keep one member from starting on
 //! another's data. `serve` uses it at start-up; `backup restore` writes a
-//! new member's identity with it.
+//! new member's identity with it; `kvd backup --data-dir` copies a stopped
+//! member's data dir with [`copy_offline`].
 
 use std::path::Path;
 
@@ -141,6 +142,128 @@ pub fn record(s: &Storage, id: &Identity, member_records: &[PbMember]) -> fjall:
         tx.insert(&s.meta, storage::META_BOOTSTRAP, b.as_bytes());
     }
     tx.commit()
+}
+
+/// Why an offline copy did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// A running member holds the data dir.
+    #[error(
+        "data dir {0} is in use by a running member; stop it first, or take an online \
+         backup with `kvd backup save`"
+    )]
+    InUse(String),
+    /// The source is not a kvd data dir.
+    #[error("{0} is not a kvd data dir (no lock file or keyspaces)")]
+    NotDataDir(String),
+    /// The destination holds something already.
+    #[error("backup dir {0} is not empty")]
+    NotEmpty(String),
+    /// Reading, writing or syncing failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The copy does not open as a database.
+    #[error("the copy in {path} does not open: {reason}")]
+    Verify {
+        /// The copy.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// The storage engine's lock file inside a data dir (fjall's).
+const LOCK_FILE: &str = "lock";
+/// What a copy leaves out: snapshots being received.
+const NOT_COPIED: [&str; 1] = ["snapshot.staging"];
+
+/// Copies a stopped member's data dir `src` into `dst` (absent or empty)
+/// while holding the storage engine's lock, so no member can start on
+/// `src` meanwhile; fsyncs every file and directory, then opens the copy to
+/// check it and returns its identity. `kvd serve --data-dir <dst>` with the
+/// member's flags then starts that member from the copy (etcd's offline
+/// `etcdctl backup` keeps a data dir too).
+///
+/// # Errors
+/// [`CopyError`]; a running member holding `src` is [`CopyError::InUse`].
+pub fn copy_offline(src: &Path, dst: &Path) -> Result<(Identity, u64), CopyError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| CopyError::Io { path, source }
+    };
+    let lock_path = src.join(LOCK_FILE);
+    if !lock_path.is_file() || !src.join("keyspaces").is_dir() {
+        return Err(CopyError::NotDataDir(src.display().to_string()));
+    }
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(CopyError::InUse(src.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io(&lock_path)(e)),
+    }
+    match std::fs::read_dir(dst) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(CopyError::NotEmpty(dst.display().to_string()));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(dst)(e)),
+    }
+    let mut bytes = 0;
+    copy_tree(src, dst, true, &mut bytes)?;
+    drop(lock);
+    let copy = Storage::open(dst).map_err(|e| CopyError::Verify {
+        path: dst.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let id = identity(&copy).map_err(|e| CopyError::Verify {
+        path: dst.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok((id, bytes))
+}
+
+/// Copies directory `src` into `dst` recursively, fsyncing each file and
+/// then each directory; `top` leaves out [`NOT_COPIED`]. Adds the bytes
+/// copied to `bytes`.
+fn copy_tree(src: &Path, dst: &Path, top: bool, bytes: &mut u64) -> Result<(), CopyError> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| CopyError::Io { path, source }
+    };
+    std::fs::create_dir_all(dst).map_err(io(dst))?;
+    for entry in std::fs::read_dir(src).map_err(io(src))? {
+        let entry = entry.map_err(io(src))?;
+        let name = entry.file_name();
+        if top && NOT_COPIED.iter().any(|n| name == *n) {
+            continue;
+        }
+        let (from, to) = (entry.path(), dst.join(&name));
+        let kind = entry.file_type().map_err(io(&from))?;
+        if kind.is_dir() {
+            copy_tree(&from, &to, false, bytes)?;
+        } else if kind.is_file() {
+            *bytes += std::fs::copy(&from, &to).map_err(io(&from))?;
+            std::fs::File::open(&to)
+                .and_then(|f| f.sync_all())
+                .map_err(io(&to))?;
+        }
+    }
+    std::fs::File::open(dst)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dst))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use etcd_client::MemberListResponse;
 
 use super::{go_quote, OutputFormat, Printed, Printer};
+use crate::core::snapshot::FileStatus;
 
 /// etcdctl's `fieldsPrinter`.
 pub struct FieldsPrinter;
@@ -29,6 +30,13 @@ impl Printer for FieldsPrinter {
             out.push('\n');
         }
         Ok(out)
+    }
+
+    fn snapshot_status(&self, s: &FileStatus) -> Printed {
+        Ok(format!(
+            "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n",
+            s.hash, s.revision, s.total_keys, s.total_size
+        ))
     }
 }
 

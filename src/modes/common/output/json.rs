@@ -10,6 +10,7 @@ use etcd_client::{
 };
 
 use super::{OutputFormat, Printed, Printer};
+use crate::core::snapshot::FileStatus;
 
 /// etcdctl's `jsonPrinter`.
 pub struct JsonPrinter;
@@ -39,6 +40,14 @@ impl Printer for JsonPrinter {
     /// the response as every other json output does.
     fn member_promote(&self, _id: u64, r: &MemberPromoteResponse) -> Printed {
         Ok(render_json(r.header(), None, Some(r.members())))
+    }
+
+    /// etcdctl's `snapshot.Status` struct as Go encodes it.
+    fn snapshot_status(&self, s: &FileStatus) -> Printed {
+        Ok(format!(
+            "{{\"hash\":{},\"revision\":{},\"totalKey\":{},\"totalSize\":{}}}\n",
+            s.hash, s.revision, s.total_keys, s.total_size
+        ))
     }
 }
 

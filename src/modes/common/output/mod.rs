@@ -17,6 +17,8 @@ use etcd_client::{
 
 pub use json::go_json_string;
 
+use crate::core::snapshot::FileStatus;
+
 /// An output format of etcdctl's `--write-out`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
@@ -97,6 +99,42 @@ pub trait Printer {
     /// `member promote` of member `id`.
     fn member_promote(&self, _id: u64, _r: &MemberPromoteResponse) -> Printed {
         self.unsupported("member promote", "simple or json")
+    }
+
+    /// `snapshot status` of a file (etcdctl's `DBStatus`).
+    fn snapshot_status(&self, _s: &FileStatus) -> Printed {
+        self.unsupported("snapshot status", "simple, json, table or fields")
+    }
+}
+
+/// etcdctl's `makeDBStatusTable`: the header and the one row (hash in hex,
+/// size as go-humanize writes it).
+pub(crate) fn db_status_row(s: &FileStatus) -> ([&'static str; 4], [String; 4]) {
+    (
+        ["HASH", "REVISION", "TOTAL KEYS", "TOTAL SIZE"],
+        [
+            format!("{:x}", s.hash),
+            s.revision.to_string(),
+            s.total_keys.to_string(),
+            humanize_bytes(s.total_size),
+        ],
+    )
+}
+
+/// A byte count as go-humanize's `Bytes` writes it (SI units: `57 kB`,
+/// `1.1 GB`; one decimal below 10 of a unit), as etcdctl prints sizes.
+pub fn humanize_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let exp = ((n as f64).ln() / 1000f64.ln()).floor() as usize;
+    let exp = exp.min(UNITS.len() - 1);
+    let value = ((n as f64) / 1000f64.powi(exp as i32) * 10.0 + 0.5).floor() / 10.0;
+    if value < 10.0 {
+        format!("{value:.1} {}", UNITS[exp])
+    } else {
+        format!("{value:.0} {}", UNITS[exp])
     }
 }
 
@@ -183,6 +221,23 @@ pub fn go_quote(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_print_as_go_humanize_does() {
+        for (n, text) in [
+            (0, "0 B"),
+            (9, "9 B"),
+            (10, "10 B"),
+            (999, "999 B"),
+            (1000, "1.0 kB"),
+            (24_576, "25 kB"),
+            (57_344, "57 kB"),
+            (1_500_000, "1.5 MB"),
+            (1_073_741_824, "1.1 GB"),
+        ] {
+            assert_eq!(humanize_bytes(n), text, "{n}");
+        }
+    }
 
     #[test]
     fn go_quote_escapes_like_strconv_quote() {

@@ -5,7 +5,8 @@ use etcd_client::{
     MemberUpdateResponse,
 };
 
-use super::{cluster_id, member_rows, OutputFormat, Printed, Printer};
+use super::{cluster_id, db_status_row, member_rows, OutputFormat, Printed, Printer};
+use crate::core::snapshot::FileStatus;
 
 /// etcdctl's `simplePrinter`.
 pub struct SimplePrinter;
@@ -43,6 +44,11 @@ impl Printer for SimplePrinter {
 
     fn member_promote(&self, id: u64, r: &MemberPromoteResponse) -> Printed {
         Ok(change(id, "promoted in", r.header()))
+    }
+
+    /// The status row joined by `", "`.
+    fn snapshot_status(&self, s: &FileStatus) -> Printed {
+        Ok(format!("{}\n", db_status_row(s).1.join(", ")))
     }
 }
 

@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 use etcd_client::MemberListResponse;
 use unicode_width::UnicodeWidthStr;
 
-use super::{member_rows, OutputFormat, Printed, Printer, TABLE_HEADER};
+use super::{db_status_row, member_rows, OutputFormat, Printed, Printer, TABLE_HEADER};
+use crate::core::snapshot::FileStatus;
 
 /// etcdctl's `tablePrinter`.
 pub struct TablePrinter;
@@ -23,6 +24,12 @@ impl Printer for TablePrinter {
             .collect();
         let header: Vec<String> = TABLE_HEADER.iter().map(|s| s.to_string()).collect();
         Ok(draw_table(&header, &rows))
+    }
+
+    fn snapshot_status(&self, s: &FileStatus) -> Printed {
+        let (header, row) = db_status_row(s);
+        let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+        Ok(draw_table(&header, &[row.to_vec()]))
     }
 }
 

@@ -1,0 +1,273 @@
+//! An etcd snapshot file (made by kvd, or by etcd 3.4/3.5) into a fresh
+//! member's state machine: keys with their whole kept history and
+//! revisions, leases and the compact revision, as etcd's `mvcc` restore
+//! reads them (etcd `mvcc/kvstore.go` `restore`). Members, alarms and auth
+//! are not taken: a restore starts a new cluster.
+
+use etcd_client::proto::{PbEvent, PbKeyValue};
+use prost::Message as _;
+
+use crate::core::mvcc::keys::{
+    escape_key, lease_key, rev_key, EVENT_DELETE, EVENT_PUT, HIST_DELETE, HIST_PUT,
+};
+use crate::core::snapshot::bolt::{BoltReader, BucketRoot};
+use crate::core::snapshot::{LeaseRecord, SnapshotError};
+use crate::core::storage::{self, Storage};
+
+/// What a restore brought in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Imported {
+    /// The store's revision after it (etcd: the newest revision in `key`,
+    /// at least the compact revision).
+    pub revision: i64,
+    /// The compact revision (0 when never compacted).
+    pub compact_revision: i64,
+    /// Changes in the history.
+    pub changes: u64,
+    /// Keys live at `revision`.
+    pub keys: u64,
+    /// Leases.
+    pub leases: u64,
+}
+
+/// The buckets a restore takes in.
+const IMPORTED: [&[u8]; 3] = [b"key", b"lease", b"meta"];
+
+/// Records written per storage transaction, at most.
+const BATCH: usize = 10_000;
+/// Bytes written per storage transaction, about.
+const BATCH_BYTES: usize = 8 << 20;
+
+/// Reads the buckets of `reader` into `s`, which must be empty; `progress`
+/// is told the history changes written so far.
+///
+/// # Errors
+/// [`SnapshotError::Corrupt`] for a record that does not decode (nothing
+/// of `s` is then usable: the caller removes it); I/O and storage errors.
+pub fn import(
+    reader: &BoltReader,
+    s: &Storage,
+    progress: &mut dyn FnMut(u64),
+) -> Result<Imported, SnapshotError> {
+    let buckets = reader.buckets()?;
+    // Every bucket is read, even those a restore leaves out, so that a
+    // damaged page anywhere refuses the file before it is used.
+    for (name, root) in &buckets {
+        if !IMPORTED.contains(&name.as_slice()) {
+            reader.for_each(root, &mut |_, _| Ok(()))?;
+        }
+    }
+    let find = |name: &[u8]| buckets.iter().find(|(n, _)| n == name).map(|(_, r)| r);
+    let mut out = Imported::default();
+    if let Some(meta) = find(b"meta") {
+        reader.for_each(meta, &mut |k, v| {
+            if k == b"finishedCompactRev" || k == b"scheduledCompactRev" {
+                let (main, _, _) = parse_revision(v)?;
+                out.compact_revision = out.compact_revision.max(main);
+            }
+            Ok(())
+        })?;
+    }
+    if let Some(key) = find(b"key") {
+        history(reader, key, s, &mut out, progress)?;
+    }
+    out.revision = out.revision.max(out.compact_revision);
+    if let Some(lease) = find(b"lease") {
+        leases(reader, lease, s, &mut out)?;
+    }
+    attach_leases(s, &mut out)?;
+    let mut tx = s.db.write_tx();
+    tx.insert(&s.meta, storage::META_REVISION, out.revision.to_be_bytes());
+    if out.compact_revision > 0 {
+        let compact = out.compact_revision.to_be_bytes();
+        tx.insert(&s.meta, storage::META_COMPACT_REVISION, compact);
+        // The file holds only what etcd's compaction kept; nothing is left
+        // for kvd's compactor to remove.
+        tx.insert(&s.meta, storage::META_COMPACT_DONE, compact);
+    }
+    tx.commit().map_err(storage_error)?;
+    Ok(out)
+}
+
+fn storage_error(e: fjall::Error) -> SnapshotError {
+    SnapshotError::Storage(e.to_string())
+}
+
+/// Writes in transactions of bounded size (a fjall transaction holds its
+/// writes in memory until it commits).
+struct Batches<'a> {
+    s: &'a Storage,
+    tx: Option<fjall::SingleWriterWriteTx<'a>>,
+    entries: usize,
+    bytes: usize,
+}
+
+impl<'a> Batches<'a> {
+    fn new(s: &'a Storage) -> Self {
+        Self {
+            s,
+            tx: None,
+            entries: 0,
+            bytes: 0,
+        }
+    }
+
+    /// The open transaction; `bytes` about to be written count towards its
+    /// size, and a full one is committed first.
+    fn tx(&mut self, bytes: usize) -> Result<&mut fjall::SingleWriterWriteTx<'a>, SnapshotError> {
+        if self.entries >= BATCH || self.bytes >= BATCH_BYTES {
+            self.commit()?;
+        }
+        self.entries += 1;
+        self.bytes += bytes;
+        Ok(self.tx.get_or_insert_with(|| self.s.db.write_tx()))
+    }
+
+    fn commit(&mut self) -> Result<(), SnapshotError> {
+        self.entries = 0;
+        self.bytes = 0;
+        match self.tx.take() {
+            Some(tx) => tx.commit().map_err(storage_error),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Parses etcd's revision key: main (8 bytes BE), `_`, sub (8 bytes BE),
+/// and an optional `t` for a tombstone. Returns (main, sub, tombstone).
+///
+/// # Errors
+/// [`SnapshotError::Corrupt`] for any other shape.
+pub fn parse_revision(b: &[u8]) -> Result<(i64, i64, bool), SnapshotError> {
+    let tombstone = match b.len() {
+        17 => false,
+        18 if b[17] == b't' => true,
+        _ => {
+            return Err(SnapshotError::Corrupt(format!(
+                "revision key of {} bytes ({:02x?})",
+                b.len(),
+                &b[..b.len().min(18)]
+            )))
+        }
+    };
+    if b[8] != b'_' {
+        return Err(SnapshotError::Corrupt(
+            "revision key without its '_' separator".to_string(),
+        ));
+    }
+    let main = storage::be_i64(&b[..8]);
+    let sub = storage::be_i64(&b[9..17]);
+    if main < 0 || sub < 0 {
+        return Err(SnapshotError::Corrupt(format!(
+            "negative revision {main}_{sub}"
+        )));
+    }
+    Ok((main, sub, tombstone))
+}
+
+/// The `key` bucket into `rev`, `hist` and `kv`, in revision order.
+fn history(
+    reader: &BoltReader,
+    bucket: &BucketRoot,
+    s: &Storage,
+    out: &mut Imported,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), SnapshotError> {
+    let mut batches = Batches::new(s);
+    reader.for_each(bucket, &mut |k, v| {
+        let (main, sub, tombstone) = parse_revision(k)?;
+        let mut kv = PbKeyValue::decode(v).map_err(|e| {
+            SnapshotError::Corrupt(format!("the value at revision {main}_{sub}: {e}"))
+        })?;
+        if kv.key.is_empty() {
+            return Err(SnapshotError::Corrupt(format!(
+                "the value at revision {main}_{sub} has no key"
+            )));
+        }
+        let tx = batches.tx(2 * v.len() + 2 * kv.key.len() + 64)?;
+        let rk = rev_key(main, sub);
+        let mut hk = escape_key(&kv.key);
+        hk.extend_from_slice(&rk);
+        let event = if tombstone {
+            tx.remove(&s.kv, kv.key.clone());
+            tx.insert(&s.hist, hk, [HIST_DELETE]);
+            kv = PbKeyValue {
+                key: kv.key,
+                mod_revision: main,
+                ..Default::default()
+            };
+            PbEvent {
+                r#type: EVENT_DELETE,
+                kv: Some(kv),
+                prev_kv: None,
+            }
+        } else {
+            tx.insert(&s.kv, kv.key.clone(), kv.encode_to_vec());
+            tx.insert(&s.hist, hk, [HIST_PUT]);
+            PbEvent {
+                r#type: EVENT_PUT,
+                kv: Some(kv),
+                prev_kv: None,
+            }
+        };
+        tx.insert(&s.rev, rk, event.encode_to_vec());
+        out.revision = out.revision.max(main);
+        out.changes += 1;
+        if out.changes.is_multiple_of(BATCH as u64) {
+            progress(out.changes);
+        }
+        Ok(())
+    })?;
+    batches.commit()?;
+    progress(out.changes);
+    Ok(())
+}
+
+fn leases(
+    reader: &BoltReader,
+    bucket: &BucketRoot,
+    s: &Storage,
+    out: &mut Imported,
+) -> Result<(), SnapshotError> {
+    let mut batches = Batches::new(s);
+    reader.for_each(bucket, &mut |k, v| {
+        let lease = LeaseRecord::decode(v)
+            .map_err(|e| SnapshotError::Corrupt(format!("a lease record: {e}")))?;
+        if k.len() != 8 || storage::be_i64(k) != lease.id || lease.id <= 0 {
+            return Err(SnapshotError::Corrupt(format!(
+                "lease record {} under key {k:02x?}",
+                lease.id
+            )));
+        }
+        batches
+            .tx(16)?
+            .insert(&s.leases, k, lease.ttl.to_be_bytes());
+        out.leases += 1;
+        Ok(())
+    })?;
+    batches.commit()
+}
+
+/// Attaches the live keys to their leases (a key naming a lease the file
+/// does not hold stays, unattached, as etcd's restore leaves it) and counts
+/// them.
+fn attach_leases(s: &Storage, out: &mut Imported) -> Result<(), SnapshotError> {
+    let read = s.db.read_tx();
+    let mut batches = Batches::new(s);
+    for item in fjall::Readable::iter(&read, &s.kv) {
+        let (k, v) = item.into_inner().map_err(storage_error)?;
+        out.keys += 1;
+        let kv = PbKeyValue::decode(v.as_ref())
+            .map_err(|e| SnapshotError::Storage(format!("a value just written: {e}")))?;
+        if kv.lease != 0
+            && fjall::Readable::get(&read, &s.leases, kv.lease.to_be_bytes())
+                .map_err(storage_error)?
+                .is_some()
+        {
+            batches
+                .tx(k.len() + 8)?
+                .insert(&s.lease_keys, lease_key(kv.lease, &k), []);
+        }
+    }
+    batches.commit()
+}
