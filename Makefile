@@ -10,7 +10,7 @@ TEST_THREADS ?= 2
 # sudo only when not root (CI runs as root, without sudo).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: build deps test run cluster lint bench bench-compare bench-scale fuzz robustness soak kvd-failpoints
+.PHONY: build deps test-deps test run cluster lint bench bench-compare bench-scale bench-backup fuzz robustness soak kvd-failpoints
 
 build: deps
 	$(CARGO) build --release
@@ -30,7 +30,18 @@ deps:
 # empty doc-test run would be the suite's closing line.
 # Release: the tests spawn the kvd binary, and an optimized one keeps Raft's
 # heartbeats and elections on time.
-test: deps
+# etcd itself (Debian's etcd-server) for the tests that migrate between etcd
+# and kvd; its system service, which the package starts, is stopped and
+# disabled so that it never holds port 2379.
+test-deps: deps
+	@if ! command -v etcd >/dev/null 2>&1; then \
+		echo "installing: etcd-server"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q etcd-server; \
+		$(SUDO) systemctl disable --now etcd >/dev/null 2>&1 || true; \
+	fi
+
+test: test-deps
 	$(CARGO) test --release --workspace --lib --bins --tests -- --test-threads=$(TEST_THREADS)
 
 # A single-node cluster on the defaults: clients on 127.0.0.1:2379, data in ./default.kvd.
@@ -64,14 +75,21 @@ bench-compare: deps
 bench-scale: deps
 	$(CARGO) bench --bench scale
 
+# Backup and restore of 256 MiB and 1 GiB of values (kvd backup save/restore,
+# and etcdctl snapshot save/restore against etcd when installed): time and
+# peak RSS of each, and the server's RSS during the save.
+bench-backup: test-deps
+	$(CARGO) bench --bench backup
+
 # Fuzzing (cargo fuzz / libFuzzer) of the decoders that take bytes from
-# outside: Raft entries, peer frames, snapshot records, the YAML config.
+# outside: Raft entries, peer frames, snapshot records, the YAML config,
+# snapshot files (kvd backup).
 # Each target runs FUZZ_SECONDS from the committed seeds (fuzz/seeds/) into a
 # local corpus (fuzz/corpus/, not committed); a crash stops the run and its
 # input lands in fuzz/artifacts/. libFuzzer needs nightly flags: a nightly
 # toolchain when rustup has one, else RUSTC_BOOTSTRAP on the stable one.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= raft_entry peer_frames snapshot_records config_yaml
+FUZZ_TARGETS ?= raft_entry peer_frames snapshot_records config_yaml snapshot_file
 FUZZ_CARGO := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'RUSTC_BOOTSTRAP=1 $(CARGO)')
 
 fuzz: deps

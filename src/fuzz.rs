@@ -4,7 +4,7 @@
 //! them to the decoder kvd uses on them. None may panic, hang or allocate
 //! more than the input justifies, whatever the bytes; each also checks an
 //! invariant of what decodes (a request round-trips, a record names a real
-//! keyspace).
+//! keyspace). `snapshot_file` covers the bbolt reader behind `kvd backup`.
 
 use std::path::Path;
 
@@ -12,6 +12,7 @@ use prost::Message as _;
 
 use crate::core::raft::proposal::{decode_entry, EntryData, RaftRequest};
 use crate::core::raft::snapshot;
+use crate::core::snapshot::{import, LeaseRecord, SnapshotFile};
 use crate::core::transport;
 use crate::modes::serve::options::ServeOptions;
 
@@ -71,6 +72,51 @@ pub fn config_yaml(data: &[u8]) {
         return;
     };
     let _ = ServeOptions::from_yaml(text, Path::new("fuzz.yaml"));
+}
+
+/// A snapshot file as `kvd backup status`/`restore` read it: the checksum
+/// and meta pages, every bucket's tree, and the records a restore decodes
+/// (revision keys, `mvccpb.KeyValue`, `leasepb.Lease`). The bytes go
+/// through a file of this thread's, as the reader reads files.
+///
+/// # Panics
+/// When the file cannot be written (the fuzzer's machine, not kvd).
+pub fn snapshot_file(data: &[u8]) {
+    thread_local! {
+        static PATH: std::path::PathBuf = std::env::temp_dir().join(format!(
+            "kvd-fuzz-snapshot-{}-{:?}.db",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+    }
+    PATH.with(|path| {
+        if let Err(e) = std::fs::write(path, data) {
+            panic!("cannot write {}: {e}", path.display());
+        }
+        let Ok(file) = SnapshotFile::open(path, true) else {
+            return;
+        };
+        let _ = file.status();
+        let Ok(buckets) = file.reader.buckets() else {
+            return;
+        };
+        for (name, root) in &buckets {
+            let _ = file.reader.last_key(root);
+            let _ = file.reader.for_each(root, &mut |k, v| {
+                match name.as_slice() {
+                    b"key" => {
+                        import::parse_revision(k)?;
+                        let _ = etcd_client::proto::PbKeyValue::decode(v);
+                    }
+                    b"lease" => {
+                        let _ = LeaseRecord::decode(v);
+                    }
+                    _ => {}
+                }
+                Ok(())
+            });
+        }
+    });
 }
 
 /// Runs a future to completion on a current-thread runtime of this thread.

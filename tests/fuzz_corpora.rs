@@ -25,11 +25,12 @@ use raft::eraftpb::{ConfChange, ConfChangeType, Entry, Message, MessageType};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 4] = [
+const TARGETS: [(&str, Target); 5] = [
     ("raft_entry", kvd::fuzz::raft_entry),
     ("peer_frames", kvd::fuzz::peer_frames),
     ("snapshot_records", kvd::fuzz::snapshot_records),
     ("config_yaml", kvd::fuzz::config_yaml),
+    ("snapshot_file", kvd::fuzz::snapshot_file),
 ];
 
 fn seeds_dir(target: &str) -> PathBuf {
@@ -270,8 +271,100 @@ auto-promote: true\n"
     vec![("example".into(), example), ("cluster".into(), cluster)]
 }
 
+/// A bucket of a seed snapshot: name and sorted records.
+type SeedBucket = (&'static [u8], Vec<(Vec<u8>, Vec<u8>)>);
+
+fn fill_bucket<S: kvd::core::snapshot::PageSink>(
+    bucket: &SeedBucket,
+    tree: &mut kvd::core::snapshot::bolt::TreeWriter<'_, S>,
+) -> Result<(), kvd::core::snapshot::SnapshotError> {
+    for (k, v) in &bucket.1 {
+        tree.put(k.clone(), v.clone())?;
+    }
+    Ok(())
+}
+
+/// A small etcd snapshot file as the writer makes it: three revisions
+/// (one a deletion), a lease, the meta keys, and the trailing sha256.
+fn snapshot_file_seeds() -> Vec<(String, Vec<u8>)> {
+    use kvd::core::snapshot::{bolt, compact_rev_bytes, LeaseRecord};
+    use sha2::Digest as _;
+
+    let rev = |main: i64, sub: i64, tombstone: bool| {
+        let mut k = main.to_be_bytes().to_vec();
+        k.push(b'_');
+        k.extend_from_slice(&sub.to_be_bytes());
+        if tombstone {
+            k.push(b't');
+        }
+        k
+    };
+    let kv = |key: &str, value: &str, main: i64| {
+        etcd_client::proto::PbKeyValue {
+            key: key.into(),
+            create_revision: 2,
+            mod_revision: main,
+            version: main - 1,
+            value: value.into(),
+            lease: 0,
+        }
+        .encode_to_vec()
+    };
+    let buckets: Vec<SeedBucket> = vec![
+        (
+            b"key",
+            vec![
+                (rev(2, 0, false), kv("a", "1", 2)),
+                (rev(3, 0, false), kv("a", "2", 3)),
+                (
+                    rev(4, 0, true),
+                    etcd_client::proto::PbKeyValue {
+                        key: "a".into(),
+                        ..Default::default()
+                    }
+                    .encode_to_vec(),
+                ),
+            ],
+        ),
+        (
+            b"lease",
+            vec![(
+                7i64.to_be_bytes().to_vec(),
+                LeaseRecord {
+                    id: 7,
+                    ttl: 60,
+                    remaining_ttl: 0,
+                }
+                .encode_to_vec(),
+            )],
+        ),
+        (
+            b"meta",
+            vec![
+                (b"consistent_index".to_vec(), 9u64.to_be_bytes().to_vec()),
+                (b"finishedCompactRev".to_vec(), compact_rev_bytes(2)),
+            ],
+        ),
+    ];
+    let names: Vec<&[u8]> = buckets.iter().map(|(n, _)| *n).collect();
+    let layout = bolt::write_file(&mut bolt::PageCounter::default(), &names, None, |i, t| {
+        fill_bucket(&buckets[i], t)
+    })
+    .expect("plan");
+    let mut sink = bolt::WriteSink(Vec::new());
+    bolt::write_file(&mut sink, &names, Some(&layout), |i, t| {
+        fill_bucket(&buckets[i], t)
+    })
+    .expect("write");
+    let mut file = sink.0;
+    let sha = sha2::Sha256::digest(&file);
+    file.extend_from_slice(&sha);
+    vec![("small".into(), file)]
+}
+
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     match target {
+        "snapshot_file" => snapshot_file_seeds(),
         "raft_entry" => raft_entry_seeds(),
         "peer_frames" => peer_frame_seeds(),
         "snapshot_records" => snapshot_record_seeds(),

@@ -94,13 +94,23 @@ fn storage_error(e: fjall::Error) -> SnapshotError {
 }
 
 /// Writes in transactions of bounded size (a fjall transaction holds its
-/// writes in memory until it commits).
+/// writes in memory until it commits), and keeps the memtables bounded: a
+/// bulk load outruns fjall's background workers, which rotate a full
+/// memtable only when they get to it (meanwhile it keeps growing), so each
+/// keyspace's memtable is rotated here once it holds
+/// [`storage::MEMTABLE_BYTES_BULK`], and writing waits while more than
+/// [`MAX_SEALED`] sealed memtables of a keyspace wait for their flush.
 struct Batches<'a> {
     s: &'a Storage,
     tx: Option<fjall::SingleWriterWriteTx<'a>>,
     entries: usize,
     bytes: usize,
+    /// Bytes written to `kv`, `rev` and `hist` since their last rotation.
+    unrotated: [u64; 3],
 }
+
+/// Sealed memtables per keyspace a bulk load lets wait for their flush.
+const MAX_SEALED: usize = 2;
 
 impl<'a> Batches<'a> {
     fn new(s: &'a Storage) -> Self {
@@ -109,6 +119,7 @@ impl<'a> Batches<'a> {
             tx: None,
             entries: 0,
             bytes: 0,
+            unrotated: [0; 3],
         }
     }
 
@@ -123,13 +134,31 @@ impl<'a> Batches<'a> {
         Ok(self.tx.get_or_insert_with(|| self.s.db.write_tx()))
     }
 
+    /// Counts `bytes` written to the history keyspaces (`kv`, `rev`, `hist`).
+    fn wrote(&mut self, kv: usize, rev: usize, hist: usize) {
+        for (n, b) in self.unrotated.iter_mut().zip([kv, rev, hist]) {
+            *n += b as u64;
+        }
+    }
+
     fn commit(&mut self) -> Result<(), SnapshotError> {
         self.entries = 0;
         self.bytes = 0;
-        match self.tx.take() {
-            Some(tx) => tx.commit().map_err(storage_error),
-            None => Ok(()),
+        if let Some(tx) = self.tx.take() {
+            tx.commit().map_err(storage_error)?;
         }
+        let keyspaces = [&self.s.kv, &self.s.rev, &self.s.hist];
+        for (ks, n) in keyspaces.into_iter().zip(self.unrotated.iter_mut()) {
+            let ks = ks.inner();
+            if *n >= storage::MEMTABLE_BYTES_BULK {
+                ks.rotate_memtable().map_err(storage_error)?;
+                *n = 0;
+            }
+            while ks.sealed_memtable_count() > MAX_SEALED {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -184,7 +213,17 @@ fn history(
                 "the value at revision {main}_{sub} has no key"
             )));
         }
-        let tx = batches.tx(2 * v.len() + 2 * kv.key.len() + 64)?;
+        let (key_len, value_len) = (kv.key.len(), v.len());
+        batches.wrote(
+            if tombstone {
+                key_len
+            } else {
+                key_len + value_len
+            },
+            value_len + 32,
+            key_len + 20,
+        );
+        let tx = batches.tx(2 * value_len + 2 * key_len + 64)?;
         let rk = rev_key(main, sub);
         let mut hk = escape_key(&kv.key);
         hk.extend_from_slice(&rk);

@@ -55,6 +55,9 @@ pub enum SaveError {
     },
 }
 
+/// The shortest wait for each message of a snapshot stream.
+pub const MIN_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// How far a download is: bytes received of the total the member announced.
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
@@ -97,8 +100,9 @@ pub async fn pick_endpoint(cfg: &ClientConfig) -> Result<(String, i64), SaveErro
 
 /// Saves a snapshot from the member with the highest revision into `path`
 /// (see the module docs); `progress` is told each chunk's arrival. The
-/// stream may take as long as it needs; `cfg.request_timeout` bounds each
-/// message's wait.
+/// stream may take as long as it needs; each message's wait is bounded by
+/// `cfg.request_timeout`, but by no less than [`MIN_MESSAGE_WAIT`] (a kvd
+/// member reads its whole state to plan the file before the first byte).
 ///
 /// # Errors
 /// [`SaveError`]; the `.part` file is removed on every one.
@@ -158,7 +162,7 @@ async fn fetch(
         endpoints: vec![endpoint.to_string()],
         ..cfg.clone()
     };
-    let wait = cfg.request_timeout;
+    let wait = cfg.request_timeout.max(MIN_MESSAGE_WAIT);
     let no_answer = || SaveError::Client(format!("{endpoint}: no answer within {wait:?}"));
     let mut client = tokio::time::timeout(wait, one.connect())
         .await
