@@ -185,16 +185,21 @@ impl PbMaintenanceService for MaintenanceService {
             .name("snapshot".into())
             .spawn(move || {
                 let _permit = permit;
-                let sent = snapshot::stream(&s, |blob, remaining_bytes| {
-                    tx.blocking_send(Ok(PbSnapshotResponse {
-                        header: None,
-                        remaining_bytes,
-                        blob,
-                        // etcd 3.6's storage version; 3.4 and 3.5 send none.
-                        version: String::new(),
-                    }))
-                    .map_err(|_| snapshot::SnapshotError::Closed)
-                });
+                let probe = tx.clone();
+                let sent = snapshot::stream(
+                    &s,
+                    |blob, remaining_bytes| {
+                        tx.blocking_send(Ok(PbSnapshotResponse {
+                            header: None,
+                            remaining_bytes,
+                            blob,
+                            // etcd 3.6's storage version; 3.4 and 3.5 send none.
+                            version: String::new(),
+                        }))
+                        .map_err(|_| snapshot::SnapshotError::Closed)
+                    },
+                    || probe.is_closed(),
+                );
                 match sent {
                     Ok(bytes) => tracing::info!(bytes, "sent a snapshot"),
                     Err(snapshot::SnapshotError::Closed) => {

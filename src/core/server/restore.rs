@@ -7,8 +7,9 @@
 //! The data dir gets the file's keys with their kept history, revisions,
 //! compact revision and leases (`core::snapshot::import`), and the identity
 //! and first log entries `kvd serve` would give a member bootstrapping that
-//! cluster (`bootstrap::new_cluster`). A file that fails its checksum or
-//! does not parse leaves no data dir behind.
+//! cluster (`bootstrap::new_cluster`), in `<data-dir>.restoring`, renamed
+//! into place once complete: a file that fails its checksum or does not
+//! parse, or a restore that is interrupted, leaves no data dir behind.
 
 use std::path::{Path, PathBuf};
 
@@ -97,25 +98,38 @@ pub fn restore(
         source,
     };
     let file = SnapshotFile::open(&plan.snapshot, plan.skip_hash_check).map_err(file_error)?;
-    let created = !plan.data_dir.exists();
+    // Built beside the data dir and renamed into place when complete, so
+    // that an interrupted restore never leaves a data dir `kvd serve`
+    // would take for a whole one.
+    let staging = staging_dir(&plan.data_dir);
+    let staged = staging.display().to_string();
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(|e| io_error(&staged, e))?;
+    }
     let result = (|| {
-        let s = Storage::open(&plan.data_dir).map_err(|e| storage_error(&dir, e))?;
+        let s = Storage::open(&staging).map_err(|e| storage_error(&staged, e))?;
         let imported = snapshot::import(&file.reader, &s, progress).map_err(|e| match e {
             SnapshotError::Storage(reason) => RestoreError::Storage {
-                path: dir.clone(),
+                path: staged.clone(),
                 reason,
             },
             other => file_error(other),
         })?;
-        datadir::record(&s, &id, &records).map_err(|e| storage_error(&dir, e))?;
+        datadir::record(&s, &id, &records).map_err(|e| storage_error(&staged, e))?;
         let source = crate::core::raft::snapshot::SnapshotSource::new(s.clone());
         crate::core::raft::log::RaftLog::bootstrap(s.clone(), source, entries).map_err(|e| {
             RestoreError::Storage {
-                path: dir.clone(),
+                path: staged.clone(),
                 reason: format!("{e:#}"),
             }
         })?;
-        s.sync().map_err(|e| storage_error(&dir, e))?;
+        s.sync().map_err(|e| storage_error(&staged, e))?;
+        drop(s);
+        if plan.data_dir.exists() {
+            std::fs::remove_dir(&plan.data_dir).map_err(|e| io_error(&dir, e))?;
+        }
+        std::fs::rename(&staging, &plan.data_dir).map_err(|e| io_error(&dir, e))?;
+        sync_parent(&plan.data_dir).map_err(|e| io_error(&dir, e))?;
         Ok(imported)
     })();
     match result {
@@ -125,9 +139,32 @@ pub fn restore(
             cluster_id: id.cluster_id,
         }),
         Err(e) => {
-            remove_contents(&plan.data_dir, created);
+            let _ = std::fs::remove_dir_all(&staging);
             Err(e)
         }
+    }
+}
+
+/// `<data-dir>.restoring`, where a restore builds the data dir.
+fn staging_dir(data_dir: &Path) -> PathBuf {
+    let mut name = data_dir.as_os_str().to_os_string();
+    name.push(".restoring");
+    PathBuf::from(name)
+}
+
+/// Fsyncs the directory holding `path`, so that a rename into it lasts.
+fn sync_parent(path: &Path) -> std::io::Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::File::open(parent)?.sync_all()
+}
+
+fn io_error(path: &str, e: std::io::Error) -> RestoreError {
+    RestoreError::Storage {
+        path: path.to_string(),
+        reason: e.to_string(),
     }
 }
 
@@ -143,23 +180,5 @@ fn is_empty_dir(dir: &Path) -> bool {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => entries.next().is_none(),
         Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    }
-}
-
-/// Removes what a failed restore wrote (the directory too when it made it).
-fn remove_contents(dir: &Path, created: bool) {
-    if created {
-        let _ = std::fs::remove_dir_all(dir);
-        return;
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let _ = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
-            } else {
-                std::fs::remove_file(&path)
-            };
-        }
     }
 }

@@ -169,13 +169,18 @@ pub const CHUNK_BYTES: usize = 32 * 1024;
 ///
 /// # Errors
 /// Storage errors and `send`'s ([`SnapshotError::Closed`] when the
-/// receiver went away).
-pub fn stream<F>(s: &Storage, send: F) -> Result<u64, SnapshotError>
+/// receiver went away, which `closed` tells during the planning pass).
+pub fn stream<F, C>(s: &Storage, send: F, closed: C) -> Result<u64, SnapshotError>
 where
     F: FnMut(Vec<u8>, u64) -> Result<(), SnapshotError>,
+    C: Fn() -> bool,
 {
     let read = s.db.read_tx();
-    let layout = export(&read, s, &mut bolt::PageCounter::default(), None)?;
+    let mut planner = Planner {
+        counter: bolt::PageCounter::default(),
+        closed,
+    };
+    let layout = export(&read, s, &mut planner, None)?;
     let mut sink = ChunkSink {
         send,
         buf: Vec::with_capacity(CHUNK_BYTES * 2),
@@ -192,6 +197,24 @@ where
     }
     send(sha.finalize().to_vec(), 0)?;
     Ok(layout.bytes())
+}
+
+/// The planning pass's sink: counts, and stops as soon as the receiver
+/// went away (checked every 256 pages), so an abandoned stream does not
+/// read the whole store first.
+struct Planner<C> {
+    counter: bolt::PageCounter,
+    closed: C,
+}
+
+impl<C: Fn() -> bool> PageSink for Planner<C> {
+    fn put(&mut self, page: &[u8]) -> Result<(), SnapshotError> {
+        self.counter.put(page)?;
+        if (self.counter.bytes / bolt::PAGE_SIZE as u64).is_multiple_of(256) && (self.closed)() {
+            return Err(SnapshotError::Closed);
+        }
+        Ok(())
+    }
 }
 
 /// Cuts pages into stream chunks and hashes them.

@@ -59,11 +59,18 @@ pub fn import(
     }
     let find = |name: &[u8]| buckets.iter().find(|(n, _)| n == name).map(|(_, r)| r);
     let mut out = Imported::default();
+    // etcd's compaction: `scheduledCompactRev` is asked for, and
+    // `finishedCompactRev` is how far its backend got; a file taken in
+    // between still holds history kvd's compactor then removes.
+    let mut finished = 0;
     if let Some(meta) = find(b"meta") {
         reader.for_each(meta, &mut |k, v| {
             if k == b"finishedCompactRev" || k == b"scheduledCompactRev" {
                 let (main, _, _) = parse_revision(v)?;
                 out.compact_revision = out.compact_revision.max(main);
+                if k == b"finishedCompactRev" {
+                    finished = main;
+                }
             }
             Ok(())
         })?;
@@ -81,9 +88,9 @@ pub fn import(
     if out.compact_revision > 0 {
         let compact = out.compact_revision.to_be_bytes();
         tx.insert(&s.meta, storage::META_COMPACT_REVISION, compact);
-        // The file holds only what etcd's compaction kept; nothing is left
-        // for kvd's compactor to remove.
-        tx.insert(&s.meta, storage::META_COMPACT_DONE, compact);
+        // What the file's compaction finished needs no work; a member
+        // started on it finishes the rest.
+        tx.insert(&s.meta, storage::META_COMPACT_DONE, finished.to_be_bytes());
     }
     tx.commit().map_err(storage_error)?;
     Ok(out)
@@ -111,6 +118,8 @@ struct Batches<'a> {
 
 /// Sealed memtables per keyspace a bulk load lets wait for their flush.
 const MAX_SEALED: usize = 2;
+/// How long a bulk load waits for one flush before it gives up.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(300);
 
 impl<'a> Batches<'a> {
     fn new(s: &'a Storage) -> Self {
@@ -154,7 +163,13 @@ impl<'a> Batches<'a> {
                 ks.rotate_memtable().map_err(storage_error)?;
                 *n = 0;
             }
+            let deadline = std::time::Instant::now() + FLUSH_WAIT;
             while ks.sealed_memtable_count() > MAX_SEALED {
+                if std::time::Instant::now() > deadline {
+                    return Err(SnapshotError::Storage(format!(
+                        "the storage engine flushed nothing for {FLUSH_WAIT:?} (disk full?)"
+                    )));
+                }
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
@@ -272,7 +287,8 @@ fn leases(
     reader.for_each(bucket, &mut |k, v| {
         let lease = LeaseRecord::decode(v)
             .map_err(|e| SnapshotError::Corrupt(format!("a lease record: {e}")))?;
-        if k.len() != 8 || storage::be_i64(k) != lease.id || lease.id <= 0 {
+        // Clients choose lease ids, negative ones included; 0 is "no lease".
+        if k.len() != 8 || storage::be_i64(k) != lease.id || lease.id == 0 {
             return Err(SnapshotError::Corrupt(format!(
                 "lease record {} under key {k:02x?}",
                 lease.id

@@ -6,6 +6,7 @@
 //! retention.
 
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -55,8 +56,11 @@ pub enum SaveError {
     },
 }
 
-/// The shortest wait for each message of a snapshot stream.
+/// The shortest wait for each message of a snapshot stream after the first.
 pub const MIN_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// The wait for a snapshot stream's first message (the member plans the
+/// whole file first: about 3 s per GiB here).
+pub const FIRST_MESSAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How far a download is: bytes received of the total the member announced.
 #[derive(Debug, Clone, Copy)]
@@ -100,9 +104,10 @@ pub async fn pick_endpoint(cfg: &ClientConfig) -> Result<(String, i64), SaveErro
 
 /// Saves a snapshot from the member with the highest revision into `path`
 /// (see the module docs); `progress` is told each chunk's arrival. The
-/// stream may take as long as it needs; each message's wait is bounded by
-/// `cfg.request_timeout`, but by no less than [`MIN_MESSAGE_WAIT`] (a kvd
-/// member reads its whole state to plan the file before the first byte).
+/// stream may take as long as it needs; the first message's wait is
+/// [`FIRST_MESSAGE_WAIT`] (a kvd member reads its whole state to plan the
+/// file before the first byte), each later one's `cfg.request_timeout`
+/// but no less than [`MIN_MESSAGE_WAIT`].
 ///
 /// # Errors
 /// [`SaveError`]; the `.part` file is removed on every one.
@@ -168,14 +173,16 @@ async fn fetch(
         .await
         .map_err(|_| no_answer())?
         .map_err(client_error)?;
-    let mut stream = tokio::time::timeout(wait, client.snapshot())
+    let mut stream = tokio::time::timeout(FIRST_MESSAGE_WAIT, client.snapshot())
         .await
         .map_err(|_| no_answer())?
         .map_err(client_error)?;
+    // 0600, as etcdctl: the file holds every key.
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(part)
         .map_err(io_error(part))?;
     // The last 32 bytes received are the checksum: hash all but those.
@@ -183,11 +190,15 @@ async fn fetch(
     let mut tail: Vec<u8> = Vec::new();
     let mut received = 0u64;
     let mut total = None;
-    while let Some(msg) = tokio::time::timeout(wait, stream.message())
+    // A kvd member reads its whole state to plan the file before the
+    // first byte; later messages come as fast as the disk reads.
+    let mut next_wait = FIRST_MESSAGE_WAIT;
+    while let Some(msg) = tokio::time::timeout(next_wait, stream.message())
         .await
         .map_err(|_| no_answer())?
         .map_err(client_error)?
     {
+        next_wait = wait;
         let blob = msg.blob();
         received += blob.len() as u64;
         let whole = *total.get_or_insert(received + msg.remaining_bytes() + SHA256_BYTES);
@@ -288,30 +299,75 @@ pub async fn save_in_dir(
         .map_err(io_error(dir))?;
     saved.path = path;
     let removed = if keep > 0 {
-        prune(dir, keep).map_err(io_error(dir))?
+        prune(dir, keep, &saved.path).map_err(io_error(dir))?
     } else {
         Vec::new()
     };
     Ok((saved, removed))
 }
 
-/// Removes all but the newest `keep` snapshots named by `save_in_dir`.
-fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+/// Whether `name` is exactly a name `save_in_dir` gives:
+/// `kvd-snapshot-YYYYMMDDTHHMMSS.mmmZ-rev<digits>.db`.
+fn is_ours(name: &str) -> bool {
+    let Some(rest) = name
+        .strip_prefix(PREFIX)
+        .and_then(|r| r.strip_suffix(SUFFIX))
+    else {
+        return false;
+    };
+    let Some((stamp, rev)) = rest.split_once("-rev") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let b = stamp.as_bytes();
+    b.len() == 20
+        && digits(&stamp[..8])
+        && b[8] == b'T'
+        && digits(&stamp[9..15])
+        && b[15] == b'.'
+        && digits(&stamp[16..19])
+        && b[19] == b'Z'
+        && digits(rev)
+}
+
+/// Removes all but the newest `keep` snapshots named by `save_in_dir`
+/// (ordered by their UTC stamp), never `saved` itself (a clock that
+/// stepped back must not cost the backup just made).
+fn prune(dir: &Path, keep: usize, saved: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut ours: Vec<(String, PathBuf)> = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(PREFIX) && name.ends_with(SUFFIX) && entry.file_type()?.is_file() {
+        if is_ours(&name) && entry.file_type()?.is_file() && entry.path() != saved {
             ours.push((name, entry.path()));
         }
     }
-    // The UTC stamp right after the prefix sorts by time.
     ours.sort();
-    let excess = ours.len().saturating_sub(keep);
+    // `saved` is one of the `keep`.
+    let excess = ours.len().saturating_sub(keep.saturating_sub(1));
     let mut removed = Vec::new();
     for (_, path) in ours.into_iter().take(excess) {
         std::fs::remove_file(&path)?;
         removed.push(path);
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_touches_only_its_own_names() {
+        assert!(is_ours("kvd-snapshot-20261203T091500.123Z-rev54.db"));
+        for other in [
+            "kvd-snapshot-mine.db",
+            "kvd-snapshot-20261203T091500Z-rev54.db",
+            "kvd-snapshot-20261203T091500.123Z-rev.db",
+            "kvd-snapshot-20261203T091500.123Z-rev54.db.part",
+            ".kvd-snapshot-20261203T091500.123Z.db",
+        ] {
+            assert!(!is_ours(other), "{other}");
+        }
+    }
 }

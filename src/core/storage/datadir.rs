@@ -221,9 +221,35 @@ pub fn copy_offline(src: &Path, dst: &Path) -> Result<(Identity, u64), CopyError
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(dst)(e)),
     }
+    if inside(src, dst) {
+        return Err(CopyError::NotEmpty(format!(
+            "{} (it is inside the data dir)",
+            dst.display()
+        )));
+    }
+    // Copied beside the destination, renamed into place when complete: an
+    // interrupted copy never looks like a whole one.
+    let mut partial = dst.as_os_str().to_os_string();
+    partial.push(".partial");
+    let partial = std::path::PathBuf::from(partial);
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io(&partial))?;
+    }
     let mut bytes = 0;
-    copy_tree(src, dst, true, &mut bytes)?;
+    if let Err(e) = copy_tree(src, &partial, true, &mut bytes) {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
     drop(lock);
+    if dst.exists() {
+        std::fs::remove_dir(dst).map_err(io(dst))?;
+    }
+    std::fs::rename(&partial, dst).map_err(io(dst))?;
+    if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io(parent))?;
+    }
     let copy = Storage::open(dst).map_err(|e| CopyError::Verify {
         path: dst.display().to_string(),
         reason: e.to_string(),
@@ -233,6 +259,23 @@ pub fn copy_offline(src: &Path, dst: &Path) -> Result<(Identity, u64), CopyError
         reason: e.to_string(),
     })?;
     Ok((id, bytes))
+}
+
+/// Whether `dst` (which may not exist yet) lies inside directory `src`.
+fn inside(src: &Path, dst: &Path) -> bool {
+    let Ok(src) = src.canonicalize() else {
+        return false;
+    };
+    // The nearest existing ancestor of `dst`, resolved.
+    let mut probe = dst.to_path_buf();
+    loop {
+        if let Ok(resolved) = probe.canonicalize() {
+            return resolved.starts_with(&src);
+        }
+        if !probe.pop() || probe.as_os_str().is_empty() {
+            return std::env::current_dir().is_ok_and(|cwd| cwd.starts_with(&src));
+        }
+    }
 }
 
 /// Copies directory `src` into `dst` recursively, fsyncing each file and

@@ -1,6 +1,7 @@
 //! The validating bbolt reader (see the parent module for the format and
 //! what is checked).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
@@ -33,6 +34,10 @@ pub struct BoltReader {
     /// Pages the meta page says exist.
     pages: u64,
     root: u64,
+    /// Pages read in this pass (a bit per page): a page referenced twice,
+    /// or overlapping another's overflow, is refused, so one pass reads
+    /// each byte of the file at most once whatever the file claims.
+    seen: RefCell<Vec<u64>>,
 }
 
 fn corrupt(msg: String) -> SnapshotError {
@@ -120,6 +125,7 @@ impl BoltReader {
                 page_size,
                 pages,
                 root: le_u64(m, 16),
+                seen: RefCell::new(Vec::new()),
             };
             if best.as_ref().is_none_or(|(t, _)| txid > *t) {
                 best = Some((txid, reader));
@@ -139,9 +145,10 @@ impl BoltReader {
     /// I/O errors; [`SnapshotError::Corrupt`] for a malformed root bucket.
     pub fn buckets(&self) -> Result<Vec<(Vec<u8>, BucketRoot)>, SnapshotError> {
         let mut out = Vec::new();
-        let mut visited = 0;
+        // A new pass: every bucket's pages may be read once more.
+        *self.seen.borrow_mut() = vec![0; usize::try_from(self.pages.div_ceil(64)).unwrap_or(0)];
         let mut last = None;
-        self.walk_page(self.root, 0, &mut visited, &mut last, &mut |k, v, flags| {
+        self.walk_page(self.root, 0, &mut last, &mut |k, v, flags| {
             if flags & BUCKET_LEAF != 0 {
                 out.push((k.to_vec(), bucket_root(k, v)?));
             }
@@ -151,12 +158,12 @@ impl BoltReader {
     }
 
     /// Calls `f(key, value)` for every key of the bucket in order (nested
-    /// buckets are skipped).
+    /// buckets are skipped). Within one pass (since [`Self::buckets`]) each
+    /// page is read once: walking a bucket twice needs `buckets` again.
     ///
     /// # Errors
     /// I/O errors, [`SnapshotError::Corrupt`] and `f`'s errors.
     pub fn for_each(&self, bucket: &BucketRoot, f: &mut VisitKv<'_>) -> Result<(), SnapshotError> {
-        let mut visited = 0;
         let mut last = None;
         let mut leaf = |k: &[u8], v: &[u8], flags: u32| {
             if flags & BUCKET_LEAF == 0 {
@@ -166,15 +173,14 @@ impl BoltReader {
             }
         };
         match bucket {
-            BucketRoot::Page(pgid) => self.walk_page(*pgid, 0, &mut visited, &mut last, &mut leaf),
-            BucketRoot::Inline(page) => self.walk(
-                page,
-                "an inline bucket",
-                0,
-                &mut visited,
-                &mut last,
-                &mut leaf,
-            ),
+            BucketRoot::Page(pgid) => self.walk_page(*pgid, 0, &mut last, &mut leaf),
+            BucketRoot::Inline(page) => {
+                let children = self.walk(page, "an inline bucket", 0, &mut last, &mut leaf)?;
+                for child in children {
+                    self.walk_page(child, 1, &mut last, &mut leaf)?;
+                }
+                Ok(())
+            }
         }
     }
 
@@ -238,36 +244,72 @@ impl BoltReader {
                 "page {pgid} claims {overflow} overflow pages beyond the end of the file"
             )));
         }
+        let id = le_u64(&header, 0);
+        if id != pgid {
+            return Err(corrupt(format!(
+                "page {pgid} identifies itself as page {id}"
+            )));
+        }
         let mut page = vec![0u8; bytes as usize];
         self.file.read_exact_at(&mut page, offset)?;
         Ok(page)
     }
 
+    /// Marks pages `pgid..=pgid + overflow` read in this pass.
+    fn mark(&self, pgid: u64, overflow: u64) -> Result<(), SnapshotError> {
+        let mut seen = self.seen.borrow_mut();
+        for p in pgid..=pgid.saturating_add(overflow) {
+            let (word, bit) = ((p / 64) as usize, p % 64);
+            let Some(w) = seen.get_mut(word) else {
+                return Err(corrupt(format!("page {p} lies beyond the tree")));
+            };
+            if *w & (1 << bit) != 0 {
+                return Err(corrupt(format!(
+                    "page {p} is referenced twice (a loop, or overlapping pages)"
+                )));
+            }
+            *w |= 1 << bit;
+        }
+        Ok(())
+    }
+
+    /// Walks the tree under page `pgid`: its page is dropped before its
+    /// children are read, so one page is held at a time.
     fn walk_page(
         &self,
         pgid: u64,
         depth: usize,
-        visited: &mut u64,
         last: &mut Option<Vec<u8>>,
         f: &mut VisitElement<'_>,
     ) -> Result<(), SnapshotError> {
+        if depth > MAX_DEPTH {
+            return Err(corrupt(format!(
+                "page {pgid}: the tree is deeper than {MAX_DEPTH} levels"
+            )));
+        }
         let page = self.read_page(pgid)?;
-        self.walk(&page, &format!("page {pgid}"), depth, visited, last, f)
+        self.mark(pgid, (page.len() as u64 / self.page_size).saturating_sub(1))?;
+        let children = self.walk(&page, &format!("page {pgid}"), depth, last, f)?;
+        drop(page);
+        for child in children {
+            self.walk_page(child, depth + 1, last, f)?;
+        }
+        Ok(())
     }
 
+    /// Calls `f` for a leaf page's elements, or returns a branch page's
+    /// children (keys checked in order).
     fn walk(
         &self,
         page: &[u8],
         name: &str,
         depth: usize,
-        visited: &mut u64,
         last: &mut Option<Vec<u8>>,
         f: &mut VisitElement<'_>,
-    ) -> Result<(), SnapshotError> {
-        *visited += 1;
-        if depth > MAX_DEPTH || *visited > self.pages {
+    ) -> Result<Vec<u64>, SnapshotError> {
+        if depth > MAX_DEPTH {
             return Err(corrupt(format!(
-                "{name}: the tree is deeper than {MAX_DEPTH} levels or loops"
+                "{name}: the tree is deeper than {MAX_DEPTH} levels"
             )));
         }
         if page.len() < HEADER {
@@ -289,13 +331,6 @@ impl BoltReader {
                 ))),
             }
         };
-        let mut check_order = |key: &[u8]| -> Result<(), SnapshotError> {
-            if last.as_deref().is_some_and(|l| l >= key) {
-                return Err(corrupt(format!("{name}: keys out of order")));
-            }
-            *last = Some(key.to_vec());
-            Ok(())
-        };
         match h.flags {
             LEAF_PAGE => {
                 for i in 0..h.count {
@@ -306,13 +341,16 @@ impl BoltReader {
                     let vsize = le_u32(page, elem + 12) as usize;
                     let key = slice(elem, pos, ksize)?;
                     let value = slice(elem, pos.saturating_add(ksize), vsize)?;
-                    check_order(key)?;
+                    if last.as_deref().is_some_and(|l| l >= key) {
+                        return Err(corrupt(format!("{name}: keys out of order")));
+                    }
+                    *last = Some(key.to_vec());
                     f(key, value, flags)?;
                 }
-                Ok(())
+                Ok(Vec::new())
             }
             BRANCH_PAGE => {
-                // Keys ascend across children; each child checks its own,
+                // Keys ascend across children; each leaf checks its own
                 // against the last key seen before it.
                 let mut children = Vec::with_capacity(h.count);
                 let mut prev: Option<&[u8]> = None;
@@ -327,10 +365,7 @@ impl BoltReader {
                     prev = Some(key);
                     children.push(le_u64(page, elem + 8));
                 }
-                for child in children {
-                    self.walk_page(child, depth + 1, visited, last, f)?;
-                }
-                Ok(())
+                Ok(children)
             }
             other => Err(corrupt(format!(
                 "{name}: expected a leaf or branch page, found flags {other:#x}"
