@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use kvd::modes::backup::{self, BackupArgs};
+use kvd::modes::ctl::{self, CtlArgs};
 use kvd::modes::member::{self, MemberArgs};
 use kvd::modes::serve::{self, ServeArgs};
 use kvd::modes::ExitCode;
@@ -27,12 +28,17 @@ enum Command {
     Serve(ServeArgs),
     /// Cluster membership: list, add, remove, update, promote (any endpoint)
     Member(MemberArgs),
+    /// etcdctl's commands, flags and output (get, put, del, txn, watch,
+    /// lease, endpoint, alarm, defrag, snapshot, member, …)
+    Ctl(CtlArgs),
     /// Backups: save (online, or --dir --keep for cron), status, restore
     /// (also etcd's snapshots), and offline copies (--data-dir --backup-dir)
     Backup(BackupArgs),
 }
 
 fn main() -> std::process::ExitCode {
+    // The client modes read ETCDCTL_* variables, and KVD_* ones as well.
+    kvd::modes::common::connection::alias_kvd_env();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -47,6 +53,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => serve_main(&args),
         Command::Member(args) => client_main(member::run(args)),
         Command::Backup(args) => client_main(backup::run(args)),
+        Command::Ctl(args) => client_main(ctl::run(args)),
     };
     code.into()
 }

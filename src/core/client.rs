@@ -30,6 +30,12 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// TLS, when the endpoints are `https://`.
     pub tls: Option<ClientTls>,
+    /// HTTP/2 keep-alive: (ping interval, wait for the answer); `None`
+    /// sends no pings (etcdctl's `--keepalive-time`/`--keepalive-timeout`).
+    pub keep_alive: Option<(Duration, Duration)>,
+    /// User name and password for etcd's auth (`--user`), sent as a token
+    /// request before the first call.
+    pub user: Option<(String, String)>,
 }
 
 impl ClientConfig {
@@ -40,6 +46,8 @@ impl ClientConfig {
             dial_timeout,
             request_timeout,
             tls: None,
+            keep_alive: None,
+            user: None,
         }
     }
 
@@ -57,6 +65,12 @@ impl ClientConfig {
                 t = t.identity(Identity::from_pem(cert, key));
             }
             options = options.with_tls(t);
+        }
+        if let Some((interval, timeout)) = self.keep_alive {
+            options = options.with_keep_alive(interval, timeout);
+        }
+        if let Some((name, password)) = &self.user {
+            options = options.with_user(name.clone(), password.clone());
         }
         options
     }

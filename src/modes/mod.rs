@@ -5,6 +5,7 @@
 
 pub mod backup;
 pub mod common;
+pub mod ctl;
 pub mod member;
 pub mod serve;
 

@@ -9,8 +9,10 @@ use clap::Args;
 use crate::core::client::{normalize_endpoints, ClientConfig, ClientTls};
 use crate::modes::common::duration::parse_duration;
 
-/// Where the cluster is and how to talk to it (etcdctl's flag names and
-/// defaults). Global: the flags may stand before or after a subcommand.
+/// Where the cluster is and how to talk to it (etcdctl's flag names,
+/// defaults and `ETCDCTL_*` variables; `KVD_*` ones too, see
+/// [`alias_kvd_env`]). Global: the flags may stand before or after a
+/// subcommand.
 #[derive(Debug, Clone, Args)]
 pub struct ConnArgs {
     /// Comma-separated client endpoints, host:port or http(s)://host:port
@@ -18,28 +20,41 @@ pub struct ConnArgs {
         long,
         global = true,
         value_name = "URLS",
+        env = "ETCDCTL_ENDPOINTS",
         default_value = "127.0.0.1:2379"
     )]
     pub endpoints: String,
 
     /// Timeout to connect to an endpoint (Go duration: 500ms, 2s, 1m)
-    #[arg(long, global = true, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", env = "ETCDCTL_DIAL_TIMEOUT", default_value = "2s", value_parser = parse_duration)]
     pub dial_timeout: Duration,
 
     /// Timeout of the whole command, e.g. 5s (Go duration)
-    #[arg(long, global = true, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, global = true, value_name = "DURATION", env = "ETCDCTL_COMMAND_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
     pub command_timeout: Duration,
 
     /// Verify the server's certificate with this CA bundle (PEM); implies TLS
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH", env = "ETCDCTL_CACERT")]
     pub cacert: Option<PathBuf>,
 
     /// Client certificate (PEM) for client-certificate authentication; needs --key
-    #[arg(long, global = true, value_name = "PATH", requires = "key")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "ETCDCTL_CERT",
+        requires = "key"
+    )]
     pub cert: Option<PathBuf>,
 
     /// Private key (PEM) of --cert
-    #[arg(long, global = true, value_name = "PATH", requires = "cert")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "ETCDCTL_KEY",
+        requires = "cert"
+    )]
     pub key: Option<PathBuf>,
 }
 
@@ -59,6 +74,8 @@ impl ConnArgs {
             dial_timeout: self.dial_timeout,
             request_timeout: self.command_timeout,
             tls,
+            keep_alive: None,
+            user: None,
         })
     }
 
@@ -78,5 +95,41 @@ impl ConnArgs {
             tls.identity = Some((read("cert", cert)?, read("key", key)?));
         }
         Ok(Some(tls))
+    }
+}
+
+/// The flags whose `ETCDCTL_<NAME>` variable may also be given as
+/// `KVD_<NAME>` (etcdctl's global flags).
+pub const CLIENT_ENV: [&str; 17] = [
+    "ENDPOINTS",
+    "DIAL_TIMEOUT",
+    "COMMAND_TIMEOUT",
+    "KEEPALIVE_TIME",
+    "KEEPALIVE_TIMEOUT",
+    "CACERT",
+    "CERT",
+    "KEY",
+    "USER",
+    "PASSWORD",
+    "INSECURE_TRANSPORT",
+    "INSECURE_SKIP_TLS_VERIFY",
+    "INSECURE_DISCOVERY",
+    "DISCOVERY_SRV",
+    "DISCOVERY_SRV_NAME",
+    "WRITE_OUT",
+    "HEX",
+];
+
+/// For the client modes: each `KVD_<NAME>` of [`CLIENT_ENV`] counts as
+/// `ETCDCTL_<NAME>` when that is unset (an explicit `ETCDCTL_*` wins).
+/// Call before parsing arguments, while the process has one thread.
+pub fn alias_kvd_env() {
+    for name in CLIENT_ENV {
+        let etcdctl = format!("ETCDCTL_{name}");
+        if std::env::var_os(&etcdctl).is_none() {
+            if let Some(v) = std::env::var_os(format!("KVD_{name}")) {
+                std::env::set_var(&etcdctl, v);
+            }
+        }
     }
 }

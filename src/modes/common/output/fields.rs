@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use etcd_client::MemberListResponse;
+use etcd_client::{DeleteResponse, GetResponse, KeyValue, MemberListResponse, PutResponse};
 
 use super::{go_quote, OutputFormat, Printed, Printer};
 use crate::core::snapshot::FileStatus;
@@ -32,12 +32,50 @@ impl Printer for FieldsPrinter {
         Ok(out)
     }
 
+    fn get(&self, r: &GetResponse, _hex: bool, _value_only: bool) -> Printed {
+        let mut out = header(r.header());
+        for kv in r.kvs() {
+            kv_fields(&mut out, "", kv);
+        }
+        let _ = writeln!(out, "\"More\" : {}", r.more());
+        let _ = writeln!(out, "\"Count\" : {}", r.count());
+        Ok(out)
+    }
+
+    fn put(&self, r: &PutResponse, _hex: bool) -> Printed {
+        let mut out = header(r.header());
+        if let Some(kv) = r.prev_key() {
+            kv_fields(&mut out, "Prev", kv);
+        }
+        Ok(out)
+    }
+
+    fn del(&self, r: &DeleteResponse, _hex: bool) -> Printed {
+        let mut out = header(r.header());
+        for kv in r.prev_kvs() {
+            kv_fields(&mut out, "Prev", kv);
+        }
+        let _ = writeln!(out, "\"Deleted\" : {}", r.deleted());
+        Ok(out)
+    }
+
     fn snapshot_status(&self, s: &FileStatus) -> Printed {
         Ok(format!(
             "\"Hash\" : {}\n\"Revision\" : {}\n\"Keys\" : {}\n\"Size\" : {}\n",
             s.hash, s.revision, s.total_keys, s.total_size
         ))
     }
+}
+
+/// etcdctl's `fieldsPrinter.kv` with field prefix `pfx`.
+fn kv_fields(out: &mut String, pfx: &str, kv: &KeyValue) {
+    let text = |b: &[u8]| go_quote(&String::from_utf8_lossy(b));
+    let _ = writeln!(out, "\"{pfx}Key\" : {}", text(kv.key()));
+    let _ = writeln!(out, "\"{pfx}CreateRevision\" : {}", kv.create_revision());
+    let _ = writeln!(out, "\"{pfx}ModRevision\" : {}", kv.mod_revision());
+    let _ = writeln!(out, "\"{pfx}Version\" : {}", kv.version());
+    let _ = writeln!(out, "\"{pfx}Value\" : {}", text(kv.value()));
+    let _ = writeln!(out, "\"{pfx}Lease\" : {}", kv.lease());
 }
 
 /// etcdctl's `fieldsPrinter.hdr`.

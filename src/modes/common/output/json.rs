@@ -4,9 +4,11 @@
 
 use std::fmt::Write as _;
 
+use base64::Engine as _;
 use etcd_client::{
-    MemberAddResponse, MemberListResponse, MemberPromoteResponse, MemberRemoveResponse,
-    MemberUpdateResponse,
+    DeleteResponse, GetResponse, KeyValue, MemberAddResponse, MemberListResponse,
+    MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse, PutResponse, TxnOpResponse,
+    TxnResponse,
 };
 
 use super::{OutputFormat, Printed, Printer};
@@ -42,6 +44,22 @@ impl Printer for JsonPrinter {
         Ok(render_json(r.header(), None, Some(r.members())))
     }
 
+    fn get(&self, r: &GetResponse, _hex: bool, _value_only: bool) -> Printed {
+        Ok(format!("{}\n", range_json(r)))
+    }
+
+    fn put(&self, r: &PutResponse, _hex: bool) -> Printed {
+        Ok(format!("{}\n", put_json(r)))
+    }
+
+    fn del(&self, r: &DeleteResponse, _hex: bool) -> Printed {
+        Ok(format!("{}\n", del_json(r)))
+    }
+
+    fn txn(&self, r: &TxnResponse, _hex: bool) -> Printed {
+        Ok(format!("{}\n", txn_json(r)))
+    }
+
     /// etcdctl's `snapshot.Status` struct as Go encodes it.
     fn snapshot_status(&self, s: &FileStatus) -> Printed {
         Ok(format!(
@@ -49,6 +67,127 @@ impl Printer for JsonPrinter {
             s.hash, s.revision, s.total_keys, s.total_size
         ))
     }
+}
+
+/// Go's `encoding/json` of a gogo-protobuf message: fields in declaration
+/// order, zero values left out (`omitempty`).
+struct Obj(Vec<String>);
+
+impl Obj {
+    fn new() -> Self {
+        Obj(Vec::new())
+    }
+
+    fn int(mut self, name: &str, v: i128) -> Self {
+        if v != 0 {
+            self.0.push(format!("\"{name}\":{v}"));
+        }
+        self
+    }
+
+    fn bool(mut self, name: &str, v: bool) -> Self {
+        if v {
+            self.0.push(format!("\"{name}\":true"));
+        }
+        self
+    }
+
+    /// `[]byte`: base64, left out when empty.
+    fn bytes(mut self, name: &str, v: &[u8]) -> Self {
+        if !v.is_empty() {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(v);
+            self.0.push(format!("\"{name}\":\"{b64}\""));
+        }
+        self
+    }
+
+    /// A nested object or list, left out when `None` or empty.
+    fn raw(mut self, name: &str, v: Option<String>) -> Self {
+        if let Some(v) = v.filter(|v| v != "[]") {
+            self.0.push(format!("\"{name}\":{v}"));
+        }
+        self
+    }
+
+    fn done(self) -> String {
+        format!("{{{}}}", self.0.join(","))
+    }
+}
+
+fn header_json(h: Option<&etcd_client::ResponseHeader>) -> Option<String> {
+    h.map(|h| {
+        Obj::new()
+            .int("cluster_id", h.cluster_id().into())
+            .int("member_id", h.member_id().into())
+            .int("revision", h.revision().into())
+            .int("raft_term", h.raft_term().into())
+            .done()
+    })
+}
+
+fn kv_json(kv: &KeyValue) -> String {
+    Obj::new()
+        .bytes("key", kv.key())
+        .int("create_revision", kv.create_revision().into())
+        .int("mod_revision", kv.mod_revision().into())
+        .int("version", kv.version().into())
+        .bytes("value", kv.value())
+        .int("lease", kv.lease().into())
+        .done()
+}
+
+fn kvs_json(kvs: &[KeyValue]) -> Option<String> {
+    (!kvs.is_empty()).then(|| {
+        let items: Vec<String> = kvs.iter().map(kv_json).collect();
+        format!("[{}]", items.join(","))
+    })
+}
+
+fn range_json(r: &GetResponse) -> String {
+    Obj::new()
+        .raw("header", header_json(r.header()))
+        .raw("kvs", kvs_json(r.kvs()))
+        .bool("more", r.more())
+        .int("count", r.count().into())
+        .done()
+}
+
+fn put_json(r: &PutResponse) -> String {
+    Obj::new()
+        .raw("header", header_json(r.header()))
+        .raw("prev_kv", r.prev_key().map(kv_json))
+        .done()
+}
+
+fn del_json(r: &DeleteResponse) -> String {
+    Obj::new()
+        .raw("header", header_json(r.header()))
+        .int("deleted", r.deleted().into())
+        .raw("prev_kvs", kvs_json(r.prev_kvs()))
+        .done()
+}
+
+/// A `TxnResponse`; each response is gogo's oneof wrapper, named by its
+/// Go field (`{"Response":{"ResponsePut":{…}}}`).
+fn txn_json(r: &TxnResponse) -> String {
+    let items: Vec<String> = r
+        .op_responses()
+        .into_iter()
+        .map(|op| {
+            let (name, inner) = match op {
+                TxnOpResponse::Put(p) => ("ResponsePut", put_json(&p)),
+                TxnOpResponse::Get(g) => ("ResponseRange", range_json(&g)),
+                TxnOpResponse::Delete(d) => ("ResponseDeleteRange", del_json(&d)),
+                TxnOpResponse::Txn(t) => ("ResponseTxn", txn_json(&t)),
+            };
+            format!("{{\"Response\":{{\"{name}\":{inner}}}}}")
+        })
+        .collect();
+    Obj::new()
+        .raw("header", header_json(r.header()))
+        .bool("succeeded", r.succeeded())
+        .raw("responses", Some(format!("[{}]", items.join(","))))
+        .done()
 }
 
 /// A membership response: header, member, members (ids as decimal numbers,

@@ -11,8 +11,11 @@ mod table;
 
 use clap::ValueEnum;
 use etcd_client::{
+    AlarmResponse, DeleteResponse, GetResponse, HashKvResponse, LeaseGrantResponse,
+    LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse,
     MemberAddResponse, MemberListResponse, MemberPromoteResponse, MemberRemoveResponse,
-    MemberUpdateResponse,
+    MemberUpdateResponse, MoveLeaderResponse, PutResponse, StatusResponse, TxnResponse,
+    WatchResponse,
 };
 
 pub use json::go_json_string;
@@ -105,6 +108,193 @@ pub trait Printer {
     fn snapshot_status(&self, _s: &FileStatus) -> Printed {
         self.unsupported("snapshot status", "simple, json, table or fields")
     }
+
+    /// `get` (`hex`: keys and values as `\x`-escaped hex; `value_only`:
+    /// `--print-value-only`).
+    fn get(&self, _r: &GetResponse, _hex: bool, _value_only: bool) -> Printed {
+        self.unsupported("get", "simple, json or fields")
+    }
+
+    /// `put`.
+    fn put(&self, _r: &PutResponse, _hex: bool) -> Printed {
+        self.unsupported("put", "simple, json or fields")
+    }
+
+    /// `del`.
+    fn del(&self, _r: &DeleteResponse, _hex: bool) -> Printed {
+        self.unsupported("del", "simple, json or fields")
+    }
+
+    /// `txn`.
+    fn txn(&self, _r: &TxnResponse, _hex: bool) -> Printed {
+        self.unsupported("txn", "simple, json or fields")
+    }
+
+    /// One watch response (its events).
+    fn watch(&self, _r: &WatchResponse, _hex: bool) -> Printed {
+        self.unsupported("watch", "simple, json or fields")
+    }
+
+    /// `lease grant`.
+    fn lease_grant(&self, _r: &LeaseGrantResponse) -> Printed {
+        self.unsupported("lease grant", "simple, json or fields")
+    }
+
+    /// `lease revoke` of lease `id`.
+    fn lease_revoke(&self, _id: i64, _r: &LeaseRevokeResponse) -> Printed {
+        self.unsupported("lease revoke", "simple, json or fields")
+    }
+
+    /// `lease timetolive` (`keys`: `--keys`).
+    fn lease_time_to_live(&self, _r: &LeaseTimeToLiveResponse, _keys: bool) -> Printed {
+        self.unsupported("lease timetolive", "simple, json or fields")
+    }
+
+    /// `lease list`.
+    fn lease_list(&self, _r: &LeaseLeasesResponse) -> Printed {
+        self.unsupported("lease list", "simple, json or fields")
+    }
+
+    /// One `lease keep-alive` answer.
+    fn lease_keep_alive(&self, _r: &LeaseKeepAliveResponse) -> Printed {
+        self.unsupported("lease keep-alive", "simple, json or fields")
+    }
+
+    /// `alarm list` / `alarm disarm`.
+    fn alarm(&self, _r: &AlarmResponse) -> Printed {
+        self.unsupported("alarm", "simple, json or fields")
+    }
+
+    /// `endpoint health`.
+    fn endpoint_health(&self, _r: &[EndpointHealth]) -> Printed {
+        self.unsupported("endpoint health", "simple, json or table")
+    }
+
+    /// `endpoint status`.
+    fn endpoint_status(&self, _r: &[EndpointStatus]) -> Printed {
+        self.unsupported("endpoint status", "simple, json, table or fields")
+    }
+
+    /// `endpoint hashkv`.
+    fn endpoint_hash_kv(&self, _r: &[EndpointHashKv]) -> Printed {
+        self.unsupported("endpoint hashkv", "simple, json, table or fields")
+    }
+
+    /// `move-leader` from `leader` to `target`.
+    fn move_leader(&self, _leader: u64, _target: u64, _r: &MoveLeaderResponse) -> Printed {
+        self.unsupported("move-leader", "simple")
+    }
+}
+
+/// One endpoint's `endpoint health` probe (etcdctl's `epHealth`).
+#[derive(Debug, Clone)]
+pub struct EndpointHealth {
+    /// The endpoint as given.
+    pub endpoint: String,
+    /// How long the probe took.
+    pub took: std::time::Duration,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// One endpoint's `Status` (etcdctl's `epStatus`).
+#[derive(Debug, Clone)]
+pub struct EndpointStatus {
+    /// The endpoint as given.
+    pub endpoint: String,
+    /// Its answer.
+    pub status: StatusResponse,
+}
+
+/// One endpoint's `HashKV` (etcdctl's `epHashKV`).
+#[derive(Debug, Clone)]
+pub struct EndpointHashKv {
+    /// The endpoint as given.
+    pub endpoint: String,
+    /// Its answer.
+    pub hash: HashKvResponse,
+}
+
+/// etcdctl's `makeEndpointStatusTable`.
+pub(crate) fn endpoint_status_rows(
+    all: &[EndpointStatus],
+) -> ([&'static str; 10], Vec<[String; 10]>) {
+    let rows = all
+        .iter()
+        .map(|e| {
+            let s = &e.status;
+            let id = s.header().map_or(0, |h| h.member_id());
+            [
+                e.endpoint.clone(),
+                format!("{id:x}"),
+                s.version().to_string(),
+                humanize_bytes(u64::try_from(s.db_size()).unwrap_or(0)),
+                (s.leader() == id).to_string(),
+                s.is_learner().to_string(),
+                s.raft_term().to_string(),
+                s.raft_index().to_string(),
+                s.raft_applied_index().to_string(),
+                s.errors().join(", "),
+            ]
+        })
+        .collect();
+    (
+        [
+            "ENDPOINT",
+            "ID",
+            "VERSION",
+            "DB SIZE",
+            "IS LEADER",
+            "IS LEARNER",
+            "RAFT TERM",
+            "RAFT INDEX",
+            "RAFT APPLIED INDEX",
+            "ERRORS",
+        ],
+        rows,
+    )
+}
+
+/// etcdctl's `makeEndpointHashKVTable`.
+pub(crate) fn endpoint_hash_kv_rows(
+    all: &[EndpointHashKv],
+) -> ([&'static str; 2], Vec<[String; 2]>) {
+    (
+        ["ENDPOINT", "HASH"],
+        all.iter()
+            .map(|e| [e.endpoint.clone(), e.hash.hash().to_string()])
+            .collect(),
+    )
+}
+
+/// A duration as Go's `time.Duration.String` writes it (`1.234567ms`,
+/// `2.5s`, `850µs`).
+pub fn go_duration(d: std::time::Duration) -> String {
+    let ns = d.as_nanos();
+    let trim = |v: String| {
+        if v.contains('.') {
+            v.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            v
+        }
+    };
+    if ns == 0 {
+        "0s".to_string()
+    } else if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{}µs", trim(format!("{:.3}", ns as f64 / 1e3)))
+    } else if ns < 1_000_000_000 {
+        format!("{}ms", trim(format!("{:.6}", ns as f64 / 1e6)))
+    } else {
+        format!("{}s", trim(format!("{:.9}", ns as f64 / 1e9)))
+    }
+}
+
+/// `bytes` as etcdctl's `--hex` prints them: `\x` before each byte's two
+/// hex digits.
+pub fn hex_escaped(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\x{b:02x}")).collect()
 }
 
 /// etcdctl's `makeDBStatusTable`: the header and the one row (hash in hex,

@@ -6,7 +6,10 @@ use std::fmt::Write as _;
 use etcd_client::MemberListResponse;
 use unicode_width::UnicodeWidthStr;
 
-use super::{db_status_row, member_rows, OutputFormat, Printed, Printer, TABLE_HEADER};
+use super::{
+    db_status_row, endpoint_hash_kv_rows, endpoint_status_rows, member_rows, EndpointHashKv,
+    EndpointStatus, OutputFormat, Printed, Printer, TABLE_HEADER,
+};
 use crate::core::snapshot::FileStatus;
 
 /// etcdctl's `tablePrinter`.
@@ -23,6 +26,20 @@ impl Printer for TablePrinter {
             .map(|row| row.to_vec())
             .collect();
         let header: Vec<String> = TABLE_HEADER.iter().map(|s| s.to_string()).collect();
+        Ok(draw_table(&header, &rows))
+    }
+
+    fn endpoint_status(&self, all: &[EndpointStatus]) -> Printed {
+        let (header, rows) = endpoint_status_rows(all);
+        let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|r| r.to_vec()).collect();
+        Ok(draw_table(&header, &rows))
+    }
+
+    fn endpoint_hash_kv(&self, all: &[EndpointHashKv]) -> Printed {
+        let (header, rows) = endpoint_hash_kv_rows(all);
+        let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+        let rows: Vec<Vec<String>> = rows.into_iter().map(|r| r.to_vec()).collect();
         Ok(draw_table(&header, &rows))
     }
 

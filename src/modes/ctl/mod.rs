@@ -1,0 +1,305 @@
+//! `kvd ctl`: etcdctl v3's commands, flags, output and exit codes, so that
+//! scripts written for etcdctl run with `kvd ctl` in its place, against kvd
+//! or against etcd. Argument parsing and presentation only: requests go
+//! through the etcd-client crate (`core::client`), answers through the
+//! printers of `modes::common::output`.
+//!
+//! - `kv`: get, put, del, txn, compaction;
+//! - `watch`: watch (with `-- COMMAND` and `ETCD_WATCH_*`);
+//! - `lease`: lease grant|revoke|timetolive|list|keep-alive;
+//! - `maintenance`: endpoint health|status|hashkv, alarm, defrag,
+//!   move-leader, snapshot (the code of `kvd backup`), version;
+//! - `member` is the code of `kvd member`.
+//!
+//! Errors print as etcdctl prints them (`Error: <message>` on stderr) and
+//! exit with etcdctl's codes (`modes::ExitCode`).
+
+use clap::{Args, Subcommand};
+
+use crate::core::client::ClientConfig;
+use crate::modes::common::connection::ConnArgs;
+use crate::modes::common::describe::describe;
+use crate::modes::common::duration::parse_duration;
+use crate::modes::common::output::{printer, OutputFormat, Printer};
+use crate::modes::ExitCode;
+
+mod kv;
+mod lease;
+mod maintenance;
+mod watch;
+
+/// etcdctl's global flags (ETCDCTL_* variables, or KVD_*).
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// How to reach the cluster.
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Keep-alive time for client connections (Go duration)
+    #[arg(long, global = true, value_name = "DURATION", env = "ETCDCTL_KEEPALIVE_TIME", default_value = "2s", value_parser = parse_duration)]
+    pub keepalive_time: std::time::Duration,
+
+    /// Keep-alive timeout for client connections (Go duration)
+    #[arg(long, global = true, value_name = "DURATION", env = "ETCDCTL_KEEPALIVE_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
+    pub keepalive_timeout: std::time::Duration,
+
+    /// username[:password] for authentication (prompted if the password is missing)
+    #[arg(long, global = true, value_name = "USER", env = "ETCDCTL_USER")]
+    pub user: Option<String>,
+
+    /// Password for authentication (with --user NAME)
+    #[arg(long, global = true, value_name = "PASSWORD", env = "ETCDCTL_PASSWORD")]
+    pub password: Option<String>,
+
+    /// Plain-text connections when no TLS flag is given (etcdctl's default)
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub insecure_transport: bool,
+
+    /// Skip verifying the server's certificate (testing only)
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
+
+    /// Domain to query for SRV records naming the endpoints (not supported yet)
+    #[arg(
+        short = 'd',
+        long,
+        global = true,
+        value_name = "DOMAIN",
+        env = "ETCDCTL_DISCOVERY_SRV"
+    )]
+    pub discovery_srv: Option<String>,
+
+    /// Output format: simple, json, table, fields (protobuf: not supported)
+    #[arg(short = 'w', long, global = true, value_enum, value_name = "FORMAT", env = "ETCDCTL_WRITE_OUT", default_value_t = OutputFormat::Simple)]
+    pub write_out: OutputFormat,
+
+    /// Print keys and values as hex (\x-prefixed bytes)
+    #[arg(long, global = true, env = "ETCDCTL_HEX")]
+    pub hex: bool,
+}
+
+/// The flags of `kvd ctl`.
+#[derive(Debug, Clone, Args)]
+pub struct CtlArgs {
+    /// Global flags.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+
+    /// The command.
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// etcdctl's commands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum CtlCommand {
+    /// Gets the key or a range of keys
+    Get(kv::GetArgs),
+    /// Puts the given key into the store
+    Put(kv::PutArgs),
+    /// Removes the specified key or range of keys [key, range_end)
+    Del(kv::DelArgs),
+    /// Txn processes all the requests in one transaction (from stdin)
+    Txn(kv::TxnArgs),
+    /// Compacts the event history in etcd
+    Compaction(kv::CompactionArgs),
+    /// Watches events stream on keys or prefixes
+    Watch(watch::WatchArgs),
+    /// Lease related commands
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
+    /// Endpoint related commands
+    #[command(subcommand)]
+    Endpoint(maintenance::EndpointCommand),
+    /// Alarm related commands
+    #[command(subcommand)]
+    Alarm(maintenance::AlarmCommand),
+    /// Defragments the storage of the etcd members with given endpoints
+    Defrag(maintenance::DefragArgs),
+    /// Transfers leadership to another etcd cluster member
+    MoveLeader(maintenance::MoveLeaderArgs),
+    /// Manages etcd node snapshots
+    #[command(subcommand)]
+    Snapshot(maintenance::SnapshotCommand),
+    /// Membership related commands
+    #[command(subcommand)]
+    Member(crate::modes::member::MemberCommand),
+    /// Prints the version of kvd ctl
+    Version,
+}
+
+/// A command's failure: etcdctl's exit code and message.
+pub struct Failure {
+    /// The exit code.
+    pub code: ExitCode,
+    /// The message (printed as `Error: <message>`).
+    pub message: String,
+}
+
+impl Failure {
+    fn new(code: ExitCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What each command gets: the client settings, the printer, and flags.
+pub struct Ctx {
+    /// Endpoints, timeouts, TLS, keep-alive, user.
+    pub client: ClientConfig,
+    /// The output format's printer.
+    pub printer: &'static dyn Printer,
+    /// `--hex`.
+    pub hex: bool,
+    /// The endpoints as given (etcdctl prints them so), in the order of
+    /// `client.endpoints`.
+    pub shown: Vec<String>,
+}
+
+impl Ctx {
+    /// A connected client (etcdctl's `mustClientFromCmd`: a failure exits
+    /// with `ExitBadConnection`).
+    async fn connect(&self) -> Result<etcd_client::Client, Failure> {
+        self.client
+            .connect()
+            .await
+            .map_err(|e| Failure::new(ExitCode::BAD_CONNECTION, self.describe(e)))
+    }
+
+    /// A failed request: etcdctl's `ExitError` with the server's words.
+    fn failed(&self, e: etcd_client::Error) -> Failure {
+        Failure::new(ExitCode::ERROR, self.describe(e))
+    }
+
+    fn describe(&self, e: etcd_client::Error) -> String {
+        describe(e, &self.client.endpoints)
+    }
+
+    /// Prints a printer's output, or fails as etcdctl does for a format
+    /// the command cannot print.
+    fn print(&self, printed: crate::modes::common::output::Printed) -> Result<(), Failure> {
+        // etcdctl's `printerUnsupported` words.
+        let text = printed.map_err(|e| {
+            Failure::new(
+                ExitCode::BAD_FEATURE,
+                format!("{} not supported as output format", e.format),
+            )
+        })?;
+        print!("{text}");
+        Ok(())
+    }
+}
+
+/// Runs one `kvd ctl` command: its output on stdout, an error as
+/// `Error: <message>` on stderr, and etcdctl's exit code.
+pub async fn run(args: CtlArgs) -> ExitCode {
+    let ctx = match context(&args.global) {
+        Ok(ctx) => ctx,
+        Err(f) => return fail(f),
+    };
+    let result = match args.command {
+        CtlCommand::Get(a) => kv::get(&ctx, a).await,
+        CtlCommand::Put(a) => kv::put(&ctx, a).await,
+        CtlCommand::Del(a) => kv::del(&ctx, a).await,
+        CtlCommand::Txn(a) => kv::txn(&ctx, a).await,
+        CtlCommand::Compaction(a) => kv::compaction(&ctx, a).await,
+        CtlCommand::Watch(a) => watch::watch(&ctx, a).await,
+        CtlCommand::Lease(c) => lease::run(&ctx, c).await,
+        CtlCommand::Endpoint(c) => maintenance::endpoint(&ctx, c).await,
+        CtlCommand::Alarm(c) => maintenance::alarm(&ctx, c).await,
+        CtlCommand::Defrag(a) => maintenance::defrag(&ctx, a).await,
+        CtlCommand::MoveLeader(a) => maintenance::move_leader(&ctx, a).await,
+        CtlCommand::Snapshot(c) => maintenance::snapshot(&ctx, c).await,
+        CtlCommand::Member(c) => {
+            let member = crate::modes::member::MemberArgs {
+                conn: args.global.conn.clone(),
+                write_out: args.global.write_out,
+                command: c,
+            };
+            return crate::modes::member::run(member).await;
+        }
+        CtlCommand::Version => {
+            println!("etcdctl version: {}", crate::core::api::ETCD_VERSION);
+            println!("API version: 3.4");
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::OK,
+        Err(f) => fail(f),
+    }
+}
+
+/// Go's `strconv.ParseInt` error for `text` in base `radix` (10 or 16),
+/// as etcdctl's messages quote it.
+pub fn go_parse_int_error(text: &str, radix: u32) -> String {
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
+    let all_digits = digits.chars().all(|c| c.is_digit(radix));
+    let why = if !digits.is_empty() && all_digits {
+        "value out of range"
+    } else {
+        "invalid syntax"
+    };
+    format!(
+        "strconv.ParseInt: parsing {}: {why}",
+        crate::modes::common::output::go_quote(text)
+    )
+}
+
+fn fail(f: Failure) -> ExitCode {
+    eprintln!("Error: {}", f.message);
+    f.code
+}
+
+/// The client and printer the global flags describe.
+fn context(g: &GlobalArgs) -> Result<Ctx, Failure> {
+    let bad_args = |m: String| Failure::new(ExitCode::BAD_ARGS, m);
+    if g.discovery_srv.as_deref().is_some_and(|d| !d.is_empty()) {
+        return Err(bad_args(
+            "--discovery-srv is not supported by kvd ctl yet; give --endpoints".to_string(),
+        ));
+    }
+    if g.insecure_skip_tls_verify {
+        return Err(bad_args(
+            "--insecure-skip-tls-verify is not supported by kvd ctl; give --cacert".to_string(),
+        ));
+    }
+    let mut client = g.conn.client_config().map_err(bad_args)?;
+    client.keep_alive = Some((g.keepalive_time, g.keepalive_timeout));
+    client.user = match (&g.user, &g.password) {
+        (None, _) => None,
+        (Some(user), Some(password)) => {
+            if user.contains(':') {
+                return Err(bad_args(
+                    "username contains ':' and --password is given; give one of them".to_string(),
+                ));
+            }
+            Some((user.clone(), password.clone()))
+        }
+        (Some(user), None) => match user.split_once(':') {
+            Some((name, password)) => Some((name.to_string(), password.to_string())),
+            None => {
+                return Err(bad_args(
+                    "--user without a password: give --user NAME:PASSWORD or --password"
+                        .to_string(),
+                ))
+            }
+        },
+    };
+    let shown = g
+        .conn
+        .endpoints
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .collect();
+    Ok(Ctx {
+        client,
+        printer: printer(g.write_out),
+        hex: g.hex,
+        shown,
+    })
+}

@@ -1,0 +1,335 @@
+//! `kvd ctl` against etcdctl 3.4 on the same cluster state: each command
+//! run by both, stdout and exit code compared byte for byte (stderr: the
+//! last `Error:` line, etcdctl's client also logs retries there).
+//! Commands that change state run on twin keys prepared identically, so
+//! their outputs match once the key names are swapped. Also: `watch --
+//! COMMAND` with etcdctl's `ETCD_WATCH_*` variables, and a canceled watch's
+//! exit code.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::process::Output;
+use std::time::Duration;
+
+use common::{wait_for, Cluster, TestDir};
+
+/// `kvd ctl --endpoints=<ep> <args>` with `stdin`.
+async fn kvd_ctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    run(env!("CARGO_BIN_EXE_kvd"), &["ctl"], endpoint, args, stdin).await
+}
+
+async fn etcdctl(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    let program = common::etcdctl_path();
+    run(program.to_str().unwrap(), &[], endpoint, args, stdin).await
+}
+
+async fn run(
+    program: &str,
+    prefix: &[&str],
+    endpoint: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
+    use tokio::io::AsyncWriteExt as _;
+    let mut cmd = tokio::process::Command::new(program);
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("ETCDCTL_") || k.starts_with("KVD_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("ETCDCTL_API", "3")
+        .args(prefix)
+        .arg(format!("--endpoints={endpoint}"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn");
+    let mut pipe = child.stdin.take().expect("stdin");
+    if let Some(input) = stdin {
+        pipe.write_all(input.as_bytes()).await.expect("write stdin");
+    }
+    drop(pipe);
+    tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("finished in time")
+        .expect("ran")
+}
+
+/// (exit code, stdout, the last `Error:` line of stderr).
+fn outcome(o: &Output) -> (Option<i32>, String, String) {
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let error = stderr
+        .lines()
+        .rev()
+        .find(|l| l.starts_with("Error:"))
+        .unwrap_or_default()
+        .to_string();
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        error,
+    )
+}
+
+/// Runs `args` with both tools; panics with both outcomes when they differ.
+async fn same(endpoint: &str, args: &[&str], stdin: Option<&str>) {
+    let theirs = outcome(&etcdctl(endpoint, args, stdin).await);
+    let ours = outcome(&kvd_ctl(endpoint, args, stdin).await);
+    assert_eq!(ours, theirs, "kvd ctl {args:?} differs from etcdctl");
+}
+
+/// Runs `etcdctl` with `args` naming key `a` and `kvd ctl` with `b` (twin
+/// keys with the same history); compares with `b` written back as `a`.
+async fn twins(endpoint: &str, args: &[&str], stdin: Option<&str>, a: &str, b: &str) {
+    let named = |twin: &str| -> (Vec<String>, Option<String>) {
+        (
+            args.iter().map(|x| x.replace("TWIN", twin)).collect(),
+            stdin.map(|s| s.replace("TWIN", twin)),
+        )
+    };
+    let (their_args, their_stdin) = named(a);
+    let their_args: Vec<&str> = their_args.iter().map(String::as_str).collect();
+    let theirs = outcome(&etcdctl(endpoint, &their_args, their_stdin.as_deref()).await);
+    let (our_args, our_stdin) = named(b);
+    let our_args: Vec<&str> = our_args.iter().map(String::as_str).collect();
+    let ours = outcome(&kvd_ctl(endpoint, &our_args, our_stdin.as_deref()).await);
+    let ours = (ours.0, ours.1.replace(b, a), ours.2.replace(b, a));
+    assert_eq!(ours, theirs, "kvd ctl {args:?} differs from etcdctl");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_print_as_etcdctl_prints_them() {
+    let cluster = Cluster::start(3).await;
+    let mut c = cluster.client(0).await;
+    for (k, v) in [
+        ("a", "1"),
+        ("b", "2"),
+        ("a", "3"),
+        ("c/x", "x y"),
+        ("c/y", "<&>"),
+    ] {
+        c.put(k, v, None).await.expect("put");
+    }
+    let lease = c.lease_grant(600, None).await.expect("grant").id();
+    c.put(
+        "leased",
+        "v",
+        Some(etcd_client::PutOptions::new().with_lease(lease)),
+    )
+    .await
+    .expect("put");
+    let ep = cluster.endpoint(0);
+    let hex = format!("{lease:x}");
+    let reads: Vec<Vec<&str>> = vec![
+        vec!["get", "a"],
+        vec!["get", "a", "-w", "json"],
+        vec!["get", "a", "-w", "fields"],
+        vec!["get", "a", "-w", "table"],
+        vec!["get", "", "--prefix"],
+        vec!["get", "", "--from-key", "-w", "json"],
+        vec!["get", "c/", "--prefix", "--hex"],
+        vec!["get", "c/", "--prefix", "--keys-only"],
+        vec!["get", "c/", "--prefix", "--print-value-only"],
+        vec!["get", "a", "z", "--limit", "2", "-w", "json"],
+        vec!["get", "a", "--rev", "2"],
+        vec!["get", "a", "--rev", "999"],
+        vec!["get", "", "--prefix", "--sort-by=VALUE", "--order=DESCEND"],
+        vec![
+            "get",
+            "",
+            "--prefix",
+            "--sort-by=MODIFY",
+            "--order=ASCEND",
+            "-w",
+            "fields",
+        ],
+        vec!["get", "a", "--consistency=s"],
+        vec!["get"],
+        vec!["get", "a", "--prefix", "--from-key"],
+        vec!["lease", "timetolive", &hex],
+        vec!["lease", "timetolive", &hex, "--keys"],
+        vec!["lease", "timetolive", "1234"],
+        vec!["lease", "timetolive", "zz"],
+        vec!["lease", "list"],
+        vec!["lease", "grant"],
+        vec!["lease", "grant", "abc"],
+        vec!["endpoint", "status"],
+        vec!["endpoint", "status", "-w", "table"],
+        vec!["endpoint", "status", "--cluster"],
+        vec!["endpoint", "hashkv"],
+        vec!["endpoint", "hashkv", "-w", "table"],
+        vec!["endpoint", "hashkv", "--cluster", "-w", "table"],
+        vec!["alarm", "list"],
+        vec!["member", "list"],
+        vec!["member", "list", "-w", "table"],
+        vec!["put"],
+        vec!["del"],
+        vec!["watch"],
+        vec!["compaction"],
+    ];
+    for args in &reads {
+        same(&ep, args, None).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_print_as_etcdctl_prints_them() {
+    let cluster = Cluster::start(1).await;
+    let mut c = cluster.client(0).await;
+    for twin in ["e", "k"] {
+        for i in 0..3 {
+            c.put(format!("{twin}/x"), format!("v{i}"), None)
+                .await
+                .expect("put");
+        }
+        c.put(format!("{twin}/y"), "y", None).await.expect("put");
+    }
+    let ep = cluster.endpoint(0);
+    let writes: Vec<(Vec<&str>, Option<&str>)> = vec![
+        (vec!["put", "TWIN/x", "new"], None),
+        (vec!["put", "TWIN/x", "newer", "--prev-kv"], None),
+        (vec!["put", "TWIN/x", "--prev-kv"], Some("from stdin\n")),
+        (vec!["put", "TWIN/x", "v", "--lease=zz"], None),
+        (vec!["put", "TWIN/x", "--ignore-value", "--prev-kv"], None),
+        (vec!["del", "TWIN/nothing"], None),
+        (vec!["del", "TWIN/y", "--prev-kv"], None),
+        (
+            vec!["txn"],
+            Some("mod(\"TWIN/x\") > \"0\"\n\nput TWIN/x t\nget TWIN/x\n\ndel TWIN/x\n\n"),
+        ),
+        (
+            vec!["txn"],
+            Some("value(\"TWIN/x\") = \"nope\"\n\nput TWIN/x t\n\nget TWIN/x\ndel TWIN/zz\n\n"),
+        ),
+        (vec!["del", "TWIN/", "--prefix"], None),
+    ];
+    for (args, stdin) in &writes {
+        twins(&ep, args, *stdin, "e", "k").await;
+    }
+    // Lease ids differ between runs: compare with the id written back.
+    let theirs = outcome(&etcdctl(&ep, &["lease", "grant", "60"], None).await);
+    let ours = outcome(&kvd_ctl(&ep, &["lease", "grant", "60"], None).await);
+    let id_of = |out: &str| {
+        out.split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(theirs.0, ours.0);
+    assert_eq!(
+        ours.1.replace(&id_of(&ours.1), "ID"),
+        theirs.1.replace(&id_of(&theirs.1), "ID")
+    );
+    for out in [&theirs.1, &ours.1] {
+        let id = id_of(out);
+        let revoked_theirs = outcome(&etcdctl(&ep, &["lease", "revoke", &id], None).await);
+        assert_eq!(revoked_theirs.1, format!("lease {id} revoked\n"));
+    }
+    same(&ep, &["lease", "revoke", "1234"], None).await;
+    let rev = c
+        .get("e/x", None)
+        .await
+        .expect("get")
+        .header()
+        .unwrap()
+        .revision();
+    let theirs = outcome(&etcdctl(&ep, &["compaction", &(rev - 2).to_string()], None).await);
+    let ours = outcome(&kvd_ctl(&ep, &["compaction", &(rev - 1).to_string()], None).await);
+    assert_eq!(
+        theirs.1.replace(&(rev - 2).to_string(), "R"),
+        ours.1.replace(&(rev - 1).to_string(), "R")
+    );
+    same(&ep, &["compaction", "1"], None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_runs_a_command_per_event_and_a_canceled_watch_exits_5() {
+    let dir = TestDir::new();
+    let cluster = Cluster::start(1).await;
+    let ep = cluster.endpoint(0);
+    let log = dir.path().join("events.log");
+    let script = format!(
+        "echo \"$ETCD_WATCH_REVISION $ETCD_WATCH_EVENT_TYPE $ETCD_WATCH_KEY $ETCD_WATCH_VALUE\" >> {}",
+        log.display()
+    );
+    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvd"))
+        .args([
+            "ctl",
+            &format!("--endpoints={ep}"),
+            "watch",
+            "w",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn watch");
+    let mut c = cluster.client(0).await;
+    // The watch is in place once an event shows up in the log.
+    let first = wait_for("the watch sees a put", Duration::from_secs(10), || {
+        let mut c = c.clone();
+        let log = log.clone();
+        async move {
+            c.put("w", "v 1", None).await.map_err(|e| e.to_string())?;
+            match std::fs::read_to_string(&log) {
+                Ok(text) if !text.is_empty() => Ok(text),
+                _ => Err("no event yet".to_string()),
+            }
+        }
+    })
+    .await;
+    assert!(first.contains(" \"PUT\" \"w\" \"v 1\""), "{first}");
+    let deleted = c.delete("w", None).await.expect("delete");
+    let rev = deleted.header().unwrap().revision();
+    let text = wait_for(
+        "the delete reaches the command",
+        Duration::from_secs(10),
+        || {
+            let log = log.clone();
+            async move {
+                let text = std::fs::read_to_string(&log).map_err(|e| e.to_string())?;
+                if text.contains("DELETE") {
+                    Ok(text)
+                } else {
+                    Err("no delete yet".to_string())
+                }
+            }
+        },
+    )
+    .await;
+    assert!(
+        text.contains(&format!("{rev} \"DELETE\" \"w\" \"\"")),
+        "{text}"
+    );
+    let _ = watcher.kill().await;
+
+    // A watch from a compacted revision is canceled: exit 5, as etcdctl.
+    c.compact(rev, None).await.expect("compact");
+    for tool in ["etcdctl", "kvd"] {
+        let out = if tool == "kvd" {
+            kvd_ctl(&ep, &["watch", "w", "--rev", "1"], None).await
+        } else {
+            etcdctl(&ep, &["watch", "w", "--rev", "1"], None).await
+        };
+        assert_eq!(out.status.code(), Some(5), "{tool}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(
+                "watch was canceled (etcdserver: mvcc: required revision has been compacted)"
+            ),
+            "{tool}: {stderr}"
+        );
+        assert!(
+            stderr.contains("Error: watch is canceled by the server"),
+            "{tool}: {stderr}"
+        );
+    }
+}
