@@ -107,7 +107,7 @@ impl RssSampler {
         let (s, p) = (stop.clone(), peak.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if let Some(rss) = rss_of(pid) {
+                if let Some(rss) = common::rss_of(pid) {
                     p.fetch_max(rss, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -127,16 +127,6 @@ impl RssSampler {
         }
         self.peak.load(Ordering::Relaxed)
     }
-}
-
-fn rss_of(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| kb * 1024)
 }
 
 fn mib(b: u64) -> f64 {

@@ -288,9 +288,15 @@ fn etcd_binary() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
-/// A single-member etcd in `dir` (its data dir there if `data_dir` is None).
-async fn start_etcd(binary: &Path, dir: &Path, name: &str, data_dir: &Path) -> (Server, String) {
-    let (client_port, peer_port) = (common::free_port(), common::free_port());
+/// A single-member etcd named `name` on `peer_port`, its data in `data_dir`.
+async fn start_etcd(
+    binary: &Path,
+    dir: &Path,
+    name: &str,
+    data_dir: &Path,
+    peer_port: u16,
+) -> (Server, String) {
+    let client_port = common::free_port();
     let args = single_member_args(name, data_dir, client_port, peer_port, "etcd-cluster");
     let mut spec = ServerSpec::new(args, dir, &dir.join(format!("{name}.log")));
     spec.binary = ServerBinary {
@@ -334,8 +340,14 @@ async fn migration_from_etcd_and_back_keeps_keys_revisions_and_leases() {
         return;
     };
     let dir = TestDir::new();
-    let (mut etcd_server, etcd_endpoint) =
-        start_etcd(&etcd, dir.path(), "e1", &dir.path().join("e1")).await;
+    let (mut etcd_server, etcd_endpoint) = start_etcd(
+        &etcd,
+        dir.path(),
+        "e1",
+        &dir.path().join("e1"),
+        common::free_port(),
+    )
+    .await;
     let mut e = common::connect(std::slice::from_ref(&etcd_endpoint)).await;
     let lease = write_history(&mut e).await;
     let want_kvs = all_kvs(&mut e, 0).await;
@@ -392,35 +404,7 @@ async fn migration_from_etcd_and_back_keeps_keys_revisions_and_leases() {
         &peer_url,
     ]);
     // The restored etcd must use the peer URL it was restored with.
-    let client_port = common::free_port();
-    let client_url = format!("http://127.0.0.1:{client_port}");
-    let args: Vec<String> = [
-        "--name",
-        "e2",
-        "--data-dir",
-        path_str(&back),
-        "--listen-client-urls",
-        &client_url,
-        "--advertise-client-urls",
-        &client_url,
-        "--listen-peer-urls",
-        &peer_url,
-        "--initial-advertise-peer-urls",
-        &peer_url,
-        "--initial-cluster",
-        &format!("e2={peer_url}"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let mut spec = ServerSpec::new(args, dir.path(), &dir.path().join("e2.log"));
-    spec.binary = ServerBinary {
-        program: etcd.clone(),
-        prefix: Vec::new(),
-        is_etcd: true,
-    };
-    let mut back_server = Server::start(spec);
-    wait_single_ready(&mut back_server, client_port).await;
+    let (_back_server, client_url) = start_etcd(&etcd, dir.path(), "e2", &back, peer).await;
     let mut e2 = common::connect(&[client_url]).await;
     assert_eq!(all_kvs(&mut e2, 0).await, want_kvs);
     assert_eq!(hash_kv(&mut e2, 0).await, want_hash);

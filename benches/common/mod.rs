@@ -61,16 +61,19 @@ impl Drop for Server {
 impl Server {
     /// Resident memory of the server process, bytes.
     pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|kb| kb.parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .expect("VmRSS in /proc/<pid>/status")
+        rss_of(self.child.id()).expect("VmRSS in /proc/<pid>/status")
     }
+}
+
+/// Resident memory of process `pid`, bytes (`None` once it is gone).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| kb * 1024)
 }
 
 /// Starts `bin` (kvd, or etcd when `is_etcd`) as a one-member cluster on

@@ -111,6 +111,16 @@ pub struct CompactionArgs {
     pub physical: bool,
 }
 
+/// The request key: `--from-key` with an empty key means every key
+/// (etcdctl sends `\0`).
+fn key_bytes(key: String, from_key: bool) -> Vec<u8> {
+    if from_key && key.is_empty() {
+        vec![0]
+    } else {
+        key.into_bytes()
+    }
+}
+
 fn bad_args(m: impl Into<String>) -> Failure {
     Failure::new(ExitCode::BAD_ARGS, m)
 }
@@ -187,11 +197,7 @@ pub async fn get(ctx: &Ctx, a: GetArgs) -> Result<(), Failure> {
     if a.count_only {
         opts = opts.with_count_only();
     }
-    let key = if a.from_key && key.is_empty() {
-        vec![0]
-    } else {
-        key.into_bytes()
-    };
+    let key = key_bytes(key, a.from_key);
     let mut c = ctx.connect().await?;
     let resp = c.get(key, Some(opts)).await.map_err(|e| ctx.failed(e))?;
     ctx.print(ctx.printer.get(&resp, ctx.hex, a.print_value_only))
@@ -280,11 +286,7 @@ pub async fn del(ctx: &Ctx, a: DelArgs) -> Result<(), Failure> {
     if a.prev_kv {
         opts = opts.with_prev_key();
     }
-    let key = if a.from_key && key.is_empty() {
-        vec![0]
-    } else {
-        key.into_bytes()
-    };
+    let key = key_bytes(key, a.from_key);
     let mut c = ctx.connect().await?;
     let resp = c.delete(key, Some(opts)).await.map_err(|e| ctx.failed(e))?;
     ctx.print(ctx.printer.del(&resp, ctx.hex))
