@@ -2,7 +2,13 @@
 
 use std::fmt::Write as _;
 
-use etcd_client::{DeleteResponse, GetResponse, KeyValue, MemberListResponse, PutResponse};
+use etcd_client::{
+    DeleteResponse, GetResponse, KeyValue, LeaseGrantResponse, LeaseKeepAliveResponse,
+    LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse, MemberListResponse,
+    PutResponse,
+};
+
+use super::{go_duration, EndpointHashKv, EndpointHealth, EndpointStatus};
 
 use super::{go_quote, OutputFormat, Printed, Printer};
 use crate::core::snapshot::FileStatus;
@@ -56,6 +62,89 @@ impl Printer for FieldsPrinter {
             kv_fields(&mut out, "Prev", kv);
         }
         let _ = writeln!(out, "\"Deleted\" : {}", r.deleted());
+        Ok(out)
+    }
+
+    fn lease_grant(&self, r: &LeaseGrantResponse) -> Printed {
+        Ok(format!(
+            "{}\"ID\" : {}\n\"TTL\" : {}\n",
+            header(r.header()),
+            r.id(),
+            r.ttl()
+        ))
+    }
+
+    fn lease_revoke(&self, _id: i64, r: &LeaseRevokeResponse) -> Printed {
+        Ok(header(r.header()))
+    }
+
+    fn lease_time_to_live(&self, r: &LeaseTimeToLiveResponse, _keys: bool) -> Printed {
+        let mut out = header(r.header());
+        let _ = writeln!(out, "\"ID\" : {}", r.id());
+        let _ = writeln!(out, "\"TTL\" : {}", r.ttl());
+        let _ = writeln!(out, "\"GrantedTTL\" : {}", r.granted_ttl());
+        for k in r.keys() {
+            let _ = writeln!(out, "\"Key\" : {}", go_quote(&String::from_utf8_lossy(k)));
+        }
+        Ok(out)
+    }
+
+    fn lease_list(&self, r: &LeaseLeasesResponse) -> Printed {
+        let mut out = header(r.header());
+        for l in r.leases() {
+            let _ = writeln!(out, "\"ID\" : {}", l.id());
+        }
+        Ok(out)
+    }
+
+    fn lease_keep_alive(&self, r: &LeaseKeepAliveResponse) -> Printed {
+        Ok(format!(
+            "{}\"ID\" : {}\n\"TTL\" : {}\n",
+            header(r.header()),
+            r.id(),
+            r.ttl()
+        ))
+    }
+
+    fn endpoint_health(&self, all: &[EndpointHealth]) -> Printed {
+        let mut out = String::new();
+        for h in all {
+            let _ = writeln!(out, "\"Endpoint\" : {}", go_quote(&h.endpoint));
+            let _ = writeln!(out, "\"Health\" : {}", h.error.is_none());
+            let _ = writeln!(out, "\"Took\" : {}", go_duration(h.took));
+            let _ = writeln!(out, "\"Error\" : {}", h.error.as_deref().unwrap_or(""));
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    fn endpoint_status(&self, all: &[EndpointStatus]) -> Printed {
+        let mut out = String::new();
+        for e in all {
+            let s = &e.status;
+            out.push_str(&header(s.header()));
+            let _ = writeln!(out, "\"Version\" : {}", go_quote(s.version()));
+            let _ = writeln!(out, "\"DBSize\" : {}", s.db_size());
+            let _ = writeln!(out, "\"Leader\" : {}", s.leader());
+            let _ = writeln!(out, "\"IsLearner\" : {}", s.is_learner());
+            let _ = writeln!(out, "\"RaftIndex\" : {}", s.raft_index());
+            let _ = writeln!(out, "\"RaftTerm\" : {}", s.raft_term());
+            let _ = writeln!(out, "\"RaftAppliedIndex\" : {}", s.raft_applied_index());
+            let _ = writeln!(out, "\"Errors\" : [{}]", s.errors().join(" "));
+            let _ = writeln!(out, "\"Endpoint\" : {}", go_quote(&e.endpoint));
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    fn endpoint_hash_kv(&self, all: &[EndpointHashKv]) -> Printed {
+        let mut out = String::new();
+        for e in all {
+            out.push_str(&header(e.hash.header()));
+            let _ = writeln!(out, "\"Endpoint\" : {}", go_quote(&e.endpoint));
+            let _ = writeln!(out, "\"Hash\" : {}", e.hash.hash());
+            out.push('\n');
+        }
         Ok(out)
     }
 

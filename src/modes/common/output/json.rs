@@ -6,10 +6,13 @@ use std::fmt::Write as _;
 
 use base64::Engine as _;
 use etcd_client::{
-    DeleteResponse, GetResponse, KeyValue, MemberAddResponse, MemberListResponse,
-    MemberPromoteResponse, MemberRemoveResponse, MemberUpdateResponse, PutResponse, TxnOpResponse,
-    TxnResponse,
+    AlarmResponse, DeleteResponse, GetResponse, KeyValue, LeaseGrantResponse,
+    LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse,
+    MemberAddResponse, MemberListResponse, MemberPromoteResponse, MemberRemoveResponse,
+    MemberUpdateResponse, MoveLeaderResponse, PutResponse, TxnOpResponse, TxnResponse,
 };
+
+use super::{go_duration, EndpointHashKv, EndpointHealth, EndpointStatus};
 
 use super::{OutputFormat, Printed, Printer};
 use crate::core::snapshot::FileStatus;
@@ -58,6 +61,173 @@ impl Printer for JsonPrinter {
 
     fn txn(&self, r: &TxnResponse, _hex: bool) -> Printed {
         Ok(format!("{}\n", txn_json(r)))
+    }
+
+    /// clientv3's struct embeds the header: its fields come first, flat.
+    fn lease_grant(&self, r: &LeaseGrantResponse) -> Printed {
+        Ok(format!(
+            "{}\n",
+            flat_header(r.header())
+                .int("ID", r.id().into())
+                .int("TTL", r.ttl().into())
+                .always("Error", "\"\"")
+                .done()
+        ))
+    }
+
+    fn lease_revoke(&self, _id: i64, r: &LeaseRevokeResponse) -> Printed {
+        Ok(format!(
+            "{}\n",
+            Obj::new().raw("header", header_json(r.header())).done()
+        ))
+    }
+
+    fn lease_time_to_live(&self, r: &LeaseTimeToLiveResponse, _keys: bool) -> Printed {
+        let keys = if r.keys().is_empty() {
+            "null".to_string()
+        } else {
+            let items: Vec<String> = r
+                .keys()
+                .iter()
+                .map(|k| {
+                    format!(
+                        "\"{}\"",
+                        base64::engine::general_purpose::STANDARD.encode(k)
+                    )
+                })
+                .collect();
+            format!("[{}]", items.join(","))
+        };
+        Ok(format!(
+            "{}\n",
+            flat_header(r.header())
+                .always("id", &r.id().to_string())
+                .always("ttl", &r.ttl().to_string())
+                .always("granted-ttl", &r.granted_ttl().to_string())
+                .always("keys", &keys)
+                .done()
+        ))
+    }
+
+    fn lease_list(&self, r: &LeaseLeasesResponse) -> Printed {
+        let items: Vec<String> = r
+            .leases()
+            .iter()
+            .map(|l| format!("{{\"id\":{}}}", l.id()))
+            .collect();
+        Ok(format!(
+            "{}\n",
+            flat_header(r.header())
+                .always("leases", &format!("[{}]", items.join(",")))
+                .done()
+        ))
+    }
+
+    fn lease_keep_alive(&self, r: &LeaseKeepAliveResponse) -> Printed {
+        Ok(format!(
+            "{}\n",
+            flat_header(r.header())
+                .int("ID", r.id().into())
+                .int("TTL", r.ttl().into())
+                .done()
+        ))
+    }
+
+    /// The alarm enum as its number (NOSPACE 1, CORRUPT 2).
+    fn alarm(&self, r: &AlarmResponse) -> Printed {
+        let items: Vec<String> = r
+            .alarms()
+            .iter()
+            .map(|a| {
+                Obj::new()
+                    .int("memberID", a.member_id().into())
+                    .int("alarm", (a.alarm() as i32).into())
+                    .done()
+            })
+            .collect();
+        let list = (!items.is_empty()).then(|| format!("[{}]", items.join(",")));
+        Ok(format!(
+            "{}\n",
+            Obj::new()
+                .raw("header", header_json(r.header()))
+                .raw("alarms", list)
+                .done()
+        ))
+    }
+
+    fn endpoint_health(&self, all: &[EndpointHealth]) -> Printed {
+        let items: Vec<String> = all
+            .iter()
+            .map(|h| {
+                let mut o = Obj::new()
+                    .always("endpoint", &go_json_string(&h.endpoint))
+                    .always("health", if h.error.is_none() { "true" } else { "false" })
+                    .always("took", &go_json_string(&go_duration(h.took)));
+                if let Some(e) = &h.error {
+                    o = o.always("error", &go_json_string(e));
+                }
+                o.done()
+            })
+            .collect();
+        Ok(format!("[{}]\n", items.join(",")))
+    }
+
+    fn endpoint_status(&self, all: &[EndpointStatus]) -> Printed {
+        let items: Vec<String> = all
+            .iter()
+            .map(|e| {
+                let s = &e.status;
+                let errors = (!s.errors().is_empty()).then(|| {
+                    let items: Vec<String> = s.errors().iter().map(|x| go_json_string(x)).collect();
+                    format!("[{}]", items.join(","))
+                });
+                let version = (!s.version().is_empty()).then(|| go_json_string(s.version()));
+                let status = Obj::new()
+                    .raw("header", header_json(s.header()))
+                    .raw("version", version)
+                    .int("dbSize", s.db_size().into())
+                    .int("leader", s.leader().into())
+                    .int("raftIndex", s.raft_index().into())
+                    .int("raftTerm", s.raft_term().into())
+                    .int("raftAppliedIndex", s.raft_applied_index().into())
+                    .raw("errors", errors)
+                    .int("dbSizeInUse", s.raft_used_db_size().into())
+                    .bool("isLearner", s.is_learner())
+                    .done();
+                format!(
+                    "{{\"Endpoint\":{},\"Status\":{status}}}",
+                    go_json_string(&e.endpoint)
+                )
+            })
+            .collect();
+        Ok(format!("[{}]\n", items.join(",")))
+    }
+
+    fn endpoint_hash_kv(&self, all: &[EndpointHashKv]) -> Printed {
+        let items: Vec<String> = all
+            .iter()
+            .map(|e| {
+                let h = &e.hash;
+                let inner = Obj::new()
+                    .raw("header", header_json(h.header()))
+                    .int("hash", h.hash().into())
+                    .int("compact_revision", h.compact_version().into())
+                    .done();
+                format!(
+                    "{{\"Endpoint\":{},\"HashKV\":{inner}}}",
+                    go_json_string(&e.endpoint)
+                )
+            })
+            .collect();
+        Ok(format!("[{}]\n", items.join(",")))
+    }
+
+    /// The server sets no header: `{}`.
+    fn move_leader(&self, _leader: u64, _target: u64, r: &MoveLeaderResponse) -> Printed {
+        Ok(format!(
+            "{}\n",
+            Obj::new().raw("header", header_json(r.header())).done()
+        ))
     }
 
     /// etcdctl's `snapshot.Status` struct as Go encodes it.
@@ -109,8 +279,28 @@ impl Obj {
         self
     }
 
+    /// A field without `omitempty`: `v` is its JSON already.
+    fn always(mut self, name: &str, v: &str) -> Self {
+        self.0.push(format!("\"{name}\":{v}"));
+        self
+    }
+
     fn done(self) -> String {
         format!("{{{}}}", self.0.join(","))
+    }
+}
+
+/// A clientv3 struct embedding `*pb.ResponseHeader`: the header's fields
+/// at the top level.
+fn flat_header(h: Option<&etcd_client::ResponseHeader>) -> Obj {
+    let o = Obj::new();
+    match h {
+        Some(h) => o
+            .int("cluster_id", h.cluster_id().into())
+            .int("member_id", h.member_id().into())
+            .int("revision", h.revision().into())
+            .int("raft_term", h.raft_term().into()),
+        None => o,
     }
 }
 

@@ -7,8 +7,8 @@ use etcd_client::MemberListResponse;
 use unicode_width::UnicodeWidthStr;
 
 use super::{
-    db_status_row, endpoint_hash_kv_rows, endpoint_status_rows, member_rows, EndpointHashKv,
-    EndpointStatus, OutputFormat, Printed, Printer, TABLE_HEADER,
+    db_status_row, endpoint_hash_kv_rows, endpoint_status_rows, go_duration, member_rows,
+    EndpointHashKv, EndpointHealth, EndpointStatus, OutputFormat, Printed, Printer, TABLE_HEADER,
 };
 use crate::core::snapshot::FileStatus;
 
@@ -26,6 +26,25 @@ impl Printer for TablePrinter {
             .map(|row| row.to_vec())
             .collect();
         let header: Vec<String> = TABLE_HEADER.iter().map(|s| s.to_string()).collect();
+        Ok(draw_table(&header, &rows))
+    }
+
+    fn endpoint_health(&self, all: &[EndpointHealth]) -> Printed {
+        let header: Vec<String> = ["ENDPOINT", "HEALTH", "TOOK", "ERROR"]
+            .iter()
+            .map(|h| h.to_string())
+            .collect();
+        let rows: Vec<Vec<String>> = all
+            .iter()
+            .map(|h| {
+                vec![
+                    h.endpoint.clone(),
+                    h.error.is_none().to_string(),
+                    go_duration(h.took),
+                    h.error.clone().unwrap_or_default(),
+                ]
+            })
+            .collect();
         Ok(draw_table(&header, &rows))
     }
 
