@@ -345,3 +345,36 @@ async fn watch_runs_a_command_per_event_and_a_canceled_watch_exits_5() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lock_runs_a_command_holding_the_lock_and_completion_scripts_exist() {
+    let cluster = Cluster::start(1).await;
+    let ep = cluster.endpoint(0);
+    // A failing command: etcdctl's error text and exit code.
+    same(&ep, &["lock", "job", "--", "sh", "-c", "exit 3"], None).await;
+    same(&ep, &["lock"], None).await;
+    same(&ep, &["elect", "e"], None).await;
+    same(&ep, &["elect", "-l", "e", "proposal"], None).await;
+    // The command sees the lock's key (name/lease id) and revision.
+    let script = "echo \"$ETCD_LOCK_KEY $ETCD_LOCK_REV\"";
+    let out = kvd_ctl(&ep, &["lock", "job", "--", "sh", "-c", script], None).await;
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (key, rev) = text.trim().split_once(' ').expect("key and revision");
+    assert!(
+        key.starts_with("job/") && rev.parse::<i64>().unwrap() > 1,
+        "{text}"
+    );
+    // The lock is free again: a second holder gets it at once.
+    let again = kvd_ctl(&ep, &["lock", "job", "--", "true"], None).await;
+    assert!(again.status.success(), "{again:?}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = kvd_ctl(&ep, &["completion", shell], None).await;
+        assert!(out.status.success());
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            script.contains("kvd") && script.contains("lease"),
+            "{shell}"
+        );
+    }
+}

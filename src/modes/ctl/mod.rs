@@ -9,12 +9,14 @@
 //! - `lease`: lease grant|revoke|timetolive|list|keep-alive;
 //! - `maintenance`: endpoint health|status|hashkv, alarm, defrag,
 //!   move-leader, snapshot (the code of `kvd backup`), version;
+//! - `concurrency`: lock and elect;
+//! - `completion`: shell completion scripts from clap;
 //! - `member` is the code of `kvd member`.
 //!
 //! Errors print as etcdctl prints them (`Error: <message>` on stderr) and
 //! exit with etcdctl's codes (`modes::ExitCode`).
 
-use clap::{Args, Subcommand};
+use clap::{Args, CommandFactory as _, Subcommand};
 
 use crate::core::client::ClientConfig;
 use crate::modes::common::connection::ConnArgs;
@@ -23,6 +25,7 @@ use crate::modes::common::duration::parse_duration;
 use crate::modes::common::output::{printer, OutputFormat, Printer};
 use crate::modes::ExitCode;
 
+mod concurrency;
 mod kv;
 mod lease;
 mod maintenance;
@@ -124,8 +127,31 @@ pub enum CtlCommand {
     /// Membership related commands
     #[command(subcommand)]
     Member(crate::modes::member::MemberCommand),
+    /// Acquires a named lock
+    Lock(concurrency::LockArgs),
+    /// Observes and participates in leader election
+    Elect(concurrency::ElectArgs),
+    /// Prints a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completion {
+        /// The shell
+        shell: clap_complete::Shell,
+    },
     /// Prints the version of kvd ctl
     Version,
+}
+
+/// The `kvd` command line as far as completion needs it: `kvd ctl …`.
+#[derive(clap::Parser)]
+#[command(name = "kvd")]
+struct CompletionCli {
+    #[command(subcommand)]
+    command: CompletionTop,
+}
+
+#[derive(clap::Subcommand)]
+enum CompletionTop {
+    /// etcdctl's commands
+    Ctl(CtlArgs),
 }
 
 /// A command's failure: etcdctl's exit code and message.
@@ -219,6 +245,16 @@ pub async fn run(args: CtlArgs) -> ExitCode {
                 command: c,
             };
             return crate::modes::member::run(member).await;
+        }
+        CtlCommand::Lock(a) => concurrency::lock(&ctx, a).await,
+        CtlCommand::Elect(a) => concurrency::elect(&ctx, a).await,
+        CtlCommand::Completion { shell } => {
+            let mut cmd = CompletionCli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "kvd", &mut script);
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            Ok(())
         }
         CtlCommand::Version => {
             println!("etcdctl version: {}", crate::core::api::ETCD_VERSION);
