@@ -378,3 +378,94 @@ async fn lock_runs_a_command_holding_the_lock_and_completion_scripts_exist() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn v2_era_commands_map_directories_onto_keys() {
+    let dir = TestDir::new();
+    let cluster = Cluster::start(1).await;
+    let ep = cluster.endpoint(0);
+    let ok = |o: &Output| {
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(
+        ok(&kvd_ctl(&ep, &["set", "/app/a", "1"], None).await),
+        "1\n"
+    );
+    assert_eq!(ok(&kvd_ctl(&ep, &["mk", "/app/b", "2"], None).await), "2\n");
+    let exists = kvd_ctl(&ep, &["mk", "/app/b", "3"], None).await;
+    assert_eq!(exists.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&exists.stderr)
+        .starts_with("Error:  105: Key already exists (/app/b) ["));
+    ok(&kvd_ctl(&ep, &["mkdir", "/app/sub"], None).await);
+    ok(&kvd_ctl(&ep, &["set", "/app/deep/x", "x"], None).await);
+    assert_eq!(
+        ok(&kvd_ctl(&ep, &["ls", "/app"], None).await),
+        "/app/a\n/app/b\n/app/deep\n/app/sub\n"
+    );
+    assert_eq!(
+        ok(&kvd_ctl(&ep, &["ls", "/app", "--recursive"], None).await),
+        "/app/a\n/app/b\n/app/deep/x\n/app/sub\n"
+    );
+    assert_eq!(
+        ok(&kvd_ctl(&ep, &["update", "/app/a", "11"], None).await),
+        "11\n"
+    );
+    let missing = kvd_ctl(&ep, &["update", "/app/none", "1"], None).await;
+    assert_eq!(missing.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains(" 100: Key not found (/app/none)"));
+    // A TTL is a lease.
+    ok(&kvd_ctl(&ep, &["set", "/app/t", "v", "--ttl", "60"], None).await);
+    let mut c = cluster.client(0).await;
+    let t = c.get("/app/t", None).await.expect("get");
+    assert_ne!(t.kvs()[0].lease(), 0);
+    // exec-watch runs the command with v2's variables.
+    let log = dir.path().join("exec.log");
+    let script = format!(
+        "echo \"$ETCD_WATCH_ACTION $ETCD_WATCH_KEY $ETCD_WATCH_VALUE\" >> {}",
+        log.display()
+    );
+    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvd"))
+        .args([
+            "ctl",
+            &format!("--endpoints={ep}"),
+            "exec-watch",
+            "--recursive",
+            "/app",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn exec-watch");
+    let text = wait_for(
+        "exec-watch runs the command",
+        Duration::from_secs(10),
+        || {
+            let mut c = c.clone();
+            let log = log.clone();
+            async move {
+                c.put("/app/w", "seen", None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                std::fs::read_to_string(&log).map_err(|e| e.to_string())
+            }
+        },
+    )
+    .await;
+    assert!(text.starts_with("set /app/w seen\n"), "{text}");
+    let _ = watcher.kill().await;
+    // rm: a key, an empty directory, a whole tree.
+    ok(&kvd_ctl(&ep, &["rm", "/app/a"], None).await);
+    ok(&kvd_ctl(&ep, &["rm", "/app/sub", "--dir"], None).await);
+    ok(&kvd_ctl(&ep, &["rm", "/app", "--recursive"], None).await);
+    let gone = c
+        .get("/app", Some(etcd_client::GetOptions::new().with_prefix()))
+        .await
+        .expect("get");
+    assert!(gone.kvs().is_empty());
+    let again = kvd_ctl(&ep, &["rm", "/app/a"], None).await;
+    assert_eq!(again.status.code(), Some(4));
+}

@@ -10,6 +10,7 @@
 //! - `maintenance`: endpoint health|status|hashkv, alarm, defrag,
 //!   move-leader, snapshot (the code of `kvd backup`), version;
 //! - `concurrency`: lock and elect;
+//! - `v2`: the v2-era ls, set, mk, mkdir, rm, update, exec-watch;
 //! - `completion`: shell completion scripts from clap;
 //! - `member` is the code of `kvd member`.
 //!
@@ -29,6 +30,7 @@ mod concurrency;
 mod kv;
 mod lease;
 mod maintenance;
+mod v2;
 mod watch;
 
 /// etcdctl's global flags (ETCDCTL_* variables, or KVD_*).
@@ -131,6 +133,20 @@ pub enum CtlCommand {
     Lock(concurrency::LockArgs),
     /// Observes and participates in leader election
     Elect(concurrency::ElectArgs),
+    /// (v2 era) List a directory's keys and subdirectories
+    Ls(v2::LsArgs),
+    /// (v2 era) Set a key's value
+    Set(v2::SetArgs),
+    /// (v2 era) Make a new key (fails when it exists)
+    Mk(v2::SetArgs),
+    /// (v2 era) Make a directory
+    Mkdir(v2::MkdirArgs),
+    /// (v2 era) Remove a key or a directory
+    Rm(v2::RmArgs),
+    /// (v2 era) Update an existing key
+    Update(v2::SetArgs),
+    /// (v2 era) Run a command after each change of a key or directory
+    ExecWatch(v2::ExecWatchArgs),
     /// Prints a shell completion script (bash, zsh, fish, elvish, powershell)
     Completion {
         /// The shell
@@ -246,6 +262,13 @@ pub async fn run(args: CtlArgs) -> ExitCode {
             };
             return crate::modes::member::run(member).await;
         }
+        CtlCommand::Ls(a) => v2::ls(&ctx, a).await,
+        CtlCommand::Set(a) => v2::set(&ctx, a).await,
+        CtlCommand::Mk(a) => v2::put_if(&ctx, a, false).await,
+        CtlCommand::Mkdir(a) => v2::mkdir(&ctx, a).await,
+        CtlCommand::Rm(a) => v2::rm(&ctx, a).await,
+        CtlCommand::Update(a) => v2::put_if(&ctx, a, true).await,
+        CtlCommand::ExecWatch(a) => v2::exec_watch(&ctx, a).await,
         CtlCommand::Lock(a) => concurrency::lock(&ctx, a).await,
         CtlCommand::Elect(a) => concurrency::elect(&ctx, a).await,
         CtlCommand::Completion { shell } => {
