@@ -90,6 +90,11 @@ pub enum EtcdError {
     /// The leader changed while the request waited.
     #[error("etcdserver: leader changed")]
     LeaderChanged,
+    /// The member is replacing its state with a Raft snapshot; what it
+    /// holds is half old, half new, so reads wait for a retry (etcd blocks
+    /// them while it swaps its backend).
+    #[error("etcdserver: member is applying a snapshot, retry")]
+    ApplyingSnapshot,
     /// The Raft task's queue or its table of waiting proposals is full
     /// (etcd's `ErrTooManyRequests`); the client should back off and retry.
     #[error("etcdserver: too many requests")]
@@ -140,9 +145,11 @@ impl EtcdError {
             Self::NotEnoughStartedMembers => Code::Unknown,
             Self::NotSupportedForLearner | Self::LeaderTransferTimeout => Code::Unavailable,
             Self::LeaseNotFound => Code::NotFound,
-            Self::NoLeader | Self::LeaderChanged | Self::Stopped | Self::Timeout => {
-                Code::Unavailable
-            }
+            Self::NoLeader
+            | Self::LeaderChanged
+            | Self::ApplyingSnapshot
+            | Self::Stopped
+            | Self::Timeout => Code::Unavailable,
             Self::TooManyRequests | Self::NoSpace => Code::ResourceExhausted,
             Self::Internal(_) => Code::Internal,
         }

@@ -30,11 +30,16 @@ pub struct Revisions {
     pub compacted: i64,
 }
 
-/// Reads the revision counters through `r`.
+/// Reads the revision counters through `r`. Every read of the state
+/// starts here, so this is where a view taken while a Raft snapshot is
+/// being applied (half old, half new state) is refused.
 ///
 /// # Errors
-/// A storage error.
+/// [`EtcdError::ApplyingSnapshot`] for such a view; a storage error.
 pub fn revisions<R: Readable>(r: &R, s: &Storage) -> Result<Revisions, EtcdError> {
+    if r.get(&s.meta, storage::META_RESTORING)?.is_some() {
+        return Err(EtcdError::ApplyingSnapshot);
+    }
     let current = r
         .get(&s.meta, storage::META_REVISION)?
         .map(|v| storage::be_i64(&v))

@@ -29,7 +29,7 @@ use crate::core::storage::{self, Storage};
 
 /// `meta` key present while a snapshot is being applied (value:
 /// `eraftpb.SnapshotMetadata`).
-pub const META_RESTORING: &[u8] = b"restoring";
+pub use crate::core::storage::META_RESTORING;
 
 /// The replicated keyspaces, in stream order (index = keyspace byte).
 const STATE_KEYSPACES: [&str; 7] = [

@@ -57,6 +57,10 @@ pub const META_REVISION: &[u8] = b"revision";
 pub const META_COMPACT_REVISION: &[u8] = b"compact_revision";
 /// `meta` key: revision up to which history has been physically removed (i64 BE).
 pub const META_COMPACT_DONE: &[u8] = b"compact_done";
+/// `meta` key present while a Raft snapshot replaces the state (value:
+/// `eraftpb.SnapshotMetadata`; see `raft::snapshot`). The state is then
+/// mixed, so [`crate::core::mvcc::revisions`] refuses every read that sees it.
+pub const META_RESTORING: &[u8] = b"restoring";
 /// `meta` key: the cluster id (u64 BE), fixed at bootstrap.
 pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
 /// `meta` key: this member's id (u64 BE), fixed at bootstrap.

@@ -578,12 +578,20 @@ impl StreamTask {
             .collect();
         // Buffering starts before the snapshot is taken (see core::watch).
         self.hub.begin_catch_up(&behind);
-        let hub = self.hub.clone();
-        let read = tokio::task::spawn_blocking(move || hub.read_history(&queries)).await;
-        let mut chunk = match read {
-            Ok(Ok(chunk)) => chunk,
-            Ok(Err(e)) => return self.fail(&behind, &e.to_string()).await,
-            Err(e) => return self.fail(&behind, &format!("etcdserver: {e}")).await,
+        // A member applying a Raft snapshot holds a mixed state: wait for
+        // it (any snapshot taken later is still after the buffering began).
+        let mut chunk = loop {
+            let hub = self.hub.clone();
+            let queries = queries.clone();
+            let read = tokio::task::spawn_blocking(move || hub.read_history(&queries)).await;
+            match read {
+                Ok(Ok(chunk)) => break chunk,
+                Ok(Err(EtcdError::ApplyingSnapshot)) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Ok(Err(e)) => return self.fail(&behind, &e.to_string()).await,
+                Err(e) => return self.fail(&behind, &format!("etcdserver: {e}")).await,
+            }
         };
         // First settle every watch (rejoin while the buffers are fresh),
         // then send: how fast the client reads must not decide whether a
