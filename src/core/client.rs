@@ -51,6 +51,15 @@ impl ClientConfig {
         }
     }
 
+    /// The same settings aimed at `endpoint` alone (per-member calls:
+    /// status, hash, snapshot).
+    pub fn for_endpoint(&self, endpoint: &str) -> Self {
+        Self {
+            endpoints: vec![endpoint.to_string()],
+            ..self.clone()
+        }
+    }
+
     /// The crate's connect options for this configuration.
     pub fn connect_options(&self) -> ConnectOptions {
         let mut options = ConnectOptions::new()

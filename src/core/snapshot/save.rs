@@ -80,10 +80,7 @@ pub async fn pick_endpoint(cfg: &ClientConfig) -> Result<(String, i64), SaveErro
     let mut best: Option<(String, i64)> = None;
     let mut failures = Vec::new();
     for endpoint in &cfg.endpoints {
-        let one = ClientConfig {
-            endpoints: vec![endpoint.clone()],
-            ..cfg.clone()
-        };
+        let one = cfg.for_endpoint(endpoint);
         let status = async {
             let mut client = one.connect().await?;
             client.status().await
@@ -163,19 +160,17 @@ async fn fetch(
         endpoint: endpoint.to_string(),
         reason,
     };
-    let one = ClientConfig {
-        endpoints: vec![endpoint.to_string()],
-        ..cfg.clone()
-    };
     let wait = cfg.request_timeout.max(MIN_MESSAGE_WAIT);
-    let no_answer = || SaveError::Client(format!("{endpoint}: no answer within {wait:?}"));
-    let mut client = tokio::time::timeout(wait, one.connect())
+    let no_answer = |waited: std::time::Duration| {
+        SaveError::Client(format!("{endpoint}: no answer within {waited:?}"))
+    };
+    let mut client = tokio::time::timeout(wait, cfg.for_endpoint(endpoint).connect())
         .await
-        .map_err(|_| no_answer())?
+        .map_err(|_| no_answer(wait))?
         .map_err(client_error)?;
     let mut stream = tokio::time::timeout(FIRST_MESSAGE_WAIT, client.snapshot())
         .await
-        .map_err(|_| no_answer())?
+        .map_err(|_| no_answer(FIRST_MESSAGE_WAIT))?
         .map_err(client_error)?;
     // 0600, as etcdctl: the file holds every key.
     let mut file = std::fs::OpenOptions::new()
@@ -195,7 +190,7 @@ async fn fetch(
     let mut next_wait = FIRST_MESSAGE_WAIT;
     while let Some(msg) = tokio::time::timeout(next_wait, stream.message())
         .await
-        .map_err(|_| no_answer())?
+        .map_err(|_| no_answer(next_wait))?
         .map_err(client_error)?
     {
         next_wait = wait;

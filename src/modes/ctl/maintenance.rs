@@ -9,7 +9,6 @@ use clap::{Args, Subcommand};
 use etcd_client::{AlarmAction, AlarmOptions, AlarmType};
 
 use super::{Ctx, Failure};
-use crate::core::client::ClientConfig;
 use crate::core::snapshot::save;
 use crate::core::snapshot::SnapshotFile;
 use crate::modes::common::output::OutputFormat;
@@ -107,13 +106,6 @@ async fn endpoints(ctx: &Ctx, cluster: bool) -> Result<Vec<(String, String)>, Fa
     Ok(out.into_iter().map(|e| (e.clone(), e)).collect())
 }
 
-fn one(ctx: &Ctx, endpoint: &str) -> ClientConfig {
-    ClientConfig {
-        endpoints: vec![endpoint.to_string()],
-        ..ctx.client.clone()
-    }
-}
-
 /// Runs one `endpoint` subcommand.
 pub async fn endpoint(ctx: &Ctx, command: EndpointCommand) -> Result<(), Failure> {
     match command {
@@ -122,7 +114,7 @@ pub async fn endpoint(ctx: &Ctx, command: EndpointCommand) -> Result<(), Failure
             for (ep, shown) in endpoints(ctx, f.cluster).await? {
                 let started = Instant::now();
                 let probe = async {
-                    let mut c = one(ctx, &ep).connect().await?;
+                    let mut c = ctx.client.for_endpoint(&ep).connect().await?;
                     // etcdctl: a linearizable get of "health"; a missing
                     // key or permission denied still proves health.
                     c.get("health", None).await.map(|_| ())
@@ -155,7 +147,12 @@ pub async fn endpoint(ctx: &Ctx, command: EndpointCommand) -> Result<(), Failure
         EndpointCommand::Status(f) => {
             let mut all = Vec::new();
             for (ep, shown) in endpoints(ctx, f.cluster).await? {
-                let mut c = one(ctx, &ep).connect().await.map_err(|e| ctx.failed(e))?;
+                let mut c = ctx
+                    .client
+                    .for_endpoint(&ep)
+                    .connect()
+                    .await
+                    .map_err(|e| ctx.failed(e))?;
                 let resp = c.status().await.map_err(|e| ctx.failed(e))?;
                 all.push(EndpointStatus {
                     endpoint: shown,
@@ -167,7 +164,12 @@ pub async fn endpoint(ctx: &Ctx, command: EndpointCommand) -> Result<(), Failure
         EndpointCommand::Hashkv { cluster, rev } => {
             let mut all = Vec::new();
             for (ep, shown) in endpoints(ctx, cluster).await? {
-                let mut c = one(ctx, &ep).connect().await.map_err(|e| ctx.failed(e))?;
+                let mut c = ctx
+                    .client
+                    .for_endpoint(&ep)
+                    .connect()
+                    .await
+                    .map_err(|e| ctx.failed(e))?;
                 let resp = c.hash_kv(rev).await.map_err(|e| ctx.failed(e))?;
                 all.push(EndpointHashKv {
                     endpoint: shown,
@@ -213,7 +215,7 @@ pub async fn defrag(ctx: &Ctx, a: DefragArgs) -> Result<(), Failure> {
     let mut failed = false;
     for (ep, shown) in endpoints(ctx, a.cluster).await? {
         let result = async {
-            let mut c = one(ctx, &ep).connect().await?;
+            let mut c = ctx.client.for_endpoint(&ep).connect().await?;
             c.defragment().await
         }
         .await;
@@ -240,7 +242,7 @@ pub async fn move_leader(ctx: &Ctx, a: MoveLeaderArgs) -> Result<(), Failure> {
         .map_err(|e| Failure::new(ExitCode::BAD_ARGS, format!("bad transferee ID ({e})")))?;
     let mut leader = None;
     for ep in &ctx.client.endpoints {
-        let Ok(mut c) = one(ctx, ep).connect().await else {
+        let Ok(mut c) = ctx.client.for_endpoint(ep).connect().await else {
             continue;
         };
         let Ok(s) = c.status().await else {

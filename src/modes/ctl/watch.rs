@@ -96,13 +96,7 @@ pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), Failure> {
         ctx.print(ctx.printer.watch(&resp, ctx.hex))?;
         if !command.is_empty() {
             for event in resp.events() {
-                run_command(
-                    &command,
-                    &key,
-                    range_end.as_deref(),
-                    event,
-                    resp.header().map_or(0, |h| h.revision()),
-                );
+                run_command(&command, event, resp.header().map_or(0, |h| h.revision()));
             }
         }
     }
@@ -117,13 +111,7 @@ pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), Failure> {
 /// `ETCD_WATCH_EVENT_TYPE` in Go's `%q` (quotes included); its output goes
 /// to ours. A command that fails
 /// to start is reported and the watch goes on (as etcdctl).
-fn run_command(
-    command: &[String],
-    _key: &str,
-    _range_end: Option<&str>,
-    event: &etcd_client::Event,
-    revision: i64,
-) {
+fn run_command(command: &[String], event: &etcd_client::Event, revision: i64) {
     let kv = event.kv();
     let kind = match event.event_type() {
         EventType::Put => "PUT",
