@@ -35,22 +35,7 @@ fn sizes() -> Vec<usize> {
 async fn load(port: u16, mib: usize) {
     let c = common::connect(port).await;
     let keys = mib * 1024 * 1024 / VALUE_BYTES;
-    let writers = 8;
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let mut kv = c.kv_client();
-        let value = vec![b'x'; VALUE_BYTES];
-        tasks.push(tokio::spawn(async move {
-            for i in (w..keys).step_by(writers) {
-                kv.put(format!("big/{i:08}"), value.clone(), None)
-                    .await
-                    .expect("put");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("writer");
-    }
+    common::put_values(&c, "big", keys, VALUE_BYTES, 8).await;
 }
 
 /// Runs `program args`, sampling its memory every 10 ms: (seconds, peak

@@ -96,25 +96,6 @@ async fn connect(port: u16) -> Client {
     }
 }
 
-async fn load(c: &Client, keys: usize, value_bytes: usize) {
-    let writers = 16;
-    let mut tasks = Vec::new();
-    for w in 0..writers {
-        let mut kv = c.kv_client();
-        let value = vec![b'x'; value_bytes];
-        tasks.push(tokio::spawn(async move {
-            for i in (w..keys).step_by(writers) {
-                kv.put(format!("snap/{i:08}"), value.clone(), None)
-                    .await
-                    .expect("put");
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.expect("writer");
-    }
-}
-
 async fn run_case(label: &str, keys: usize, value_bytes: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (ac, ap) = (free_port(), free_port());
@@ -128,7 +109,7 @@ async fn run_case(label: &str, keys: usize, value_bytes: usize) {
     );
     let mut a = connect(leader.client).await;
     let t = Instant::now();
-    load(&a, keys, value_bytes).await;
+    common::put_values(&a, "snap", keys, value_bytes, 16).await;
     let load_s = t.elapsed().as_secs_f64();
     let elections_before = metric(leader.client, "etcd_server_leader_changes_seen_total");
 

@@ -65,6 +65,27 @@ impl Server {
     }
 }
 
+/// Puts `keys` keys `<prefix>/<8 digits>` with values of `value_bytes`
+/// bytes, from `writers` concurrent clients of `c`'s connection.
+pub async fn put_values(c: &Client, prefix: &str, keys: usize, value_bytes: usize, writers: usize) {
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let mut kv = c.kv_client();
+        let value = vec![b'x'; value_bytes];
+        let prefix = prefix.to_string();
+        tasks.push(tokio::spawn(async move {
+            for i in (w..keys).step_by(writers) {
+                kv.put(format!("{prefix}/{i:08}"), value.clone(), None)
+                    .await
+                    .expect("put");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("writer");
+    }
+}
+
 /// Resident memory of process `pid`, bytes (`None` once it is gone).
 pub fn rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -178,19 +178,23 @@ pub async fn put_if(ctx: &Ctx, a: SetArgs, exists: bool) -> Result<(), Failure> 
     Ok(())
 }
 
+/// (keys under `prefix`, the revision the count was read at).
+async fn count_under(
+    ctx: &Ctx,
+    c: &mut etcd_client::Client,
+    prefix: &str,
+) -> Result<(i64, i64), Failure> {
+    let opts = GetOptions::new().with_prefix().with_count_only();
+    let resp = c.get(prefix, Some(opts)).await.map_err(|e| ctx.failed(e))?;
+    Ok((resp.count(), resp.header().map_or(0, |h| h.revision())))
+}
+
 /// `mkdir`: the marker key `DIR/`, if the directory does not exist.
 pub async fn mkdir(ctx: &Ctx, a: MkdirArgs) -> Result<(), Failure> {
     let marker = dir_prefix(&a.path);
     let mut c = ctx.connect().await?;
-    let existing = c
-        .get(
-            marker.as_str(),
-            Some(GetOptions::new().with_prefix().with_count_only()),
-        )
-        .await
-        .map_err(|e| ctx.failed(e))?;
-    if existing.count() > 0 {
-        let rev = existing.header().map_or(0, |h| h.revision());
+    let (count, rev) = count_under(ctx, &mut c, &marker).await?;
+    if count > 0 {
         return Err(v2_error(105, "Key already exists", &a.path, rev));
     }
     c.put(marker.as_str(), "", None)
@@ -226,15 +230,8 @@ pub async fn rm(ctx: &Ctx, a: RmArgs) -> Result<(), Failure> {
             a.path.as_str()
         };
         if a.dir {
-            let below = c
-                .get(
-                    prefix.as_str(),
-                    Some(GetOptions::new().with_prefix().with_count_only()),
-                )
-                .await
-                .map_err(|e| ctx.failed(e))?;
-            if below.count() > 1 {
-                let rev = below.header().map_or(0, |h| h.revision());
+            let (count, rev) = count_under(ctx, &mut c, &prefix).await?;
+            if count > 1 {
                 return Err(v2_error(108, "Directory not empty", &a.path, rev));
             }
         }
