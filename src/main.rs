@@ -25,7 +25,7 @@ struct Cli {
 enum Command {
     /// Run a cluster member (etcd's flags; no arguments = a single-node
     /// cluster on 127.0.0.1:2379 with data in ./default.kvd)
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Cluster membership: list, add, remove, update, promote (any endpoint)
     Member(MemberArgs),
     /// etcdctl's commands, flags and output (get, put, del, txn, watch,

@@ -252,6 +252,7 @@ async fn single(extra: &[&str]) -> (Cluster, Client) {
         1,
         ClusterOptions {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            ..ClusterOptions::default()
         },
     )
     .await;

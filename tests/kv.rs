@@ -1488,6 +1488,7 @@ async fn request_larger_than_max_request_bytes_is_refused() {
         1,
         ClusterOptions {
             extra_args: vec!["--max-request-bytes".into(), "1024".into()],
+            ..ClusterOptions::default()
         },
     )
     .await;

@@ -137,6 +137,7 @@ async fn alarms(c: &mut Client) -> Vec<(u64, AlarmType)> {
 async fn nospace_refuses_growth_until_disarmed_and_survives_a_restart() {
     let options = ClusterOptions {
         extra_args: vec!["--quota-backend-bytes".into(), "1".into()],
+        ..ClusterOptions::default()
     };
     let mut cluster = Cluster::start_with(1, options).await;
     let mut c = cluster.client(0).await;

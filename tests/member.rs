@@ -790,6 +790,7 @@ async fn learner_catches_up_from_a_snapshot_then_is_promoted() {
         3,
         ClusterOptions {
             extra_args: snapshot.to_vec(),
+            ..ClusterOptions::default()
         },
     )
     .await;

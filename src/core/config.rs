@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::core::tls::{TlsFiles, TlsPolicy, TlsVersion};
 pub use crate::core::urls::InitialMember;
 
 /// Whether this member bootstraps a new cluster or joins an existing one
@@ -58,4 +59,66 @@ pub struct ServeConfig {
     /// Promote a learner to voter once it has caught up (`--auto-promote`;
     /// etcd has no such option).
     pub auto_promote: bool,
+    /// The client port's certificates (`--cert-file`, `--key-file`,
+    /// `--trusted-ca-file`, `--client-cert-auth`, `--client-crl-file`,
+    /// `--auto-tls`).
+    pub client_tls: TlsFiles,
+    /// Those of `listen_client_addrs` whose URL is `https://`: they speak
+    /// TLS with `client_tls`; the others h2c.
+    pub client_tls_addrs: Vec<SocketAddr>,
+    /// The peer port's certificates and the names peers must carry.
+    pub peer_tls: PeerTls,
+    /// `--cipher-suites`, `--tls-min-version`, `--tls-max-version` (both ports).
+    pub tls_policy: TlsPolicy,
+    /// `--auth-token`, `--auth-token-ttl`, `--bcrypt-cost`.
+    pub auth: AuthSettings,
+}
+
+/// How users authenticate (etcd's `--auth-token`, `--auth-token-ttl`,
+/// `--bcrypt-cost`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// `simple`, or `jwt,pub-key=PATH,priv-key=PATH,sign-method=METHOD[,ttl=DURATION]`.
+    pub token: String,
+    /// How long a simple token lives after its last use.
+    pub token_ttl: Duration,
+    /// bcrypt cost of new password hashes.
+    pub bcrypt_cost: u32,
+}
+
+impl AuthSettings {
+    /// Checks the values as etcd does at start-up.
+    ///
+    /// # Errors
+    /// One line naming the flag.
+    pub fn validate(&self) -> Result<(), String> {
+        let kind = self.token.split(',').next().unwrap_or_default();
+        if kind != "simple" && kind != "jwt" {
+            return Err(format!(
+                "unknown token type {kind:?} for --auth-token (simple or jwt)"
+            ));
+        }
+        if !(4..=31).contains(&self.bcrypt_cost) {
+            return Err(format!(
+                "--bcrypt-cost {} is out of range [4, 31]",
+                self.bcrypt_cost
+            ));
+        }
+        if self.token_ttl.is_zero() {
+            return Err("--auth-token-ttl must be greater than 0".to_string());
+        }
+        Ok(())
+    }
+}
+
+/// The peer port's TLS (etcd's `--peer-*` flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerTls {
+    /// `--peer-cert-file`, `--peer-key-file`, `--peer-trusted-ca-file`,
+    /// `--peer-client-cert-auth`, `--peer-crl-file`, `--peer-auto-tls`.
+    pub files: TlsFiles,
+    /// `--peer-cert-allowed-cn`: the Common Name a peer's certificate must carry.
+    pub allowed_cn: Option<String>,
+    /// `--peer-cert-allowed-hostname`: a name a peer's certificate must be valid for.
+    pub allowed_hostname: Option<String>,
 }

@@ -16,6 +16,7 @@ pub mod raft;
 pub mod server;
 pub mod snapshot;
 pub mod storage;
+pub mod tls;
 pub mod transport;
 pub mod types;
 pub mod urls;

@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod pki;
 pub mod raw;
 
 use std::collections::HashSet;
@@ -361,12 +362,46 @@ pub struct Member {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub server: Server,
+    /// The harness's TLS material when the client URL is https.
+    pub tls: Option<ClientFiles>,
 }
 
 impl Member {
-    /// `http://127.0.0.1:<client port>`
+    /// `http://127.0.0.1:<client port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+}
+
+/// The PEM files a TLS client of the harness uses: the CA that signed the
+/// servers' certificates, and a client certificate and key.
+#[derive(Debug, Clone)]
+pub struct ClientFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl ClientFiles {
+    /// etcd-client's TLS options for these files.
+    pub fn options(&self) -> etcd_client::TlsOptions {
+        let read = |p: &Path| std::fs::read(p).unwrap_or_else(|e| panic!("read {p:?}: {e}"));
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(read(&self.ca)))
+            .identity(etcd_client::Identity::from_pem(
+                read(&self.cert),
+                read(&self.key),
+            ))
+    }
+
+    /// etcdctl's flags for these files.
+    pub fn etcdctl_args(&self) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.ca.display()),
+            format!("--cert={}", self.cert.display()),
+            format!("--key={}", self.key.display()),
+        ]
     }
 }
 
@@ -375,6 +410,9 @@ impl Member {
 pub struct ClusterOptions {
     /// Flags appended to every member's command line.
     pub extra_args: Vec<String>,
+    /// With TLS material: client URLs are https (the server's own TLS
+    /// flags go in `extra_args`) and the harness talks TLS with these.
+    pub client_tls: Option<ClientFiles>,
 }
 
 /// What a member of a cluster about to start will be started with.
@@ -433,7 +471,12 @@ impl Cluster {
         for (i, (client_port, peer_port)) in ports.into_iter().enumerate() {
             let name = format!("n{}", i + 1);
             let data_dir = dir.path().join(&name);
-            let client_url = format!("http://127.0.0.1:{client_port}");
+            let scheme = if options.client_tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let client_url = format!("{scheme}://127.0.0.1:{client_port}");
             let peer_url = format!("http://127.0.0.1:{peer_port}");
             let mut args: Vec<String> = [
                 "--name",
@@ -478,6 +521,7 @@ impl Cluster {
                 peer_port,
                 data_dir,
                 server: Server::start(spec),
+                tls: options.client_tls.clone(),
             });
         }
         Cluster {
@@ -507,7 +551,7 @@ impl Cluster {
 
     /// A client connected to member `i` only.
     pub async fn client(&self, i: usize) -> Client {
-        connect(&[self.endpoint(i)]).await
+        connect_tls(&[self.endpoint(i)], self.members[i].tls.as_ref()).await
     }
 
     /// SIGKILL member `i` (and reap it).
@@ -582,7 +626,7 @@ impl Cluster {
 
     /// Member id (as in response headers) of member `i`, asked from itself.
     pub async fn member_id(&self, i: usize) -> u64 {
-        let status = status_of(&self.endpoint(i))
+        let status = status_of_tls(&self.endpoint(i), self.members[i].tls.as_ref())
             .await
             .unwrap_or_else(|e| panic!("status of member {i}: {e}"));
         status.0
@@ -596,9 +640,10 @@ impl Cluster {
         let mut leader = None;
         let mut ids = Vec::new();
         for &i in &live {
-            let (member_id, leader_id) = status_of(&self.endpoint(i))
-                .await
-                .map_err(|e| format!("status of {}: {e}", self.members[i].name))?;
+            let (member_id, leader_id) =
+                status_of_tls(&self.endpoint(i), self.members[i].tls.as_ref())
+                    .await
+                    .map_err(|e| format!("status of {}: {e}", self.members[i].name))?;
             if leader_id == 0 {
                 return Err(format!("{} reports no leader", self.members[i].name));
             }
@@ -648,8 +693,13 @@ impl Drop for Cluster {
 
 /// (member_id from the header, leader) of the member at `endpoint`.
 async fn status_of(endpoint: &str) -> Result<(u64, u64), String> {
+    status_of_tls(endpoint, None).await
+}
+
+/// As [`status_of`], over TLS with `tls` when given.
+async fn status_of_tls(endpoint: &str, tls: Option<&ClientFiles>) -> Result<(u64, u64), String> {
     let fut = async {
-        let mut client = connect(&[endpoint.to_string()]).await;
+        let mut client = connect_tls(&[endpoint.to_string()], tls).await;
         client.status().await
     };
     match tokio::time::timeout(Duration::from_secs(2), fut).await {
@@ -665,9 +715,17 @@ async fn status_of(endpoint: &str) -> Result<(u64, u64), String> {
 /// A client for `endpoints`, with connect and request timeouts. Connecting
 /// is lazy, so this succeeds even when no endpoint is up yet.
 pub async fn connect(endpoints: &[String]) -> Client {
-    let options = ConnectOptions::new()
+    connect_tls(endpoints, None).await
+}
+
+/// As [`connect`], over TLS with `tls` when given.
+pub async fn connect_tls(endpoints: &[String], tls: Option<&ClientFiles>) -> Client {
+    let mut options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(REQUEST_TIMEOUT);
+    if let Some(tls) = tls {
+        options = options.with_tls(tls.options());
+    }
     Client::connect(endpoints, Some(options))
         .await
         .unwrap_or_else(|e| panic!("connect to {endpoints:?}: {e}"))
@@ -1104,6 +1162,7 @@ impl Cluster {
             peer_port: planned.peer_port,
             data_dir: planned.data_dir.clone(),
             server: Server::start(spec),
+            tls: None,
         });
         self.members.len() - 1
     }

@@ -44,8 +44,9 @@ pub const DEFAULT_SESSION_TTL: i64 = 60;
 const SELF_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl ApiContext {
-    /// A client of this member's own client port (etcd's `v3client`),
-    /// connected once.
+    /// A client of this member's own client services over an in-process
+    /// connection (etcd's `v3client`), connected once; it bypasses the
+    /// port's TLS, as etcd's in-process client does.
     ///
     /// # Errors
     /// Unavailable when the port does not answer.
@@ -55,7 +56,14 @@ impl ApiContext {
             .get_or_try_init(|| async {
                 // Waits may last long: no request timeout on this client.
                 let options = ConnectOptions::new().with_connect_timeout(SELF_DIAL_TIMEOUT);
-                Client::connect(&self.self_endpoints, Some(options))
+                let local = self.local.clone();
+                let channel = tonic::transport::Endpoint::from_static("http://kvd.local")
+                    .connect_timeout(SELF_DIAL_TIMEOUT)
+                    .connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
+                        let local = local.clone();
+                        async move { local.connect().await.map(hyper_util::rt::TokioIo::new) }
+                    }));
+                Client::from_channel(etcd_client::Channel::Tonic(channel), Some(options))
                     .await
                     .map_err(|e| {
                         Status::unavailable(format!("etcdserver: cannot reach itself: {e}"))

@@ -11,6 +11,7 @@ pub mod election;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod listener;
 pub mod lock;
 pub mod maintenance;
 pub mod watch;
@@ -67,9 +68,12 @@ pub struct ApiContext {
     pub lessor: Arc<Lessor>,
     /// A client of the leader, for what followers forward to it.
     pub leader_link: LeaderLink,
-    /// This member's own client endpoints (its listen addresses, an
-    /// unspecified address replaced by loopback), for [`Self::self_client`].
-    pub self_endpoints: Vec<String>,
+    /// In-process connections to this member's own client services, for
+    /// [`Self::self_client`].
+    pub local: listener::LocalConnector,
+    /// TLS for calls to other members' client URLs when they are
+    /// `https://` (the member's own CA and certificate).
+    pub forward_tls: Option<crate::core::client::ClientTls>,
     /// The lock and election services' client of this member.
     pub self_link: Arc<tokio::sync::OnceCell<etcd_client::Client>>,
 }
@@ -140,13 +144,16 @@ impl ApiContext {
             .map_err(|e| Status::internal(format!("{e:#}")))?
             .map(|m| m.client_ur_ls)
             .unwrap_or_default();
-        // TLS to the leader arrives with client TLS (issue 13).
-        let client = ClientConfig::new(urls, FORWARD_DIAL_TIMEOUT, self.request_timeout)
-            .connect()
-            .await
-            .map_err(|e| {
-                Status::unavailable(format!("etcdserver: cannot reach the leader: {e}"))
-            })?;
+        let mut config = ClientConfig::new(urls, FORWARD_DIAL_TIMEOUT, self.request_timeout);
+        config.tls = self.forward_tls.clone();
+        if config.tls.is_none() {
+            config.endpoints.retain(|u| !u.starts_with("https://"));
+        } else {
+            config.endpoints.retain(|u| u.starts_with("https://"));
+        }
+        let client = config.connect().await.map_err(|e| {
+            Status::unavailable(format!("etcdserver: cannot reach the leader: {e}"))
+        })?;
         *link = Some((leader, client.clone()));
         Ok(client)
     }

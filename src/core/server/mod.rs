@@ -10,14 +10,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::sync::watch;
 
 mod bootstrap;
 mod membership;
 pub mod restore;
 
+use crate::core::api::listener::{self, ClientConn, ClientListener};
 use crate::core::api::{self, ApiContext};
+use crate::core::client::ClientTls;
 use crate::core::config::ServeConfig;
 use crate::core::lease::Lessor;
 use crate::core::members;
@@ -26,6 +27,7 @@ use crate::core::raft::proposal::MemberAttributes;
 use crate::core::raft::snapshot::{SnapshotReceiver, SnapshotSource};
 use crate::core::raft::{self as raft_task, Event, NodeConfig};
 use crate::core::storage::Storage;
+use crate::core::tls::ServerTls;
 use crate::core::transport::Transport;
 use crate::core::types::{ClusterId, LeaseId, MemberId};
 use crate::core::watch::{WatchConfig, WatchHub};
@@ -122,6 +124,8 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
     )?;
     transport.start(handle.clone());
 
+    let client_tls = client_tls(&cfg)?;
+    let (local_listener, local) = listener::local();
     let ctx = ApiContext {
         node: handle.clone(),
         storage: storage.clone(),
@@ -131,20 +135,8 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
         lessor,
         leader_link: api::LeaderLink::default(),
-        self_endpoints: cfg
-            .listen_client_addrs
-            .iter()
-            .map(|a| {
-                let mut a = *a;
-                if a.ip().is_unspecified() {
-                    a.set_ip(match a {
-                        std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-                        std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-                    });
-                }
-                format!("http://{a}")
-            })
-            .collect(),
+        local,
+        forward_tls: forward_tls(&cfg)?,
         self_link: Arc::default(),
     };
     // Bind now (so the ports are taken and connections queue), but serve
@@ -153,11 +145,21 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
     // yet part of the replicated membership.
     let mut listeners = Vec::new();
     for addr in &cfg.listen_client_addrs {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let tcp = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen for clients on {addr}: {e}"))?;
-        listeners.push((*addr, listener));
+        let tls = cfg
+            .client_tls_addrs
+            .contains(addr)
+            .then(|| client_tls.clone())
+            .flatten();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        listeners.push((
+            format!("{scheme}://{addr}"),
+            listener::accept_tcp(tcp, tls).map_err(anyhow::Error::from)?,
+        ));
     }
+    listeners.push(("in-process".to_string(), local_listener));
     let attrs = MemberAttributes {
         member_id,
         name: cfg.name.clone(),
@@ -192,20 +194,13 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
     let mut stop_early = stop.clone();
     tokio::select! {
         _ = membership::publish(handle.clone(), attrs, ctx.request_timeout) => {
-            for (addr, listener) in listeners {
-                tracing::info!(%addr, "serving client requests");
-                let router = api::router(&ctx, &watch_hub, cfg.heartbeat_interval, cfg.election_timeout);
+            for (url, listener) in listeners {
+                tracing::info!(%url, "serving client requests");
+                let router = api::router(&ctx, &watch_hub, cfg.heartbeat_interval, cfg.election_timeout)
+                    .into_make_service_with_connect_info::<ClientConn>();
                 let mut stop = stop.clone();
-                // TCP_NODELAY: a watch event or a small response must not
-                // wait for the previous segment's ACK (Nagle meeting delayed
-                // ACKs held watch events ~40 ms; etcd's gRPC-Go sets it too).
-                let listener = listener.tap_io(|tcp| {
-                    if let Err(e) = tcp.set_nodelay(true) {
-                        tracing::debug!("cannot set TCP_NODELAY on a client connection: {e}");
-                    }
-                });
                 servers.push(tokio::spawn(async move {
-                    axum::serve(listener, router)
+                    axum::serve::<ClientListener, _, _>(listener, router)
                         .with_graceful_shutdown(async move {
                             let _ = stop.wait_for(|s| *s).await;
                         })
@@ -251,6 +246,49 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         )));
     }
     Ok(())
+}
+
+/// The client port's TLS, when it has any: certificate files, or auto TLS
+/// kept in `<data-dir>/fixtures/client` (etcd's place). ALPN offers h2
+/// (gRPC) and http/1.1 (the HTTP endpoints).
+fn client_tls(cfg: &ServeConfig) -> Result<Option<Arc<ServerTls>>, ServeError> {
+    if !cfg.client_tls.enabled() || cfg.client_tls_addrs.is_empty() {
+        return Ok(None);
+    }
+    let hosts: Vec<String> = cfg
+        .client_tls_addrs
+        .iter()
+        .map(|a| a.ip().to_string())
+        .collect();
+    ServerTls::new(
+        cfg.client_tls.clone(),
+        cfg.tls_policy.clone(),
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        &cfg.data_dir.join("fixtures").join("client"),
+        &hosts,
+    )
+    .map(|tls| Some(Arc::new(tls)))
+    .map_err(ServeError::Config)
+}
+
+/// What this member presents when it calls another member's `https://`
+/// client URL: its trusted CA and, with client certificate auth, its own
+/// certificate (as etcd's gateway does).
+fn forward_tls(cfg: &ServeConfig) -> Result<Option<ClientTls>, ServeError> {
+    let files = &cfg.client_tls;
+    if !files.enabled() {
+        return Ok(None);
+    }
+    let read = |p: &std::path::Path| {
+        std::fs::read(p)
+            .map_err(|e| ServeError::Config(format!("cannot read {}: {e}", p.display())))
+    };
+    let ca = files.trusted_ca_file.as_deref().map(read).transpose()?;
+    let identity = match (&files.cert_file, &files.key_file) {
+        (Some(c), Some(k)) if files.client_cert_auth => Some((read(c)?, read(k)?)),
+        _ => None,
+    };
+    Ok(Some(ClientTls { ca, identity }))
 }
 
 impl From<fjall::Error> for ServeError {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 pub mod options;
+pub mod security;
 
 use crate::core::config::ServeConfig;
 use crate::core::server::{self, ServeError};
@@ -21,8 +22,6 @@ use options::{ConfigError, ServeOptions};
 /// The flags of `kvd serve`. Every flag is optional so that the config file
 /// and the defaults can fill what the command line leaves unset; the defaults
 /// shown are applied by [`ServeOptions::resolve`].
-// TLS flags (--cert-file, --key-file, --trusted-ca-file, --client-cert-auth,
-// --peer-*) join here and in `ServeOptions` when the transport supports them.
 #[derive(Debug, Clone, Default, Args)]
 pub struct ServeArgs {
     /// YAML config file with etcd's keys (see config/example.yaml); flags and
@@ -122,6 +121,10 @@ pub struct ServeArgs {
     /// the leader (kvd only; etcd's learners are promoted by hand)
     #[arg(long, env = "KVD_AUTO_PROMOTE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub auto_promote: Option<bool>,
+
+    /// TLS and auth token flags.
+    #[command(flatten)]
+    pub security: security::SecurityArgs,
 }
 
 impl ServeArgs {
@@ -148,6 +151,14 @@ impl ServeArgs {
             max_txn_ops: self.max_txn_ops,
             log_level: self.log_level.clone(),
             auto_promote: self.auto_promote,
+            client_transport_security: self.security.client_block(),
+            peer_transport_security: self.security.peer_block(),
+            cipher_suites: self.security.cipher_suite_list(),
+            tls_min_version: self.security.tls_min_version.clone(),
+            tls_max_version: self.security.tls_max_version.clone(),
+            auth_token: self.security.auth_token.clone(),
+            auth_token_ttl: self.security.auth_token_ttl,
+            bcrypt_cost: self.security.bcrypt_cost,
         }
     }
 

@@ -8,10 +8,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::config::{ClusterState, ServeConfig};
+use crate::core::config::{AuthSettings, ClusterState, ServeConfig};
 use crate::core::urls::{
     lower_first, parse_initial_cluster, parse_url_list, InitialClusterError, ParsedUrl, UrlError,
     CLIENT_URL_SCHEMES, PEER_URL_SCHEMES,
+};
+use crate::modes::serve::security::{
+    self, or_block, TransportSecurity, DEFAULT_AUTH_TOKEN, DEFAULT_AUTH_TOKEN_TTL,
+    DEFAULT_BCRYPT_COST,
 };
 
 #[cfg(test)]
@@ -91,7 +95,7 @@ pub enum ConfigError {
 ///
 /// Deserializes from etcd's config-file keys (`data-dir`, `initial-cluster`,
 /// …); URL lists are comma-separated strings as in etcd's YAML. Unknown keys
-/// are rejected. TLS settings will join this struct later.
+/// are rejected.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServeOptions {
@@ -131,6 +135,22 @@ pub struct ServeOptions {
     pub log_level: Option<String>,
     /// `auto-promote`: promote caught-up learners (kvd only).
     pub auto_promote: Option<bool>,
+    /// `client-transport-security`: the client port's TLS.
+    pub client_transport_security: Option<TransportSecurity>,
+    /// `peer-transport-security`: the peer port's TLS.
+    pub peer_transport_security: Option<TransportSecurity>,
+    /// `cipher-suites`: TLS 1.2 suites, Go's names.
+    pub cipher_suites: Option<Vec<String>>,
+    /// `tls-min-version`: TLS1.2 or TLS1.3.
+    pub tls_min_version: Option<String>,
+    /// `tls-max-version`: TLS1.2 or TLS1.3.
+    pub tls_max_version: Option<String>,
+    /// `auth-token`: `simple` or `jwt,…`.
+    pub auth_token: Option<String>,
+    /// `auth-token-ttl`, seconds.
+    pub auth_token_ttl: Option<u64>,
+    /// `bcrypt-cost`.
+    pub bcrypt_cost: Option<u32>,
 }
 
 impl ServeOptions {
@@ -186,6 +206,20 @@ impl ServeOptions {
             max_txn_ops: self.max_txn_ops.or(lower.max_txn_ops),
             log_level: self.log_level.or(lower.log_level),
             auto_promote: self.auto_promote.or(lower.auto_promote),
+            client_transport_security: or_block(
+                self.client_transport_security,
+                lower.client_transport_security,
+            ),
+            peer_transport_security: or_block(
+                self.peer_transport_security,
+                lower.peer_transport_security,
+            ),
+            cipher_suites: self.cipher_suites.or(lower.cipher_suites),
+            tls_min_version: self.tls_min_version.or(lower.tls_min_version),
+            tls_max_version: self.tls_max_version.or(lower.tls_max_version),
+            auth_token: self.auth_token.or(lower.auth_token),
+            auth_token_ttl: self.auth_token_ttl.or(lower.auth_token_ttl),
+            bcrypt_cost: self.bcrypt_cost.or(lower.bcrypt_cost),
         }
     }
 
@@ -224,14 +258,45 @@ impl ServeOptions {
         let listen_client_urls = self
             .listen_client_urls
             .unwrap_or_else(|| DEFAULT_LISTEN_CLIENT_URLS.to_string());
-        let listen_client_addrs = url_list(
+        let listen_client = url_list(
             "listen-client-urls",
             &listen_client_urls,
             &CLIENT_URL_SCHEMES,
-        )?
-        .into_iter()
-        .map(|u| u.addr)
-        .collect();
+        )?;
+        let client_tls =
+            security::client_files(self.client_transport_security.as_ref()).map_err(invalid)?;
+        // etcd refuses an https URL with nothing to serve it with.
+        if let Some(u) = listen_client.iter().find(|u| u.scheme == "https") {
+            if !client_tls.enabled() {
+                return Err(invalid(format!(
+                    "TLS key/cert (--cert-file, --key-file) must be provided for client url {} with HTTPS scheme",
+                    u.raw
+                )));
+            }
+        }
+        let client_tls_addrs = listen_client
+            .iter()
+            .filter(|u| u.scheme == "https")
+            .map(|u| u.addr)
+            .collect();
+        let listen_client_addrs = listen_client.into_iter().map(|u| u.addr).collect();
+        let peer_tls =
+            security::peer_tls(self.peer_transport_security.as_ref()).map_err(invalid)?;
+        let tls_policy = security::tls_policy(
+            self.cipher_suites.clone(),
+            self.tls_min_version.as_deref(),
+            self.tls_max_version.as_deref(),
+        )
+        .map_err(invalid)?;
+        let auth = AuthSettings {
+            token: self
+                .auth_token
+                .clone()
+                .unwrap_or_else(|| DEFAULT_AUTH_TOKEN.to_string()),
+            token_ttl: Duration::from_secs(self.auth_token_ttl.unwrap_or(DEFAULT_AUTH_TOKEN_TTL)),
+            bcrypt_cost: self.bcrypt_cost.unwrap_or(DEFAULT_BCRYPT_COST),
+        };
+        auth.validate().map_err(invalid)?;
         let advertise_client_urls = self.advertise_client_urls.unwrap_or(listen_client_urls);
         let advertised_client = url_list(
             "advertise-client-urls",
@@ -361,6 +426,11 @@ impl ServeOptions {
                 .unwrap_or(DEFAULT_BACKEND_CACHE_BYTES),
             log_level,
             auto_promote: self.auto_promote.unwrap_or(false),
+            client_tls,
+            client_tls_addrs,
+            peer_tls,
+            tls_policy,
+            auth,
         })
     }
 }

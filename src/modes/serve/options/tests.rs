@@ -117,6 +117,10 @@ fn localhost_resolves_to_loopback() {
 fn explicit_default_port_is_accepted() {
     let cfg = ServeOptions {
         listen_client_urls: Some("http://127.0.0.1:80,https://127.0.0.1:443".into()),
+        client_transport_security: Some(TransportSecurity {
+            auto_tls: Some(true),
+            ..TransportSecurity::default()
+        }),
         ..opts()
     }
     .resolve()
@@ -125,6 +129,63 @@ fn explicit_default_port_is_accepted() {
         cfg.listen_client_addrs,
         vec![addr("127.0.0.1:80"), addr("127.0.0.1:443")]
     );
+    assert_eq!(cfg.client_tls_addrs, vec![addr("127.0.0.1:443")]);
+}
+
+#[test]
+fn tls_settings_are_checked_as_etcd_checks_them() {
+    let refused = |o: ServeOptions| o.resolve().unwrap_err().to_string();
+    let https = ServeOptions {
+        listen_client_urls: Some("https://127.0.0.1:2379".into()),
+        ..opts()
+    };
+    assert_eq!(
+        refused(https.clone()),
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme"
+    );
+    let peer = |cn: Option<&str>, host: Option<&str>| ServeOptions {
+        peer_transport_security: Some(TransportSecurity {
+            trusted_ca_file: Some("ca.pem".into()),
+            allowed_cn: cn.map(str::to_string),
+            allowed_hostname: host.map(str::to_string),
+            ..TransportSecurity::default()
+        }),
+        ..opts()
+    };
+    assert!(refused(peer(Some("a"), Some("b"))).contains("mutually exclusive"));
+    assert_eq!(
+        peer(Some("a"), None)
+            .resolve()
+            .unwrap()
+            .peer_tls
+            .allowed_cn
+            .as_deref(),
+        Some("a")
+    );
+    let version = ServeOptions {
+        tls_min_version: Some("TLS1.1".into()),
+        ..opts()
+    };
+    assert!(refused(version).contains("unexpected TLS version \"TLS1.1\""));
+    let half = ServeOptions {
+        client_transport_security: Some(TransportSecurity {
+            cert_file: Some("c.pem".into()),
+            ..TransportSecurity::default()
+        }),
+        ..opts()
+    };
+    assert!(refused(half).contains("--cert-file and --key-file"));
+    let yaml = ServeOptions::from_yaml(
+        "client-transport-security:\n  cert-file: c.pem\n  key-file: k.pem\n  client-cert-auth: true\n  trusted-ca-file: ca.pem\ncipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\nauth-token-ttl: 60\n",
+        Path::new("x.yaml"),
+    )
+    .unwrap()
+    .or(opts())
+    .resolve()
+    .unwrap();
+    assert!(yaml.client_tls.client_cert_auth);
+    assert_eq!(yaml.tls_policy.cipher_suites.len(), 1);
+    assert_eq!(yaml.auth.token_ttl, Duration::from_secs(60));
 }
 
 #[test]

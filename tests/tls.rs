@@ -1,0 +1,337 @@
+//! TLS on the client port: etcdctl and the etcd-client crate over https
+//! with client certificates; every certificate that must be refused is
+//! refused in the handshake; certificates reload without a restart; auto
+//! TLS. Certificates are made by the tests (tests/common/pki.rs).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
+
+mod common;
+
+use std::io::{Read as _, Write as _};
+use std::time::Duration;
+
+use common::pki::{Ca, Usage, Validity};
+use common::*;
+
+fn server_flags(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    ca: &std::path::Path,
+) -> Vec<String> {
+    vec![
+        format!("--cert-file={}", cert.display()),
+        format!("--key-file={}", key.display()),
+        format!("--trusted-ca-file={}", ca.display()),
+        "--client-cert-auth".to_string(),
+    ]
+}
+
+/// etcdctl with short timeouts (a refused handshake otherwise waits for
+/// the whole command timeout).
+async fn etcdctl_quick(endpoints: &[String], args: &[String]) -> std::process::Output {
+    let mut all: Vec<&str> = vec!["--dial-timeout=1s", "--command-timeout=2s"];
+    all.extend(args.iter().map(String::as_str));
+    etcdctl(endpoints, &all).await
+}
+
+/// A TLS 1.1 ClientHello (no supported_versions extension), as an old
+/// client sends it; returns the server's first bytes.
+fn tls11_hello(port: u16) -> Vec<u8> {
+    let mut body = vec![0x03, 0x02]; // client_version TLS 1.1
+    body.extend([7u8; 32]); // random
+    body.push(0); // session id
+    body.extend([0x00, 0x04, 0xc0, 0x2b, 0xc0, 0x13]); // ECDHE-ECDSA-AES128-GCM, ECDHE-RSA-AES128-SHA
+    body.extend([0x01, 0x00]); // null compression
+                               // signature_algorithms (ecdsa_secp256r1_sha256, rsa_pss_rsae_sha256)
+                               // and supported_groups (x25519, secp256r1): only the version is wrong.
+    body.extend([0x00, 0x14]);
+    body.extend([0x00, 0x0d, 0x00, 0x06, 0x00, 0x04, 0x04, 0x03, 0x08, 0x04]);
+    body.extend([0x00, 0x0a, 0x00, 0x06, 0x00, 0x04, 0x00, 0x1d, 0x00, 0x17]);
+    let mut handshake = vec![0x01, 0, (body.len() >> 8) as u8, body.len() as u8];
+    handshake.extend(&body);
+    let mut record = vec![
+        0x16,
+        0x03,
+        0x01,
+        (handshake.len() >> 8) as u8,
+        handshake.len() as u8,
+    ];
+    record.extend(&handshake);
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(&record).unwrap();
+    let mut answer = vec![0u8; 64];
+    let n = tcp.read(&mut answer).unwrap_or(0);
+    answer.truncate(n);
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_port_takes_only_certificates_of_the_trusted_ca() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let ca = Ca::new(dir.path(), "ca");
+    let stranger = Ca::new(dir.path(), "stranger");
+    let (server_cert, server_key) = ca.issue("server", None, Usage::Server, Validity::Current);
+    let (cert, key) = ca.issue("client", Some("root"), Usage::Client, Validity::Current);
+    let good = ClientFiles {
+        ca: ca.cert.clone(),
+        cert,
+        key,
+    };
+    let mut cluster = Cluster::start_with(
+        3,
+        ClusterOptions {
+            extra_args: server_flags(&server_cert, &server_key, &ca.cert),
+            client_tls: Some(good.clone()),
+        },
+    )
+    .await;
+    let endpoints = cluster.endpoints();
+    assert!(endpoints.iter().all(|e| e.starts_with("https://")));
+
+    // etcdctl --cacert --cert --key works, on every member.
+    let mut put = good.etcdctl_args();
+    put.extend(["put".to_string(), "k".to_string(), "v".to_string()]);
+    stdout_ok(&["put"], &etcdctl_quick(&endpoints, &put).await);
+    for e in &endpoints {
+        let mut get = good.etcdctl_args();
+        get.extend(["get".to_string(), "k".to_string()]);
+        assert_eq!(
+            stdout_ok(
+                &["get"],
+                &etcdctl_quick(std::slice::from_ref(e), &get).await
+            ),
+            "k\nv\n"
+        );
+    }
+    // So does the etcd-client crate.
+    let mut client = cluster.client(1).await;
+    client.put("crate", "yes", None).await.unwrap();
+
+    // The rejection matrix: each attempt writes a key it must not.
+    let issue = |stem: &str, ca: &Ca, usage, validity| {
+        let (cert, key) = ca.issue(stem, Some("root"), usage, validity);
+        vec![
+            format!("--cacert={}", good.ca.display()),
+            format!("--cert={}", cert.display()),
+            format!("--key={}", key.display()),
+        ]
+    };
+    let cases: Vec<(&str, Vec<String>)> = vec![
+        (
+            "no client certificate",
+            vec![format!("--cacert={}", good.ca.display())],
+        ),
+        (
+            "client certificate of another CA",
+            issue(
+                "stranger-client",
+                &stranger,
+                Usage::Client,
+                Validity::Current,
+            ),
+        ),
+        (
+            "expired client certificate",
+            issue("expired", &ca, Usage::Client, Validity::Expired),
+        ),
+        (
+            "client certificate not yet valid",
+            issue("future", &ca, Usage::Client, Validity::NotYetValid),
+        ),
+        (
+            "certificate for servers only (EKU serverAuth)",
+            issue("server-only", &ca, Usage::Server, Validity::Current),
+        ),
+    ];
+    let before = cluster.members[0]
+        .server
+        .log()
+        .matches("rejected connection")
+        .count();
+    let mut refused = 0;
+    for (what, mut args) in cases.clone() {
+        args.extend(["put".to_string(), format!("bad/{what}"), "x".to_string()]);
+        let out = etcdctl_quick(&[endpoints[0].clone()], &args).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: accepted");
+        assert!(
+            stderr.contains("context deadline exceeded"),
+            "{what}: {stderr}"
+        );
+        refused += 1;
+    }
+    // The member refused them in the handshake (and logged each).
+    let after = cluster.members[0]
+        .server
+        .log()
+        .matches("rejected connection")
+        .count();
+    assert!(
+        after - before >= cases.len(),
+        "{} handshake refusals logged",
+        after - before
+    );
+
+    // A client that does not trust the server's CA gives up on its own.
+    let mut untrusting = vec![
+        format!("--cacert={}", stranger.cert.display()),
+        format!("--cert={}", good.cert.display()),
+        format!("--key={}", good.key.display()),
+    ];
+    untrusting.extend([
+        "put".to_string(),
+        "bad/untrusting".to_string(),
+        "x".to_string(),
+    ]);
+    assert!(!etcdctl_quick(&[endpoints[0].clone()], &untrusting)
+        .await
+        .status
+        .success());
+
+    // TLS 1.1: refused with a protocol_version alert.
+    let answer = tls11_hello(cluster.members[0].client_port);
+    assert_eq!(
+        answer.first(),
+        Some(&0x15),
+        "expected an alert, got {answer:02x?}"
+    );
+    assert_eq!(
+        answer.get(6),
+        Some(&70),
+        "expected protocol_version, got {answer:02x?}"
+    );
+    refused += 1;
+
+    // Plain h2c to the TLS port gets nowhere.
+    let plain = tokio::time::timeout(
+        Duration::from_secs(5),
+        connect(&[format!(
+            "http://127.0.0.1:{}",
+            cluster.members[0].client_port
+        )]),
+    )
+    .await
+    .unwrap()
+    .get("k", None)
+    .await;
+    assert!(plain.is_err(), "plain text accepted on the TLS port");
+    refused += 1;
+
+    let mut check = good.etcdctl_args();
+    check.extend([
+        "get".to_string(),
+        "bad/".to_string(),
+        "--prefix".to_string(),
+        "-w".to_string(),
+        "fields".to_string(),
+    ]);
+    let counted = stdout_ok(&["get"], &etcdctl_quick(&endpoints, &check).await);
+    assert!(counted.contains("\"Count\" : 0"), "{counted}");
+    eprintln!(
+        "client port: {refused} attempts with bad certificates or versions, {refused} refused"
+    );
+    cluster.assert_running();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn certificates_reload_without_a_restart() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let first = Ca::new(dir.path(), "first");
+    let second = Ca::new(dir.path(), "second");
+    let (cert, key) = first.issue("server", None, Usage::Server, Validity::Current);
+    let (client_cert, client_key) =
+        first.issue("client", Some("root"), Usage::Client, Validity::Current);
+    // The server trusts client certificates of both CAs.
+    let bundle = dir.path().join("bundle.pem");
+    let mut both = std::fs::read(&first.cert).unwrap();
+    both.extend(std::fs::read(&second.cert).unwrap());
+    std::fs::write(&bundle, both).unwrap();
+    let files = ClientFiles {
+        ca: first.cert.clone(),
+        cert: client_cert.clone(),
+        key: client_key.clone(),
+    };
+    let mut cluster = Cluster::start_with(
+        1,
+        ClusterOptions {
+            extra_args: server_flags(&cert, &key, &bundle),
+            client_tls: Some(files.clone()),
+        },
+    )
+    .await;
+    let endpoints = cluster.endpoints();
+    let mut get = files.etcdctl_args();
+    get.extend(["get".to_string(), "k".to_string()]);
+    stdout_ok(&["get"], &etcdctl_quick(&endpoints, &get).await);
+
+    // Renew the server certificate in place, from the second CA.
+    let (new_cert, new_key) = second.issue("renewed", None, Usage::Server, Validity::Current);
+    std::fs::copy(&new_key, &key).unwrap();
+    std::fs::copy(&new_cert, &cert).unwrap();
+    let renewed = [
+        format!("--cacert={}", second.cert.display()),
+        format!("--cert={}", client_cert.display()),
+        format!("--key={}", client_key.display()),
+        "get".to_string(),
+        "k".to_string(),
+    ];
+    stdout_ok(
+        &["get (renewed)"],
+        &etcdctl_quick(&endpoints, &renewed).await,
+    );
+    // The old CA no longer verifies the server.
+    assert!(!etcdctl_quick(&endpoints, &get).await.status.success());
+    cluster.assert_running();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_tls_serves_a_kept_self_signed_certificate() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let (client_port, peer_port) = (free_port(), free_port());
+    let data_dir = dir.path().join("m");
+    let mut args = single_member_args("m", &data_dir, client_port, peer_port, "auto-tls");
+    for a in args.iter_mut() {
+        if a.starts_with("http://127.0.0.1:") && a.ends_with(&client_port.to_string()) {
+            *a = a.replace("http://", "https://");
+        }
+    }
+    args.push("--auto-tls".to_string());
+    let mut server = Server::start(ServerSpec::new(args, dir.path(), &dir.path().join("m.log")));
+    let endpoint = format!("https://127.0.0.1:{client_port}");
+    let cert = data_dir.join("fixtures/client/cert.pem");
+    wait_for("auto TLS certificate", Duration::from_secs(20), || async {
+        if cert.exists() {
+            Ok(())
+        } else {
+            Err("no fixtures/client/cert.pem yet".to_string())
+        }
+    })
+    .await;
+    // The self-signed certificate verifies itself.
+    let args = [
+        format!("--cacert={}", cert.display()),
+        "put".to_string(),
+        "k".to_string(),
+        "v".to_string(),
+    ];
+    wait_for("put over auto TLS", Duration::from_secs(20), || async {
+        let out = etcdctl_quick(std::slice::from_ref(&endpoint), &args).await;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    })
+    .await;
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(data_dir.join("fixtures/client/key.pem"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(server.is_running());
+}
