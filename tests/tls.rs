@@ -335,3 +335,202 @@ async fn auto_tls_serves_a_kept_self_signed_certificate() {
     assert_eq!(mode & 0o777, 0o600);
     assert!(server.is_running());
 }
+
+/// What a peer presenting `client` achieved against the member at `port`:
+/// `Ok` when its connection stayed open after sending a Raft heartbeat
+/// from a higher term, `Err(why)` when the member refused it.
+async fn stranger_sends_raft(
+    port: u16,
+    client: quinn::ClientConfig,
+    from: u64,
+    to: u64,
+    term: u64,
+) -> Result<(), String> {
+    use protobuf::Message as _;
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(client);
+    let connecting = endpoint
+        .connect(format!("127.0.0.1:{port}").parse().unwrap(), "127.0.0.1")
+        .unwrap();
+    let conn = match tokio::time::timeout(Duration::from_secs(5), connecting).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => return Err(format!("handshake: {e}")),
+        Err(_) => return Err("handshake timed out".to_string()),
+    };
+    let mut heartbeat = raft::eraftpb::Message::default();
+    heartbeat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    heartbeat.from = from;
+    heartbeat.to = to;
+    heartbeat.term = term;
+    let encoded = heartbeat.write_to_bytes().unwrap();
+    let mut bytes = vec![b'R'];
+    bytes.extend((encoded.len() as u32).to_be_bytes());
+    bytes.extend(encoded);
+    let sent = async {
+        let mut stream = conn.open_uni().await.map_err(|e| e.to_string())?;
+        stream.write_all(&bytes).await.map_err(|e| e.to_string())?;
+        stream.finish().map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    };
+    sent.await?;
+    match tokio::time::timeout(Duration::from_secs(2), conn.closed()).await {
+        Ok(reason) => Err(format!("closed: {reason}")),
+        Err(_) => Ok(()),
+    }
+}
+
+fn identity(cert: &std::path::Path, key: &std::path::Path) -> quinn::ClientConfig {
+    let chain = kvd::core::tls::read_certs(cert).unwrap();
+    let key = kvd::core::tls::read_key(key).unwrap();
+    kvd::core::transport::tls::client_config_with_identity(chain, key).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn peers_without_a_certificate_of_the_cluster_ca_cannot_speak_raft() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let ca = Ca::new(dir.path(), "ca");
+    let stranger = Ca::new(dir.path(), "stranger");
+    let (server_cert, server_key) = ca.issue("server", None, Usage::Server, Validity::Current);
+    let (peer_cert, peer_key) = ca.issue("member", Some("member"), Usage::Peer, Validity::Current);
+    let (cert, key) = ca.issue("client", Some("root"), Usage::Client, Validity::Current);
+    let good = ClientFiles {
+        ca: ca.cert.clone(),
+        cert,
+        key,
+    };
+    let mut flags = server_flags(&server_cert, &server_key, &ca.cert);
+    flags.extend([
+        format!("--peer-cert-file={}", peer_cert.display()),
+        format!("--peer-key-file={}", peer_key.display()),
+        format!("--peer-trusted-ca-file={}", ca.cert.display()),
+        "--peer-client-cert-auth".to_string(),
+        "--peer-cert-allowed-cn=member".to_string(),
+    ]);
+    let mut cluster = Cluster::start_with(
+        3,
+        ClusterOptions {
+            extra_args: flags,
+            client_tls: Some(good.clone()),
+        },
+    )
+    .await;
+    let endpoints = cluster.endpoints();
+
+    // Both ports require certificates, and etcdctl with them works.
+    let mut put = good.etcdctl_args();
+    put.extend(["put".to_string(), "k".to_string(), "v".to_string()]);
+    stdout_ok(&["put"], &etcdctl_quick(&endpoints, &put).await);
+    let mut list = good.etcdctl_args();
+    list.extend(["member".to_string(), "list".to_string()]);
+    assert_eq!(
+        stdout_ok(&["member list"], &etcdctl_quick(&endpoints, &list).await)
+            .lines()
+            .count(),
+        3
+    );
+    let without = ["put".to_string(), "k".to_string(), "x".to_string()];
+    assert!(!etcdctl_quick(&endpoints, &without).await.status.success());
+
+    let leader = cluster.leader_index().await;
+    let target = (leader + 1) % 3;
+    let leader_id = cluster.member_id(leader).await;
+    let target_id = cluster.member_id(target).await;
+    let port = cluster.members[target].peer_port;
+    let mut c = cluster.client(target).await;
+    let term = c.status().await.unwrap().raft_term();
+
+    // The control: the cluster's own certificate gets a connection that
+    // stays open (the member would step what it sends).
+    let (member_cert, member_key) =
+        ca.issue("member2", Some("member"), Usage::Peer, Validity::Current);
+    let own = identity(&member_cert, &member_key);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(own);
+    let conn = endpoint
+        .connect(format!("127.0.0.1:{port}").parse().unwrap(), "127.0.0.1")
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(tokio::time::timeout(Duration::from_secs(1), conn.closed())
+        .await
+        .is_err());
+    drop(conn);
+
+    let self_made = {
+        let ca = Ca::new(dir.path(), "self-made");
+        ca.issue(
+            "self-made-peer",
+            Some("member"),
+            Usage::Peer,
+            Validity::Current,
+        )
+    };
+    let attempts: Vec<(&str, quinn::ClientConfig)> = vec![
+        (
+            "no certificate",
+            kvd::core::transport::auto_tls_client_config().unwrap(),
+        ),
+        (
+            "self-made certificate",
+            identity(&self_made.0, &self_made.1),
+        ),
+        ("certificate of another CA", {
+            let (c, k) = stranger.issue(
+                "stranger-peer",
+                Some("member"),
+                Usage::Peer,
+                Validity::Current,
+            );
+            identity(&c, &k)
+        }),
+        ("expired certificate", {
+            let (c, k) = ca.issue(
+                "expired-peer",
+                Some("member"),
+                Usage::Peer,
+                Validity::Expired,
+            );
+            identity(&c, &k)
+        }),
+        ("certificate not yet valid", {
+            let (c, k) = ca.issue(
+                "future-peer",
+                Some("member"),
+                Usage::Peer,
+                Validity::NotYetValid,
+            );
+            identity(&c, &k)
+        }),
+        ("CN not allowed", {
+            let (c, k) = ca.issue("intruder", Some("intruder"), Usage::Peer, Validity::Current);
+            identity(&c, &k)
+        }),
+        ("certificate for servers only", {
+            let (c, k) = ca.issue(
+                "server-only-peer",
+                Some("member"),
+                Usage::Server,
+                Validity::Current,
+            );
+            identity(&c, &k)
+        }),
+    ];
+    let total = attempts.len();
+    let mut refused = 0;
+    for (what, client) in attempts {
+        match stranger_sends_raft(port, client, leader_id, target_id, term + 100).await {
+            Ok(()) => panic!("{what}: the member kept the connection"),
+            Err(why) => {
+                eprintln!("peer port, {what}: refused ({why})");
+                refused += 1;
+            }
+        }
+    }
+    // No heartbeat from term + 100 reached Raft.
+    let after = c.status().await.unwrap().raft_term();
+    assert!(after < term + 100, "term went from {term} to {after}");
+    eprintln!("peer port: {total} attempts, {refused} refused");
+    assert_eq!(refused, total);
+    cluster.assert_running();
+}

@@ -297,6 +297,38 @@ pub fn common_name(der: &CertificateDer<'_>) -> Option<String> {
     cn.as_str().ok().map(str::to_string)
 }
 
+/// Whether a certificate's subject alternative names cover `host` (a DNS
+/// name, `*.` wildcards matching one label, or an IP address), as Go's
+/// `VerifyHostname` decides without its CN fallback.
+pub fn valid_for_host(der: &CertificateDer<'_>, host: &str) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let ip: Option<std::net::IpAddr> = host.parse().ok();
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    san.value.general_names.iter().any(|name| match name {
+        GeneralName::DNSName(dns) => {
+            let dns = dns.trim_end_matches('.').to_ascii_lowercase();
+            match dns.strip_prefix("*.") {
+                Some(suffix) => host
+                    .split_once('.')
+                    .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+                None => ip.is_none() && dns == host,
+            }
+        }
+        GeneralName::IPAddress(bytes) => match (ip, bytes.len()) {
+            (Some(std::net::IpAddr::V4(v4)), 4) => v4.octets().as_slice() == *bytes,
+            (Some(std::net::IpAddr::V6(v6)), 16) => v6.octets().as_slice() == *bytes,
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
 /// The SHA-256 fingerprint of a certificate, lowercase hex.
 pub fn fingerprint(der: &CertificateDer<'_>) -> String {
     use sha2::Digest as _;

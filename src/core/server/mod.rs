@@ -80,6 +80,8 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         source.clone(),
         receiver,
         cfg.max_request_bytes,
+        &cfg.peer_tls,
+        &cfg.data_dir,
     )
     .map_err(|e| anyhow::anyhow!("cannot listen for peers on {peer_addr}: {e:#}"))?;
     let (member_id, cluster_id, log) =

@@ -34,6 +34,8 @@ use tokio::sync::{mpsc, Semaphore};
 pub mod frame;
 pub mod tls;
 
+use crate::core::config::PeerTls;
+
 pub use frame::{max_frame, read_frame};
 pub use tls::auto_tls_client_config;
 
@@ -102,13 +104,11 @@ impl Transport {
         snapshots: SnapshotSource,
         receiver: SnapshotReceiver,
         max_request_bytes: usize,
+        peer_tls: &PeerTls,
+        data_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        tracing::warn!(
-            "no peer certificates configured: peer traffic is encrypted with a self-signed \
-             certificate but peers are not authenticated"
-        );
-        let server = tls::auto_tls_server_config()?;
-        let client = auto_tls_client_config()?;
+        let (server, client) =
+            tls::peer_configs(peer_tls, &data_dir.join("fixtures").join("peer"))?;
 
         let mut endpoint = quinn::Endpoint::server(server, addr)?;
         endpoint.set_default_client_config(client);
@@ -452,8 +452,14 @@ impl Transport {
 
     async fn dial(&self, url: &str) -> anyhow::Result<quinn::Connection> {
         let addr = resolve_url(url).await?;
+        // The member's certificate must be valid for the host of its peer
+        // URL (checked with a peer CA; auto TLS accepts any).
+        let host = url::Url::parse(url)?
+            .host_str()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
+            .unwrap_or_else(|| "kvd".to_string());
         let conn =
-            tokio::time::timeout(Duration::from_secs(2), self.endpoint.connect(addr, "kvd")?)
+            tokio::time::timeout(Duration::from_secs(2), self.endpoint.connect(addr, &host)?)
                 .await??;
         Ok(conn)
     }

@@ -1,9 +1,25 @@
-//! TLS for the peer port: auto TLS (a self-signed certificate per member,
-//! any server certificate accepted, signatures still checked) and the QUIC
-//! transport settings.
+//! TLS for the peer port (QUIC, so TLS 1.3 only) and the QUIC transport
+//! settings. Two modes:
+//! - **with `--peer-trusted-ca-file`**: mutual TLS. Each side verifies the
+//!   other's certificate against the CA (and CRL), the server requires a
+//!   client certificate, and `--peer-cert-allowed-cn` /
+//!   `--peer-cert-allowed-hostname` hold both directions to that name, as
+//!   etcd's `VerifyPeerCertificate` does; a stranger cannot finish the
+//!   handshake, so it cannot open a stream, let alone send a Raft message;
+//! - **without**: auto TLS (a self-signed certificate, or the given
+//!   `--peer-cert-file`), encrypted but not authenticated (etcd's
+//!   `--peer-auto-tls`).
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+
+use crate::core::config::PeerTls;
+use crate::core::tls::{read_certs, read_crls, read_key, read_roots};
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -52,6 +68,248 @@ pub fn auto_tls_client_config() -> anyhow::Result<quinn::ClientConfig> {
     let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
     client.transport_config(transport_config());
     Ok(client)
+}
+
+/// The peer endpoint's server and client sides for `peer`. With a trusted
+/// CA: mutual TLS as described above; without: auto TLS, with
+/// `--peer-cert-file` served when given. `auto_dir` keeps nothing: the
+/// auto certificate is made per start, as its fingerprint is not pinned.
+///
+/// # Errors
+/// One line: an unreadable file, a certificate rustls refuses.
+pub fn peer_configs(
+    peer: &PeerTls,
+    _auto_dir: &Path,
+) -> anyhow::Result<(quinn::ServerConfig, quinn::ClientConfig)> {
+    let Some(ca) = &peer.files.trusted_ca_file else {
+        tracing::warn!(
+            "no --peer-trusted-ca-file: peer traffic is encrypted but peers are not authenticated"
+        );
+        let (server, client) = match (&peer.files.cert_file, &peer.files.key_file) {
+            (Some(c), Some(k)) => (
+                server_with_cert(
+                    read_certs(c).map_err(anyhow::Error::msg)?,
+                    read_key(k).map_err(anyhow::Error::msg)?,
+                )?,
+                auto_tls_client_config()?,
+            ),
+            _ => (auto_tls_server_config()?, auto_tls_client_config()?),
+        };
+        return Ok((server, client));
+    };
+    let (Some(cert), Some(key)) = (&peer.files.cert_file, &peer.files.key_file) else {
+        anyhow::bail!("--peer-trusted-ca-file needs --peer-cert-file and --peer-key-file");
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = read_roots(ca).map_err(anyhow::Error::msg)?;
+    let crls = match &peer.files.crl_file {
+        Some(path) => read_crls(path).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    let chain = read_certs(cert).map_err(anyhow::Error::msg)?;
+    let key = read_key(key).map_err(anyhow::Error::msg)?;
+    let names = AllowedNames {
+        cn: peer.allowed_cn.clone(),
+        hostname: peer.allowed_hostname.clone(),
+    };
+
+    let client_verifier =
+        WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .with_crls(crls.clone())
+            .allow_unknown_revocation_status()
+            .build()?;
+    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(NamedClient {
+            inner: client_verifier,
+            names: names.clone(),
+        }))
+        .with_single_cert(chain.clone(), key.clone_key())?;
+    server_tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut server =
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
+    server.transport_config(transport_config());
+
+    let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+        .with_crls(crls)
+        .allow_unknown_revocation_status()
+        .build()?;
+    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NamedServer {
+            inner: server_verifier,
+            names,
+        }))
+        .with_client_auth_cert(chain, key)?;
+    client_tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
+    client.transport_config(transport_config());
+    Ok((server, client))
+}
+
+fn server_with_cert(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<quinn::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    server_tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut server =
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
+    server.transport_config(transport_config());
+    Ok(server)
+}
+
+/// A client side that presents `chain`/`key` and accepts any server
+/// certificate: how a stranger with a self-made certificate (or one from
+/// the right CA) would dial a member; tests use it.
+///
+/// # Errors
+/// rustls or quinn refusing the configuration.
+pub fn client_config_with_identity(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> anyhow::Result<quinn::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut client_tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider)))
+        .with_client_auth_cert(chain, key)?;
+    client_tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
+    client.transport_config(transport_config());
+    Ok(client)
+}
+
+/// `--peer-cert-allowed-cn` / `--peer-cert-allowed-hostname`.
+#[derive(Debug, Clone)]
+struct AllowedNames {
+    cn: Option<String>,
+    hostname: Option<String>,
+}
+
+impl AllowedNames {
+    /// etcd's rule: the leaf's CN equals the allowed CN; or the leaf is
+    /// valid (by SAN) for the allowed host name.
+    fn check(&self, leaf: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+        let refused =
+            || rustls::Error::General("client certificate authentication failed".to_string());
+        if let Some(cn) = &self.cn {
+            if crate::core::tls::common_name(leaf).as_deref() != Some(cn.as_str()) {
+                return Err(refused());
+            }
+        }
+        if let Some(host) = &self.hostname {
+            if !crate::core::tls::valid_for_host(leaf, host) {
+                return Err(refused());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The CA's verdict on a peer's client certificate, then the allowed name.
+#[derive(Debug)]
+struct NamedClient {
+    inner: Arc<dyn ClientCertVerifier>,
+    names: AllowedNames,
+}
+
+impl ClientCertVerifier for NamedClient {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.names.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The CA's verdict on a member's server certificate (for the host of its
+/// peer URL), then the allowed name.
+#[derive(Debug)]
+struct NamedServer {
+    inner: Arc<WebPkiServerVerifier>,
+    names: AllowedNames,
+}
+
+impl ServerCertVerifier for NamedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        self.names.check(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 pub(super) fn transport_config() -> Arc<quinn::TransportConfig> {
