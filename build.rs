@@ -1,7 +1,7 @@
-//! Build steps: (1) the gRPC code of etcd's lock and election services
-//! from `proto/` (the etcd-client crate generates them but keeps their
-//! server traits private), with etcd's header and key-value types taken
-//! from etcd-client; (2) a check of the vendored h2 (see
+//! Build steps: (1) the gRPC code of etcd's lock, election and auth
+//! services from `proto/` (the etcd-client crate generates them but keeps
+//! their server traits or some of their messages private), with etcd's
+//! header and key-value types taken from etcd-client; (2) a check of the vendored h2 (see
 //! vendor/h2/KVD-PATCH.md): the build fails when Cargo.lock shows the
 //! `[patch.crates-io] h2` unused or an h2 taken from crates.io instead,
 //! which a dependency bump can cause silently (Cargo only warns). The
@@ -25,11 +25,12 @@ fn main() -> ExitCode {
             &[
                 "proto/v3lockpb/v3lock.proto",
                 "proto/v3electionpb/v3election.proto",
+                "proto/etcdserverpb/auth.proto",
             ],
             &["proto"],
         );
     if let Err(e) = generated {
-        eprintln!("error: cannot generate the lock and election services from proto/: {e}");
+        eprintln!("error: cannot generate the lock, election and auth services from proto/: {e}");
         return ExitCode::FAILURE;
     }
     let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {

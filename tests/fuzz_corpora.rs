@@ -55,6 +55,7 @@ fn request(op: Op) -> Vec<u8> {
         id: 17,
         origin: 0x8e9e_05c5_2164_694d,
         op: Some(op),
+        ..RaftRequest::default()
     }
     .encode_to_vec()
 }

@@ -200,6 +200,7 @@ async fn an_undecodable_entry_in_the_log_fails_alone_and_the_member_keeps_servin
         id: 1,
         origin: 1,
         op: Some(Op::Txn(txn)),
+        ..RaftRequest::default()
     }
     .encode_to_vec();
     {

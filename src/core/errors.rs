@@ -116,6 +116,65 @@ pub enum EtcdError {
     /// A fault inside the member (storage, encoding); the message says which.
     #[error("etcdserver: {0}")]
     Internal(String),
+    /// `AuthEnable` without a user `root`.
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    /// `AuthEnable` while user `root` lacks the role `root`.
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    /// `UserAdd` of an existing user.
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    /// A request without an identity while auth is enabled, or an empty name.
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    /// A user that does not exist.
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    /// `RoleAdd` of an existing role.
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    /// A role that does not exist.
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    /// `RoleAdd` with an empty name.
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    /// A wrong user name or password.
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    /// `RoleGrantPermission` without a permission.
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    /// The user's roles do not allow the request.
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    /// `UserRevokeRole` of a role the user does not hold.
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    /// `RoleRevokePermission` of a permission the role does not hold.
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    /// `Authenticate` while auth is disabled.
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    /// A token that is unknown, expired or malformed.
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    /// Removing `root`, its role, or an invalid permission range.
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    /// Users or roles changed between the permission check and the apply.
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    /// `Authenticate` with a password for a user made with `--no-password`
+    /// (etcd leaves it unmapped: clients see Unknown).
+    #[error("auth: authentication failed, password was given for no password user")]
+    NoPasswordUser,
+    /// The admin check of Defragment, Snapshot, Hash and HashKV, which
+    /// etcd answers unmapped (Unknown, "auth: …").
+    #[error("auth: {0}")]
+    RawAuth(&'static str),
 }
 
 impl EtcdError {
@@ -152,6 +211,24 @@ impl EtcdError {
             | Self::Timeout => Code::Unavailable,
             Self::TooManyRequests | Self::NoSpace => Code::ResourceExhausted,
             Self::Internal(_) => Code::Internal,
+            Self::RootUserNotExist
+            | Self::RootRoleNotExist
+            | Self::UserAlreadyExist
+            | Self::UserNotFound
+            | Self::RoleAlreadyExist
+            | Self::RoleNotFound
+            | Self::RoleNotGranted
+            | Self::PermissionNotGranted
+            | Self::AuthNotEnabled => Code::FailedPrecondition,
+            Self::UserEmpty
+            | Self::RoleEmpty
+            | Self::AuthFailed
+            | Self::PermissionNotGiven
+            | Self::InvalidAuthMgmt
+            | Self::AuthOldRevision => Code::InvalidArgument,
+            Self::PermissionDenied => Code::PermissionDenied,
+            Self::InvalidAuthToken => Code::Unauthenticated,
+            Self::NoPasswordUser | Self::RawAuth(_) => Code::Unknown,
         }
     }
 }

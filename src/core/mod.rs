@@ -3,6 +3,7 @@
 
 pub mod alarm;
 pub mod api;
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod errors;

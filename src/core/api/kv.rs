@@ -13,6 +13,7 @@ use tonic::{Request, Response, Status};
 
 use crate::core::alarm;
 use crate::core::api::ApiContext;
+use crate::core::auth::Identity;
 use crate::core::errors::EtcdError;
 use crate::core::mvcc::{self, ApplyResponse, KeyRange};
 use crate::core::raft::proposal::Op;
@@ -50,12 +51,15 @@ impl KvService {
         Ok(resp)
     }
 
-    async fn propose(&self, op: Op) -> Result<ApplyResponse, EtcdError> {
+    async fn propose(&self, op: Op, who: &Identity) -> Result<ApplyResponse, EtcdError> {
         self.ctx.reject_learner()?;
         if op.encoded_len() > self.ctx.max_request_bytes {
             return Err(EtcdError::RequestTooLarge);
         }
-        self.ctx.node.propose(op, self.ctx.request_timeout).await
+        self.ctx
+            .node
+            .propose_as(op, who, self.ctx.request_timeout)
+            .await
     }
 }
 
@@ -67,7 +71,15 @@ impl PbKvService for KvService {
         &self,
         request: Request<PbRangeRequest>,
     ) -> Result<Response<PbRangeResponse>, Status> {
-        Ok(Response::new(self.do_range(request.get_ref()).await?))
+        let who = self.ctx.identity(&request).await?;
+        if request.get_ref().key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        self.ctx.check_range(&who, request.get_ref())?;
+        let resp = self.do_range(request.get_ref()).await?;
+        // etcd's doSerialize: rights changed during the read → discard it.
+        self.ctx.check_range(&who, request.get_ref())?;
+        Ok(Response::new(resp))
     }
 
     type RangeStreamStream = RangeStream;
@@ -76,6 +88,11 @@ impl PbKvService for KvService {
         &self,
         request: Request<PbRangeRequest>,
     ) -> Result<Response<Self::RangeStreamStream>, Status> {
+        let who = self.ctx.identity(&request).await?;
+        if request.get_ref().key.is_empty() {
+            return Err(EtcdError::EmptyKey.into());
+        }
+        self.ctx.check_range(&who, request.get_ref())?;
         let mut resp = self.do_range(request.get_ref()).await?;
         let kvs = std::mem::take(&mut resp.kvs);
         let mut chunks: Vec<Result<PbRangeStreamResponse, Status>> = Vec::new();
@@ -96,10 +113,12 @@ impl PbKvService for KvService {
     }
 
     async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {
+        let who = self.ctx.identity(&request).await?;
         let req = request.into_inner();
         check_put(&req)?;
+        self.ctx.check_put(&who, &req)?;
         self.ctx.check_quota()?;
-        match self.propose(Op::Put(req)).await? {
+        match self.propose(Op::Put(req), &who).await? {
             ApplyResponse::Put(mut r) => {
                 self.ctx.fill(&mut r.header);
                 Ok(Response::new(r))
@@ -112,11 +131,13 @@ impl PbKvService for KvService {
         &self,
         request: Request<PbDeleteRequest>,
     ) -> Result<Response<PbDeleteResponse>, Status> {
+        let who = self.ctx.identity(&request).await?;
         let req = request.into_inner();
         if req.key.is_empty() {
             return Err(EtcdError::EmptyKey.into());
         }
-        match self.propose(Op::DeleteRange(req)).await? {
+        self.ctx.check_delete(&who, &req)?;
+        match self.propose(Op::DeleteRange(req), &who).await? {
             ApplyResponse::DeleteRange(mut r) => {
                 self.ctx.fill(&mut r.header);
                 Ok(Response::new(r))
@@ -126,12 +147,14 @@ impl PbKvService for KvService {
     }
 
     async fn txn(&self, request: Request<PbTxnRequest>) -> Result<Response<PbTxnResponse>, Status> {
+        let who = self.ctx.identity(&request).await?;
         let req = request.into_inner();
         check_txn(&req, self.ctx.max_txn_ops)?;
+        self.ctx.check_txn(&who, &req)?;
         if alarm::txn_puts(&req) {
             self.ctx.check_quota()?;
         }
-        match self.propose(Op::Txn(req)).await? {
+        match self.propose(Op::Txn(req), &who).await? {
             ApplyResponse::Txn(mut r) => {
                 fill_txn(&self.ctx, &mut r);
                 Ok(Response::new(r))
@@ -144,10 +167,12 @@ impl PbKvService for KvService {
         &self,
         request: Request<PbCompactionRequest>,
     ) -> Result<Response<PbCompactionResponse>, Status> {
+        // Root only (etcd 3.5.28, GHSA-q8m4-xhhv-38mg).
+        let who = self.ctx.admin(&request).await?;
         let req = request.into_inner();
         let physical = req.physical;
         let revision = req.revision;
-        match self.propose(Op::Compaction(req)).await? {
+        match self.propose(Op::Compaction(req), &who).await? {
             ApplyResponse::Compaction(mut r) => {
                 if physical {
                     // etcd answers a physical compaction once the history is gone.

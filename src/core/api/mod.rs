@@ -5,9 +5,11 @@
 //! through Raft via [`NodeHandle`] and serve reads from a storage snapshot
 //! after a ReadIndex barrier (or at once when `serializable`).
 
+pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;
+pub mod guard;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -66,6 +68,8 @@ pub struct ApiContext {
     pub request_timeout: Duration,
     /// Lease clocks, for `LeaseTimeToLive`.
     pub lessor: Arc<Lessor>,
+    /// Users, roles, tokens: who sends each request and what it may do.
+    pub auth: Arc<crate::core::auth::AuthStore>,
     /// A client of the leader, for what followers forward to it.
     pub leader_link: LeaderLink,
     /// In-process connections to this member's own client services, for
@@ -256,6 +260,12 @@ pub fn router(
         PbWatchServer::new(watch::WatchService {
             ctx: ctx.clone(),
             hub: hub.clone(),
+        })
+        .max_decoding_message_size(limit),
+    )
+    .add_service(
+        crate::core::auth::pb::etcdserverpb::auth_server::AuthServer::new(auth::AuthService {
+            ctx: ctx.clone(),
         })
         .max_decoding_message_size(limit),
     )

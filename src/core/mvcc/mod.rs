@@ -75,6 +75,13 @@ pub enum ApplyResponse {
     },
     /// `Alarm`: the alarms listed, raised or cleared.
     Alarms(Vec<etcd_client::proto::PbAlarmMember>),
+    /// An auth operation; `Authenticate` answers its token.
+    Auth {
+        /// The token of an `Authenticate`.
+        token: Option<String>,
+        /// The store's revision (etcd's header carries the MVCC revision).
+        revision: i64,
+    },
     /// An entry with no client answer (publish, empty entries).
     Done,
 }

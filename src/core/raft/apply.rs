@@ -11,6 +11,7 @@ use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, SnapshotMetadata};
 
 use crate::core::alarm;
+use crate::core::auth::{self, apply::AuthEffect};
 use crate::core::errors::EtcdError;
 use crate::core::members;
 use crate::core::metrics::METRICS;
@@ -193,7 +194,20 @@ impl RaftTask {
         let mut tx = s.db.write_tx();
         let mut events = Vec::new();
         let mut revision = 0;
-        let result = apply_op(&mut tx, &s, req.op.as_ref(), &mut events, &mut revision);
+        let mut auth_effect = AuthEffect::None;
+        let result = match req.op.as_ref().and_then(Op::auth_op) {
+            Some(op) => auth::apply::apply(&mut tx, &s, &op, &req.auth_user, entry.index).and_then(
+                |(token, effect)| {
+                    auth_effect = effect;
+                    let revision = mvcc::revisions(&tx, &s)?.current;
+                    Ok(ApplyResponse::Auth { token, revision })
+                },
+            ),
+            None => match stale_auth(&tx, &s, req.auth_revision) {
+                Err(e) => Err(e),
+                Ok(()) => apply_op(&mut tx, &s, req.op.as_ref(), &mut events, &mut revision),
+            },
+        };
         let compaction = match &result {
             Ok(ApplyResponse::Compaction(_)) => match &req.op {
                 Some(Op::Compaction(c)) => Some(c.revision),
@@ -227,6 +241,12 @@ impl RaftTask {
             if !events.is_empty() {
                 self.events.publish(revision, events);
             }
+            match auth_effect {
+                AuthEffect::None => {}
+                AuthEffect::Assign { token, user } => self.auth.tokens.assign(token, user),
+                AuthEffect::DropUser(user) => self.auth.tokens.drop_user(&user),
+                AuthEffect::Clear => self.auth.tokens.clear(),
+            }
         }
         if let Some(rev) = compaction {
             self.compactor.schedule(rev);
@@ -238,6 +258,25 @@ impl RaftTask {
         }
         Ok(())
     }
+}
+
+/// etcd's apply-time check of the auth revision: a request checked
+/// against users and roles that have changed since is refused (its
+/// permissions may no longer hold). `checked_at` 0: auth was off or the
+/// entry is internal.
+fn stale_auth(
+    tx: &fjall::SingleWriterWriteTx<'_>,
+    s: &Storage,
+    checked_at: u64,
+) -> Result<(), EtcdError> {
+    if checked_at == 0 {
+        return Ok(());
+    }
+    let (enabled, current) = auth::flags(tx, s)?;
+    if enabled && checked_at < current {
+        return Err(EtcdError::AuthOldRevision);
+    }
+    Ok(())
 }
 
 /// Applies one operation inside `tx`.
@@ -324,7 +363,8 @@ fn apply_op(
         Op::LeaseKeepAlive(r) => ApplyResponse::LeaseKeepAlive {
             ttl: a.lease_ttl(r.id).unwrap_or(0),
         },
-        Op::MemberUpdate(_) | Op::Alarm(_) => ApplyResponse::Done,
+        // Auth operations are applied by `auth::apply` before this.
+        _ => ApplyResponse::Done,
     };
     a.finish();
     *revision = a.revision();

@@ -26,6 +26,9 @@ pub enum Event {
     Propose {
         /// The operation.
         op: Op,
+        /// With auth on: the user and the auth revision the request was
+        /// checked at (see [`crate::core::raft::proposal::RaftRequest`]).
+        auth: Option<(String, u64)>,
         /// Where the answer goes.
         reply: oneshot::Sender<ProposalResult>,
     },
@@ -223,8 +226,25 @@ impl NodeHandle {
     /// The state machine's error for the operation; `NoLeader`,
     /// `LeaderChanged`, `Timeout` or `Stopped` when it could not be ordered.
     pub async fn propose(&self, op: Op, timeout: Duration) -> ProposalResult {
+        self.propose_as(op, &None, timeout).await
+    }
+
+    /// As [`Self::propose`], for the identity `who` the API resolved: the
+    /// entry carries its user and auth revision, so that it fails with
+    /// `AuthOldRevision` if users or roles change before it applies, and
+    /// admin operations are checked again when applied.
+    ///
+    /// # Errors
+    /// As [`Self::propose`], and the auth errors of the apply.
+    pub async fn propose_as(
+        &self,
+        op: Op,
+        who: &crate::core::auth::Identity,
+        timeout: Duration,
+    ) -> ProposalResult {
         let (reply, rx) = oneshot::channel();
-        self.send(Event::Propose { op, reply })?;
+        let auth = who.as_ref().map(|w| (w.user.clone(), w.revision));
+        self.send(Event::Propose { op, auth, reply })?;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(r)) => r,
             Ok(Err(_)) => Err(EtcdError::Stopped),
@@ -292,6 +312,9 @@ pub struct NodeConfig {
     pub events: Arc<dyn EventSink>,
     /// Lease clocks (this member decides expiry while it leads).
     pub lessor: Arc<Lessor>,
+    /// Users, roles and this member's simple tokens (applied auth
+    /// operations register and drop tokens).
+    pub auth: Arc<crate::core::auth::AuthStore>,
 }
 
 /// Receives the changes of every applied entry, in revision order, right

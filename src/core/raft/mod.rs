@@ -111,6 +111,7 @@ pub fn start(
         tick: cfg.tick,
         events: cfg.events,
         lessor: cfg.lessor,
+        auth: cfg.auth,
         snapshot_count: cfg.snapshot_count.max(1),
         auto_promote: cfg.auto_promote,
         promoting: HashMap::new(),
@@ -178,6 +179,8 @@ struct RaftTask {
     events: Arc<dyn EventSink>,
     /// Lease clocks.
     lessor: Arc<Lessor>,
+    /// Users, roles and this member's simple tokens.
+    auth: Arc<crate::core::auth::AuthStore>,
     /// `--snapshot-count`.
     snapshot_count: u64,
     /// `--auto-promote`.
@@ -317,6 +320,7 @@ impl RaftTask {
                 id: 0,
                 origin: 0,
                 op: Some(op),
+                ..RaftRequest::default()
             }
             .encode_to_vec();
             if let Err(e) = self.raw.propose(Vec::new(), data) {
@@ -330,17 +334,20 @@ impl RaftTask {
     /// Handles one event; false on shutdown.
     fn handle(&mut self, ev: Event) -> bool {
         match ev {
-            Event::Propose { op, reply } => {
+            Event::Propose { op, auth, reply } => {
                 if self.proposals.len() >= MAX_PENDING_PROPOSALS {
                     let _ = reply.send(Err(EtcdError::TooManyRequests));
                     return true;
                 }
                 let id = self.next_id;
                 self.next_id += 1;
+                let (auth_user, auth_revision) = auth.unwrap_or_default();
                 let data = RaftRequest {
                     id,
                     origin: self.me(),
                     op: Some(op),
+                    auth_user,
+                    auth_revision,
                 }
                 .encode_to_vec();
                 match self.raw.propose(Vec::new(), data) {

@@ -7,6 +7,9 @@ use etcd_client::proto::{
 };
 use prost::Message as _;
 
+use crate::core::auth::apply::AuthOp;
+use crate::core::auth::pb::etcdserverpb as auth_pb;
+
 /// One proposal, as stored in a Raft log entry's `data`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct RaftRequest {
@@ -19,8 +22,21 @@ pub struct RaftRequest {
     #[prost(uint64, tag = "10")]
     pub origin: u64,
     /// The operation.
-    #[prost(oneof = "Op", tags = "2, 3, 4, 5, 6, 7, 8, 9, 11, 12")]
+    #[prost(
+        oneof = "Op",
+        tags = "2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24"
+    )]
     pub op: Option<Op>,
+    /// With auth enabled: the user the proposer resolved the request to
+    /// (etcd's `RequestHeader.username`); admin operations are checked
+    /// again against it when applied.
+    #[prost(string, tag = "30")]
+    pub auth_user: String,
+    /// With auth enabled: the auth revision the request's permissions were
+    /// checked at (0 = none); an entry applying after users or roles
+    /// changed fails with "revision of auth store is old", as in etcd.
+    #[prost(uint64, tag = "31")]
+    pub auth_revision: u64,
 }
 
 /// The operations a Raft entry can carry.
@@ -60,6 +76,79 @@ pub enum Op {
     /// are replicated state, as in etcd.
     #[prost(message, tag = "12")]
     Alarm(PbAlarmRequest),
+    /// `Auth.AuthEnable`.
+    #[prost(message, tag = "13")]
+    AuthEnable(auth_pb::AuthEnableRequest),
+    /// `Auth.AuthDisable`.
+    #[prost(message, tag = "14")]
+    AuthDisable(auth_pb::AuthDisableRequest),
+    /// `Auth.Authenticate`, the password checked by the proposer (never
+    /// in the log): the user and the token's random prefix.
+    #[prost(message, tag = "15")]
+    Authenticate(AuthenticateEntry),
+    /// `Auth.UserAdd`, the password replaced by its bcrypt hash.
+    #[prost(message, tag = "16")]
+    UserAdd(auth_pb::AuthUserAddRequest),
+    /// `Auth.UserDelete`.
+    #[prost(message, tag = "17")]
+    UserDelete(auth_pb::AuthUserDeleteRequest),
+    /// `Auth.UserChangePassword`, the password replaced by its bcrypt hash.
+    #[prost(message, tag = "18")]
+    UserChangePassword(auth_pb::AuthUserChangePasswordRequest),
+    /// `Auth.UserGrantRole`.
+    #[prost(message, tag = "19")]
+    UserGrantRole(auth_pb::AuthUserGrantRoleRequest),
+    /// `Auth.UserRevokeRole`.
+    #[prost(message, tag = "20")]
+    UserRevokeRole(auth_pb::AuthUserRevokeRoleRequest),
+    /// `Auth.RoleAdd`.
+    #[prost(message, tag = "21")]
+    RoleAdd(auth_pb::AuthRoleAddRequest),
+    /// `Auth.RoleDelete`.
+    #[prost(message, tag = "22")]
+    RoleDelete(auth_pb::AuthRoleDeleteRequest),
+    /// `Auth.RoleGrantPermission`.
+    #[prost(message, tag = "23")]
+    RoleGrantPermission(auth_pb::AuthRoleGrantPermissionRequest),
+    /// `Auth.RoleRevokePermission`.
+    #[prost(message, tag = "24")]
+    RoleRevokePermission(auth_pb::AuthRoleRevokePermissionRequest),
+}
+
+/// An `Authenticate` as it travels in the log (etcd's
+/// `InternalAuthenticateRequest` without the password).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AuthenticateEntry {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub name: String,
+    /// 16 random letters; the token is `<prefix>.<entry index>`.
+    #[prost(string, tag = "2")]
+    pub prefix: String,
+}
+
+impl Op {
+    /// The auth operation this is, if it is one.
+    pub fn auth_op(&self) -> Option<AuthOp> {
+        Some(match self {
+            Op::AuthEnable(_) => AuthOp::Enable,
+            Op::AuthDisable(_) => AuthOp::Disable,
+            Op::Authenticate(a) => AuthOp::Authenticate {
+                name: a.name.clone(),
+                prefix: a.prefix.clone(),
+            },
+            Op::UserAdd(r) => AuthOp::UserAdd(r.clone()),
+            Op::UserDelete(r) => AuthOp::UserDelete(r.name.clone()),
+            Op::UserChangePassword(r) => AuthOp::UserChangePassword(r.clone()),
+            Op::UserGrantRole(r) => AuthOp::UserGrantRole(r.clone()),
+            Op::UserRevokeRole(r) => AuthOp::UserRevokeRole(r.clone()),
+            Op::RoleAdd(r) => AuthOp::RoleAdd(r.name.clone()),
+            Op::RoleDelete(r) => AuthOp::RoleDelete(r.role.clone()),
+            Op::RoleGrantPermission(r) => AuthOp::RoleGrantPermission(r.clone()),
+            Op::RoleRevokePermission(r) => AuthOp::RoleRevokePermission(r.clone()),
+            _ => return None,
+        })
+    }
 }
 
 /// The context of a Raft conf change entry: who proposed it and the member
@@ -229,6 +318,7 @@ mod tests {
                 id: 7,
                 origin: 9,
                 op: Some(Op::Txn(txn)),
+                ..RaftRequest::default()
             };
             assert_eq!(
                 decode_entry(&req.encode_to_vec()),
@@ -251,6 +341,7 @@ mod tests {
             id: 1,
             origin: 1,
             op: Some(Op::Txn(txn)),
+            ..RaftRequest::default()
         };
         assert!(matches!(
             decode_entry(&req.encode_to_vec()),
@@ -272,6 +363,7 @@ mod tests {
             id: 42,
             origin: 7,
             op: Some(Op::Txn(txn)),
+            ..RaftRequest::default()
         }
         .encode_to_vec();
         match decode_entry(&data) {

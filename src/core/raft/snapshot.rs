@@ -32,7 +32,7 @@ use crate::core::storage::{self, Storage};
 pub use crate::core::storage::META_RESTORING;
 
 /// The replicated keyspaces, in stream order (index = keyspace byte).
-const STATE_KEYSPACES: [&str; 7] = [
+const STATE_KEYSPACES: [&str; 8] = [
     "kv",
     "rev",
     "hist",
@@ -40,6 +40,7 @@ const STATE_KEYSPACES: [&str; 7] = [
     "leases",
     "lease_keys",
     "meta",
+    "auth",
 ];
 /// `meta` keys that belong to the replicated state (the rest is the member's own).
 const REPLICATED_META: [&[u8]; 4] = [
@@ -63,6 +64,7 @@ fn live<'a>(s: &'a Storage, name: &str) -> Option<&'a fjall::SingleWriterTxKeysp
         "leases" => Some(&s.leases),
         "lease_keys" => Some(&s.lease_keys),
         "meta" => Some(&s.meta),
+        "auth" => Some(&s.auth),
         _ => None,
     }
 }

@@ -79,6 +79,12 @@ fn start_on(dir: &std::path::Path) -> (Storage, NodeHandle, std::thread::JoinHan
             data_dir: dir.to_path_buf(),
             events: Arc::new(NoWatchers),
             lessor: Arc::new(Lessor::default()),
+            auth: Arc::new(crate::core::auth::AuthStore::new(
+                storage.clone(),
+                Duration::from_secs(300),
+                4,
+                false,
+            )),
         },
         storage.clone(),
         log,

@@ -18,6 +18,7 @@ pub mod restore;
 
 use crate::core::api::listener::{self, ClientConn, ClientListener};
 use crate::core::api::{self, ApiContext};
+use crate::core::auth::AuthStore;
 use crate::core::client::ClientTls;
 use crate::core::config::ServeConfig;
 use crate::core::lease::Lessor;
@@ -105,6 +106,12 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         lessor.granted(LeaseId(id), ttl);
     }
     let watch_hub = WatchHub::new(&storage, WatchConfig::default())?;
+    let auth = Arc::new(AuthStore::new(
+        storage.clone(),
+        cfg.auth.token_ttl,
+        cfg.auth.bcrypt_cost,
+        cfg.client_tls.client_cert_auth && cfg.client_tls.trusted_ca_file.is_some(),
+    ));
     let tick = cfg.heartbeat_interval.max(Duration::from_millis(1));
     let election_ticks =
         (cfg.election_timeout.as_millis() / tick.as_millis().max(1)).max(2) as usize;
@@ -116,6 +123,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
             election_ticks,
             events: watch_hub.clone(),
             lessor: lessor.clone(),
+            auth: auth.clone(),
             snapshot_count: cfg.snapshot_count,
             auto_promote: cfg.auto_promote,
             data_dir: cfg.data_dir.clone(),
@@ -136,6 +144,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         quota_backend_bytes: cfg.quota_backend_bytes,
         request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
         lessor,
+        auth,
         leader_link: api::LeaderLink::default(),
         local,
         forward_tls: forward_tls(&cfg)?,

@@ -11,6 +11,7 @@
 //! | `members` | member id (u64 BE) | `etcdserverpb.Member` |
 //! | `leases` | lease id (i64 BE) | granted TTL, seconds (i64 BE) |
 //! | `lease_keys` | lease id (i64 BE) ++ user key | empty |
+//! | `auth` | `enabled`, `revision`, `u/<user>`, `r/<role>` | flag, u64 BE, `authpb.User`, `authpb.Role` |
 //!
 //! Integer keys are big-endian so that LSM order is numeric order. Only the
 //! Raft task writes (fjall's single-writer transactions); readers use
@@ -99,6 +100,8 @@ pub struct Storage {
     pub leases: SingleWriterTxKeyspace,
     /// Keys attached to each lease.
     pub lease_keys: SingleWriterTxKeyspace,
+    /// Users, roles and the auth flags (`core::auth`).
+    pub auth: SingleWriterTxKeyspace,
 }
 
 impl Storage {
@@ -142,6 +145,7 @@ impl Storage {
             members: ks("members")?,
             leases: ks("leases")?,
             lease_keys: ks("lease_keys")?,
+            auth: ks("auth")?,
             db,
         })
     }
@@ -179,6 +183,7 @@ impl Storage {
             &self.members,
             &self.leases,
             &self.lease_keys,
+            &self.auth,
         ]
         .iter()
         .map(|ks| ks.inner().disk_space())
