@@ -15,7 +15,6 @@ use raft::eraftpb::{ConfChange, ConfChangeType};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status};
 
-use crate::core::api::forwarded;
 use crate::core::api::ApiContext;
 use crate::core::errors::EtcdError;
 use crate::core::members;
@@ -100,13 +99,13 @@ impl ClusterService {
 
     /// Forwards a promotion to the leader, which alone knows whether the
     /// learner caught up (etcd forwards it over the peer port).
-    async fn promote_on_leader(&self, id: u64) -> Result<PbMemberPromoteResponse, Status> {
-        let mut client = self.ctx.leader_client().await?;
-        let resp = client.member_promote(id).await.map_err(forwarded)?;
-        Ok(PbMemberPromoteResponse {
-            header: None,
-            members: resp.members().iter().map(to_pb_member).collect(),
-        })
+    async fn promote_on_leader(
+        &self,
+        request: &Request<PbMemberPromoteRequest>,
+    ) -> Result<PbMemberPromoteResponse, Status> {
+        self.ctx
+            .forward_unary("/etcdserverpb.Cluster/MemberPromote", request)
+            .await
     }
 
     /// etcd's `ClusterServer.header()`: cluster id, member id and term;
@@ -116,22 +115,13 @@ impl ClusterService {
     }
 }
 
-fn to_pb_member(m: &etcd_client::Member) -> PbMember {
-    PbMember {
-        id: m.id(),
-        name: m.name().to_string(),
-        peer_ur_ls: m.peer_urls().to_vec(),
-        client_ur_ls: m.client_urls().to_vec(),
-        is_learner: m.is_learner(),
-    }
-}
-
 #[tonic::async_trait]
 impl PbClusterService for ClusterService {
     async fn member_add(
         &self,
         request: Request<PbMemberAddRequest>,
     ) -> Result<Response<PbMemberAddResponse>, Status> {
+        self.ctx.admin(&request).await?;
         let req = request.into_inner();
         self.check_peer_urls(&req.peer_ur_ls, 0)?;
         let existing = self.members()?;
@@ -191,6 +181,7 @@ impl PbClusterService for ClusterService {
         &self,
         request: Request<PbMemberRemoveRequest>,
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
+        self.ctx.admin(&request).await?;
         let id = request.into_inner().id;
         let existing = self.members()?;
         let Some(target) = existing.iter().find(|m| m.id == id) else {
@@ -220,6 +211,7 @@ impl PbClusterService for ClusterService {
         &self,
         request: Request<PbMemberUpdateRequest>,
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
+        let who = self.ctx.admin(&request).await?;
         let req = request.into_inner();
         if !self.members()?.iter().any(|m| m.id == req.id) {
             return Err(EtcdError::MemberNotFound.into());
@@ -233,7 +225,7 @@ impl PbClusterService for ClusterService {
         let r = self
             .ctx
             .node
-            .propose(Op::MemberUpdate(update), self.ctx.request_timeout)
+            .propose_as(Op::MemberUpdate(update), &who, self.ctx.request_timeout)
             .await?;
         let members = match r {
             ApplyResponse::Members { members, .. } => members,
@@ -249,6 +241,7 @@ impl PbClusterService for ClusterService {
         &self,
         request: Request<PbMemberListRequest>,
     ) -> Result<Response<PbMemberListResponse>, Status> {
+        self.ctx.someone(&request).await?;
         if request.get_ref().linearizable {
             self.ctx
                 .node
@@ -265,7 +258,8 @@ impl PbClusterService for ClusterService {
         &self,
         request: Request<PbMemberPromoteRequest>,
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
-        let id = request.into_inner().id;
+        self.ctx.admin(&request).await?;
+        let id = request.get_ref().id;
         let Some(target) = self.members()?.into_iter().find(|m| m.id == id) else {
             return Err(EtcdError::MemberNotFound.into());
         };
@@ -275,7 +269,7 @@ impl PbClusterService for ClusterService {
         let ready = match self.learner_ready(id).await {
             Ok(ready) => ready,
             Err(EtcdError::NotLeader) => {
-                let mut r = self.promote_on_leader(id).await?;
+                let mut r = self.promote_on_leader(&request).await?;
                 r.header = Some(self.respond_header());
                 return Ok(Response::new(r));
             }

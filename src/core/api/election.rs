@@ -94,6 +94,8 @@ impl Election for ElectionService {
         &self,
         request: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
+        let (name, lease) = (&request.get_ref().name, request.get_ref().lease);
+        self.ctx.check_named(&request, name, true, lease).await?;
         let req = request.into_inner();
         let Session {
             mut client,
@@ -147,6 +149,9 @@ impl Election for ElectionService {
         &self,
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
+        if let Some(leader) = &request.get_ref().leader {
+            self.ctx.check_held(&request, &leader.key).await?;
+        }
         let req = request.into_inner();
         let Some(leader) = req.leader else {
             return Err(Status::unknown(MISSING_LEADER_KEY));
@@ -162,6 +167,9 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
+        self.ctx
+            .check_named(&request, &request.get_ref().name, false, 0)
+            .await?;
         let req = request.into_inner();
         let mut client = self.ctx.self_client().await?;
         let resp = client
@@ -187,6 +195,9 @@ impl Election for ElectionService {
         &self,
         request: Request<LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        self.ctx
+            .check_named(&request, &request.get_ref().name, false, 0)
+            .await?;
         let req = request.into_inner();
         let client = self.ctx.self_client().await?;
         let ctx = self.ctx.clone();
@@ -282,6 +293,9 @@ impl Election for ElectionService {
         &self,
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
+        if let Some(leader) = &request.get_ref().leader {
+            self.ctx.check_held(&request, &leader.key).await?;
+        }
         let req = request.into_inner();
         let Some(leader) = req.leader else {
             return Err(Status::unknown(MISSING_LEADER_KEY));

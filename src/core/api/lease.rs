@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::core::api::{forwarded, ApiContext};
+use crate::core::api::ApiContext;
+use crate::core::auth::Access;
 use crate::core::errors::EtcdError;
 use crate::core::lease::{min_ttl, MAX_LEASE_TTL};
 use crate::core::mvcc::{self, ApplyResponse};
@@ -114,6 +115,8 @@ impl PbLeaseService for LeaseService {
         request: Request<PbLeaseGrantRequest>,
     ) -> Result<Response<PbLeaseGrantResponse>, Status> {
         self.ctx.reject_learner()?;
+        // Any user may grant (etcd 3.5.28's requireAuthInfo).
+        let who = self.ctx.someone(&request).await?;
         let req = request.into_inner();
         if req.ttl > MAX_LEASE_TTL {
             return Err(EtcdError::LeaseTtlTooLarge.into());
@@ -128,7 +131,12 @@ impl PbLeaseService for LeaseService {
                 next_lease_id(self.ctx.node.status.member_id.0)
             };
             let op = Op::LeaseGrant(PbLeaseGrantRequest { ttl, id });
-            match self.ctx.node.propose(op, self.ctx.request_timeout).await {
+            match self
+                .ctx
+                .node
+                .propose_as(op, &who, self.ctx.request_timeout)
+                .await
+            {
                 Ok(ApplyResponse::LeaseGrant { id, ttl, revision }) => {
                     return Ok(Response::new(PbLeaseGrantResponse {
                         header: Some(self.ctx.header(Revision(revision))),
@@ -152,11 +160,14 @@ impl PbLeaseService for LeaseService {
         request: Request<PbLeaseRevokeRequest>,
     ) -> Result<Response<PbLeaseRevokeResponse>, Status> {
         self.ctx.reject_learner()?;
+        // Revoking deletes the lease's keys: write on each, unless root.
+        let who = self.ctx.someone(&request).await?;
         let req = request.into_inner();
+        self.ctx.check_lease_keys(&who, req.id, Access::Write)?;
         match self
             .ctx
             .node
-            .propose(Op::LeaseRevoke(req), self.ctx.request_timeout)
+            .propose_as(Op::LeaseRevoke(req), &who, self.ctx.request_timeout)
             .await?
         {
             ApplyResponse::LeaseRevoke { revision } => Ok(Response::new(PbLeaseRevokeResponse {
@@ -172,6 +183,9 @@ impl PbLeaseService for LeaseService {
         &self,
         request: Request<Streaming<PbLeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        // Renewing keeps the lease's keys alive: an identity, and write on
+        // each key unless root (etcd 3.5.28's checkLeaseRenew).
+        let who = self.ctx.someone(&request).await?;
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(16);
         let ctx = self.ctx.clone();
@@ -181,7 +195,12 @@ impl PbLeaseService for LeaseService {
                     Ok(req) => req.id,
                     Err(_) => return,
                 };
-                let reply = match keep_alive_once(&ctx, id).await {
+                let checked = ctx.check_lease_keys(&who, id, Access::Write);
+                let renewed = match checked {
+                    Ok(()) => keep_alive_once(&ctx, id).await,
+                    Err(e) => Err(e),
+                };
+                let reply = match renewed {
                     Ok((ttl, revision)) => Ok(PbLeaseKeepAliveResponse {
                         header: Some(ctx.header(revision)),
                         id,
@@ -202,26 +221,17 @@ impl PbLeaseService for LeaseService {
         &self,
         request: Request<PbLeaseTimeToLiveRequest>,
     ) -> Result<Response<PbLeaseTimeToLiveResponse>, Status> {
-        let req = request.into_inner();
+        let who = self.ctx.someone(&request).await?;
+        // Listing the keys needs read on each (CVE-2023-32082).
+        if request.get_ref().keys {
+            self.ctx
+                .check_lease_keys(&who, request.get_ref().id, Access::Read)?;
+        }
         // Only the leader's clocks are exact (renewals reach it alone).
         if !self.ctx.node.status.is_leader() {
-            let mut client = self.ctx.leader_client().await?;
-            let options = req
-                .keys
-                .then(|| etcd_client::LeaseTimeToLiveOptions::new().with_keys());
-            let resp = client
-                .lease_time_to_live(req.id, options)
-                .await
-                .map_err(forwarded)?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            return Ok(Response::new(PbLeaseTimeToLiveResponse {
-                header: Some(self.ctx.header(Revision(revision))),
-                id: resp.id(),
-                ttl: resp.ttl(),
-                granted_ttl: resp.granted_ttl(),
-                keys: resp.keys().to_vec(),
-            }));
+            return self.ctx.forward_time_to_live(request).await;
         }
+        let req = request.into_inner();
         let (snapshot, revision) = self.linearizable_view().await?;
         let exists = mvcc::lease_granted(&snapshot, &self.ctx.storage, req.id)?.is_some();
         let clock = self.ctx.lessor.time_to_live(LeaseId(req.id));
@@ -250,9 +260,18 @@ impl PbLeaseService for LeaseService {
 
     async fn lease_leases(
         &self,
-        _: Request<PbLeaseLeasesRequest>,
+        request: Request<PbLeaseLeasesRequest>,
     ) -> Result<Response<PbLeaseLeasesResponse>, Status> {
+        let who = self.ctx.someone(&request).await?;
         let (snapshot, revision) = self.linearizable_view().await?;
+        // Unless root: read on every key of every lease (etcd 3.5.28).
+        if !self.ctx.auth.is_admin(&who) {
+            for (id, _) in mvcc::leases(&snapshot, &self.ctx.storage)? {
+                for key in mvcc::lease_keys(&snapshot, &self.ctx.storage, id)? {
+                    self.ctx.auth.check(&who, Access::Read, &key, &[])?;
+                }
+            }
+        }
         let leases = mvcc::leases(&snapshot, &self.ctx.storage)?
             .into_iter()
             .map(|(id, _)| PbLeaseStatus { id })

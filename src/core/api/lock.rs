@@ -28,6 +28,8 @@ pub struct LockService {
 #[tonic::async_trait]
 impl Lock for LockService {
     async fn lock(&self, request: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
+        let (name, lease) = (&request.get_ref().name, request.get_ref().lease);
+        self.ctx.check_named(&request, name, true, lease).await?;
         let req = request.into_inner();
         let Session {
             mut client,
@@ -81,6 +83,9 @@ impl Lock for LockService {
         &self,
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
+        self.ctx
+            .check_held(&request, &request.get_ref().key)
+            .await?;
         let req = request.into_inner();
         let mut client = self.ctx.self_client().await?;
         let resp = client.delete(req.key, None).await.map_err(unknown)?;

@@ -55,11 +55,17 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         request: Request<PbAlarmRequest>,
     ) -> Result<Response<PbAlarmResponse>, Status> {
+        // GET: any user; ACTIVATE and DEACTIVATE: root (etcd 3.5.29).
+        let who = if request.get_ref().action == 0 {
+            self.ctx.someone(&request).await?
+        } else {
+            self.ctx.admin(&request).await?
+        };
         let req = request.into_inner();
         match self
             .ctx
             .node
-            .propose(Op::Alarm(req), self.ctx.request_timeout)
+            .propose_as(Op::Alarm(req), &who, self.ctx.request_timeout)
             .await?
         {
             ApplyResponse::Alarms(alarms) => Ok(Response::new(PbAlarmResponse {
@@ -72,8 +78,9 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn status(
         &self,
-        _: Request<PbStatusRequest>,
+        request: Request<PbStatusRequest>,
     ) -> Result<Response<PbStatusResponse>, Status> {
+        self.ctx.someone(&request).await?;
         let st = &self.ctx.node.status;
         let snapshot = self.ctx.storage.db.read_tx();
         let revision = Revision(mvcc::revisions(&snapshot, &self.ctx.storage)?.current);
@@ -109,8 +116,9 @@ impl PbMaintenanceService for MaintenanceService {
 
     async fn defragment(
         &self,
-        _: Request<PbDefragmentRequest>,
+        request: Request<PbDefragmentRequest>,
     ) -> Result<Response<PbDefragmentResponse>, Status> {
+        self.ctx.raw_admin(&request).await?;
         let s = self.ctx.storage.clone();
         tokio::task::spawn_blocking(move || {
             // Flush first, so that what the memtables hold is compacted
@@ -129,7 +137,11 @@ impl PbMaintenanceService for MaintenanceService {
         Ok(Response::new(PbDefragmentResponse { header: None }))
     }
 
-    async fn hash(&self, _: Request<PbHashRequest>) -> Result<Response<PbHashResponse>, Status> {
+    async fn hash(
+        &self,
+        request: Request<PbHashRequest>,
+    ) -> Result<Response<PbHashResponse>, Status> {
+        self.ctx.raw_admin(&request).await?;
         let s = self.ctx.storage.clone();
         let (hash, revision) = tokio::task::spawn_blocking(move || {
             let snapshot = s.db.read_tx();
@@ -152,6 +164,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         request: Request<PbHashKvRequest>,
     ) -> Result<Response<PbHashKvResponse>, Status> {
+        self.ctx.raw_admin(&request).await?;
         let rev = request.into_inner().revision;
         let s = self.ctx.storage.clone();
         let h = tokio::task::spawn_blocking(move || mvcc::hash::hash_kv(&s.db.read_tx(), &s, rev))
@@ -174,8 +187,9 @@ impl PbMaintenanceService for MaintenanceService {
     /// once (more: ResourceExhausted "etcdserver: too many requests").
     async fn snapshot(
         &self,
-        _: Request<PbSnapshotRequest>,
+        request: Request<PbSnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.ctx.raw_admin(&request).await?;
         let Ok(permit) = SNAPSHOT_STREAMS.clone().try_acquire_owned() else {
             return Err(EtcdError::TooManyRequests.into());
         };
@@ -221,6 +235,7 @@ impl PbMaintenanceService for MaintenanceService {
         &self,
         request: Request<PbMoveLeaderRequest>,
     ) -> Result<Response<PbMoveLeaderResponse>, Status> {
+        self.ctx.admin(&request).await?;
         let to = MemberId(request.into_inner().target_id);
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.ctx.node.send(Event::TransferLeader { to, reply })?;

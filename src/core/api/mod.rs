@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;
+pub mod forward;
 pub mod guard;
 pub mod http;
 pub mod kv;
@@ -30,14 +31,12 @@ use etcd_client::proto::{
 use tonic::Status;
 
 use crate::core::alarm;
-use crate::core::client::ClientConfig;
 use crate::core::errors::EtcdError;
 use crate::core::lease::Lessor;
-use crate::core::members;
 use crate::core::raft::proposal::Op;
 use crate::core::raft::NodeHandle;
 use crate::core::storage::Storage;
-use crate::core::types::{MemberId, Revision};
+use crate::core::types::Revision;
 use crate::core::watch::WatchHub;
 
 /// gRPC messages may exceed `--max-request-bytes` by this much of framing
@@ -70,8 +69,9 @@ pub struct ApiContext {
     pub lessor: Arc<Lessor>,
     /// Users, roles, tokens: who sends each request and what it may do.
     pub auth: Arc<crate::core::auth::AuthStore>,
-    /// A client of the leader, for what followers forward to it.
-    pub leader_link: LeaderLink,
+    /// A raw channel to the leader, for requests forwarded with the
+    /// caller's token.
+    pub leader_channel: forward::LeaderChannel,
     /// In-process connections to this member's own client services, for
     /// [`Self::self_client`].
     pub local: listener::LocalConnector,
@@ -84,15 +84,6 @@ pub struct ApiContext {
 
 /// A NOSPACE alarm proposed by this process and not yet answered.
 static RAISING_NOSPACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// How long forwarding to the leader waits to connect.
-const FORWARD_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A gRPC client of the current leader's client URLs, kept while that
-/// member leads (requests a follower forwards: `MemberPromote`,
-/// `LeaseTimeToLive`; etcd forwards them over its peer port).
-#[derive(Clone, Default)]
-pub struct LeaderLink(Arc<tokio::sync::Mutex<Option<(MemberId, etcd_client::Client)>>>);
 
 impl ApiContext {
     /// A response header for `revision` with this member's ids and term.
@@ -127,39 +118,6 @@ impl ApiContext {
         Ok(Revision(
             crate::core::mvcc::revisions(&snapshot, &self.storage)?.current,
         ))
-    }
-
-    /// A client of the leader (connected once per leader).
-    ///
-    /// # Errors
-    /// `NoLeader` when none is known; Unavailable "etcdserver: cannot reach
-    /// the leader: …" when its client URLs do not answer.
-    pub async fn leader_client(&self) -> Result<etcd_client::Client, Status> {
-        let Some(leader) = self.node.status.leader() else {
-            return Err(EtcdError::NoLeader.into());
-        };
-        let mut link = self.leader_link.0.lock().await;
-        if let Some((id, client)) = link.as_ref() {
-            if *id == leader {
-                return Ok(client.clone());
-            }
-        }
-        let urls = members::get(&self.storage, leader.0)
-            .map_err(|e| Status::internal(format!("{e:#}")))?
-            .map(|m| m.client_ur_ls)
-            .unwrap_or_default();
-        let mut config = ClientConfig::new(urls, FORWARD_DIAL_TIMEOUT, self.request_timeout);
-        config.tls = self.forward_tls.clone();
-        if config.tls.is_none() {
-            config.endpoints.retain(|u| !u.starts_with("https://"));
-        } else {
-            config.endpoints.retain(|u| u.starts_with("https://"));
-        }
-        let client = config.connect().await.map_err(|e| {
-            Status::unavailable(format!("etcdserver: cannot reach the leader: {e}"))
-        })?;
-        *link = Some((leader, client.clone()));
-        Ok(client)
     }
 
     /// etcd's quota check before a put, a txn with puts or a lease grant

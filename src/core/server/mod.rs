@@ -145,7 +145,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         request_timeout: Duration::from_secs(5) + 2 * cfg.election_timeout,
         lessor,
         auth,
-        leader_link: api::LeaderLink::default(),
+        leader_channel: api::forward::LeaderChannel::default(),
         local,
         forward_tls: forward_tls(&cfg)?,
         self_link: Arc::default(),

@@ -49,6 +49,7 @@ mod fragment;
 
 pub use fragment::fragments;
 
+use crate::core::api::guard::WatchGuard;
 use crate::core::api::{ApiContext, GRPC_OVERHEAD_BYTES};
 use crate::core::errors::EtcdError;
 use crate::core::mvcc::{KeyRange, EVENT_DELETE, EVENT_PUT};
@@ -102,12 +103,14 @@ impl PbWatchService for WatchService {
         request: Request<Streaming<PbWatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (out, rx) = mpsc::channel(OUT_BUFFER);
-        let task = StreamTask::new(
+        let who = self.ctx.identity(&request).await?;
+        let mut task = StreamTask::new(
             self.hub.clone(),
             self.ctx.node.status.clone(),
             self.ctx.max_request_bytes + GRPC_OVERHEAD_BYTES,
             out,
         );
+        task.guard = WatchGuard::new(self.ctx.auth.clone(), who);
         tokio::spawn(task.run(request.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -217,6 +220,8 @@ pub struct StreamTask {
     next_watch_id: i64,
     /// A `ProgressRequest` waits for every watch to be synced.
     progress_all_pending: bool,
+    /// Who opened the stream: each watch needs read on its range.
+    pub guard: WatchGuard,
 }
 
 impl StreamTask {
@@ -240,6 +245,7 @@ impl StreamTask {
             ids: HashMap::new(),
             next_watch_id: 0,
             progress_all_pending: false,
+            guard: WatchGuard::default(),
         }
     }
 
@@ -359,6 +365,9 @@ impl StreamTask {
         match req.request_union {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
                 let key = if c.key.is_empty() { vec![0] } else { c.key };
+                if let Err(reason) = self.guard.check(&key, &c.range_end) {
+                    return self.reject(&reason).await;
+                }
                 if c.start_revision < 0 {
                     return self.reject(&EtcdError::Compacted.to_string()).await;
                 }
