@@ -469,3 +469,168 @@ async fn v2_era_commands_map_directories_onto_keys() {
     let again = kvd_ctl(&ep, &["rm", "/app/a"], None).await;
     assert_eq!(again.status.code(), Some(4));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_roles_and_auth_print_as_etcdctl_prints_them() {
+    let cluster = Cluster::start(3).await;
+    let e = &cluster.endpoint(0);
+    // Changes, on twin users and roles (a… for etcdctl, b… for kvd ctl).
+    for f in ["simple", "json", "fields", "table"] {
+        let user = format!("TWINu-{f}");
+        let role = format!("TWINr-{f}");
+        twins(
+            e,
+            &["-w", f, "user", "add", &format!("{user}:pw")],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(e, &["-w", f, "role", "add", &role], None, "qetc", "qkvd").await;
+        for grant in [
+            vec!["readwrite", "foo", "--prefix"],
+            vec!["read", "k1"],
+            vec!["write", "z", "--from-key"],
+            vec!["READ", "m", "n"],
+        ] {
+            let mut args = vec!["-w", f, "role", "grant-permission", &role];
+            args.extend(grant);
+            twins(e, &args, None, "qetc", "qkvd").await;
+        }
+        twins(
+            e,
+            &["-w", f, "user", "grant-role", &user, &role],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(e, &["-w", f, "user", "get", &user], None, "qetc", "qkvd").await;
+        twins(e, &["-w", f, "role", "get", &role], None, "qetc", "qkvd").await;
+        twins(
+            e,
+            &["-w", f, "user", "get", &user, "--detail"],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(
+            e,
+            &[
+                "-w",
+                f,
+                "role",
+                "revoke-permission",
+                &role,
+                "foo",
+                "--prefix",
+            ],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(
+            e,
+            &[
+                "-w",
+                f,
+                "role",
+                "revoke-permission",
+                &role,
+                "z",
+                "--from-key",
+            ],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(
+            e,
+            &["-w", f, "role", "revoke-permission", &role, "k1"],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(
+            e,
+            &["-w", f, "user", "revoke-role", &user, &role],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(
+            e,
+            &["-w", f, "user", "passwd", &user, "--interactive=false"],
+            Some("newpw\n"),
+            "qetc",
+            "qkvd",
+        )
+        .await;
+    }
+    // Errors and argument errors.
+    for args in [
+        vec!["user", "add"],
+        vec!["user", "add", ":x"],
+        vec!["user", "get", "nobody"],
+        vec!["role", "get", "nothing"],
+        vec!["user", "grant-role", "nobody", "x"],
+        vec!["role", "grant-permission", "r", "bogus", "k"],
+        vec![
+            "role",
+            "grant-permission",
+            "r",
+            "read",
+            "k",
+            "--prefix",
+            "--from-key",
+        ],
+        vec![
+            "role",
+            "grant-permission",
+            "r",
+            "read",
+            "k",
+            "l",
+            "--prefix",
+        ],
+        vec!["role", "grant-permission", "r"],
+        vec!["role", "revoke-permission", "r"],
+        vec!["auth", "enable"],
+    ] {
+        same(e, &args, None).await;
+    }
+    // Lists: etcdctl first adds its own, then kvd ctl; both then list all.
+    for f in ["simple", "json", "fields", "table"] {
+        same(e, &["-w", f, "user", "list"], None).await;
+        same(e, &["-w", f, "role", "list"], None).await;
+    }
+    // Enabling and disabling auth (root made by etcdctl, role root created
+    // by the command as etcdctl does).
+    let ours = kvd_ctl(e, &["user", "add", "root:rootpw"], None).await;
+    assert!(ours.status.success());
+    let enabled = kvd_ctl(e, &["auth", "enable"], None).await;
+    assert_eq!(
+        String::from_utf8_lossy(&enabled.stdout),
+        "Authentication Enabled\n"
+    );
+    same(e, &["get", "foo"], None).await;
+    same(e, &["--user", "root:wrong", "get", "foo"], None).await;
+    same(e, &["--user", "root:rootpw", "put", "foo", "1"], None).await;
+    same(
+        e,
+        &["--user", "root", "--password", "rootpw", "get", "foo"],
+        None,
+    )
+    .await;
+    let disabled = kvd_ctl(e, &["--user", "root:rootpw", "auth", "disable"], None).await;
+    assert_eq!(
+        String::from_utf8_lossy(&disabled.stdout),
+        "Authentication Disabled\n"
+    );
+    same(e, &["auth", "disable"], None).await;
+}

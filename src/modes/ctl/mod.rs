@@ -10,6 +10,7 @@
 //! - `maintenance`: endpoint health|status|hashkv, alarm, defrag,
 //!   move-leader, snapshot (the code of `kvd backup`), version;
 //! - `concurrency`: lock and elect;
+//! - `auth`: user, role, auth enable|disable;
 //! - `v2`: the v2-era ls, set, mk, mkdir, rm, update, exec-watch;
 //! - `completion`: shell completion scripts from clap;
 //! - `member` is the code of `kvd member`.
@@ -26,6 +27,7 @@ use crate::modes::common::duration::parse_duration;
 use crate::modes::common::output::{printer, OutputFormat, Printer};
 use crate::modes::ExitCode;
 
+mod auth;
 mod concurrency;
 mod kv;
 mod lease;
@@ -129,6 +131,15 @@ pub enum CtlCommand {
     /// Membership related commands
     #[command(subcommand)]
     Member(crate::modes::member::MemberCommand),
+    /// User related commands
+    #[command(subcommand)]
+    User(auth::UserCommand),
+    /// Role related commands
+    #[command(subcommand)]
+    Role(auth::RoleCommand),
+    /// Enable or disable authentication
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Acquires a named lock
     Lock(concurrency::LockArgs),
     /// Observes and participates in leader election
@@ -269,6 +280,9 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         CtlCommand::Rm(a) => v2::rm(&ctx, a).await,
         CtlCommand::Update(a) => v2::put_if(&ctx, a, true).await,
         CtlCommand::ExecWatch(a) => v2::exec_watch(&ctx, a).await,
+        CtlCommand::User(c) => auth::user(&ctx, c).await,
+        CtlCommand::Role(c) => auth::role(&ctx, c).await,
+        CtlCommand::Auth(c) => auth::auth(&ctx, c).await,
         CtlCommand::Lock(a) => concurrency::lock(&ctx, a).await,
         CtlCommand::Elect(a) => concurrency::elect(&ctx, a).await,
         CtlCommand::Completion { shell } => {
@@ -327,23 +341,17 @@ fn context(g: &GlobalArgs) -> Result<Ctx, Failure> {
     }
     let mut client = g.conn.client_config().map_err(bad_args)?;
     client.keep_alive = Some((g.keepalive_time, g.keepalive_timeout));
+    // etcdctl's authCfgFromCmd: with --password the whole --user is the
+    // name; else NAME:PASSWORD, or a prompt for the password.
     client.user = match (&g.user, &g.password) {
         (None, _) => None,
-        (Some(user), Some(password)) => {
-            if user.contains(':') {
-                return Err(bad_args(
-                    "username contains ':' and --password is given; give one of them".to_string(),
-                ));
-            }
-            Some((user.clone(), password.clone()))
-        }
+        (Some(user), Some(password)) => Some((user.clone(), password.clone())),
         (Some(user), None) => match user.split_once(':') {
             Some((name, password)) => Some((name.to_string(), password.to_string())),
             None => {
-                return Err(bad_args(
-                    "--user without a password: give --user NAME:PASSWORD or --password"
-                        .to_string(),
-                ))
+                let password = rpassword::prompt_password("Password: ").unwrap_or_default();
+                // An empty password sends no Authenticate (etcdctl).
+                (!password.is_empty()).then(|| (user.clone(), password))
             }
         },
     };

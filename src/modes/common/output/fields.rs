@@ -168,7 +168,7 @@ fn kv_fields(out: &mut String, pfx: &str, kv: &KeyValue) {
 }
 
 /// etcdctl's `fieldsPrinter.hdr`.
-fn header(h: Option<&etcd_client::ResponseHeader>) -> String {
+pub(super) fn header(h: Option<&etcd_client::ResponseHeader>) -> String {
     let (cluster, member, revision, term) = h.map_or((0, 0, 0, 0), |h| {
         (h.cluster_id(), h.member_id(), h.revision(), h.raft_term())
     });

@@ -241,21 +241,21 @@ impl Printer for JsonPrinter {
 
 /// Go's `encoding/json` of a gogo-protobuf message: fields in declaration
 /// order, zero values left out (`omitempty`).
-struct Obj(Vec<String>);
+pub(super) struct Obj(Vec<String>);
 
 impl Obj {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Obj(Vec::new())
     }
 
-    fn int(mut self, name: &str, v: i128) -> Self {
+    pub(super) fn int(mut self, name: &str, v: i128) -> Self {
         if v != 0 {
             self.0.push(format!("\"{name}\":{v}"));
         }
         self
     }
 
-    fn bool(mut self, name: &str, v: bool) -> Self {
+    pub(super) fn bool(mut self, name: &str, v: bool) -> Self {
         if v {
             self.0.push(format!("\"{name}\":true"));
         }
@@ -263,7 +263,7 @@ impl Obj {
     }
 
     /// `[]byte`: base64, left out when empty.
-    fn bytes(mut self, name: &str, v: &[u8]) -> Self {
+    pub(super) fn bytes(mut self, name: &str, v: &[u8]) -> Self {
         if !v.is_empty() {
             let b64 = base64::engine::general_purpose::STANDARD.encode(v);
             self.0.push(format!("\"{name}\":\"{b64}\""));
@@ -272,7 +272,7 @@ impl Obj {
     }
 
     /// A nested object or list, left out when `None` or empty.
-    fn raw(mut self, name: &str, v: Option<String>) -> Self {
+    pub(super) fn raw(mut self, name: &str, v: Option<String>) -> Self {
         if let Some(v) = v.filter(|v| v != "[]") {
             self.0.push(format!("\"{name}\":{v}"));
         }
@@ -280,12 +280,12 @@ impl Obj {
     }
 
     /// A field without `omitempty`: `v` is its JSON already.
-    fn always(mut self, name: &str, v: &str) -> Self {
+    pub(super) fn always(mut self, name: &str, v: &str) -> Self {
         self.0.push(format!("\"{name}\":{v}"));
         self
     }
 
-    fn done(self) -> String {
+    pub(super) fn done(self) -> String {
         format!("{{{}}}", self.0.join(","))
     }
 }
@@ -304,7 +304,7 @@ fn flat_header(h: Option<&etcd_client::ResponseHeader>) -> Obj {
     }
 }
 
-fn header_json(h: Option<&etcd_client::ResponseHeader>) -> Option<String> {
+pub(super) fn header_json(h: Option<&etcd_client::ResponseHeader>) -> Option<String> {
     h.map(|h| {
         Obj::new()
             .int("cluster_id", h.cluster_id().into())

@@ -4,6 +4,7 @@
 //! format does not support answers [`Unsupported`] (etcdctl's
 //! `printerUnsupported`), which the modes report before changing anything.
 
+pub mod auth;
 mod fields;
 mod json;
 mod simple;
