@@ -673,3 +673,61 @@ async fn expired_tokens_are_refused_and_refreshed() {
         b"v"
     );
 }
+
+/// `kvd <args>` with no inherited ETCDCTL_/KVD_ settings.
+fn kvd(args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kvd"));
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("ETCDCTL_") || k.starts_with("KVD_") {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_and_backup_log_in_with_user_and_password() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let e = cluster.endpoint(0);
+    let mut c = cluster.client(0).await;
+    c.user_add("root", ROOT_PW, None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.auth_enable().await.unwrap();
+    let endpoints = format!("--endpoints={e}");
+    let user = format!("--user=root:{ROOT_PW}");
+
+    let anonymous = kvd(&["member", "list", &endpoints]);
+    assert!(!anonymous.status.success());
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("user name is empty"));
+    let listed = kvd(&["member", "list", &endpoints, &user]);
+    assert!(listed.status.success(), "{listed:?}");
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
+
+    let dir = TestDir::new();
+    let file = dir.path().join("snap.db");
+    let file = file.to_str().unwrap();
+    let refused = kvd(&["backup", "save", file, &endpoints]);
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("user name is empty"),
+        "{refused:?}"
+    );
+    let saved = kvd(&[
+        "backup",
+        "save",
+        file,
+        &endpoints,
+        "--user",
+        "root",
+        "--password",
+        ROOT_PW,
+    ]);
+    assert!(saved.status.success(), "{saved:?}");
+    let status = kvd(&["backup", "status", file, "-w", "json"]);
+    assert!(status.status.success(), "{status:?}");
+}

@@ -56,6 +56,14 @@ pub struct ConnArgs {
         requires = "cert"
     )]
     pub key: Option<PathBuf>,
+
+    /// username[:password] for authentication (prompted if the password is missing)
+    #[arg(long, global = true, value_name = "USER", env = "ETCDCTL_USER")]
+    pub user: Option<String>,
+
+    /// Password for authentication (with --user NAME)
+    #[arg(long, global = true, value_name = "PASSWORD", env = "ETCDCTL_PASSWORD")]
+    pub password: Option<String>,
 }
 
 impl ConnArgs {
@@ -75,8 +83,23 @@ impl ConnArgs {
             request_timeout: self.command_timeout,
             tls,
             keep_alive: None,
-            user: None,
+            user: self.credentials(),
         })
+    }
+
+    /// The user and password to log in with (etcdctl's `authCfgFromCmd`):
+    /// with `--password` the whole `--user` is the name; else
+    /// `NAME:PASSWORD`, or a prompt for the password (none if left empty).
+    fn credentials(&self) -> Option<(String, String)> {
+        let user = self.user.as_ref()?;
+        if let Some(password) = &self.password {
+            return Some((user.clone(), password.clone()));
+        }
+        if let Some((name, password)) = user.split_once(':') {
+            return Some((name.to_string(), password.to_string()));
+        }
+        let password = rpassword::prompt_password("Password: ").unwrap_or_default();
+        (!password.is_empty()).then(|| (user.clone(), password))
     }
 
     /// TLS material from `--cacert`, `--cert` and `--key`; `None` without them.

@@ -50,14 +50,6 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "DURATION", env = "ETCDCTL_KEEPALIVE_TIMEOUT", default_value = "6s", value_parser = parse_duration)]
     pub keepalive_timeout: std::time::Duration,
 
-    /// username[:password] for authentication (prompted if the password is missing)
-    #[arg(long, global = true, value_name = "USER", env = "ETCDCTL_USER")]
-    pub user: Option<String>,
-
-    /// Password for authentication (with --user NAME)
-    #[arg(long, global = true, value_name = "PASSWORD", env = "ETCDCTL_PASSWORD")]
-    pub password: Option<String>,
-
     /// Plain-text connections when no TLS flag is given (etcdctl's default)
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_TRANSPORT", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub insecure_transport: bool,
@@ -341,20 +333,6 @@ fn context(g: &GlobalArgs) -> Result<Ctx, Failure> {
     }
     let mut client = g.conn.client_config().map_err(bad_args)?;
     client.keep_alive = Some((g.keepalive_time, g.keepalive_timeout));
-    // etcdctl's authCfgFromCmd: with --password the whole --user is the
-    // name; else NAME:PASSWORD, or a prompt for the password.
-    client.user = match (&g.user, &g.password) {
-        (None, _) => None,
-        (Some(user), Some(password)) => Some((user.clone(), password.clone())),
-        (Some(user), None) => match user.split_once(':') {
-            Some((name, password)) => Some((name.to_string(), password.to_string())),
-            None => {
-                let password = rpassword::prompt_password("Password: ").unwrap_or_default();
-                // An empty password sends no Authenticate (etcdctl).
-                (!password.is_empty()).then(|| (user.clone(), password))
-            }
-        },
-    };
     let shown = g
         .conn
         .endpoints
