@@ -202,7 +202,7 @@ pub async fn user(ctx: &Ctx, command: UserCommand) -> Result<(), Failure> {
             if !detail {
                 return ctx.print(out::user_get(f, &name, &r));
             }
-            print!("User: {name}\n");
+            println!("User: {name}");
             for role in r.roles() {
                 println!();
                 let rr = c.role_get(role.clone()).await.map_err(|e| ctx.failed(e))?;
