@@ -595,3 +595,106 @@ async fn offline_copy_waits_for_the_member_to_stop_and_starts_as_it() {
     let mut c = common::connect(&[cluster.endpoint(0)]).await;
     assert_eq!(all_kvs(&mut c, 0).await, want);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_roles_and_auth_survive_a_backup_into_kvd_and_into_etcd() {
+    if common::against_etcd() {
+        return;
+    }
+    let dir = TestDir::new();
+    let cluster = Cluster::start(1).await;
+    let mut c = cluster.client(0).await;
+    c.user_add("root", "rootpw", None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.role_add("reader").await.unwrap();
+    c.role_grant_permission(
+        "reader",
+        etcd_client::Permission::read("pub/").with_prefix(),
+    )
+    .await
+    .unwrap();
+    c.user_add("alice", "alicepw", None).await.unwrap();
+    c.user_grant_role("alice", "reader").await.unwrap();
+    c.put("pub/a", "1", None).await.unwrap();
+    c.put("priv/b", "2", None).await.unwrap();
+    c.auth_enable().await.unwrap();
+    let file = dir.path().join("auth.db");
+    kvd_ok(&[
+        "backup",
+        "save",
+        path_str(&file),
+        "--endpoints",
+        &cluster.endpoint(0),
+        "--user",
+        "root:rootpw",
+    ])
+    .await;
+    drop(cluster);
+
+    let login = |endpoint: String, user: &'static str, pw: &'static str| async move {
+        etcd_client::Client::connect(
+            [endpoint],
+            Some(etcd_client::ConnectOptions::new().with_user(user, pw)),
+        )
+        .await
+    };
+    let mut restored =
+        Cluster::spawn_prepared(1, ClusterOptions::default(), |m| restore_into(&file, m));
+    // The restored member has auth on: the harness's anonymous status
+    // checks fail, so wait for a login instead.
+    let endpoint = restored.endpoint(0);
+    let mut alice = common::wait_for("restored member", Duration::from_secs(30), || {
+        let e = endpoint.clone();
+        async move {
+            login(e, "alice", "alicepw")
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        alice.get("pub/a", None).await.unwrap().kvs()[0].value(),
+        b"1"
+    );
+    assert!(alice.get("priv/b", None).await.is_err());
+    assert!(login(endpoint.clone(), "alice", "wrong").await.is_err());
+    let mut anon = common::connect(&[endpoint.clone()]).await;
+    assert!(anon.get("pub/a", None).await.is_err());
+    restored.assert_running();
+
+    // etcd restores the same file with its users and roles.
+    let Some(etcd) = etcd_binary() else {
+        assert!(
+            std::env::var_os("KVD_REQUIRE_ETCD").is_none(),
+            "no etcd binary, and KVD_REQUIRE_ETCD is set"
+        );
+        return;
+    };
+    let back = dir.path().join("e-auth");
+    let peer = common::free_port();
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    etcdctl_offline(&[
+        "snapshot",
+        "restore",
+        path_str(&file),
+        "--data-dir",
+        path_str(&back),
+        "--name",
+        "ea",
+        "--initial-cluster",
+        &format!("ea={peer_url}"),
+        "--initial-cluster-token",
+        "etcd-cluster",
+        "--initial-advertise-peer-urls",
+        &peer_url,
+    ]);
+    let (_server, url) = start_etcd(&etcd, dir.path(), "ea", &back, peer).await;
+    let users = etcdctl_ok(&url, &["--user", "root:rootpw", "user", "list"]).await;
+    assert_eq!(users, "alice\nroot\n");
+    let mut alice = login(url.clone(), "alice", "alicepw").await.unwrap();
+    assert_eq!(
+        alice.get("pub/a", None).await.unwrap().kvs()[0].value(),
+        b"1"
+    );
+    assert!(alice.get("priv/b", None).await.is_err());
+}

@@ -5,8 +5,8 @@
 //! | bucket | key | value |
 //! |---|---|---|
 //! | `alarm` | `etcdserverpb.AlarmMember` | empty |
-//! | `auth` | `authEnabled`, `authRevision` | `0`, revision (u64 BE) |
-//! | `authRoles`, `authUsers` | (empty until kvd has auth) | |
+//! | `auth` | `authEnabled`, `authRevision` | `0`/`1`, revision (u64 BE) |
+//! | `authRoles`, `authUsers` | role / user name | `authpb.Role` / `authpb.User` (bcrypt hash) |
 //! | `cluster` | `clusterVersion` | `3.4.0` |
 //! | `key` | revision (main BE, `_`, sub BE, `t` if deleted) | `mvccpb.KeyValue` |
 //! | `lease` | lease id (i64 BE) | `leasepb.Lease` (ID, TTL) |
@@ -26,6 +26,7 @@ use prost::Message as _;
 use sha2::{Digest, Sha256};
 
 use crate::core::alarm;
+use crate::core::auth;
 use crate::core::members;
 use crate::core::mvcc::hash::{backend_record, kept_at_compaction};
 use crate::core::mvcc::keys::rev_key;
@@ -62,9 +63,14 @@ pub fn export<R: Readable, S: PageSink>(
     bolt::write_file(sink, &BUCKETS, layout, |i, tree| match BUCKETS[i] {
         b"alarm" => alarms(r, s, tree),
         b"auth" => {
-            tree.put(b"authEnabled".to_vec(), vec![0])?;
-            tree.put(b"authRevision".to_vec(), 1u64.to_be_bytes().to_vec())
+            let (enabled, revision) = auth::flags(r, s)?;
+            tree.put(b"authEnabled".to_vec(), vec![u8::from(enabled)])?;
+            tree.put(b"authRevision".to_vec(), revision.to_be_bytes().to_vec())
         }
+        // Users and roles as etcd stores them: name → authpb record (a
+        // user's password is its bcrypt hash, never the password).
+        b"authRoles" => auth_records(r, s, auth::ROLE_PREFIX, tree),
+        b"authUsers" => auth_records(r, s, auth::USER_PREFIX, tree),
         b"cluster" => tree.put(b"clusterVersion".to_vec(), CLUSTER_VERSION.to_vec()),
         b"key" => key_bucket(r, s, &kept, revs.compacted, tree),
         b"lease" => {
@@ -102,6 +108,23 @@ pub fn export<R: Readable, S: PageSink>(
         }
         _ => Ok(()),
     })
+}
+
+/// The records under `prefix` of the `auth` keyspace, keyed by name
+/// (the keyspace's order is the names' byte order, as the tree needs).
+fn auth_records<R: Readable, S: PageSink>(
+    r: &R,
+    s: &Storage,
+    prefix: &[u8],
+    tree: &mut TreeWriter<'_, S>,
+) -> Result<(), SnapshotError> {
+    for item in r.prefix(&s.auth, prefix) {
+        let (k, v) = item
+            .into_inner()
+            .map_err(|e| SnapshotError::Storage(e.to_string()))?;
+        tree.put(k[prefix.len()..].to_vec(), v.to_vec())?;
+    }
+    Ok(())
 }
 
 fn alarms<R: Readable, S: PageSink>(

@@ -31,7 +31,14 @@ pub struct Imported {
 }
 
 /// The buckets a restore takes in.
-const IMPORTED: [&[u8]; 3] = [b"key", b"lease", b"meta"];
+const IMPORTED: [&[u8]; 6] = [
+    b"auth",
+    b"authRoles",
+    b"authUsers",
+    b"key",
+    b"lease",
+    b"meta",
+];
 
 /// Records written per storage transaction, at most.
 const BATCH: usize = 10_000;
@@ -83,6 +90,7 @@ pub fn import(
         leases(reader, lease, s, &mut out)?;
     }
     attach_leases(s, &mut out)?;
+    auth_records(reader, &find, s)?;
     let mut tx = s.db.write_tx();
     tx.insert(&s.meta, storage::META_REVISION, out.revision.to_be_bytes());
     if out.compact_revision > 0 {
@@ -94,6 +102,67 @@ pub fn import(
     }
     tx.commit().map_err(storage_error)?;
     Ok(out)
+}
+
+/// Users, roles and the auth flags (etcd's `auth`, `authUsers`,
+/// `authRoles` buckets), each record checked to decode and to carry the
+/// name it is stored under.
+fn auth_records<'a>(
+    reader: &BoltReader,
+    find: &dyn Fn(&[u8]) -> Option<&'a BucketRoot>,
+    s: &Storage,
+) -> Result<(), SnapshotError> {
+    use crate::core::auth::{self, pb::authpb};
+    let mut batches = Batches::new(s);
+    if let Some(bucket) = find(b"auth") {
+        reader.for_each(bucket, &mut |k, v| {
+            match k {
+                b"authEnabled" => {
+                    let on = v.first() == Some(&1);
+                    batches
+                        .tx(2)?
+                        .insert(&s.auth, auth::KEY_ENABLED, [u8::from(on)]);
+                }
+                b"authRevision" if v.len() == 8 => {
+                    batches.tx(8)?.insert(&s.auth, auth::KEY_REVISION, v);
+                }
+                b"authRevision" => {
+                    return Err(SnapshotError::Corrupt(format!(
+                        "authRevision of {} bytes",
+                        v.len()
+                    )))
+                }
+                _ => {}
+            }
+            Ok(())
+        })?;
+    }
+    for (bucket, prefix) in [
+        (&b"authUsers"[..], auth::USER_PREFIX),
+        (b"authRoles", auth::ROLE_PREFIX),
+    ] {
+        let Some(root) = find(bucket) else {
+            continue;
+        };
+        reader.for_each(root, &mut |k, v| {
+            let name = if prefix == auth::USER_PREFIX {
+                authpb::User::decode(v).map(|u| u.name)
+            } else {
+                authpb::Role::decode(v).map(|r| r.name)
+            }
+            .map_err(|e| SnapshotError::Corrupt(format!("an auth record: {e}")))?;
+            if name != k || k.is_empty() {
+                return Err(SnapshotError::Corrupt(format!(
+                    "auth record {name:02x?} under {k:02x?}"
+                )));
+            }
+            batches
+                .tx(k.len() + v.len())?
+                .insert(&s.auth, [prefix, k].concat(), v);
+            Ok(())
+        })?;
+    }
+    batches.commit()
 }
 
 fn storage_error(e: fjall::Error) -> SnapshotError {
