@@ -658,7 +658,7 @@ async fn users_roles_and_auth_survive_a_backup_into_kvd_and_into_etcd() {
     );
     assert!(alice.get("priv/b", None).await.is_err());
     assert!(login(endpoint.clone(), "alice", "wrong").await.is_err());
-    let mut anon = common::connect(&[endpoint.clone()]).await;
+    let mut anon = common::connect(std::slice::from_ref(&endpoint)).await;
     assert!(anon.get("pub/a", None).await.is_err());
     restored.assert_running();
 
