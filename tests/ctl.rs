@@ -634,3 +634,74 @@ async fn users_roles_and_auth_print_as_etcdctl_prints_them() {
     );
     same(e, &["auth", "disable"], None).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn make_mirror_copies_a_prefix_then_follows_it() {
+    let source = Cluster::start(1).await;
+    let dest = Cluster::start(1).await;
+    let mut s = source.client(0).await;
+    for i in 0..2500 {
+        s.put(format!("/src/k{i:04}"), format!("v{i}"), None)
+            .await
+            .unwrap();
+    }
+    s.put("/other/x", "no", None).await.unwrap();
+    let mut mirror = tokio::process::Command::new(env!("CARGO_BIN_EXE_kvd"))
+        .args([
+            "ctl",
+            &format!("--endpoints={}", source.endpoint(0)),
+            "make-mirror",
+            "--prefix",
+            "/src/",
+            "--dest-prefix",
+            "/dst/",
+            &dest.endpoint(0),
+        ])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut d = dest.client(0).await;
+    let count = |want: i64| {
+        let mut d = d.clone();
+        async move {
+            let got = d
+                .get(
+                    "/dst/",
+                    Some(
+                        etcd_client::GetOptions::new()
+                            .with_prefix()
+                            .with_count_only(),
+                    ),
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .count();
+            if got == want {
+                Ok(())
+            } else {
+                Err(format!("{got} of {want} keys"))
+            }
+        }
+    };
+    wait_for("the first copy", Duration::from_secs(60), || count(2500)).await;
+    // Then changes: a txn of three ops arrives as one destination revision.
+    let txn = etcd_client::Txn::new().and_then([
+        etcd_client::TxnOp::put("/src/new1", "a", None),
+        etcd_client::TxnOp::put("/src/new2", "b", None),
+        etcd_client::TxnOp::delete("/src/k0000", None),
+    ]);
+    s.txn(txn).await.unwrap();
+    wait_for("the txn", Duration::from_secs(20), || count(2501)).await;
+    let new2 = d.get("/dst/new2", None).await.unwrap();
+    let new1 = d.get("/dst/new1", None).await.unwrap();
+    assert_eq!(new2.kvs()[0].value(), b"b");
+    assert_eq!(new1.kvs()[0].mod_revision(), new2.kvs()[0].mod_revision());
+    assert!(d.get("/dst/k0000", None).await.unwrap().kvs().is_empty());
+    assert!(d.get("/other/x", None).await.unwrap().kvs().is_empty());
+    assert!(mirror.try_wait().unwrap().is_none(), "make-mirror ended");
+    mirror.kill().await.unwrap();
+    // Argument errors as etcdctl's.
+    same(&source.endpoint(0), &["make-mirror"], None).await;
+    same(&source.endpoint(0), &["make-mirror", "a", "b"], None).await;
+}

@@ -349,7 +349,7 @@ pub async fn txn(ctx: &Ctx, a: TxnArgs) -> Result<(), Failure> {
 
 /// Splits a txn line into words as etcdctl's `argify` does: double-quoted
 /// strings (Go escapes) are one word, other words end at spaces.
-fn argify(line: &str) -> Result<Vec<String>, String> {
+pub(super) fn argify(line: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     let mut chars = line.chars().peekable();
     while let Some(&c) = chars.peek() {

@@ -9,6 +9,7 @@
 //! - `lease`: lease grant|revoke|timetolive|list|keep-alive;
 //! - `maintenance`: endpoint health|status|hashkv, alarm, defrag,
 //!   move-leader, snapshot (the code of `kvd backup`), version;
+//! - `mirror`: make-mirror;
 //! - `concurrency`: lock and elect;
 //! - `auth`: user, role, auth enable|disable;
 //! - `v2`: the v2-era ls, set, mk, mkdir, rm, update, exec-watch;
@@ -32,6 +33,7 @@ mod concurrency;
 mod kv;
 mod lease;
 mod maintenance;
+mod mirror;
 mod v2;
 mod watch;
 
@@ -117,6 +119,8 @@ pub enum CtlCommand {
     Defrag(maintenance::DefragArgs),
     /// Transfers leadership to another etcd cluster member
     MoveLeader(maintenance::MoveLeaderArgs),
+    /// Makes a mirror at the destination etcd cluster
+    MakeMirror(mirror::MakeMirrorArgs),
     /// Manages etcd node snapshots
     #[command(subcommand)]
     Snapshot(maintenance::SnapshotCommand),
@@ -191,6 +195,7 @@ impl Failure {
 }
 
 /// What each command gets: the client settings, the printer, and flags.
+#[derive(Clone)]
 pub struct Ctx {
     /// Endpoints, timeouts, TLS, keep-alive, user.
     pub client: ClientConfig,
@@ -256,6 +261,7 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         CtlCommand::Alarm(c) => maintenance::alarm(&ctx, c).await,
         CtlCommand::Defrag(a) => maintenance::defrag(&ctx, a).await,
         CtlCommand::MoveLeader(a) => maintenance::move_leader(&ctx, a).await,
+        CtlCommand::MakeMirror(a) => mirror::make_mirror(&ctx, a).await,
         CtlCommand::Snapshot(c) => maintenance::snapshot(&ctx, c).await,
         CtlCommand::Member(c) => {
             let member = crate::modes::member::MemberArgs {

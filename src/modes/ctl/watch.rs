@@ -2,8 +2,10 @@
 //! `-- COMMAND [ARGS…]` the command runs after each event with etcdctl's
 //! `ETCD_WATCH_*` variables. A watch that the server cancels (e.g. its
 //! start revision was compacted) exits with etcdctl's `ExitInterrupted`.
+//! `watch -i` reads `watch …` and `progress` lines from stdin, each watch
+//! running beside the others, as etcdctl's interactive mode does.
 
-use clap::Args;
+use clap::{Args, Parser};
 use etcd_client::{EventType, WatchOptions};
 
 use super::{Ctx, Failure};
@@ -21,7 +23,7 @@ pub struct WatchArgs {
     /// After `--`: a command to run per event (with ETCD_WATCH_* set)
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
-    /// Interactive mode (watch commands from stdin; not supported yet)
+    /// Interactive mode: read `watch [options] KEY [RANGE_END]` and `progress` lines from stdin
     #[arg(short = 'i', long)]
     pub interactive: bool,
     /// Watch on a prefix if prefix is set
@@ -40,12 +42,110 @@ pub struct WatchArgs {
 
 /// Runs the watch until the server ends it or the process is stopped.
 pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), Failure> {
-    let bad = |m: &str| Failure::new(ExitCode::BAD_ARGS, m);
     if a.interactive {
-        return Err(bad(
-            "watch -i (interactive) is not supported by kvd ctl yet",
-        ));
+        return interactive(ctx).await;
     }
+    let mut c = ctx.connect().await?;
+    match watch_one(ctx, &mut c, &a, None).await? {
+        Some(reason) => {
+            if !reason.is_empty() {
+                eprintln!("watch was canceled ({reason})");
+            }
+            Err(Failure::new(
+                ExitCode::INTERRUPTED,
+                "watch is canceled by the server",
+            ))
+        }
+        None => Err(Failure::new(
+            ExitCode::INTERRUPTED,
+            "watch is canceled by the server",
+        )),
+    }
+}
+
+/// One line of `watch -i`: etcdctl parses each with fresh flags.
+#[derive(Debug, Parser)]
+#[command(name = "watch", no_binary_name = false)]
+struct WatchLine {
+    #[command(flatten)]
+    args: WatchArgs,
+}
+
+/// etcdctl's interactive watch: a line at a time from stdin until it
+/// ends (etcdctl then exits with `ExitInvalidInput`).
+async fn interactive(ctx: &Ctx) -> Result<(), Failure> {
+    use tokio::io::AsyncBufReadExt as _;
+    let c = ctx.connect().await?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let (progress, _) = tokio::sync::broadcast::channel(16);
+    loop {
+        let line = match lines.next_line().await {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                return Err(Failure::new(
+                    ExitCode::INVALID_INPUT,
+                    "Error reading watch request line: EOF",
+                ))
+            }
+            Err(e) => {
+                return Err(Failure::new(
+                    ExitCode::INVALID_INPUT,
+                    format!("Error reading watch request line: {e}"),
+                ))
+            }
+        };
+        let tokens =
+            super::kv::argify(&line).map_err(|e| Failure::new(ExitCode::INVALID_INPUT, e))?;
+        match tokens.first().map(String::as_str) {
+            None => eprintln!("Invalid command: {line} (watch and progress supported)"),
+            Some("progress") => {
+                // Every active watch asks; each prints what it hears.
+                let _ = progress.send(());
+            }
+            Some("watch") if tokens.len() < 2 => {
+                eprintln!("Invalid command watch (command type or key is not provided)");
+            }
+            Some("watch") => {
+                let parsed = WatchLine::try_parse_from(&tokens).map_err(|e| {
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or_default();
+                    Failure::new(
+                        ExitCode::BAD_ARGS,
+                        first.trim_start_matches("error: ").to_string(),
+                    )
+                })?;
+                let a = parsed.args;
+                if a.key.is_none() {
+                    return Err(Failure::new(ExitCode::BAD_ARGS, "bad number of arguments"));
+                }
+                if a.range_end.is_some() && a.prefix {
+                    eprintln!("Invalid command {line} (`range_end` and `--prefix` are mutually exclusive)");
+                    continue;
+                }
+                let (ctx, mut c) = (ctx.clone(), c.clone());
+                let asked = progress.subscribe();
+                tokio::spawn(async move {
+                    match watch_one(&ctx, &mut c, &a, Some(asked)).await {
+                        Ok(Some(reason)) => eprintln!("watch was canceled ({reason})"),
+                        Ok(None) => {}
+                        Err(f) => eprintln!("Error: {}", f.message),
+                    }
+                });
+            }
+            Some(_) => eprintln!("Invalid command {line} (only support watch)"),
+        }
+    }
+}
+
+/// Runs one watch, printing its events; `Ok(Some(reason))` when the
+/// server cancels it, `Ok(None)` when the stream ends.
+async fn watch_one(
+    ctx: &Ctx,
+    c: &mut etcd_client::Client,
+    a: &WatchArgs,
+    mut progress: Option<tokio::sync::broadcast::Receiver<()>>,
+) -> Result<Option<String>, Failure> {
+    let bad = |m: &str| Failure::new(ExitCode::BAD_ARGS, m);
     let command = a.command.clone();
     let (key, range_end) = match (a.key.clone(), a.range_end.clone()) {
         (None, _) => return Err(bad("bad number of arguments")),
@@ -69,12 +169,24 @@ pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), Failure> {
     if a.progress_notify {
         opts = opts.with_progress_notify();
     }
-    let mut c = ctx.connect().await?;
     let mut stream = c
         .watch(key.clone(), Some(opts))
         .await
         .map_err(|e| ctx.failed(e))?;
-    while let Some(resp) = stream.message().await.map_err(|e| ctx.failed(e))? {
+    loop {
+        let next = match progress.as_mut() {
+            Some(asked) => tokio::select! {
+                m = stream.message() => m,
+                _ = asked.recv() => {
+                    stream.request_progress().await.map_err(|e| ctx.failed(e))?;
+                    continue;
+                }
+            },
+            None => stream.message().await,
+        };
+        let Some(resp) = next.map_err(|e| ctx.failed(e))? else {
+            break;
+        };
         if resp.canceled() {
             // etcdctl: the reason on stderr, then its error.
             let reason = if resp.compact_revision() > 0 {
@@ -82,13 +194,14 @@ pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), Failure> {
             } else {
                 resp.cancel_reason().to_string()
             };
-            if !reason.is_empty() {
-                eprintln!("watch was canceled ({reason})");
-            }
-            return Err(Failure::new(
-                ExitCode::INTERRUPTED,
-                "watch is canceled by the server",
-            ));
+            return Ok(Some(reason));
+        }
+        if resp.events().is_empty() && !resp.created() {
+            // etcdctl's IsProgressNotify: said, then printed as any response.
+            println!(
+                "progress notify: {}",
+                resp.header().map_or(0, |h| h.revision())
+            );
         }
         if resp.created() && resp.events().is_empty() {
             continue;
@@ -100,10 +213,7 @@ pub async fn watch(ctx: &Ctx, a: WatchArgs) -> Result<(), Failure> {
             }
         }
     }
-    Err(Failure::new(
-        ExitCode::INTERRUPTED,
-        "watch is canceled by the server",
-    ))
+    Ok(None)
 }
 
 /// Runs `command` for one event with etcdctl's variables:

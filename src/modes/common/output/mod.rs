@@ -66,7 +66,7 @@ pub type Printed = Result<String, Unsupported>;
 /// A response type's printer in one output format. Every method has a
 /// default that refuses ([`Unsupported`]); each format implements the ones
 /// etcdctl 3.4 implements for it.
-pub trait Printer {
+pub trait Printer: Sync {
     /// The format this printer writes.
     fn format(&self) -> OutputFormat;
 
