@@ -705,3 +705,175 @@ async fn make_mirror_copies_a_prefix_then_follows_it() {
     same(&source.endpoint(0), &["make-mirror"], None).await;
     same(&source.endpoint(0), &["make-mirror", "a", "b"], None).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_datascale_passes_and_the_checks_refuse_as_etcdctl_does() {
+    let cluster = Cluster::start(1).await;
+    let e = &cluster.endpoint(0);
+    let out = kvd_ctl(e, &["check", "datascale", "--auto-compact"], None).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.starts_with("Start data scale check for work load [10000 key-value pairs, 1024 bytes per key-value, 50 concurrent clients].\n"), "{text}");
+    assert!(
+        text.contains("\nPASS: Approximate system memory used : "),
+        "{text}"
+    );
+    // Its keys are gone.
+    let mut c = cluster.client(0).await;
+    let left = c
+        .get(
+            "/etcdctl-check-datascale/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_count_only(),
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(left.count(), 0);
+    // Refusals, compared with etcdctl: an unknown load, a used prefix.
+    same(e, &["check", "perf", "--load", "huge"], None).await;
+    same(e, &["check", "datascale", "--load", "huge"], None).await;
+    c.put("/used/k", "v", None).await.unwrap();
+    same(e, &["check", "perf", "--prefix", "/used/"], None).await;
+    same(e, &["check", "datascale", "--prefix", "/used/"], None).await;
+    // DNS discovery that finds nothing fails as etcdctl's does.
+    let ours = kvd_ctl(e, &["-d", "nosuch.invalid", "get", "foo"], None).await;
+    assert_eq!(ours.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&ours.stderr)
+        .starts_with("Error: dns lookup errors: lookup _etcd-client-ssl._tcp.nosuch.invalid"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kvd_ctl_behaves_as_etcdctl_against_a_real_etcd() {
+    let etcd = std::path::PathBuf::from(
+        std::env::var_os("KVD_ETCD_BIN").unwrap_or_else(|| "/usr/bin/etcd".into()),
+    );
+    if !etcd.exists() {
+        assert!(
+            std::env::var_os("KVD_REQUIRE_ETCD").is_none(),
+            "no etcd binary, and KVD_REQUIRE_ETCD is set"
+        );
+        eprintln!("SKIPPED: no etcd binary (apt install etcd-server, or set KVD_ETCD_BIN)");
+        return;
+    }
+    let dir = TestDir::new();
+    let (client_port, peer_port) = (common::free_port(), common::free_port());
+    let args = common::single_member_args(
+        "e1",
+        &dir.path().join("e1"),
+        client_port,
+        peer_port,
+        "etcd-cluster",
+    );
+    let mut spec = common::ServerSpec::new(args, dir.path(), &dir.path().join("e1.log"));
+    spec.binary = common::ServerBinary {
+        program: etcd,
+        prefix: Vec::new(),
+        is_etcd: true,
+    };
+    let mut server = common::Server::start(spec);
+    common::wait_single_ready(&mut server, client_port).await;
+    let e = &format!("http://127.0.0.1:{client_port}");
+    let mut c = common::connect(&[e.clone()]).await;
+    for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("dir/x", "4")] {
+        c.put(k, v, None).await.unwrap();
+    }
+    c.put("b", "22", None).await.unwrap();
+    // Reads, in every format.
+    for f in ["simple", "json", "fields"] {
+        for args in [
+            vec!["get", "a"],
+            vec!["get", "a", "--prefix"],
+            vec!["get", "a", "z"],
+            vec!["get", "b", "--rev", "6"],
+            vec!["get", "", "--from-key", "--keys-only"],
+            vec![
+                "get",
+                "a",
+                "--from-key",
+                "--limit",
+                "2",
+                "--sort-by",
+                "VALUE",
+                "--order",
+                "DESCEND",
+            ],
+            vec!["endpoint", "status"],
+            vec!["endpoint", "hashkv"],
+        ] {
+            let mut all = vec!["-w", f];
+            all.extend(args);
+            same(e, &all, None).await;
+        }
+    }
+    // (etcdctl 3.4 panics on `-w fields alarm list`: etcd's answer has no header.)
+    same(e, &["alarm", "list"], None).await;
+    same(e, &["-w", "json", "alarm", "list"], None).await;
+    same(e, &["-w", "table", "endpoint", "status"], None).await;
+    same(e, &["-w", "table", "member", "list"], None).await;
+    same(e, &["get", "b", "--rev", "100"], None).await;
+    // Writes on twin keys (simple: the headers of two writes differ in
+    // revision).
+    for f in ["simple"] {
+        twins(
+            e,
+            &["-w", f, "put", &format!("TWIN-{f}"), "v", "--prev-kv"],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(
+            e,
+            &["-w", f, "put", &format!("TWIN-{f}"), "w", "--prev-kv"],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+        twins(
+            e,
+            &["-w", f, "del", &format!("TWIN-{f}"), "--prev-kv"],
+            None,
+            "qetc",
+            "qkvd",
+        )
+        .await;
+    }
+    let txn = "value(\"TWIN-t\") = \"x\"\n\nput TWIN-t y\n\nget TWIN-t\n\n";
+    twins(e, &["txn"], Some(txn), "qetc", "qkvd").await;
+    // Users and roles.
+    twins(e, &["user", "add", "TWIN-u:pw"], None, "qetc", "qkvd").await;
+    twins(e, &["role", "add", "TWIN-r"], None, "qetc", "qkvd").await;
+    twins(
+        e,
+        &[
+            "role",
+            "grant-permission",
+            "TWIN-r",
+            "read",
+            "k",
+            "--prefix",
+        ],
+        None,
+        "qetc",
+        "qkvd",
+    )
+    .await;
+    twins(e, &["role", "get", "TWIN-r"], None, "qetc", "qkvd").await;
+    twins(
+        e,
+        &["-w", "json", "user", "get", "TWIN-u"],
+        None,
+        "qetc",
+        "qkvd",
+    )
+    .await;
+    // Errors.
+    same(e, &["lease", "revoke", "123"], None).await;
+    same(e, &["compaction", "1000"], None).await;
+    same(e, &["user", "get", "nobody"], None).await;
+    server.kill();
+}

@@ -133,6 +133,12 @@ impl Metrics {
                 tracing::warn!("metric not registered: {e}");
             }
         }
+        // process_resident_memory_bytes and the rest, as etcd exports them
+        // (etcdctl check datascale reads the first).
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(e) = m.registry.register(Box::new(process)) {
+            tracing::warn!("process metrics not registered: {e}");
+        }
         m
     }
 

@@ -42,3 +42,14 @@ fn target(quiet: bool) -> ProgressDrawTarget {
         ProgressDrawTarget::hidden()
     }
 }
+
+/// A bar over `total` items (count, percent, ETA), hidden unless [`visible`].
+pub fn items(total: u64, quiet: bool) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), target(quiet));
+    if let Ok(style) =
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {percent}% eta {eta}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

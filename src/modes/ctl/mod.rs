@@ -10,6 +10,7 @@
 //! - `maintenance`: endpoint health|status|hashkv, alarm, defrag,
 //!   move-leader, snapshot (the code of `kvd backup`), version;
 //! - `mirror`: make-mirror;
+//! - `check`: check perf|datascale;
 //! - `concurrency`: lock and elect;
 //! - `auth`: user, role, auth enable|disable;
 //! - `v2`: the v2-era ls, set, mk, mkdir, rm, update, exec-watch;
@@ -29,7 +30,9 @@ use crate::modes::common::output::{printer, OutputFormat, Printer};
 use crate::modes::ExitCode;
 
 mod auth;
+mod check;
 mod concurrency;
+mod discovery;
 mod kv;
 mod lease;
 mod maintenance;
@@ -60,7 +63,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
     pub insecure_skip_tls_verify: bool,
 
-    /// Domain to query for SRV records naming the endpoints (not supported yet)
+    /// Domain name to query for SRV records describing cluster endpoints
     #[arg(
         short = 'd',
         long,
@@ -69,6 +72,20 @@ pub struct GlobalArgs {
         env = "ETCDCTL_DISCOVERY_SRV"
     )]
     pub discovery_srv: Option<String>,
+
+    /// Service name to query when using DNS discovery
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "ETCDCTL_DISCOVERY_SRV_NAME",
+        default_value = ""
+    )]
+    pub discovery_srv_name: String,
+
+    /// Accept insecure SRV records describing cluster endpoints
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub insecure_discovery: bool,
 
     /// Output format: simple, json, table, fields (protobuf: not supported)
     #[arg(short = 'w', long, global = true, value_enum, value_name = "FORMAT", env = "ETCDCTL_WRITE_OUT", default_value_t = OutputFormat::Simple)]
@@ -121,6 +138,9 @@ pub enum CtlCommand {
     MoveLeader(maintenance::MoveLeaderArgs),
     /// Makes a mirror at the destination etcd cluster
     MakeMirror(mirror::MakeMirrorArgs),
+    /// commands for checking properties of the etcd cluster
+    #[command(subcommand)]
+    Check(check::CheckCommand),
     /// Manages etcd node snapshots
     #[command(subcommand)]
     Snapshot(maintenance::SnapshotCommand),
@@ -245,7 +265,7 @@ impl Ctx {
 /// Runs one `kvd ctl` command: its output on stdout, an error as
 /// `Error: <message>` on stderr, and etcdctl's exit code.
 pub async fn run(args: CtlArgs) -> ExitCode {
-    let ctx = match context(&args.global) {
+    let ctx = match context(&args.global).await {
         Ok(ctx) => ctx,
         Err(f) => return fail(f),
     };
@@ -262,6 +282,7 @@ pub async fn run(args: CtlArgs) -> ExitCode {
         CtlCommand::Defrag(a) => maintenance::defrag(&ctx, a).await,
         CtlCommand::MoveLeader(a) => maintenance::move_leader(&ctx, a).await,
         CtlCommand::MakeMirror(a) => mirror::make_mirror(&ctx, a).await,
+        CtlCommand::Check(c) => check::run(&ctx, c).await,
         CtlCommand::Snapshot(c) => maintenance::snapshot(&ctx, c).await,
         CtlCommand::Member(c) => {
             let member = crate::modes::member::MemberArgs {
@@ -320,18 +341,27 @@ pub fn go_parse_int_error(text: &str, radix: u32) -> String {
 }
 
 fn fail(f: Failure) -> ExitCode {
-    eprintln!("Error: {}", f.message);
+    // An empty message: the command said what failed on stdout (check).
+    if !f.message.is_empty() {
+        eprintln!("Error: {}", f.message);
+    }
     f.code
 }
 
 /// The client and printer the global flags describe.
-fn context(g: &GlobalArgs) -> Result<Ctx, Failure> {
+async fn context(g: &GlobalArgs) -> Result<Ctx, Failure> {
     let bad_args = |m: String| Failure::new(ExitCode::BAD_ARGS, m);
-    if g.discovery_srv.as_deref().is_some_and(|d| !d.is_empty()) {
-        return Err(bad_args(
-            "--discovery-srv is not supported by kvd ctl yet; give --endpoints".to_string(),
-        ));
+    let mut g = g.clone();
+    if let Some(domain) = g.discovery_srv.as_deref().filter(|d| !d.is_empty()) {
+        let found = discovery::endpoints(domain, &g.discovery_srv_name, g.insecure_discovery)
+            .await
+            .map_err(|e| Failure::new(ExitCode::ERROR, e))?;
+        // Found endpoints replace --endpoints (none found: --endpoints).
+        if !found.is_empty() {
+            g.conn.endpoints = found.join(",");
+        }
     }
+    let g = &g;
     if g.insecure_skip_tls_verify {
         return Err(bad_args(
             "--insecure-skip-tls-verify is not supported by kvd ctl; give --cacert".to_string(),
