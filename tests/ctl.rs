@@ -776,7 +776,7 @@ async fn kvd_ctl_behaves_as_etcdctl_against_a_real_etcd() {
     let mut server = common::Server::start(spec);
     common::wait_single_ready(&mut server, client_port).await;
     let e = &format!("http://127.0.0.1:{client_port}");
-    let mut c = common::connect(&[e.clone()]).await;
+    let mut c = common::connect(std::slice::from_ref(e)).await;
     for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("dir/x", "4")] {
         c.put(k, v, None).await.unwrap();
     }
