@@ -137,6 +137,7 @@ fn raft_entry_seeds() -> Vec<(String, Vec<u8>)> {
                 member_id: 9,
                 name: "infra1".into(),
                 client_urls: vec!["http://127.0.0.1:2379".into()],
+                ..MemberAttributes::default()
             })),
         ),
         (

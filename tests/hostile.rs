@@ -16,6 +16,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use etcd_client::proto::{
@@ -707,12 +708,20 @@ async fn a_hundred_thousand_watch_streams_opened_and_dropped_leave_memory_flat()
     );
 }
 
-/// A QUIC connection to a member's peer port, as a stranger would open one.
+/// The peer certificate the test speaks with: issued by the cluster's
+/// peer CA, as a member holding valid credentials (but sending garbage)
+/// would have.
+static PEER_IDENTITY: std::sync::OnceLock<(PathBuf, PathBuf)> = std::sync::OnceLock::new();
+
+/// A QUIC connection to a member's peer port, made with [`PEER_IDENTITY`].
 async fn peer_connection(port: u16) -> (quinn::Endpoint, quinn::Connection) {
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    let (cert, key) = PEER_IDENTITY.get().expect("the test's peer identity");
+    let chain = kvd::core::tls::read_certs(cert).expect("cert");
+    let key = kvd::core::tls::read_key(key).expect("key");
     endpoint.set_default_client_config(
-        kvd::core::transport::auto_tls_client_config().expect("client config"),
+        kvd::core::transport::tls::client_config_with_identity(chain, key).expect("client config"),
     );
     let conn = endpoint
         .connect(format!("127.0.0.1:{port}").parse().expect("addr"), "kvd")
@@ -746,7 +755,37 @@ fn frame(bytes: &[u8]) -> Vec<u8> {
 async fn garbage_on_the_peer_port_closes_that_connection_and_nothing_else() {
     use protobuf::Message as _;
 
-    let mut cluster = Cluster::start(3).await;
+    // Members with a peer CA; the test holds a certificate from it, so
+    // that what it sends reaches the decoders and Raft's own checks (a
+    // stranger without one is refused earlier: tests/tls.rs).
+    let pki = common::TestDir::new();
+    let ca = common::pki::Ca::new(pki.path(), "peer-ca");
+    let (cert, key) = ca.issue(
+        "member",
+        Some("member"),
+        common::pki::Usage::Peer,
+        common::pki::Validity::Current,
+    );
+    let (test_cert, test_key) = ca.issue(
+        "test-peer",
+        Some("member"),
+        common::pki::Usage::Peer,
+        common::pki::Validity::Current,
+    );
+    let _ = PEER_IDENTITY.set((test_cert, test_key));
+    let mut cluster = Cluster::start_with(
+        3,
+        ClusterOptions {
+            extra_args: vec![
+                format!("--peer-cert-file={}", cert.display()),
+                format!("--peer-key-file={}", key.display()),
+                format!("--peer-trusted-ca-file={}", ca.cert.display()),
+                "--peer-client-cert-auth".to_string(),
+            ],
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
     let leader = cluster.leader_index().await;
     let target = (leader + 1) % 3;
     let port = cluster.members[target].peer_port;

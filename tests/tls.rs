@@ -534,3 +534,147 @@ async fn peers_without_a_certificate_of_the_cluster_ca_cannot_speak_raft() {
     assert_eq!(refused, total);
     cluster.assert_running();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificates_common_name_is_its_user() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let ca = Ca::new(dir.path(), "ca");
+    let (server_cert, server_key) = ca.issue("server", None, Usage::Server, Validity::Current);
+    let files = |cn: &str| {
+        let (cert, key) = ca.issue(
+            &format!("client-{cn}"),
+            Some(cn),
+            Usage::Client,
+            Validity::Current,
+        );
+        ClientFiles {
+            ca: ca.cert.clone(),
+            cert,
+            key,
+        }
+    };
+    let root = files("root");
+    let cluster = Cluster::start_with(
+        1,
+        ClusterOptions {
+            extra_args: server_flags(&server_cert, &server_key, &ca.cert),
+            client_tls: Some(root.clone()),
+        },
+    )
+    .await;
+    let e = cluster.endpoint(0);
+    let mut c = cluster.client(0).await;
+    c.user_add("root", "rootpw", None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.user_add(
+        "alice",
+        "",
+        Some(etcd_client::UserAddOptions::new().with_no_pwd()),
+    )
+    .await
+    .unwrap();
+    c.user_add("bob", "bobpw", None).await.unwrap();
+    c.role_add("reader").await.unwrap();
+    c.role_grant_permission("reader", etcd_client::Permission::read("a"))
+        .await
+        .unwrap();
+    c.user_grant_role("alice", "reader").await.unwrap();
+    c.put("a", "1", None).await.unwrap();
+    c.auth_enable().await.unwrap();
+
+    // CN=root, no token: root.
+    assert_eq!(c.user_list().await.unwrap().users().len(), 3);
+    // CN=alice (a no-password user): reads a, writes nothing.
+    let mut alice = connect_tls(std::slice::from_ref(&e), Some(&files("alice"))).await;
+    assert_eq!(alice.get("a", None).await.unwrap().kvs()[0].value(), b"1");
+    let denied = alice.put("a", "2", None).await.unwrap_err().to_string();
+    assert!(denied.contains("permission denied"), "{denied}");
+    // CN of no user: denied.
+    let mut carol = connect_tls(std::slice::from_ref(&e), Some(&files("carol"))).await;
+    let denied = carol.get("a", None).await.unwrap_err().to_string();
+    assert!(denied.contains("permission denied"), "{denied}");
+    // A token wins over the certificate: bob's rights, with root's CN.
+    let options = etcd_client::ConnectOptions::new()
+        .with_tls(root.options())
+        .with_user("bob", "bobpw");
+    let mut bob = etcd_client::Client::connect([e.as_str()], Some(options))
+        .await
+        .unwrap();
+    let denied = bob.user_list().await.unwrap_err().to_string();
+    assert!(denied.contains("permission denied"), "{denied}");
+    // A certificate-only user cannot log in with a password.
+    let login = etcd_client::Client::connect(
+        [e.as_str()],
+        Some(
+            etcd_client::ConnectOptions::new()
+                .with_tls(files("x").options())
+                .with_user("alice", "guess"),
+        ),
+    )
+    .await;
+    assert!(login.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_peer_ca_members_pin_each_other() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader_index().await;
+    let target = (leader + 1) % 3;
+    let leader_id = cluster.member_id(leader).await;
+    let target_id = cluster.member_id(target).await;
+    let port = cluster.members[target].peer_port;
+    let mut c = cluster.client(target).await;
+    c.put("k", "v", None).await.unwrap();
+    let term = c.status().await.unwrap().raft_term();
+    // Each member keeps its peer certificate in its data dir.
+    for m in &cluster.members {
+        assert!(m.data_dir.join("fixtures/peer/cert.pem").exists());
+    }
+
+    let stranger = Ca::new(dir.path(), "stranger");
+    let (cert, key) = stranger.issue("s", Some("member"), Usage::Peer, Validity::Current);
+    let attempts: Vec<(&str, quinn::ClientConfig, u64)> = vec![
+        (
+            "no certificate, as the leader",
+            kvd::core::transport::auto_tls_client_config().unwrap(),
+            leader_id,
+        ),
+        (
+            "a self-made certificate, as the leader",
+            identity(&cert, &key),
+            leader_id,
+        ),
+        (
+            "a self-made certificate, as a new member",
+            identity(&cert, &key),
+            0xdead_beef,
+        ),
+    ];
+    let total = attempts.len();
+    let mut refused = 0;
+    for (what, client, from) in attempts {
+        match stranger_sends_raft(port, client, from, target_id, term + 100).await {
+            Ok(()) => panic!("{what}: the member kept the connection"),
+            Err(why) => {
+                eprintln!("peer port without CA, {what}: refused ({why})");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(refused, total);
+    let after = c.status().await.unwrap().raft_term();
+    assert!(after < term + 100, "term went from {term} to {after}");
+    assert!(cluster.members[target]
+        .server
+        .log()
+        .contains("does not match the one pinned"));
+    // A restarted member keeps its certificate and its place.
+    cluster.restart(target);
+    cluster.wait_ready().await;
+    let mut again = cluster.client(target).await;
+    again.put("k", "w", None).await.unwrap();
+    cluster.assert_running();
+}

@@ -91,3 +91,22 @@ pub fn list_in<R: fjall::Readable>(
     }
     Ok(out)
 }
+
+/// The key of member `id`'s pinned peer-certificate fingerprint in the
+/// replicated `auth` keyspace (`transport::pins`).
+pub fn pin_key(id: u64) -> Vec<u8> {
+    [&b"p/"[..], &id.to_be_bytes()].concat()
+}
+
+/// The pinned fingerprint of member `id`, if it has published one.
+///
+/// # Errors
+/// A storage error.
+pub fn pinned<R: fjall::Readable>(
+    r: &R,
+    s: &Storage,
+    id: u64,
+) -> Result<Option<String>, crate::core::errors::EtcdError> {
+    Ok(r.get(&s.auth, pin_key(id))?
+        .map(|v| String::from_utf8_lossy(&v).into_owned()))
+}

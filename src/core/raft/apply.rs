@@ -102,6 +102,7 @@ impl RaftTask {
             }
             ConfChangeType::RemoveNode => {
                 tx.remove(&s.members, members::key(node));
+                tx.remove(&s.auth, members::pin_key(node));
                 if node != self.me() {
                     self.outbox.remove_peer(MemberId(node));
                 }
@@ -334,6 +335,11 @@ fn apply_op(
             members::key(attrs.member_id),
             member.encode_to_vec(),
         );
+        // The first fingerprint a member publishes is the one it keeps.
+        let pin = members::pin_key(attrs.member_id);
+        if !attrs.peer_fingerprint.is_empty() && tx.get(&s.auth, &pin)?.is_none() {
+            tx.insert(&s.auth, pin, attrs.peer_fingerprint.as_bytes());
+        }
         return Ok(ApplyResponse::Done);
     }
     let mut a = Applier::new(tx, s)?;

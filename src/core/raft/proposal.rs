@@ -178,6 +178,10 @@ pub struct MemberAttributes {
     /// Its `--advertise-client-urls`.
     #[prost(string, repeated, tag = "3")]
     pub client_urls: Vec<String>,
+    /// Without a peer CA: the SHA-256 fingerprint of its peer certificate,
+    /// pinned by every member when first published (`transport::pins`).
+    #[prost(string, tag = "4")]
+    pub peer_fingerprint: String,
 }
 
 /// Most transactions nested below a request's top-level one.

@@ -175,6 +175,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         member_id,
         name: cfg.name.clone(),
         client_urls: cfg.advertise_client_urls.clone(),
+        peer_fingerprint: transport.pinned_fingerprint().unwrap_or_default(),
     };
     // Stop when asked, once this member has been removed from the cluster,
     // or when the Raft task failed.

@@ -32,6 +32,7 @@ use raft::SnapshotStatus;
 use tokio::sync::{mpsc, Semaphore};
 
 pub mod frame;
+pub mod pins;
 pub mod tls;
 
 use crate::core::config::PeerTls;
@@ -89,6 +90,8 @@ pub struct Transport {
     max_frame: usize,
     /// Bounds concurrent inbound connections ([`MAX_INBOUND_CONNECTIONS`]).
     inbound: Arc<Semaphore>,
+    /// This member's fingerprint when members pin each other (no peer CA).
+    fingerprint: Option<String>,
 }
 
 impl Transport {
@@ -107,8 +110,9 @@ impl Transport {
         peer_tls: &PeerTls,
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
-        let (server, client) =
-            tls::peer_configs(peer_tls, &data_dir.join("fixtures").join("peer"))?;
+        let hosts = vec![addr.ip().to_string()];
+        let configs = tls::peer_configs(peer_tls, &data_dir.join("fixtures").join("peer"), &hosts)?;
+        let (server, client) = (configs.server, configs.client);
 
         let mut endpoint = quinn::Endpoint::server(server, addr)?;
         endpoint.set_default_client_config(client);
@@ -122,7 +126,52 @@ impl Transport {
             rt: tokio::runtime::Handle::current(),
             max_frame: max_frame(max_request_bytes),
             inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
+            fingerprint: configs.pinned_fingerprint,
         })
+    }
+
+    /// This member's certificate fingerprint when members pin each other
+    /// (no peer CA), for its published attributes.
+    pub fn pinned_fingerprint(&self) -> Option<String> {
+        self.fingerprint.clone()
+    }
+
+    /// With pinning: whether the member dialled as `id` answered with the
+    /// certificate pinned for it (a member not pinned yet is taken on
+    /// first use).
+    fn dialed(&self, conn: &quinn::Connection, id: u64) -> bool {
+        if self.fingerprint.is_none() {
+            return true;
+        }
+        let fp = pins::peer_fingerprint(conn);
+        match pins::pinned(&self.storage.db.read_tx(), &self.storage, id) {
+            Ok(Some(pin)) if fp.as_deref() != Some(pin.as_str()) => {
+                tracing::warn!(
+                    remote = %conn.remote_address(),
+                    "refusing a peer: {}",
+                    pins::PinError::Mismatch(id)
+                );
+                conn.close(frame::CLOSE_MALFORMED.into(), b"not the pinned member");
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// With pinning: whether `conn`'s peer may speak as member `id`;
+    /// refuses (closes) the connection otherwise.
+    fn admit(&self, conn: &quinn::Connection, id: u64) -> bool {
+        if self.fingerprint.is_none() {
+            return true;
+        }
+        match pins::check(&self.storage, id, pins::peer_fingerprint(conn).as_deref()) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(remote = %conn.remote_address(), "refusing a peer: {e}");
+                conn.close(frame::CLOSE_MALFORMED.into(), b"not a member");
+                false
+            }
+        }
     }
 
     /// The bound UDP address.
@@ -292,6 +341,7 @@ impl Transport {
         if stream.read_exact(&mut kind).await.is_err() {
             return;
         }
+        let mut speaker = None;
         match kind[0] {
             KIND_RAFT => loop {
                 let m = match read_frame(&mut stream, self.max_frame).await {
@@ -299,6 +349,14 @@ impl Transport {
                     Ok(None) => return,
                     Err(e) => return frame::refuse(&conn, &e),
                 };
+                // One stream speaks for one member, checked once.
+                if speaker != Some(m.from) {
+                    if speaker.is_some() || !self.admit(&conn, m.from) {
+                        conn.close(frame::CLOSE_MALFORMED.into(), b"one member per stream");
+                        return;
+                    }
+                    speaker = Some(m.from);
+                }
                 match node.send(Event::Step(Box::new(m))) {
                     // A full queue drops the message; Raft retransmits.
                     Ok(()) | Err(crate::core::errors::EtcdError::TooManyRequests) => {}
@@ -311,6 +369,9 @@ impl Transport {
                     Ok(None) => return,
                     Err(e) => return frame::refuse(&conn, &e),
                 };
+                if !self.admit(&conn, m.from) {
+                    return;
+                }
                 match self.receiver.receive(&m, &mut stream).await {
                     Ok(()) => {
                         let _ = node.send_eventually(Event::Step(Box::new(m))).await;
@@ -340,7 +401,13 @@ impl Transport {
         let mut backoff = Duration::from_millis(50);
         loop {
             let current: Vec<String> = urls.read().map(|u| u.clone()).unwrap_or_default();
-            match self.connect(&current).await {
+            let connected = match self.connect(&current).await {
+                Ok((conn, _)) if !self.dialed(&conn, id) => {
+                    Err(anyhow::anyhow!("{}", pins::PinError::Mismatch(id)))
+                }
+                other => other,
+            };
+            match connected {
                 Ok((conn, mut stream)) => {
                     backoff = Duration::from_millis(50);
                     let mut buf = vec![KIND_RAFT];
@@ -396,6 +463,9 @@ impl Transport {
             let mut last = anyhow::anyhow!("no peer URL");
             for url in &urls {
                 match self.dial(url).await {
+                    Ok(conn) if !self.dialed(&conn, to) => {
+                        last = anyhow::anyhow!("{}", pins::PinError::Mismatch(to));
+                    }
                     Ok(conn) => {
                         let mut stream = conn.open_uni().await?;
                         let mut head = vec![KIND_SNAPSHOT];

@@ -6,9 +6,11 @@
 //!   `--peer-cert-allowed-hostname` hold both directions to that name, as
 //!   etcd's `VerifyPeerCertificate` does; a stranger cannot finish the
 //!   handshake, so it cannot open a stream, let alone send a Raft message;
-//! - **without**: auto TLS (a self-signed certificate, or the given
-//!   `--peer-cert-file`), encrypted but not authenticated (etcd's
-//!   `--peer-auto-tls`).
+//! - **without**: each member presents its own certificate (the given
+//!   `--peer-cert-file`, or a self-signed one kept in the data dir), and
+//!   members pin each other's fingerprints (`pins`): where etcd's
+//!   `--peer-auto-tls` authenticates no one, a stranger here cannot speak
+//!   for a member that has published its fingerprint.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -71,31 +73,45 @@ pub fn auto_tls_client_config() -> anyhow::Result<quinn::ClientConfig> {
 }
 
 /// The peer endpoint's server and client sides for `peer`. With a trusted
-/// CA: mutual TLS as described above; without: auto TLS, with
-/// `--peer-cert-file` served when given. `auto_dir` keeps nothing: the
-/// auto certificate is made per start, as its fingerprint is not pinned.
+/// CA: mutual TLS as described above; without: this member's certificate
+/// (`--peer-cert-file`, or one made for `hosts` and kept in `auto_dir`),
+/// asked of every peer and pinned.
 ///
 /// # Errors
 /// One line: an unreadable file, a certificate rustls refuses.
 pub fn peer_configs(
     peer: &PeerTls,
-    _auto_dir: &Path,
-) -> anyhow::Result<(quinn::ServerConfig, quinn::ClientConfig)> {
+    auto_dir: &Path,
+    hosts: &[String],
+) -> anyhow::Result<PeerConfigs> {
     let Some(ca) = &peer.files.trusted_ca_file else {
-        tracing::warn!(
-            "no --peer-trusted-ca-file: peer traffic is encrypted but peers are not authenticated"
-        );
-        let (server, client) = match (&peer.files.cert_file, &peer.files.key_file) {
-            (Some(c), Some(k)) => (
-                server_with_cert(
-                    read_certs(c).map_err(anyhow::Error::msg)?,
-                    read_key(k).map_err(anyhow::Error::msg)?,
-                )?,
-                auto_tls_client_config()?,
-            ),
-            _ => (auto_tls_server_config()?, auto_tls_client_config()?),
+        // No CA: members pin each other's certificates (see `pins`); this
+        // member's own is the given one or a self-signed one kept in the
+        // data dir, so that its fingerprint outlives restarts.
+        let (cert, key) = match (&peer.files.cert_file, &peer.files.key_file) {
+            (Some(c), Some(k)) => (c.clone(), k.clone()),
+            _ => crate::core::tls::auto_certificate(auto_dir, hosts).map_err(anyhow::Error::msg)?,
         };
-        return Ok((server, client));
+        let chain = read_certs(&cert).map_err(anyhow::Error::msg)?;
+        let key = read_key(&key).map_err(anyhow::Error::msg)?;
+        let own = chain
+            .first()
+            .map(crate::core::tls::fingerprint)
+            .unwrap_or_default();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server_tls = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .with_client_cert_verifier(Arc::new(AnyClientCert(provider)))
+            .with_single_cert(chain.clone(), key.clone_key())?;
+        server_tls.alpn_protocols = vec![ALPN.to_vec()];
+        let mut server =
+            quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
+        server.transport_config(transport_config());
+        return Ok(PeerConfigs {
+            server,
+            client: client_config_with_identity(chain, key)?,
+            pinned_fingerprint: Some(own),
+        });
     };
     let (Some(cert), Some(key)) = (&peer.files.cert_file, &peer.files.key_file) else {
         anyhow::bail!("--peer-trusted-ca-file needs --peer-cert-file and --peer-key-file");
@@ -145,23 +161,74 @@ pub fn peer_configs(
     client_tls.alpn_protocols = vec![ALPN.to_vec()];
     let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
     client.transport_config(transport_config());
-    Ok((server, client))
+    Ok(PeerConfigs {
+        server,
+        client,
+        pinned_fingerprint: None,
+    })
 }
 
-fn server_with_cert(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> anyhow::Result<quinn::ServerConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut server_tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
-    server_tls.alpn_protocols = vec![ALPN.to_vec()];
-    let mut server =
-        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
-    server.transport_config(transport_config());
-    Ok(server)
+/// The peer endpoint's two sides and, without a peer CA, the fingerprint
+/// this member announces for pinning.
+pub struct PeerConfigs {
+    /// The accepting side.
+    pub server: quinn::ServerConfig,
+    /// The dialing side.
+    pub client: quinn::ClientConfig,
+    /// `Some(own fingerprint)` when members pin each other (no peer CA).
+    pub pinned_fingerprint: Option<String>,
+}
+
+/// Asks every peer for its certificate and checks only that the handshake
+/// is signed with its key; who it may speak for is the pins' decision.
+#[derive(Debug)]
+struct AnyClientCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl ClientCertVerifier for AnyClientCert {
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// A client side that presents `chain`/`key` and accepts any server
