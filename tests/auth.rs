@@ -731,3 +731,47 @@ async fn member_and_backup_log_in_with_user_and_password() {
     let status = kvd(&["backup", "status", file, "-w", "json"]);
     assert!(status.status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jwt_tokens_work_and_go_stale_with_the_auth_revision() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let (public, private) = (dir.path().join("pub.pem"), dir.path().join("priv.pem"));
+    std::fs::write(&public, key.public_key_pem()).unwrap();
+    std::fs::write(&private, key.serialize_pem()).unwrap();
+    let token = format!(
+        "jwt,pub-key={},priv-key={},sign-method=ES256,ttl=10m",
+        public.display(),
+        private.display()
+    );
+    let cluster = Cluster::start_with(
+        3,
+        ClusterOptions {
+            extra_args: vec!["--auth-token".into(), token],
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    let mut c = cluster.client(0).await;
+    c.user_add("root", ROOT_PW, None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.auth_enable().await.unwrap();
+    // A token from one member works on another (nothing is registered).
+    let mut auth = c.auth_client();
+    let jwt = auth
+        .authenticate("root".into(), ROOT_PW.into())
+        .await
+        .unwrap();
+    assert_eq!(jwt.token().matches('.').count(), 2, "{}", jwt.token());
+    let mut root = as_user(&cluster.endpoint(1), Some(("root", ROOT_PW))).await;
+    root.put("k", "v", None).await.unwrap();
+    // Any change of users or roles makes older tokens stale (etcd's rule).
+    let mut other = as_user(&cluster.endpoint(2), Some(("root", ROOT_PW))).await;
+    other.user_add("later", "pw", None).await.unwrap();
+    let stale = root.get("k", None).await.unwrap_err().to_string();
+    assert!(stale.contains("revision of auth store is old"), "{stale}");
+    // Logging in again works.
+    let mut again = as_user(&cluster.endpoint(1), Some(("root", ROOT_PW))).await;
+    assert_eq!(again.get("k", None).await.unwrap().kvs()[0].value(), b"v");
+}

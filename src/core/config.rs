@@ -80,6 +80,8 @@ pub struct ServeConfig {
 pub struct AuthSettings {
     /// `simple`, or `jwt,pub-key=PATH,priv-key=PATH,sign-method=METHOD[,ttl=DURATION]`.
     pub token: String,
+    /// The JWT options parsed from `token` (`None`: simple tokens).
+    pub jwt: Option<crate::core::auth::jwt::JwtOptions>,
     /// How long a simple token lives after its last use.
     pub token_ttl: Duration,
     /// bcrypt cost of new password hashes.
@@ -93,16 +95,13 @@ impl AuthSettings {
     /// One line naming the flag.
     pub fn validate(&self) -> Result<(), String> {
         let kind = self.token.split(',').next().unwrap_or_default();
-        if kind == "jwt" {
-            return Err(
-                "--auth-token jwt is not supported by kvd yet; use simple (the default)"
-                    .to_string(),
-            );
-        }
-        if kind != "simple" {
+        if kind != "simple" && kind != "jwt" {
             return Err(format!(
-                "unknown token type {kind:?} for --auth-token (simple)"
+                "unknown token type {kind:?} for --auth-token (simple or jwt)"
             ));
+        }
+        if let Some(jwt) = &self.jwt {
+            crate::core::auth::jwt::JwtProvider::load(jwt)?;
         }
         if !(4..=31).contains(&self.bcrypt_cost) {
             return Err(format!(

@@ -121,9 +121,17 @@ impl Auth for AuthService {
             .await?;
         let auth = self.ctx.auth.clone();
         let (name, password) = (req.name.clone(), req.password);
-        tokio::task::spawn_blocking(move || auth.check_password(&name, &password))
-            .await
-            .map_err(|e| EtcdError::Internal(format!("bcrypt task: {e}")))??;
+        let auth_revision =
+            tokio::task::spawn_blocking(move || auth.check_password(&name, &password))
+                .await
+                .map_err(|e| EtcdError::Internal(format!("bcrypt task: {e}")))??;
+        if let Some(jwt) = &self.ctx.auth.jwt {
+            // Signed here: nothing to register on the other members.
+            return Ok(Response::new(AuthenticateResponse {
+                header: self.header(self.ctx.current_revision()?.0),
+                token: jwt.sign(&req.name, auth_revision)?,
+            }));
+        }
         let entry = AuthenticateEntry {
             name: req.name,
             prefix: tokens_prefix(),

@@ -14,6 +14,7 @@
 //! - `tokens`: simple tokens (`<16 letters>.<raft index>`, sliding TTL).
 
 pub mod apply;
+pub mod jwt;
 pub mod perms;
 mod tokens;
 
@@ -157,6 +158,8 @@ pub struct AuthStore {
     /// A verified client certificate's Common Name names the user
     /// (`--client-cert-auth`).
     pub cn_is_user: bool,
+    /// `--auth-token jwt`: signed tokens instead of simple ones.
+    pub jwt: Option<jwt::JwtProvider>,
 }
 
 impl std::fmt::Debug for AuthStore {
@@ -175,6 +178,7 @@ impl AuthStore {
             tokens: SimpleTokens::new(token_ttl),
             bcrypt_cost,
             cn_is_user,
+            jwt: None,
         }
     }
 
@@ -276,6 +280,10 @@ impl AuthStore {
         }
         if let Some(token) = token {
             let token = token.strip_prefix("Bearer ").unwrap_or(token);
+            if let Some(jwt) = &self.jwt {
+                let (user, revision) = jwt.verify(token)?;
+                return Ok(TokenLookup::Known(Some(AuthInfo { user, revision })));
+            }
             let Some(index) = tokens::index_of(token) else {
                 return Err(EtcdError::InvalidAuthToken);
             };

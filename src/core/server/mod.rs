@@ -106,12 +106,17 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         lessor.granted(LeaseId(id), ttl);
     }
     let watch_hub = WatchHub::new(&storage, WatchConfig::default())?;
-    let auth = Arc::new(AuthStore::new(
+    let mut auth = AuthStore::new(
         storage.clone(),
         cfg.auth.token_ttl,
         cfg.auth.bcrypt_cost,
         cfg.client_tls.client_cert_auth && cfg.client_tls.trusted_ca_file.is_some(),
-    ));
+    );
+    if let Some(options) = &cfg.auth.jwt {
+        auth.jwt =
+            Some(crate::core::auth::jwt::JwtProvider::load(options).map_err(ServeError::Config)?);
+    }
+    let auth = Arc::new(auth);
     let tick = cfg.heartbeat_interval.max(Duration::from_millis(1));
     let election_ticks =
         (cfg.election_timeout.as_millis() / tick.as_millis().max(1)).max(2) as usize;

@@ -288,11 +288,13 @@ impl ServeOptions {
             self.tls_max_version.as_deref(),
         )
         .map_err(invalid)?;
+        let token = self
+            .auth_token
+            .clone()
+            .unwrap_or_else(|| DEFAULT_AUTH_TOKEN.to_string());
         let auth = AuthSettings {
-            token: self
-                .auth_token
-                .clone()
-                .unwrap_or_else(|| DEFAULT_AUTH_TOKEN.to_string()),
+            jwt: security::jwt_options(&token).map_err(invalid)?,
+            token,
             token_ttl: Duration::from_secs(self.auth_token_ttl.unwrap_or(DEFAULT_AUTH_TOKEN_TTL)),
             bcrypt_cost: self.bcrypt_cost.unwrap_or(DEFAULT_BCRYPT_COST),
         };

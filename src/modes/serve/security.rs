@@ -256,3 +256,42 @@ pub fn tls_policy(
     policy.validate()?;
     Ok(policy)
 }
+
+/// The JWT options of `--auth-token jwt,k=v,…` (etcd's keys `pub-key`,
+/// `priv-key`, `sign-method`, `ttl`); `None` for other token types.
+///
+/// # Errors
+/// etcd's refusals: a malformed or repeated option, an unknown one, no
+/// sign-method, a bad ttl.
+pub fn jwt_options(token: &str) -> Result<Option<crate::core::auth::jwt::JwtOptions>, String> {
+    let mut parts = token.split(',');
+    if parts.next() != Some("jwt") {
+        return Ok(None);
+    }
+    let mut o = crate::core::auth::jwt::JwtOptions {
+        pub_key: None,
+        priv_key: None,
+        sign_method: String::new(),
+        ttl: std::time::Duration::from_secs(300),
+    };
+    let mut seen = std::collections::HashSet::new();
+    for part in parts.filter(|p| !p.is_empty()) {
+        let Some((k, v)) = part.split_once('=') else {
+            return Err(format!("invalid auth options: {part:?} is not key=value"));
+        };
+        if !seen.insert(k.to_string()) {
+            return Err(format!("invalid auth options: {k} given twice"));
+        }
+        match k {
+            "pub-key" => o.pub_key = Some(PathBuf::from(v)),
+            "priv-key" => o.priv_key = Some(PathBuf::from(v)),
+            "sign-method" => o.sign_method = v.to_string(),
+            "ttl" => o.ttl = crate::modes::common::duration::parse_duration(v)?,
+            other => return Err(format!("invalid auth options: unknown option {other:?}")),
+        }
+    }
+    if o.sign_method.is_empty() {
+        return Err("invalid auth options: jwt needs sign-method".to_string());
+    }
+    Ok(Some(o))
+}

@@ -479,3 +479,18 @@ fn overrides_win_over_the_file_and_the_file_over_defaults() {
     assert_eq!(cfg.max_request_bytes, DEFAULT_MAX_REQUEST_BYTES);
     assert_eq!(cfg.data_dir, PathBuf::from("./fromflag.kvd"));
 }
+
+#[test]
+fn jwt_options_are_parsed_as_etcd_parses_them() {
+    use crate::modes::serve::security::jwt_options;
+    assert_eq!(jwt_options("simple"), Ok(None));
+    let o = jwt_options("jwt,pub-key=a.pem,priv-key=b.pem,sign-method=RS256,ttl=10m")
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.sign_method, "RS256");
+    assert_eq!(o.ttl, Duration::from_secs(600));
+    assert!(jwt_options("jwt,pub-key=a.pem").is_err());
+    assert!(jwt_options("jwt,sign-method=RS256,sign-method=RS256").is_err());
+    assert!(jwt_options("jwt,sign-method=RS256,color=red").is_err());
+    assert!(jwt_options("jwt,sign-method").is_err());
+}
