@@ -10,14 +10,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{
-    single_member_args, wait_for, wait_single_ready, Cluster, ClusterOptions, MemberPlan, Server,
-    ServerBinary, ServerSpec, TestDir,
-};
+use common::{etcd_binary, start_etcd};
+use common::{wait_for, wait_single_ready, Cluster, ClusterOptions, MemberPlan, Server, TestDir};
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp};
 use sha2::{Digest, Sha256};
 
@@ -279,34 +277,6 @@ async fn save_under_writes_then_restore_three_members_with_the_same_history() {
     // History continues from the snapshot's revision.
     let put = r.put("new", "1", None).await.expect("put");
     assert_eq!(put.header().map(|h| h.revision()), Some(rev + 1));
-}
-
-fn etcd_binary() -> Option<PathBuf> {
-    let path = std::env::var_os("KVD_ETCD_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
-    path.exists().then_some(path)
-}
-
-/// A single-member etcd named `name` on `peer_port`, its data in `data_dir`.
-async fn start_etcd(
-    binary: &Path,
-    dir: &Path,
-    name: &str,
-    data_dir: &Path,
-    peer_port: u16,
-) -> (Server, String) {
-    let client_port = common::free_port();
-    let args = single_member_args(name, data_dir, client_port, peer_port, "etcd-cluster");
-    let mut spec = ServerSpec::new(args, dir, &dir.join(format!("{name}.log")));
-    spec.binary = ServerBinary {
-        program: binary.to_path_buf(),
-        prefix: Vec::new(),
-        is_etcd: true,
-    };
-    let mut server = Server::start(spec);
-    wait_single_ready(&mut server, client_port).await;
-    (server, format!("http://127.0.0.1:{client_port}"))
 }
 
 async fn etcdctl_ok(endpoint: &str, args: &[&str]) -> String {

@@ -747,35 +747,24 @@ async fn check_datascale_passes_and_the_checks_refuse_as_etcdctl_does() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kvd_ctl_behaves_as_etcdctl_against_a_real_etcd() {
-    let etcd = std::path::PathBuf::from(
-        std::env::var_os("KVD_ETCD_BIN").unwrap_or_else(|| "/usr/bin/etcd".into()),
-    );
-    if !etcd.exists() {
+    let Some(etcd) = common::etcd_binary() else {
         assert!(
             std::env::var_os("KVD_REQUIRE_ETCD").is_none(),
             "no etcd binary, and KVD_REQUIRE_ETCD is set"
         );
         eprintln!("SKIPPED: no etcd binary (apt install etcd-server, or set KVD_ETCD_BIN)");
         return;
-    }
+    };
     let dir = TestDir::new();
-    let (client_port, peer_port) = (common::free_port(), common::free_port());
-    let args = common::single_member_args(
+    let (mut server, url) = common::start_etcd(
+        &etcd,
+        dir.path(),
         "e1",
         &dir.path().join("e1"),
-        client_port,
-        peer_port,
-        "etcd-cluster",
-    );
-    let mut spec = common::ServerSpec::new(args, dir.path(), &dir.path().join("e1.log"));
-    spec.binary = common::ServerBinary {
-        program: etcd,
-        prefix: Vec::new(),
-        is_etcd: true,
-    };
-    let mut server = common::Server::start(spec);
-    common::wait_single_ready(&mut server, client_port).await;
-    let e = &format!("http://127.0.0.1:{client_port}");
+        common::free_port(),
+    )
+    .await;
+    let e = &url;
     let mut c = common::connect(std::slice::from_ref(e)).await;
     for (k, v) in [("a", "1"), ("b", "2"), ("c", "3"), ("dir/x", "4")] {
         c.put(k, v, None).await.unwrap();

@@ -1034,6 +1034,37 @@ pub fn single_member_args(
     ]
 }
 
+/// The etcd binary for side-by-side tests (`KVD_ETCD_BIN`, or Debian's
+/// `/usr/bin/etcd`), if installed.
+pub fn etcd_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("KVD_ETCD_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/etcd"));
+    path.exists().then_some(path)
+}
+
+/// A single-member etcd named `name` on `peer_port`, its data in
+/// `data_dir`, its log in `dir`; returns it and its client URL.
+pub async fn start_etcd(
+    binary: &Path,
+    dir: &Path,
+    name: &str,
+    data_dir: &Path,
+    peer_port: u16,
+) -> (Server, String) {
+    let client_port = free_port();
+    let args = single_member_args(name, data_dir, client_port, peer_port, "etcd-cluster");
+    let mut spec = ServerSpec::new(args, dir, &dir.join(format!("{name}.log")));
+    spec.binary = ServerBinary {
+        program: binary.to_path_buf(),
+        prefix: Vec::new(),
+        is_etcd: true,
+    };
+    let mut server = Server::start(spec);
+    wait_single_ready(&mut server, client_port).await;
+    (server, format!("http://127.0.0.1:{client_port}"))
+}
+
 /// Waits until the single server listening on `client_port` reports a leader.
 pub async fn wait_single_ready(server: &mut Server, client_port: u16) {
     let endpoint = format!("http://127.0.0.1:{client_port}");

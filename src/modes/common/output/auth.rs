@@ -62,32 +62,41 @@ pub fn user_get(format: OutputFormat, name: &str, r: &UserGetResponse) -> Printe
     }
 }
 
-/// `user list`.
-pub fn user_list(format: OutputFormat, r: &UserListResponse) -> Printed {
+/// A list of names (`user list`, `role list`) in simple or json: one per
+/// line, or the response with its `field`.
+fn names(
+    format: OutputFormat,
+    header: Option<&ResponseHeader>,
+    field: &str,
+    items: &[String],
+) -> Option<String> {
     match format {
-        OutputFormat::Simple => Ok(r.users().iter().map(|u| format!("{u}\n")).collect()),
-        OutputFormat::Json => Ok(format!(
+        OutputFormat::Simple => Some(items.iter().map(|u| format!("{u}\n")).collect()),
+        OutputFormat::Json => Some(format!(
             "{}\n",
             Obj::new()
-                .raw("header", header_json(r.header()))
-                .raw("users", json_list(r.users()))
+                .raw("header", header_json(header))
+                .raw(field, json_list(items))
                 .done()
         )),
-        _ => refuse(format, "user list", "simple or json"),
+        _ => None,
+    }
+}
+
+/// `user list`.
+pub fn user_list(format: OutputFormat, r: &UserListResponse) -> Printed {
+    match names(format, r.header(), "users", r.users()) {
+        Some(text) => Ok(text),
+        None => refuse(format, "user list", "simple or json"),
     }
 }
 
 /// `role list`.
 pub fn role_list(format: OutputFormat, r: &RoleListResponse) -> Printed {
+    if let Some(text) = names(format, r.header(), "roles", r.roles()) {
+        return Ok(text);
+    }
     match format {
-        OutputFormat::Simple => Ok(r.roles().iter().map(|u| format!("{u}\n")).collect()),
-        OutputFormat::Json => Ok(format!(
-            "{}\n",
-            Obj::new()
-                .raw("header", header_json(r.header()))
-                .raw("roles", json_list(r.roles()))
-                .done()
-        )),
         OutputFormat::Fields => {
             let mut out = fields::header(r.header());
             out.push_str("\"Roles\" :");
@@ -97,7 +106,7 @@ pub fn role_list(format: OutputFormat, r: &RoleListResponse) -> Printed {
             out.push('\n');
             Ok(out)
         }
-        OutputFormat::Table => refuse(format, "role list", "simple, json or fields"),
+        _ => refuse(format, "role list", "simple, json or fields"),
     }
 }
 
