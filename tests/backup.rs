@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use common::{etcd_binary, start_etcd};
+use common::start_etcd;
 use common::{wait_for, wait_single_ready, Cluster, ClusterOptions, MemberPlan, Server, TestDir};
 use etcd_client::{Client, GetOptions, LeaseTimeToLiveOptions, PutOptions, Txn, TxnOp};
 use sha2::{Digest, Sha256};
@@ -299,14 +299,7 @@ async fn migration_from_etcd_and_back_keeps_keys_revisions_and_leases() {
     if common::against_etcd() {
         return;
     }
-    let Some(etcd) = etcd_binary() else {
-        // CI installs etcd (.ci/run sets KVD_REQUIRE_ETCD): there, this
-        // test must not pass by skipping.
-        assert!(
-            std::env::var_os("KVD_REQUIRE_ETCD").is_none(),
-            "no etcd binary, and KVD_REQUIRE_ETCD is set"
-        );
-        eprintln!("SKIPPED: no etcd binary (apt install etcd-server, or set KVD_ETCD_BIN)");
+    let Some(etcd) = common::etcd_or_skip() else {
         return;
     };
     let dir = TestDir::new();
@@ -633,11 +626,7 @@ async fn users_roles_and_auth_survive_a_backup_into_kvd_and_into_etcd() {
     restored.assert_running();
 
     // etcd restores the same file with its users and roles.
-    let Some(etcd) = etcd_binary() else {
-        assert!(
-            std::env::var_os("KVD_REQUIRE_ETCD").is_none(),
-            "no etcd binary, and KVD_REQUIRE_ETCD is set"
-        );
+    let Some(etcd) = common::etcd_or_skip() else {
         return;
     };
     let back = dir.path().join("e-auth");

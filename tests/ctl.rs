@@ -747,12 +747,7 @@ async fn check_datascale_passes_and_the_checks_refuse_as_etcdctl_does() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn kvd_ctl_behaves_as_etcdctl_against_a_real_etcd() {
-    let Some(etcd) = common::etcd_binary() else {
-        assert!(
-            std::env::var_os("KVD_REQUIRE_ETCD").is_none(),
-            "no etcd binary, and KVD_REQUIRE_ETCD is set"
-        );
-        eprintln!("SKIPPED: no etcd binary (apt install etcd-server, or set KVD_ETCD_BIN)");
+    let Some(etcd) = common::etcd_or_skip() else {
         return;
     };
     let dir = TestDir::new();

@@ -1043,6 +1043,21 @@ pub fn etcd_binary() -> Option<PathBuf> {
     path.exists().then_some(path)
 }
 
+/// The etcd binary, or `None` after saying the test skips its etcd part.
+/// CI installs etcd and sets `KVD_REQUIRE_ETCD`: there a missing binary
+/// fails the test instead of letting it pass by skipping.
+pub fn etcd_or_skip() -> Option<PathBuf> {
+    let found = etcd_binary();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("KVD_REQUIRE_ETCD").is_none(),
+            "no etcd binary, and KVD_REQUIRE_ETCD is set"
+        );
+        eprintln!("SKIPPED: no etcd binary (apt install etcd-server, or set KVD_ETCD_BIN)");
+    }
+    found
+}
+
 /// A single-member etcd named `name` on `peer_port`, its data in
 /// `data_dir`, its log in `dir`; returns it and its client URL.
 pub async fn start_etcd(
