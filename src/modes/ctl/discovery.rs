@@ -10,9 +10,8 @@
 /// # Errors
 /// etcdctl's `dns lookup errors: <https error> and <http error>`.
 pub async fn endpoints(domain: &str, name: &str, insecure: bool) -> Result<Vec<String>, String> {
-    let resolver = hickory_resolver::TokioResolver::builder_tokio()
-        .map_err(|e| format!("dns lookup errors: {e}"))?
-        .build();
+    // No resolver configuration fails both lookups alike.
+    let resolver = hickory_resolver::TokioResolver::builder_tokio().map(|b| b.build());
     let suffix = if name.is_empty() {
         String::new()
     } else {
@@ -22,6 +21,13 @@ pub async fn endpoints(domain: &str, name: &str, insecure: bool) -> Result<Vec<S
     let mut errors = Vec::new();
     for (scheme, service) in [("https", "_etcd-client-ssl"), ("http", "_etcd-client")] {
         let query = format!("{service}{suffix}._tcp.{domain}");
+        let resolver = match &resolver {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("lookup {query}: {e}"));
+                continue;
+            }
+        };
         match resolver.srv_lookup(query.as_str()).await {
             Ok(records) => {
                 for srv in records.iter() {
