@@ -678,3 +678,66 @@ async fn without_a_peer_ca_members_pin_each_other() {
     again.put("k", "w", None).await.unwrap();
     cluster.assert_running();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_peer_ca_takes_effect_without_a_restart() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let first = Ca::new(dir.path(), "first");
+    let second = Ca::new(dir.path(), "second");
+    let (cert, key) = first.issue("member", Some("member"), Usage::Peer, Validity::Current);
+    let trusted = dir.path().join("trusted.pem");
+    std::fs::copy(&first.cert, &trusted).unwrap();
+    let mut cluster = Cluster::start_with(
+        1,
+        ClusterOptions {
+            extra_args: vec![
+                format!("--peer-cert-file={}", cert.display()),
+                format!("--peer-key-file={}", key.display()),
+                format!("--peer-trusted-ca-file={}", trusted.display()),
+                "--peer-client-cert-auth".to_string(),
+            ],
+            ..ClusterOptions::default()
+        },
+    )
+    .await;
+    let port = cluster.members[0].peer_port;
+    let (c2, k2) = second.issue("newcomer", Some("member"), Usage::Peer, Validity::Current);
+    let stays_open = |config: quinn::ClientConfig| async move {
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(config);
+        let connecting = endpoint
+            .connect(format!("127.0.0.1:{port}").parse().unwrap(), "127.0.0.1")
+            .unwrap();
+        match connecting.await {
+            Ok(conn) => tokio::time::timeout(Duration::from_secs(1), conn.closed())
+                .await
+                .is_err(),
+            Err(_) => false,
+        }
+    };
+    assert!(
+        !stays_open(identity(&c2, &k2)).await,
+        "the second CA is not trusted yet"
+    );
+    // The operator adds the second CA to the bundle in place.
+    let mut both = std::fs::read(&first.cert).unwrap();
+    both.extend(std::fs::read(&second.cert).unwrap());
+    std::fs::write(&trusted, both).unwrap();
+    wait_for("the renewed CA bundle", Duration::from_secs(20), || {
+        let config = identity(&c2, &k2);
+        async move {
+            if stays_open(config).await {
+                Ok(())
+            } else {
+                Err("still refused".to_string())
+            }
+        }
+    })
+    .await;
+    assert!(cluster.members[0]
+        .server
+        .log()
+        .contains("reloaded the peer TLS files"));
+    cluster.assert_running();
+}

@@ -92,6 +92,10 @@ pub struct Transport {
     inbound: Arc<Semaphore>,
     /// This member's fingerprint when members pin each other (no peer CA).
     fingerprint: Option<String>,
+    /// Rebuilds the TLS configuration when a peer certificate file changes.
+    reload: Arc<tls::PeerReload>,
+    /// The dialing side's TLS (replaced on reload).
+    client: Arc<RwLock<quinn::ClientConfig>>,
 }
 
 impl Transport {
@@ -111,13 +115,15 @@ impl Transport {
         data_dir: &std::path::Path,
     ) -> anyhow::Result<Self> {
         let hosts = vec![addr.ip().to_string()];
-        let configs = tls::peer_configs(peer_tls, &data_dir.join("fixtures").join("peer"), &hosts)?;
+        let auto_dir = data_dir.join("fixtures").join("peer");
+        let configs = tls::peer_configs(peer_tls, &auto_dir, &hosts)?;
         let (server, client) = (configs.server, configs.client);
+        let reload = Arc::new(tls::PeerReload::new(peer_tls.clone(), auto_dir, hosts));
 
-        let mut endpoint = quinn::Endpoint::server(server, addr)?;
-        endpoint.set_default_client_config(client);
+        let endpoint = quinn::Endpoint::server(server, addr)?;
         Ok(Self {
             endpoint,
+            client: Arc::new(RwLock::new(client)),
             peers: Arc::new(RwLock::new(HashMap::new())),
             node: Arc::new(OnceLock::new()),
             storage,
@@ -127,6 +133,7 @@ impl Transport {
             max_frame: max_frame(max_request_bytes),
             inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
             fingerprint: configs.pinned_fingerprint,
+            reload,
         })
     }
 
@@ -220,6 +227,29 @@ impl Transport {
         let _ = self.node.set(node);
         let this = self.clone();
         self.rt.spawn(async move { this.accept_loop().await });
+        // With a peer CA, renewed certificates, CAs and CRLs take effect for
+        // new connections without a restart (pinned certificates do not
+        // change: their fingerprint is this member's identity).
+        if self.fingerprint.is_none() {
+            let (reload, endpoint, client) = (
+                self.reload.clone(),
+                self.endpoint.clone(),
+                self.client.clone(),
+            );
+            self.rt.spawn(async move {
+                let mut tick = tokio::time::interval(tls::RELOAD_CHECK);
+                loop {
+                    tick.tick().await;
+                    if let Some(configs) = reload.changed() {
+                        endpoint.set_server_config(Some(configs.server));
+                        if let Ok(mut c) = client.write() {
+                            *c = configs.client;
+                        }
+                        tracing::info!("reloaded the peer TLS files");
+                    }
+                }
+            });
+        }
     }
 
     /// Closes the endpoint.
@@ -528,9 +558,13 @@ impl Transport {
             .host_str()
             .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_string())
             .unwrap_or_else(|| "kvd".to_string());
-        let conn =
-            tokio::time::timeout(Duration::from_secs(2), self.endpoint.connect(addr, &host)?)
-                .await??;
+        let config = self
+            .client
+            .read()
+            .map_err(|_| anyhow::anyhow!("peer TLS configuration lock poisoned"))?
+            .clone();
+        let connecting = self.endpoint.connect_with(config, addr, &host)?;
+        let conn = tokio::time::timeout(Duration::from_secs(2), connecting).await??;
         Ok(conn)
     }
 }

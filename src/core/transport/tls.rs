@@ -227,6 +227,64 @@ pub fn peer_configs(
     })
 }
 
+/// How often the peer TLS files are looked at for changes.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(2);
+
+/// Watches the peer TLS files (certificate, key, CA, CRL) by modification
+/// time and rebuilds the configurations when one changed.
+pub struct PeerReload {
+    peer: PeerTls,
+    auto_dir: std::path::PathBuf,
+    hosts: Vec<String>,
+    seen: std::sync::Mutex<Vec<Option<std::time::SystemTime>>>,
+}
+
+impl PeerReload {
+    /// Starts from the files' current times.
+    pub fn new(peer: PeerTls, auto_dir: std::path::PathBuf, hosts: Vec<String>) -> Self {
+        let reload = Self {
+            peer,
+            auto_dir,
+            hosts,
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        let stamps = reload.stamps();
+        if let Ok(mut seen) = reload.seen.lock() {
+            *seen = stamps;
+        }
+        reload
+    }
+
+    fn stamps(&self) -> Vec<Option<std::time::SystemTime>> {
+        let f = &self.peer.files;
+        [&f.cert_file, &f.key_file, &f.trusted_ca_file, &f.crl_file]
+            .into_iter()
+            .flatten()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// New configurations when a file changed and they build; a file
+    /// that does not (a renewal half written) keeps the running ones.
+    pub fn changed(&self) -> Option<PeerConfigs> {
+        let stamps = self.stamps();
+        let mut seen = self.seen.lock().ok()?;
+        if *seen == stamps {
+            return None;
+        }
+        match peer_configs(&self.peer, &self.auto_dir, &self.hosts) {
+            Ok(configs) => {
+                *seen = stamps;
+                Some(configs)
+            }
+            Err(e) => {
+                tracing::warn!("cannot reload the peer TLS files, keeping the current ones: {e:#}");
+                None
+            }
+        }
+    }
+}
+
 /// The peer endpoint's two sides and, without a peer CA, the fingerprint
 /// this member announces for pinning.
 pub struct PeerConfigs {
