@@ -775,3 +775,27 @@ async fn jwt_tokens_work_and_go_stale_with_the_auth_revision() {
     let mut again = as_user(&cluster.endpoint(1), Some(("root", ROOT_PW))).await;
     assert_eq!(again.get("k", None).await.unwrap().kvs()[0].value(), b"v");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_stream_opened_before_auth_gets_no_unchecked_watches() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let mut c = cluster.client(0).await;
+    // An anonymous stream, opened while auth is off.
+    let mut stream = c.watch("open", None).await.unwrap();
+    assert!(stream.message().await.unwrap().unwrap().created());
+    c.user_add("root", ROOT_PW, None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.auth_enable().await.unwrap();
+    // The same stream asks for another watch: refused as etcd refuses it.
+    stream.watch("secret", None).await.unwrap();
+    let r = stream.message().await.unwrap().unwrap();
+    assert!(r.canceled(), "{r:?}");
+    assert!(
+        r.cancel_reason().contains("user name is empty"),
+        "{}",
+        r.cancel_reason()
+    );
+    let mut root = as_user(&cluster.endpoint(0), Some(("root", ROOT_PW))).await;
+    root.auth_disable().await.unwrap();
+}

@@ -190,22 +190,40 @@ impl ApiContext {
 
 /// The rights of a watch stream's opener: each watch it creates needs
 /// read on its range, checked with the range end as sent (from-key needs
-/// an open-ended grant). The identity is resolved when the stream opens;
-/// its rights are those of the current auth revision at each creation
-/// (a simple token's, as in etcd).
+/// an open-ended grant). The stream's credentials are resolved again at
+/// each creation, as etcd does, so a stream opened before auth was
+/// enabled gets no unchecked watches afterwards.
 #[derive(Clone, Default)]
 pub struct WatchGuard {
-    auth: Option<(
-        std::sync::Arc<crate::core::auth::AuthStore>,
-        crate::core::auth::AuthInfo,
-    )>,
+    auth: Option<std::sync::Arc<crate::core::auth::AuthStore>>,
+    token: Option<String>,
+    common_name: Option<String>,
 }
 
 impl WatchGuard {
-    /// The guard of a stream opened by `who` (`None`: everything allowed).
-    pub fn new(auth: std::sync::Arc<crate::core::auth::AuthStore>, who: Identity) -> Self {
+    /// The guard of the stream `request` opens (none for the member's own
+    /// in-process client).
+    pub fn new<T>(
+        auth: std::sync::Arc<crate::core::auth::AuthStore>,
+        request: &Request<T>,
+    ) -> Self {
+        let conn = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<ClientConn>>()
+            .map(|c| &c.0);
+        if conn.is_some_and(|c| c.local) {
+            return Self::default();
+        }
+        let metadata = request.metadata();
+        let token = metadata
+            .get("token")
+            .or_else(|| metadata.get("authorization"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Self {
-            auth: who.map(|w| (auth, w)),
+            auth: Some(auth),
+            token,
+            common_name: conn.and_then(|c| c.common_name.clone()),
         }
     }
 
@@ -213,19 +231,14 @@ impl WatchGuard {
     /// reason is the whole gRPC error text ("rpc error: code =
     /// PermissionDenied desc = etcdserver: permission denied").
     pub fn check(&self, key: &[u8], range_end: &[u8]) -> Result<(), String> {
-        let Some((auth, who)) = &self.auth else {
+        let Some(auth) = &self.auth else {
             return Ok(());
         };
-        let checked = auth.state().and_then(|state| {
-            let current = crate::core::auth::AuthInfo {
-                user: who.user.clone(),
-                revision: if who.user.is_empty() {
-                    0
-                } else {
-                    state.revision
-                },
-            };
-            crate::core::auth::check_in(&state, &current, Access::Read, key, range_end)
+        // The stream's opening waited for its token's entry; no wait here.
+        let who = auth.identify(self.token.as_deref(), self.common_name.as_deref(), u64::MAX);
+        let checked = who.and_then(|lookup| match lookup {
+            TokenLookup::Known(who) => auth.check(&who, Access::Read, key, range_end),
+            TokenLookup::Wait(_) => Err(EtcdError::InvalidAuthToken),
         });
         checked.map_err(|e| format!("rpc error: code = {:?} desc = {e}", e.code()))
     }

@@ -103,14 +103,14 @@ impl PbWatchService for WatchService {
         request: Request<Streaming<PbWatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (out, rx) = mpsc::channel(OUT_BUFFER);
-        let who = self.ctx.identity(&request).await?;
+        self.ctx.identity(&request).await?; // a bad token fails the stream
         let mut task = StreamTask::new(
             self.hub.clone(),
             self.ctx.node.status.clone(),
             self.ctx.max_request_bytes + GRPC_OVERHEAD_BYTES,
             out,
         );
-        task.guard = WatchGuard::new(self.ctx.auth.clone(), who);
+        task.guard = WatchGuard::new(self.ctx.auth.clone(), &request);
         tokio::spawn(task.run(request.into_inner()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
