@@ -799,3 +799,63 @@ async fn a_watch_stream_opened_before_auth_gets_no_unchecked_watches() {
     let mut root = as_user(&cluster.endpoint(0), Some(("root", ROOT_PW))).await;
     root.auth_disable().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn proclaim_cannot_attach_a_key_to_anothers_lease() {
+    let _serial = serial().await;
+    let cluster = Cluster::start(1).await;
+    let e = cluster.endpoint(0);
+    let mut c = cluster.client(0).await;
+    c.user_add("root", ROOT_PW, None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.role_add("elector").await.unwrap();
+    c.role_grant_permission("elector", Permission::read_write("e/").with_prefix())
+        .await
+        .unwrap();
+    c.user_add("u", "upw", None).await.unwrap();
+    c.user_grant_role("u", "elector").await.unwrap();
+    c.auth_enable().await.unwrap();
+    let mut root = as_user(&e, Some(("root", ROOT_PW))).await;
+    let victim = root.lease_grant(600, None).await.unwrap().id();
+    root.put("victim/k", "v", Some(PutOptions::new().with_lease(victim)))
+        .await
+        .unwrap();
+    let mut u = as_user(&e, Some(("u", "upw"))).await;
+    let own = u.lease_grant(600, None).await.unwrap().id();
+    let won = u.campaign("e", "first", own).await.unwrap();
+    let leader = won.leader().unwrap();
+    let forged = etcd_client::proto::PbLeaderKey {
+        name: leader.name().to_vec(),
+        key: leader.key().to_vec(),
+        rev: leader.rev(),
+        lease: victim,
+    };
+    let refused = u
+        .proclaim(
+            "second",
+            Some(etcd_client::ProclaimOptions::new().with_leader(forged.into())),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("permission denied"), "{refused}");
+    // With its own lease it may.
+    let own_key = etcd_client::proto::PbLeaderKey {
+        name: leader.name().to_vec(),
+        key: leader.key().to_vec(),
+        rev: leader.rev(),
+        lease: own,
+    };
+    u.proclaim(
+        "second",
+        Some(etcd_client::ProclaimOptions::new().with_leader(own_key.into())),
+    )
+    .await
+    .unwrap();
+    // The victim's lease still holds only its own key, and stays renewable.
+    let ttl = root
+        .lease_time_to_live(victim, Some(LeaseTimeToLiveOptions::new().with_keys()))
+        .await
+        .unwrap();
+    assert_eq!(ttl.keys(), [b"victim/k".to_vec()]);
+}

@@ -150,7 +150,9 @@ impl Election for ElectionService {
         request: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         if let Some(leader) = &request.get_ref().leader {
-            self.ctx.check_held(&request, &leader.key).await?;
+            self.ctx
+                .check_held(&request, &leader.key, leader.lease)
+                .await?;
         }
         let req = request.into_inner();
         let Some(leader) = req.leader else {
@@ -294,7 +296,7 @@ impl Election for ElectionService {
         request: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         if let Some(leader) = &request.get_ref().leader {
-            self.ctx.check_held(&request, &leader.key).await?;
+            self.ctx.check_held(&request, &leader.key, 0).await?;
         }
         let req = request.into_inner();
         let Some(leader) = req.leader else {

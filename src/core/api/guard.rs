@@ -291,7 +291,11 @@ impl ApiContext {
         Ok(())
     }
 
-    /// Unlock, proclaim, resign: write on the held key.
+    /// Unlock, proclaim, resign: write on the held key. Proclaim puts it
+    /// again with the lease the caller names (`lease` non-zero): read on
+    /// the key (its compare) and, unless root, write on every key that
+    /// lease holds (etcd's `checkPutAuth`), so no one attaches a key to
+    /// another's lease.
     ///
     /// # Errors
     /// The auth errors, as Unknown.
@@ -299,11 +303,20 @@ impl ApiContext {
         &self,
         request: &Request<T>,
         key: &[u8],
+        lease: i64,
     ) -> Result<(), tonic::Status> {
         let unknown = |e: EtcdError| crate::core::api::concurrency::as_unknown(e.into());
         let who = self.identity(request).await.map_err(unknown)?;
         self.auth
             .check(&who, Access::Write, key, &[])
-            .map_err(unknown)
+            .map_err(unknown)?;
+        if lease != 0 {
+            self.auth
+                .check(&who, Access::Read, key, &[])
+                .map_err(unknown)?;
+            self.check_lease_keys(&who, lease, Access::Write)
+                .map_err(unknown)?;
+        }
+        Ok(())
     }
 }

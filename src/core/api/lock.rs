@@ -84,7 +84,7 @@ impl Lock for LockService {
         request: Request<UnlockRequest>,
     ) -> Result<Response<UnlockResponse>, Status> {
         self.ctx
-            .check_held(&request, &request.get_ref().key)
+            .check_held(&request, &request.get_ref().key, 0)
             .await?;
         let req = request.into_inner();
         let mut client = self.ctx.self_client().await?;
