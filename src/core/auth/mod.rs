@@ -19,6 +19,7 @@ pub mod perms;
 mod tokens;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -150,7 +151,9 @@ pub fn load<R: Readable>(r: &R, s: &Storage) -> Result<AuthState, EtcdError> {
 /// A member's view of the auth records and its simple tokens.
 pub struct AuthStore {
     storage: Storage,
-    cached: RwLock<Option<Arc<AuthState>>>,
+    cached: RwLock<Option<(u64, Arc<AuthState>)>>,
+    /// Bumped after every committed change of the records.
+    generation: AtomicU64,
     /// Simple tokens registered by applied `Authenticate` entries.
     pub tokens: SimpleTokens,
     /// bcrypt cost of new hashes (`--bcrypt-cost`).
@@ -175,6 +178,7 @@ impl AuthStore {
         Self {
             storage,
             cached: RwLock::new(None),
+            generation: AtomicU64::new(0),
             tokens: SimpleTokens::new(token_ttl),
             bcrypt_cost,
             cn_is_user,
@@ -182,33 +186,36 @@ impl AuthStore {
         }
     }
 
-    /// The current state (two point reads; rebuilt when changed).
+    /// The current state: the cached one, read from storage again only
+    /// after the Raft task has changed the records ([`Self::invalidate`]),
+    /// so a request with auth off costs no storage read.
     ///
     /// # Errors
     /// A storage or decoding error.
     pub fn state(&self) -> Result<Arc<AuthState>, EtcdError> {
-        let snapshot = self.storage.db.read_tx();
-        let (enabled, revision) = flags(&snapshot, &self.storage)?;
+        // The generation is read before the snapshot is taken: a state
+        // built from a snapshot older than a change is cached under the
+        // generation before it, and so never served after it.
+        let generation = self.generation.load(Ordering::Acquire);
         if let Ok(cached) = self.cached.read() {
-            if let Some(state) = cached.as_ref() {
-                if state.enabled == enabled && state.revision == revision {
+            if let Some((seen, state)) = cached.as_ref() {
+                if *seen == generation {
                     return Ok(state.clone());
                 }
             }
         }
-        let state = Arc::new(load(&snapshot, &self.storage)?);
+        let state = Arc::new(load(&self.storage.db.read_tx(), &self.storage)?);
         if let Ok(mut cached) = self.cached.write() {
-            *cached = Some(state.clone());
+            *cached = Some((generation, state.clone()));
         }
         Ok(state)
     }
 
-    /// Whether auth is on.
-    ///
-    /// # Errors
-    /// A storage error.
-    pub fn enabled(&self) -> Result<bool, EtcdError> {
-        Ok(flags(&self.storage.db.read_tx(), &self.storage)?.0)
+    /// Called by the Raft task once a change of the `auth` keyspace is
+    /// committed (an auth entry, a Raft snapshot): the next
+    /// [`Self::state`] reads storage again.
+    pub fn invalidate(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// etcd's `isOpPermitted`: `access` on `[key, range_end)` for `who`.

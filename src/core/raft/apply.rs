@@ -156,6 +156,8 @@ impl RaftTask {
         let leases = mvcc::leases(&self.storage.db.read_tx(), &self.storage)?;
         self.lessor
             .reset(leases.into_iter().map(|(id, ttl)| (LeaseId(id), ttl)));
+        // Users and roles came with the snapshot too.
+        self.auth.invalidate();
         self.status
             .set_learner(meta.get_conf_state().learners.contains(&self.me()));
         Ok(())
@@ -196,7 +198,9 @@ impl RaftTask {
         let mut events = Vec::new();
         let mut revision = 0;
         let mut auth_effect = AuthEffect::None;
-        let result = match req.op.as_ref().and_then(Op::auth_op) {
+        let auth_op = req.op.as_ref().and_then(Op::auth_op);
+        let changes_auth = auth_op.is_some();
+        let result = match auth_op {
             Some(op) => auth::apply::apply(&mut tx, &s, &op, &req.auth_user, entry.index).and_then(
                 |(token, effect)| {
                     auth_effect = effect;
@@ -241,6 +245,9 @@ impl RaftTask {
             }
             if !events.is_empty() {
                 self.events.publish(revision, events);
+            }
+            if changes_auth {
+                self.auth.invalidate();
             }
             match auth_effect {
                 AuthEffect::None => {}
