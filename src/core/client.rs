@@ -18,6 +18,20 @@ pub struct ClientTls {
     pub identity: Option<(Vec<u8>, Vec<u8>)>,
 }
 
+impl ClientTls {
+    /// The TLS settings of a tonic channel (etcd-client's `TlsOptions`).
+    pub fn options(&self) -> TlsOptions {
+        let mut t = TlsOptions::new();
+        if let Some(ca) = &self.ca {
+            t = t.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some((cert, key)) = &self.identity {
+            t = t.identity(Identity::from_pem(cert, key));
+        }
+        t
+    }
+}
+
 /// Where a cluster is and how to talk to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfig {
@@ -66,14 +80,7 @@ impl ClientConfig {
             .with_connect_timeout(self.dial_timeout)
             .with_timeout(self.request_timeout);
         if let Some(tls) = &self.tls {
-            let mut t = TlsOptions::new();
-            if let Some(ca) = &tls.ca {
-                t = t.ca_certificate(Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = &tls.identity {
-                t = t.identity(Identity::from_pem(cert, key));
-            }
-            options = options.with_tls(t);
+            options = options.with_tls(tls.options());
         }
         if let Some((interval, timeout)) = self.keep_alive {
             options = options.with_keep_alive(interval, timeout);

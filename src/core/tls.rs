@@ -332,10 +332,7 @@ pub fn valid_for_host(der: &CertificateDer<'_>, host: &str) -> bool {
 /// The SHA-256 fingerprint of a certificate, lowercase hex.
 pub fn fingerprint(der: &CertificateDer<'_>) -> String {
     use sha2::Digest as _;
-    sha2::Sha256::digest(der.as_ref())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::core::snapshot::hex(&sha2::Sha256::digest(der.as_ref()))
 }
 
 /// Writes a self-signed certificate for `hosts` into `dir` (`cert.pem`,

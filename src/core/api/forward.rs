@@ -48,15 +48,8 @@ impl ApiContext {
             .connect_timeout(DIAL_TIMEOUT)
             .timeout(self.request_timeout);
         if let Some(tls) = tls {
-            let mut config = tonic::transport::ClientTlsConfig::new();
-            if let Some(ca) = &tls.ca {
-                config = config.ca_certificate(tonic::transport::Certificate::from_pem(ca));
-            }
-            if let Some((cert, key)) = &tls.identity {
-                config = config.identity(tonic::transport::Identity::from_pem(cert, key));
-            }
             endpoint = endpoint
-                .tls_config(config)
+                .tls_config(tls.options())
                 .map_err(|e| Status::unavailable(format!("etcdserver: leader TLS: {e}")))?;
         }
         let channel = endpoint.connect_lazy();

@@ -23,6 +23,26 @@ use crate::core::auth::{Access, Identity, TokenLookup};
 use crate::core::errors::EtcdError;
 use crate::core::mvcc;
 
+/// What a request presents to be identified: its token (gRPC metadata
+/// `token`, else `authorization`) and its verified certificate's Common
+/// Name; `None` for the member's own in-process client, which is trusted.
+fn credentials<T>(request: &Request<T>) -> Option<(Option<String>, Option<String>)> {
+    let conn = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<ClientConn>>()
+        .map(|c| &c.0);
+    if conn.is_some_and(|c| c.local) {
+        return None;
+    }
+    let metadata = request.metadata();
+    let token = metadata
+        .get("token")
+        .or_else(|| metadata.get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Some((token, conn.and_then(|c| c.common_name.clone())))
+}
+
 impl ApiContext {
     /// The identity of `request` (`None` while auth is disabled, and for
     /// the member's own in-process client, whose callers were checked by
@@ -32,22 +52,15 @@ impl ApiContext {
     /// # Errors
     /// `InvalidAuthToken`; `Timeout` waiting for the token's entry.
     pub async fn identity<T>(&self, request: &Request<T>) -> Result<Identity, EtcdError> {
-        let conn = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<ClientConn>>()
-            .map(|c| &c.0);
-        if conn.is_some_and(|c| c.local) {
+        let Some((token, cn)) = credentials(request) else {
             return Ok(None);
-        }
-        let metadata = request.metadata();
-        let token = metadata
-            .get("token")
-            .or_else(|| metadata.get("authorization"))
-            .and_then(|v| v.to_str().ok());
-        let cn = conn.and_then(|c| c.common_name.as_deref());
+        };
         for _ in 0..2 {
             let applied = self.node.applied.borrow().0;
-            match self.auth.identify(token, cn, applied)? {
+            match self
+                .auth
+                .identify(token.as_deref(), cn.as_deref(), applied)?
+            {
                 TokenLookup::Known(who) => return Ok(who),
                 TokenLookup::Wait(index) => {
                     let mut applied = self.node.applied.clone();
@@ -207,23 +220,13 @@ impl WatchGuard {
         auth: std::sync::Arc<crate::core::auth::AuthStore>,
         request: &Request<T>,
     ) -> Self {
-        let conn = request
-            .extensions()
-            .get::<axum::extract::ConnectInfo<ClientConn>>()
-            .map(|c| &c.0);
-        if conn.is_some_and(|c| c.local) {
-            return Self::default();
-        }
-        let metadata = request.metadata();
-        let token = metadata
-            .get("token")
-            .or_else(|| metadata.get("authorization"))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        Self {
-            auth: Some(auth),
-            token,
-            common_name: conn.and_then(|c| c.common_name.clone()),
+        match credentials(request) {
+            Some((token, common_name)) => Self {
+                auth: Some(auth),
+                token,
+                common_name,
+            },
+            None => Self::default(),
         }
     }
 
@@ -244,19 +247,6 @@ impl WatchGuard {
     }
 }
 
-/// The end of the range of keys starting with `prefix` (etcd's
-/// `GetPrefixRangeEnd`; `"\0"` when every byte is 0xff).
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 impl ApiContext {
     /// A lock or election on `name`: the caller's rights on `name/`, as
     /// etcd's in-process client checks them for the caller (read, and
@@ -275,7 +265,7 @@ impl ApiContext {
         let unknown = |e: EtcdError| crate::core::api::concurrency::as_unknown(e.into());
         let who = self.identity(request).await.map_err(unknown)?;
         let prefix = crate::core::api::concurrency::prefix_of(name);
-        let end = prefix_end(&prefix);
+        let end = crate::core::mvcc::keys::prefix_end(&prefix);
         self.auth
             .check(&who, Access::Read, &prefix, &end)
             .map_err(unknown)?;

@@ -2,6 +2,20 @@
 //! of a request. Integer parts are big-endian so that LSM order is numeric
 //! order.
 
+/// The end of the range of keys that start with `prefix` (etcd's
+/// `GetPrefixRangeEnd`): the prefix with its last byte below 0xff raised
+/// by one; `"\0"` (to the end of the keyspace) when every byte is 0xff.
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
 /// `mvccpb.Event.EventType.PUT`.
 pub const EVENT_PUT: i32 = 0;
 /// `mvccpb.Event.EventType.DELETE`.

@@ -110,18 +110,7 @@ pub fn role_list(format: OutputFormat, r: &RoleListResponse) -> Printed {
     }
 }
 
-/// The end of the range of keys starting with `key` (etcd's
-/// `GetPrefixRangeEnd`).
-pub fn prefix_end(key: &[u8]) -> Vec<u8> {
-    let mut end = key.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
+pub use crate::core::mvcc::keys::prefix_end;
 
 /// One permission's range as etcdctl's `role get` shows it.
 fn perm_range(p: &Permission) -> String {
