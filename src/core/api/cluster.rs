@@ -42,6 +42,23 @@ impl ClusterService {
         members::list(&self.ctx.storage).map_err(|e| internal(format!("{e:#}")))
     }
 
+    /// The member list, holding `id` if the cluster does. When `id` is not
+    /// in the local list, waits for a read-index barrier and reads again: a
+    /// change just acknowledged by another member is then seen, so "member
+    /// not found" is never a stale answer. No barrier otherwise, so the
+    /// strict reconfiguration checks answer even without a quorum (etcd).
+    async fn members_with(&self, id: u64) -> Result<Vec<PbMember>, Status> {
+        let list = self.members()?;
+        if list.iter().any(|m| m.id == id) {
+            return Ok(list);
+        }
+        self.ctx
+            .node
+            .linearizable_barrier(self.ctx.request_timeout)
+            .await?;
+        self.members()
+    }
+
     fn check_peer_urls(&self, urls: &[String], except: u64) -> Result<(), Status> {
         if urls.is_empty() {
             return Err(Status::invalid_argument(
@@ -183,7 +200,7 @@ impl PbClusterService for ClusterService {
     ) -> Result<Response<PbMemberRemoveResponse>, Status> {
         self.ctx.admin(&request).await?;
         let id = request.into_inner().id;
-        let existing = self.members()?;
+        let existing = self.members_with(id).await?;
         let Some(target) = existing.iter().find(|m| m.id == id) else {
             return Err(EtcdError::MemberNotFound.into());
         };
@@ -213,7 +230,12 @@ impl PbClusterService for ClusterService {
     ) -> Result<Response<PbMemberUpdateResponse>, Status> {
         let who = self.ctx.admin(&request).await?;
         let req = request.into_inner();
-        if !self.members()?.iter().any(|m| m.id == req.id) {
+        if !self
+            .members_with(req.id)
+            .await?
+            .iter()
+            .any(|m| m.id == req.id)
+        {
             return Err(EtcdError::MemberNotFound.into());
         }
         self.check_peer_urls(&req.peer_ur_ls, req.id)?;
@@ -260,7 +282,12 @@ impl PbClusterService for ClusterService {
     ) -> Result<Response<PbMemberPromoteResponse>, Status> {
         self.ctx.admin(&request).await?;
         let id = request.get_ref().id;
-        let Some(target) = self.members()?.into_iter().find(|m| m.id == id) else {
+        let Some(target) = self
+            .members_with(id)
+            .await?
+            .into_iter()
+            .find(|m| m.id == id)
+        else {
             return Err(EtcdError::MemberNotFound.into());
         };
         if !target.is_learner {
