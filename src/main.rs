@@ -10,6 +10,7 @@ use tracing_subscriber::EnvFilter;
 use kvd::modes::backup::{self, BackupArgs};
 use kvd::modes::ctl::{self, CtlArgs};
 use kvd::modes::member::{self, MemberArgs};
+use kvd::modes::proxy::{self, ProxyArgs};
 use kvd::modes::serve::{self, ServeArgs};
 use kvd::modes::ExitCode;
 
@@ -34,6 +35,9 @@ enum Command {
     /// Backups: save (online, or --dir --keep for cron), status, restore
     /// (also etcd's snapshots), and offline copies (--data-dir --backup-dir)
     Backup(BackupArgs),
+    /// A local proxy in front of a cluster (etcd's grpc-proxy): coalesced
+    /// watches and keep-alives, a serializable-read cache kept exact by a watch
+    Proxy(Box<ProxyArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -54,6 +58,7 @@ fn main() -> std::process::ExitCode {
         Command::Member(args) => client_main(member::run(args)),
         Command::Backup(args) => client_main(backup::run(args)),
         Command::Ctl(args) => client_main(ctl::run(args)),
+        Command::Proxy(args) => proxy_main(&args),
     };
     code.into()
 }
@@ -80,6 +85,29 @@ fn serve_main(args: &ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(serve::run(cfg))
+}
+
+/// `kvd proxy`: its flags merged with its `--config` file, logging, then
+/// the multi-threaded runtime.
+fn proxy_main(args: &ProxyArgs) -> ExitCode {
+    let args = match args.merged() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::USAGE;
+        }
+    };
+    init_tracing(&args.log_level());
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime.block_on(proxy::run(args)),
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            ExitCode::ERROR
+        }
+    }
 }
 
 /// A client mode (`member`, `backup`) on a single-threaded runtime, no

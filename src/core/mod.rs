@@ -13,6 +13,7 @@ pub mod lease;
 pub mod members;
 pub mod metrics;
 pub mod mvcc;
+pub mod proxy;
 pub mod raft;
 pub mod server;
 pub mod snapshot;

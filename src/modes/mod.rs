@@ -7,6 +7,7 @@ pub mod backup;
 pub mod common;
 pub mod ctl;
 pub mod member;
+pub mod proxy;
 pub mod serve;
 
 /// The exit status of every mode: kvd's own (0 ok, 1 error, 2 bad usage)

@@ -39,6 +39,8 @@ pub enum ClientIo {
     Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// The member's own client, in process.
     Local(DuplexStream),
+    /// A Unix domain socket (`kvd proxy --listen-addr unix://PATH`).
+    Unix(tokio::net::UnixStream),
 }
 
 /// Who is on the other end of a client connection: the request
@@ -184,6 +186,35 @@ async fn handshake(
     Some((ClientIo::Tls(Box::new(stream)), conn))
 }
 
+/// Accepts on a Unix domain socket (no TLS: the file's permissions guard
+/// it) until the returned listener is dropped.
+pub fn accept_unix(unix: tokio::net::UnixListener) -> ClientListener {
+    let (tx, accepted) = mpsc::channel(ACCEPT_QUEUE);
+    tokio::spawn(async move {
+        loop {
+            match unix.accept().await {
+                Ok((stream, _)) => {
+                    let conn = ClientConn {
+                        local: false,
+                        ..ClientConn::default()
+                    };
+                    if tx.send((ClientIo::Unix(stream), conn)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("cannot accept a client connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    ClientListener {
+        accepted,
+        local_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
 /// Opens in-process connections to the member's own client services.
 #[derive(Clone)]
 pub struct LocalConnector(mpsc::Sender<(ClientIo, ClientConn)>);
@@ -223,6 +254,7 @@ macro_rules! each_io {
             ClientIo::Plain($io) => $e,
             ClientIo::Tls($io) => $e,
             ClientIo::Local($io) => $e,
+            ClientIo::Unix($io) => $e,
         }
     };
 }
@@ -267,6 +299,7 @@ impl AsyncWrite for ClientIo {
             ClientIo::Plain(io) => io.is_write_vectored(),
             ClientIo::Tls(io) => io.is_write_vectored(),
             ClientIo::Local(io) => io.is_write_vectored(),
+            ClientIo::Unix(io) => io.is_write_vectored(),
         }
     }
 }

@@ -32,7 +32,7 @@ use crate::modes::ExitCode;
 mod auth;
 mod check;
 mod concurrency;
-mod discovery;
+pub mod discovery;
 mod kv;
 mod lease;
 mod maintenance;

@@ -197,7 +197,7 @@ pub async fn run(cfg: ServeConfig) -> ExitCode {
 }
 
 /// Completes on SIGINT or SIGTERM.
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};

@@ -1,0 +1,512 @@
+//! The task that owns one caller's upstream watch stream: it opens a
+//! broadcast (an upstream watch) only when no open one covers a new local
+//! watcher's range and start revision, fans each upstream response out to
+//! the local watchers it concerns, and after a broken stream reopens every
+//! broadcast at the revision after the last one it delivered, so a local
+//! watcher neither misses nor repeats an event.
+//!
+//! Upstream watches always ask for `prev_kv` and progress notifications
+//! and no filters; the local watchers' own choices are applied here.
+//! Local streams have bounded queues: a stream that falls
+//! [`super::LOCAL_QUEUE`] responses behind is ended with an error (its
+//! client watches again from its last revision), so one slow reader never
+//! holds the others up.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::proto::{
+    PbEvent, PbResponseHeader, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataMap;
+use tonic::{Status, Streaming};
+
+use super::broadcast::{Broadcast, Local, LocalKey, LocalWatch, State};
+use super::{Command, LocalTx};
+use crate::core::proxy::cache::ReadCache;
+use crate::core::proxy::metrics::PROXY_METRICS;
+use crate::core::proxy::namespace::Namespace;
+use crate::core::proxy::upstream::Upstream;
+
+/// Requests queued for the upstream stream.
+const UPSTREAM_QUEUE: usize = 1024;
+/// Wait before reopening a broken upstream stream (doubles up to 2 s).
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// An unanswered upstream progress request is sent again after this.
+const PROGRESS_RESEND: Duration = Duration::from_secs(1);
+
+/// The open upstream watch stream.
+pub(super) struct UpstreamLink {
+    tx: mpsc::Sender<PbWatchRequest>,
+    rx: Streaming<PbWatchResponse>,
+    index: usize,
+}
+
+/// One caller's hub (see the module docs).
+pub struct Hub {
+    pub(super) upstream: Arc<Upstream>,
+    /// The caller's metadata for the upstream stream (its token).
+    pub(super) metadata: MetadataMap,
+    pub(super) namespace: Namespace,
+    /// The read cache, for the hub of token-less callers.
+    pub(super) cache: Option<Arc<ReadCache>>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) link: Option<UpstreamLink>,
+    pub(super) backoff: Duration,
+    pub(super) retry_at: Option<Instant>,
+    pub(super) broadcasts: HashMap<u64, Broadcast>,
+    pub(super) by_watch_id: HashMap<i64, u64>,
+    pub(super) creating: VecDeque<u64>,
+    pub(super) next_broadcast: u64,
+    pub(super) streams: HashMap<u64, LocalTx>,
+    pub(super) locals: HashMap<LocalKey, Local>,
+    pub(super) progress_waiters: Vec<u64>,
+    pub(super) progress_sent: Option<Instant>,
+    pub(super) last_header: Option<PbResponseHeader>,
+    /// This hub's share of the gauges: (upstream watches, local watchers,
+    /// coalescing watchers), as last added.
+    pub(super) gauges: (i64, i64, i64),
+}
+
+impl Hub {
+    /// A hub with nothing open yet.
+    pub(super) fn new(
+        upstream: Arc<Upstream>,
+        metadata: MetadataMap,
+        namespace: Namespace,
+        cache: Option<Arc<ReadCache>>,
+        commands: mpsc::Receiver<Command>,
+    ) -> Self {
+        Self {
+            upstream,
+            metadata,
+            namespace,
+            cache,
+            commands,
+            link: None,
+            backoff: FIRST_BACKOFF,
+            retry_at: None,
+            broadcasts: HashMap::new(),
+            by_watch_id: HashMap::new(),
+            creating: VecDeque::new(),
+            next_broadcast: 0,
+            streams: HashMap::new(),
+            locals: HashMap::new(),
+            progress_waiters: Vec::new(),
+            progress_sent: None,
+            last_header: None,
+            gauges: (0, 0, 0),
+        }
+    }
+
+    /// Runs until no local stream is left (and no cache watch is kept).
+    pub(super) async fn run(mut self) {
+        if self.cache.is_some() {
+            let b = self.open(b"\0".to_vec(), vec![0], 0, true);
+            self.send_create(b);
+        }
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            if self.link.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
+                self.connect().await;
+            }
+            tokio::select! {
+                command = self.commands.recv() => {
+                    let Some(command) = command else { break };
+                    self.on_command(command);
+                    self.refresh_gauges();
+                    if self.streams.is_empty() && self.cache.is_none() && self.commands.is_empty() {
+                        break;
+                    }
+                }
+                response = next(&mut self.link) => {
+                    self.on_upstream(response);
+                    self.refresh_gauges();
+                }
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+        self.teardown();
+    }
+
+    fn teardown(&mut self) {
+        if let Some(cache) = &self.cache {
+            cache.down();
+        }
+        self.broadcasts.clear();
+        self.locals.clear();
+        self.refresh_gauges();
+    }
+
+    /// Brings the gauges up to date with this hub's state: open upstream
+    /// watches, local watchers, and local watchers beyond the first of
+    /// each upstream watch (etcd's "watchers coalescing").
+    fn refresh_gauges(&mut self) {
+        let live = self
+            .broadcasts
+            .values()
+            .filter(|b| matches!(b.state, State::Live(_)))
+            .count() as i64;
+        let used = self
+            .broadcasts
+            .values()
+            .filter(|b| !b.watchers.is_empty())
+            .count() as i64;
+        let locals = self.locals.len() as i64;
+        let now = (live, locals, locals - used);
+        PROXY_METRICS.upstream_watches.add(now.0 - self.gauges.0);
+        PROXY_METRICS.local_watchers.add(now.1 - self.gauges.1);
+        PROXY_METRICS.watchers_coalescing.add(now.2 - self.gauges.2);
+        self.gauges = now;
+    }
+
+    async fn connect(&mut self) {
+        let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
+        let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let opened = match self.upstream.metadata(&self.metadata).await {
+            Ok(metadata) => {
+                self.upstream
+                    .streaming::<PbWatchRequest, PbWatchResponse, _>(
+                        "/etcdserverpb.Watch/Watch",
+                        metadata,
+                        requests,
+                    )
+                    .await
+            }
+            Err(status) => Err(status),
+        };
+        match opened {
+            Ok((index, rx)) => {
+                self.link = Some(UpstreamLink { tx, rx, index });
+                self.backoff = FIRST_BACKOFF;
+                self.retry_at = None;
+                // Reopen every broadcast, in the order they were opened.
+                self.creating.clear();
+                let mut ids: Vec<u64> = self.broadcasts.keys().copied().collect();
+                ids.sort_unstable();
+                for b in ids {
+                    self.send_create(b);
+                }
+                if !self.progress_waiters.is_empty() {
+                    self.request_progress();
+                }
+            }
+            Err(status) => {
+                tracing::warn!(
+                    "proxy: cannot open an upstream watch stream: {}",
+                    status.message()
+                );
+                self.retry_later();
+            }
+        }
+    }
+
+    fn retry_later(&mut self) {
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(2));
+    }
+
+    /// The upstream stream broke: every broadcast will be created again
+    /// from the revision after the last one delivered.
+    pub(super) fn link_lost(&mut self, why: &str) {
+        if let Some(link) = self.link.take() {
+            tracing::warn!("proxy: upstream watch stream lost ({why}); reopening");
+            self.upstream.failed(link.index);
+        }
+        if let Some(cache) = &self.cache {
+            cache.down();
+        }
+        for b in self.broadcasts.values_mut() {
+            if let State::Live(id) = b.state {
+                self.by_watch_id.remove(&id);
+                b.start_revision = b.revision + 1;
+            }
+            b.state = State::Creating;
+        }
+        self.creating.clear();
+        self.progress_sent = None;
+        self.retry_later();
+    }
+
+    fn send_up(&mut self, request: PbWatchRequest) {
+        let Some(link) = &self.link else {
+            return; // sent again after the reconnect
+        };
+        if link.tx.try_send(request).is_err() {
+            self.link_lost("request queue full");
+        }
+    }
+
+    pub(super) fn send_create(&mut self, id: u64) {
+        let Some(b) = self.broadcasts.get(&id) else {
+            return;
+        };
+        let mut union = PbWatchRequestUnion::CreateRequest(Default::default());
+        if let PbWatchRequestUnion::CreateRequest(c) = &mut union {
+            c.key = b.key.clone();
+            c.range_end = b.range_end.clone();
+            c.start_revision = b.start_revision;
+            c.prev_kv = true;
+            c.progress_notify = true;
+        }
+        if self.link.is_some() {
+            self.creating.push_back(id);
+        }
+        self.send_up(PbWatchRequest {
+            request_union: Some(union),
+        });
+    }
+
+    pub(super) fn send_cancel(&mut self, watch_id: i64) {
+        let mut union = PbWatchRequestUnion::CancelRequest(Default::default());
+        if let PbWatchRequestUnion::CancelRequest(c) = &mut union {
+            c.watch_id = watch_id;
+        }
+        self.send_up(PbWatchRequest {
+            request_union: Some(union),
+        });
+    }
+
+    fn request_progress(&mut self) {
+        if self.progress_sent.is_some() {
+            return;
+        }
+        self.progress_sent = Some(Instant::now());
+        self.send_up(PbWatchRequest {
+            request_union: Some(PbWatchRequestUnion::ProgressRequest(Default::default())),
+        });
+    }
+
+    pub(super) fn open(
+        &mut self,
+        key: Vec<u8>,
+        range_end: Vec<u8>,
+        start: i64,
+        pinned: bool,
+    ) -> u64 {
+        let id = self.next_broadcast;
+        self.next_broadcast += 1;
+        self.broadcasts
+            .insert(id, Broadcast::new(key, range_end, start, pinned));
+        id
+    }
+
+    fn on_tick(&mut self) {
+        if self
+            .progress_sent
+            .is_some_and(|t| t.elapsed() >= PROGRESS_RESEND)
+        {
+            self.progress_sent = None;
+            self.request_progress();
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Open { stream, tx } => {
+                self.streams.insert(stream, tx);
+            }
+            Command::Create {
+                stream,
+                watch_id,
+                watch,
+                answered,
+            } => self.create(stream, watch_id, watch, answered),
+            Command::Cancel { stream, watch_id } => {
+                if self.detach((stream, watch_id)) {
+                    let header = self.last_header;
+                    self.deliver(
+                        stream,
+                        PbWatchResponse {
+                            header,
+                            watch_id,
+                            canceled: true,
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+            Command::Progress { stream } => {
+                self.progress_waiters.push(stream);
+                self.request_progress();
+            }
+            Command::Reply { stream, response } => self.deliver(stream, response),
+            Command::Closed { stream } => self.close_stream(stream),
+        }
+    }
+
+    fn create(
+        &mut self,
+        stream: u64,
+        watch_id: i64,
+        watch: LocalWatch,
+        answered: tokio::sync::oneshot::Sender<()>,
+    ) {
+        let found = self
+            .broadcasts
+            .iter()
+            .filter(|(_, b)| b.can_serve(&watch))
+            .min_by_key(|(id, b)| (!matches!(b.state, State::Live(_)), **id))
+            .map(|(id, _)| *id);
+        let id = match found {
+            Some(id) => id,
+            None => {
+                let id = self.open(
+                    watch.key.clone(),
+                    watch.range_end.clone(),
+                    watch.start_revision,
+                    false,
+                );
+                self.send_create(id);
+                id
+            }
+        };
+        let key = (stream, watch_id);
+        let start = watch.start_revision;
+        self.locals.insert(
+            key,
+            Local {
+                watch,
+                broadcast: id,
+                min_revision: 0,
+                created: false,
+                answered: Some(answered),
+            },
+        );
+        let Some(b) = self.broadcasts.get_mut(&id) else {
+            return;
+        };
+        b.watchers.insert(key);
+        if let State::Live(_) = b.state {
+            let replay = if start > 0 && start <= b.revision {
+                b.replay(start)
+            } else {
+                Vec::new()
+            };
+            let revision = b.revision;
+            let header = self.last_header.map(|mut h| {
+                h.revision = revision;
+                h
+            });
+            self.start_local(key, header, replay);
+        }
+    }
+
+    /// Sends a local watcher its `created` response (whose header
+    /// revision is "now": a watcher from now gets the events after it)
+    /// and the buffered events it starts with.
+    pub(super) fn start_local(
+        &mut self,
+        key: LocalKey,
+        header: Option<PbResponseHeader>,
+        replay: Vec<PbEvent>,
+    ) {
+        let Some(local) = self.locals.get_mut(&key) else {
+            return;
+        };
+        let now = header.as_ref().map_or(0, |h| h.revision);
+        local.created = true;
+        if let Some(answered) = local.answered.take() {
+            let _ = answered.send(());
+        }
+        local.min_revision = if local.watch.start_revision > 0 {
+            local.watch.start_revision
+        } else {
+            now + 1
+        };
+        let events = local.select(&replay);
+        let created = PbWatchResponse {
+            header,
+            watch_id: key.1,
+            created: true,
+            ..Default::default()
+        };
+        self.deliver(key.0, created);
+        if !events.is_empty() {
+            self.send_events(key, header, events);
+        }
+    }
+
+    pub(super) fn send_events(
+        &mut self,
+        key: LocalKey,
+        header: Option<PbResponseHeader>,
+        mut events: Vec<PbEvent>,
+    ) {
+        events.iter_mut().for_each(|e| self.namespace.event_out(e));
+        self.deliver(
+            key.0,
+            PbWatchResponse {
+                header,
+                watch_id: key.1,
+                events,
+                ..Default::default()
+            },
+        );
+    }
+
+    /// Removes a local watcher; its broadcast goes when nothing else
+    /// needs it. Returns whether it existed.
+    fn detach(&mut self, key: LocalKey) -> bool {
+        let Some(local) = self.locals.remove(&key) else {
+            return false;
+        };
+        let id = local.broadcast;
+        let Some(b) = self.broadcasts.get_mut(&id) else {
+            return true;
+        };
+        b.watchers.remove(&key);
+        if !b.watchers.is_empty() {
+        } else if !b.pinned {
+            let state = b.state;
+            self.broadcasts.remove(&id);
+            if let State::Live(watch_id) = state {
+                self.by_watch_id.remove(&watch_id);
+                self.send_cancel(watch_id);
+            }
+            // A broadcast still being created is cancelled when its
+            // `created` response comes (see `on_created`).
+        }
+        true
+    }
+
+    pub(super) fn close_stream(&mut self, stream: u64) {
+        self.streams.remove(&stream);
+        let keys: Vec<LocalKey> = self
+            .locals
+            .keys()
+            .filter(|k| k.0 == stream)
+            .copied()
+            .collect();
+        for k in keys {
+            self.detach(k);
+        }
+        self.progress_waiters.retain(|s| *s != stream);
+    }
+
+    /// Queues `response` for a local stream; a stream whose queue is full
+    /// is ended with an error.
+    pub(super) fn deliver(&mut self, stream: u64, response: PbWatchResponse) {
+        let Some(tx) = self.streams.get(&stream) else {
+            return;
+        };
+        if tx.capacity() > 1 {
+            let _ = tx.try_send(Ok(response));
+            return;
+        }
+        let _ = tx.try_send(Err(Status::resource_exhausted(
+            "kvd proxy: the watch stream fell too far behind; watch again from the last revision received",
+        )));
+        self.close_stream(stream);
+    }
+}
+
+async fn next(link: &mut Option<UpstreamLink>) -> Option<Result<PbWatchResponse, Status>> {
+    match link {
+        Some(l) => l.rx.next().await,
+        None => std::future::pending().await,
+    }
+}

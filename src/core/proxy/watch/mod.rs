@@ -1,0 +1,348 @@
+//! The proxy's `etcdserverpb.Watch`: local watch streams served from
+//! coalesced upstream watches.
+//!
+//! Local watchers are grouped by caller (the token they send; token-less
+//! callers share the proxy's own identity), and each group has one hub
+//! ([`hub::Hub`]) holding one upstream stream. Within a group, a new
+//! watcher joins an upstream watch whose range covers its own and that can
+//! give it every event from its start revision (from now, from the future,
+//! or from the events it keeps in memory); only otherwise is a new
+//! upstream watch opened. A watcher's create is first checked upstream
+//! with the caller's own token (a one-key, count-only serializable read of
+//! its range, etcd grpc-proxy's check), so joining an existing watch never
+//! skips a permission check.
+//!
+//! What a local client sees matches a member's watch service: `created`
+//! first, events in revision order, `canceled` on cancel, etcd's refusals
+//! (`watch_id` -1, `created` + `canceled`), and progress requests
+//! answered (etcd's grpc-proxy ignores them, etcd #19710).
+
+pub mod broadcast;
+mod fanout;
+pub mod hub;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use etcd_client::proto::{
+    PbRangeRequest, PbRangeResponse, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse,
+    PbWatchService,
+};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+
+use self::broadcast::{LocalWatch, Span};
+use crate::core::api::watch::{REASON_DUPLICATE_ID, REASON_EMPTY_RANGE};
+use crate::core::errors::EtcdError;
+use crate::core::proxy::cache::ReadCache;
+use crate::core::proxy::namespace::Namespace;
+use crate::core::proxy::upstream::{caller, Caller, Upstream};
+
+/// Responses queued for one local stream before it counts as stuck.
+pub const LOCAL_QUEUE: usize = 4096;
+/// Commands queued for a hub.
+const HUB_QUEUE: usize = 4096;
+/// etcd's `FilterType.NOPUT` and `NODELETE`.
+const FILTER_NOPUT: i32 = 0;
+const FILTER_NODELETE: i32 = 1;
+
+/// Where a hub sends one local stream's responses.
+pub type LocalTx = mpsc::Sender<Result<PbWatchResponse, Status>>;
+
+/// What local streams ask of their hub.
+pub enum Command {
+    /// A local stream starts; its responses go to `tx`.
+    Open {
+        /// The stream.
+        stream: u64,
+        /// Its response queue.
+        tx: LocalTx,
+    },
+    /// A watch to create, already checked (id free, range valid, allowed).
+    Create {
+        /// The stream.
+        stream: u64,
+        /// The watch's id on that stream.
+        watch_id: i64,
+        /// What it watches (member-side keys).
+        watch: LocalWatch,
+        /// Told once its `created` response is queued.
+        answered: tokio::sync::oneshot::Sender<()>,
+    },
+    /// A cancel of one of the stream's watches.
+    Cancel {
+        /// The stream.
+        stream: u64,
+        /// The watch.
+        watch_id: i64,
+    },
+    /// A progress request (answered once upstream confirms a revision).
+    Progress {
+        /// The stream.
+        stream: u64,
+    },
+    /// A response to send as it is (a refused create).
+    Reply {
+        /// The stream.
+        stream: u64,
+        /// The response.
+        response: PbWatchResponse,
+    },
+    /// The local stream ended.
+    Closed {
+        /// The stream.
+        stream: u64,
+    },
+}
+
+/// The Watch service of the proxy.
+pub struct WatchProxy {
+    upstream: Arc<Upstream>,
+    namespace: Namespace,
+    cache: Option<Arc<ReadCache>>,
+    hubs: Mutex<HashMap<Caller, mpsc::Sender<Command>>>,
+    next_stream: AtomicU64,
+}
+
+impl WatchProxy {
+    /// The service; with a `cache`, the token-less callers' hub starts at
+    /// once and keeps the cache's watch open.
+    pub fn new(
+        upstream: Arc<Upstream>,
+        namespace: Namespace,
+        cache: Option<Arc<ReadCache>>,
+    ) -> Arc<Self> {
+        let proxy = Arc::new(Self {
+            upstream,
+            namespace,
+            cache,
+            hubs: Mutex::new(HashMap::new()),
+            next_stream: AtomicU64::new(1),
+        });
+        if proxy.cache.is_some() {
+            proxy.hub(&None);
+        }
+        proxy
+    }
+
+    /// The hub of `caller`, started when it has none (or its last one
+    /// ended).
+    fn hub(&self, caller: &Caller) -> mpsc::Sender<Command> {
+        let mut hubs = match self.hubs.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(tx) = hubs.get(caller).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(HUB_QUEUE);
+        let mut metadata = MetadataMap::new();
+        if let Some(token) = caller.as_deref().and_then(|t| t.parse().ok()) {
+            metadata.insert("token", token);
+        }
+        let cache = if caller.is_none() {
+            self.cache.clone()
+        } else {
+            None
+        };
+        let hub = hub::Hub::new(
+            self.upstream.clone(),
+            metadata,
+            self.namespace.clone(),
+            cache,
+            rx,
+        );
+        tokio::spawn(hub.run());
+        hubs.retain(|_, tx| !tx.is_closed());
+        hubs.insert(caller.clone(), tx.clone());
+        tx
+    }
+
+    /// Registers a new local stream with its caller's hub.
+    async fn open(
+        &self,
+        caller: &Caller,
+        stream: u64,
+        tx: LocalTx,
+    ) -> Option<mpsc::Sender<Command>> {
+        let mut command = Command::Open { stream, tx };
+        for _ in 0..3 {
+            let hub = self.hub(caller);
+            match hub.send(command).await {
+                Ok(()) => return Some(hub),
+                // That hub just ended: start another.
+                Err(mpsc::error::SendError(c)) => command = c,
+            }
+        }
+        None
+    }
+}
+
+/// A refused create: `watch_id` -1, `created` and `canceled` (etcd).
+fn refusal(reason: &str) -> PbWatchResponse {
+    PbWatchResponse {
+        watch_id: -1,
+        created: true,
+        canceled: true,
+        cancel_reason: reason.to_string(),
+        ..Default::default()
+    }
+}
+
+/// One local stream's requests, turned into hub commands.
+struct Reader {
+    upstream: Arc<Upstream>,
+    namespace: Namespace,
+    incoming: MetadataMap,
+    checked: bool,
+    hub: mpsc::Sender<Command>,
+    stream: u64,
+    ids: HashSet<i64>,
+    next_id: i64,
+}
+
+impl Reader {
+    async fn run(mut self, mut requests: Streaming<PbWatchRequest>) {
+        while let Some(Ok(request)) = requests.next().await {
+            let mut created = None;
+            let command = match request.request_union {
+                Some(PbWatchRequestUnion::CreateRequest(c)) => {
+                    let key = if c.key.is_empty() { vec![0] } else { c.key };
+                    let bounded = !c.range_end.is_empty() && c.range_end != [0];
+                    let refused = if c.start_revision < 0 {
+                        Some(EtcdError::Compacted.to_string())
+                    } else if bounded && key.as_slice() >= c.range_end.as_slice() {
+                        Some(REASON_EMPTY_RANGE.to_string())
+                    } else if c.watch_id != 0 && self.ids.contains(&c.watch_id) {
+                        Some(REASON_DUPLICATE_ID.to_string())
+                    } else {
+                        None
+                    };
+                    let (key, range_end) = self.namespace.range(&key, &c.range_end);
+                    let refused = match refused {
+                        Some(r) => Some(r),
+                        None => self.check(&key, &range_end).await.err(),
+                    };
+                    if let Some(reason) = refused {
+                        Command::Reply {
+                            stream: self.stream,
+                            response: refusal(&reason),
+                        }
+                    } else {
+                        let watch_id = if c.watch_id != 0 {
+                            c.watch_id
+                        } else {
+                            while self.ids.contains(&self.next_id) {
+                                self.next_id += 1;
+                            }
+                            self.next_id
+                        };
+                        self.ids.insert(watch_id);
+                        let (answered, wait) = tokio::sync::oneshot::channel();
+                        created = Some(wait);
+                        Command::Create {
+                            answered,
+                            stream: self.stream,
+                            watch_id,
+                            watch: LocalWatch {
+                                span: Span::new(&key, &range_end),
+                                key,
+                                range_end,
+                                start_revision: c.start_revision,
+                                no_put: c.filters.contains(&FILTER_NOPUT),
+                                no_delete: c.filters.contains(&FILTER_NODELETE),
+                                prev_kv: c.prev_kv,
+                                progress_notify: c.progress_notify,
+                            },
+                        }
+                    }
+                }
+                Some(PbWatchRequestUnion::CancelRequest(c)) => {
+                    if !self.ids.remove(&c.watch_id) {
+                        continue; // etcd: an unknown id gets no answer
+                    }
+                    Command::Cancel {
+                        stream: self.stream,
+                        watch_id: c.watch_id,
+                    }
+                }
+                Some(PbWatchRequestUnion::ProgressRequest(_)) => Command::Progress {
+                    stream: self.stream,
+                },
+                None => continue,
+            };
+            if self.hub.send(command).await.is_err() {
+                return;
+            }
+            // One create at a time: its `created` goes out before the next.
+            if let Some(wait) = created {
+                let _ = wait.await;
+            }
+        }
+        let _ = self
+            .hub
+            .send(Command::Closed {
+                stream: self.stream,
+            })
+            .await;
+    }
+
+    /// The caller may read `[key, range_end)`: a count-only serializable
+    /// read of one key with its own token (only when it sends one; a
+    /// token-less caller acts as the proxy, whose watches the member
+    /// checks itself).
+    async fn check(&self, key: &[u8], range_end: &[u8]) -> Result<(), String> {
+        if !self.checked {
+            return Ok(());
+        }
+        let mut request = Request::new(PbRangeRequest {
+            key: key.to_vec(),
+            range_end: range_end.to_vec(),
+            limit: 1,
+            serializable: true,
+            count_only: true,
+            ..Default::default()
+        });
+        *request.metadata_mut() = self.incoming.clone();
+        let answer: Result<Response<PbRangeResponse>, Status> = self
+            .upstream
+            .unary("/etcdserverpb.KV/Range", request, true)
+            .await;
+        answer.map(|_| ()).map_err(|s| s.message().to_string())
+    }
+}
+
+#[tonic::async_trait]
+impl PbWatchService for WatchProxy {
+    type WatchStream = ReceiverStream<Result<PbWatchResponse, Status>>;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<PbWatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let incoming = request.metadata().clone();
+        let who = caller(&incoming);
+        let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(LOCAL_QUEUE);
+        let hub = self
+            .open(&who, stream, tx)
+            .await
+            .ok_or_else(|| Status::unavailable("kvd proxy: the watch hub stopped"))?;
+        let reader = Reader {
+            upstream: self.upstream.clone(),
+            namespace: self.namespace.clone(),
+            checked: who.is_some(),
+            incoming,
+            hub,
+            stream,
+            ids: HashSet::new(),
+            next_id: 0,
+        };
+        tokio::spawn(reader.run(request.into_inner()));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
