@@ -60,7 +60,7 @@ lint: deps
 # Benchmarks (release): put throughput, latency and fsyncs per put, side by
 # side with etcd when /usr/bin/etcd exists (Debian etcd-server).
 bench: deps
-	$(CARGO) bench --bench put_load --bench watch_load --bench snapshot_catchup
+	$(CARGO) bench --bench put_load --bench watch_load --bench snapshot_catchup --bench proxy_load
 
 # kvd and etcd side by side (Debian etcd-server's /usr/bin/etcd): fresh
 # 3-member clusters in alternating rounds under etcd benchmark's workloads,

@@ -703,3 +703,47 @@ async fn namespace_registration_unix_socket_and_flags() {
     }
     server.terminate();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_stops_reading_catches_up_with_every_event() {
+    let cluster = Cluster::start(1).await;
+    let dir = TestDir::new();
+    let proxy = start_proxy(dir.path(), "proxy", &cluster.endpoints(), &["--no-cache"]).await;
+    let mut c = connect(&proxy.endpoints()).await;
+    const WATCHES: usize = 50;
+    const PUTS: usize = 300;
+    let mut stream = c.watch("slow", None).await.unwrap();
+    for _ in 1..WATCHES {
+        stream.watch("slow", None).await.unwrap();
+    }
+    let mut created = 0;
+    while created < WATCHES {
+        if stream.message().await.unwrap().unwrap().created() {
+            created += 1;
+        }
+    }
+    // 50 × 300 responses: far more than the proxy queues for one stream,
+    // written while the stream is not read.
+    let mut writer = connect(&cluster.endpoints()).await;
+    let mut revisions = Vec::new();
+    for i in 0..PUTS {
+        let r = writer.put("slow", format!("{i}"), None).await.unwrap();
+        revisions.push(r.header().unwrap().revision());
+    }
+    let mut got: HashMap<i64, Vec<i64>> = HashMap::new();
+    while got.values().map(Vec::len).sum::<usize>() < WATCHES * PUTS {
+        let r = tokio::time::timeout(Duration::from_secs(20), stream.message())
+            .await
+            .expect("events keep coming")
+            .unwrap()
+            .unwrap();
+        assert!(!r.canceled(), "{r:?}");
+        for e in r.events() {
+            got.entry(r.watch_id()).or_default().push(e.kv().unwrap().mod_revision());
+        }
+    }
+    assert_eq!(got.len(), WATCHES);
+    for (id, revs) in got {
+        assert_eq!(revs, revisions, "watch {id}: every event, in order, once");
+    }
+}

@@ -12,6 +12,9 @@ use crate::core::mvcc::{EVENT_DELETE, EVENT_PUT};
 /// A local watcher: (local stream, watch id on that stream).
 pub type LocalKey = (u64, i64);
 
+/// The `broadcast` of a local watcher whose stream stalled.
+pub const DETACHED: u64 = u64::MAX;
+
 /// Events a broadcast keeps so that a watcher starting a little in the
 /// past is served from memory instead of a new upstream watch.
 pub const BUFFERED_EVENTS: usize = 4096;

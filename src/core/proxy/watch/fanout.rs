@@ -124,7 +124,7 @@ impl Hub {
                 cancel_reason: r.cancel_reason.clone(),
                 ..Default::default()
             };
-            self.deliver(key.0, response);
+            let _ = self.deliver(key.0, response);
         }
     }
 
@@ -155,7 +155,7 @@ impl Hub {
                 watch_id: k.1,
                 ..Default::default()
             };
-            self.deliver(k.0, response);
+            let _ = self.deliver(k.0, response);
         }
     }
 
@@ -176,7 +176,7 @@ impl Hub {
                 watch_id: -1,
                 ..Default::default()
             };
-            self.deliver(stream, response);
+            let _ = self.deliver(stream, response);
         }
     }
 
@@ -217,7 +217,7 @@ impl Hub {
                 continue;
             }
             sent += 1;
-            self.send_events(k, r.header, mine);
+            let _ = self.send_events(k, r.header, mine);
         }
         if sent > 1 {
             PROXY_METRICS.events_coalescing.inc_by(sent - 1);

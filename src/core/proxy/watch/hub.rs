@@ -8,9 +8,8 @@
 //! Upstream watches always ask for `prev_kv` and progress notifications
 //! and no filters; the local watchers' own choices are applied here.
 //! Local streams have bounded queues: a stream that falls
-//! [`super::LOCAL_QUEUE`] responses behind is ended with an error (its
-//! client watches again from its last revision), so one slow reader never
-//! holds the others up.
+//! [`super::LOCAL_QUEUE`] responses behind stalls and catches up later
+//! (see `stall`), so one slow reader never holds the others up.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -62,6 +61,9 @@ pub struct Hub {
     pub(super) creating: VecDeque<u64>,
     pub(super) next_broadcast: u64,
     pub(super) streams: HashMap<u64, LocalTx>,
+    /// Local streams whose queue filled up: their watchers are off their
+    /// broadcasts until the client has read half the queue.
+    pub(super) stalled: std::collections::HashSet<u64>,
     pub(super) locals: HashMap<LocalKey, Local>,
     pub(super) progress_waiters: Vec<u64>,
     pub(super) progress_sent: Option<Instant>,
@@ -94,6 +96,7 @@ impl Hub {
             creating: VecDeque::new(),
             next_broadcast: 0,
             streams: HashMap::new(),
+            stalled: std::collections::HashSet::new(),
             locals: HashMap::new(),
             progress_waiters: Vec::new(),
             progress_sent: None,
@@ -302,6 +305,7 @@ impl Hub {
             self.progress_sent = None;
             self.request_progress();
         }
+        self.resume_stalled();
     }
 
     fn on_command(&mut self, command: Command) {
@@ -318,7 +322,7 @@ impl Hub {
             Command::Cancel { stream, watch_id } => {
                 if self.detach((stream, watch_id)) {
                     let header = self.last_header;
-                    self.deliver(
+                    let _ = self.deliver(
                         stream,
                         PbWatchResponse {
                             header,
@@ -333,7 +337,9 @@ impl Hub {
                 self.progress_waiters.push(stream);
                 self.request_progress();
             }
-            Command::Reply { stream, response } => self.deliver(stream, response),
+            Command::Reply { stream, response } => {
+                let _ = self.deliver(stream, response);
+            }
             Command::Closed { stream } => self.close_stream(stream),
         }
     }
@@ -345,10 +351,45 @@ impl Hub {
         watch: LocalWatch,
         answered: tokio::sync::oneshot::Sender<()>,
     ) {
+        let key = (stream, watch_id);
+        let start = watch.start_revision;
+        let id = self.attach(key, &watch);
+        self.locals.insert(
+            key,
+            Local {
+                watch,
+                broadcast: id,
+                min_revision: 0,
+                created: false,
+                answered: Some(answered),
+            },
+        );
+        let Some(b) = self.broadcasts.get(&id) else {
+            return;
+        };
+        if let State::Live(_) = b.state {
+            let replay = if start > 0 && start <= b.revision {
+                b.replay(start)
+            } else {
+                Vec::new()
+            };
+            let revision = b.revision;
+            let header = self.last_header.map(|mut h| {
+                h.revision = revision;
+                h
+            });
+            self.start_local(key, header, replay);
+        }
+    }
+
+    /// The broadcast that will serve local watcher `key` asking for
+    /// `watch` (an open one that can, else a new one), with `key` added
+    /// to its watchers.
+    pub(super) fn attach(&mut self, key: LocalKey, watch: &LocalWatch) -> u64 {
         let found = self
             .broadcasts
             .iter()
-            .filter(|(_, b)| b.can_serve(&watch))
+            .filter(|(_, b)| b.can_serve(watch))
             .min_by_key(|(id, b)| (!matches!(b.state, State::Live(_)), **id))
             .map(|(id, _)| *id);
         let id = match found {
@@ -364,35 +405,10 @@ impl Hub {
                 id
             }
         };
-        let key = (stream, watch_id);
-        let start = watch.start_revision;
-        self.locals.insert(
-            key,
-            Local {
-                watch,
-                broadcast: id,
-                min_revision: 0,
-                created: false,
-                answered: Some(answered),
-            },
-        );
-        let Some(b) = self.broadcasts.get_mut(&id) else {
-            return;
-        };
-        b.watchers.insert(key);
-        if let State::Live(_) = b.state {
-            let replay = if start > 0 && start <= b.revision {
-                b.replay(start)
-            } else {
-                Vec::new()
-            };
-            let revision = b.revision;
-            let header = self.last_header.map(|mut h| {
-                h.revision = revision;
-                h
-            });
-            self.start_local(key, header, replay);
+        if let Some(b) = self.broadcasts.get_mut(&id) {
+            b.watchers.insert(key);
         }
+        id
     }
 
     /// Sends a local watcher its `created` response (whose header
@@ -424,20 +440,26 @@ impl Hub {
             created: true,
             ..Default::default()
         };
-        self.deliver(key.0, created);
-        if !events.is_empty() {
+        if self.deliver(key.0, created) && !events.is_empty() {
             self.send_events(key, header, events);
         }
     }
 
+    /// Sends a local watcher `events` (all at or above its
+    /// `min_revision`), then moves its `min_revision` past them; when its
+    /// stream is full they are not sent and the stream stalls.
     pub(super) fn send_events(
         &mut self,
         key: LocalKey,
         header: Option<PbResponseHeader>,
         mut events: Vec<PbEvent>,
-    ) {
+    ) -> bool {
+        let last = events
+            .last()
+            .and_then(|e| e.kv.as_ref())
+            .map_or(0, |kv| kv.mod_revision);
         events.iter_mut().for_each(|e| self.namespace.event_out(e));
-        self.deliver(
+        let sent = self.deliver(
             key.0,
             PbWatchResponse {
                 header,
@@ -446,6 +468,12 @@ impl Hub {
                 ..Default::default()
             },
         );
+        if sent {
+            if let Some(local) = self.locals.get_mut(&key) {
+                local.min_revision = local.min_revision.max(last + 1);
+            }
+        }
+        sent
     }
 
     /// Removes a local watcher; its broadcast goes when nothing else
@@ -454,13 +482,18 @@ impl Hub {
         let Some(local) = self.locals.remove(&key) else {
             return false;
         };
-        let id = local.broadcast;
+        self.leave(key, local.broadcast);
+        true
+    }
+
+    /// Takes local watcher `key` off broadcast `id`, which goes when
+    /// nothing else needs it.
+    pub(super) fn leave(&mut self, key: LocalKey, id: u64) {
         let Some(b) = self.broadcasts.get_mut(&id) else {
-            return true;
+            return;
         };
         b.watchers.remove(&key);
-        if !b.watchers.is_empty() {
-        } else if !b.pinned {
+        if b.watchers.is_empty() && !b.pinned {
             let state = b.state;
             self.broadcasts.remove(&id);
             if let State::Live(watch_id) = state {
@@ -470,7 +503,6 @@ impl Hub {
             // A broadcast still being created is cancelled when its
             // `created` response comes (see `on_created`).
         }
-        true
     }
 
     pub(super) fn close_stream(&mut self, stream: u64) {
@@ -485,22 +517,26 @@ impl Hub {
             self.detach(k);
         }
         self.progress_waiters.retain(|s| *s != stream);
+        self.stalled.remove(&stream);
     }
 
-    /// Queues `response` for a local stream; a stream whose queue is full
-    /// is ended with an error.
-    pub(super) fn deliver(&mut self, stream: u64, response: PbWatchResponse) {
-        let Some(tx) = self.streams.get(&stream) else {
-            return;
-        };
-        if tx.capacity() > 1 {
-            let _ = tx.try_send(Ok(response));
-            return;
+    /// Queues `response` for a local stream: false when the stream is
+    /// gone, stalled, or full (it then stalls, see `stall`).
+    pub(super) fn deliver(&mut self, stream: u64, response: PbWatchResponse) -> bool {
+        if self.stalled.contains(&stream) {
+            return false;
         }
-        let _ = tx.try_send(Err(Status::resource_exhausted(
-            "kvd proxy: the watch stream fell too far behind; watch again from the last revision received",
-        )));
-        self.close_stream(stream);
+        let Some(tx) = self.streams.get(&stream) else {
+            return false;
+        };
+        match tx.try_send(Ok(response)) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stall(stream);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
     }
 }
 

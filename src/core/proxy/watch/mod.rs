@@ -20,6 +20,7 @@
 pub mod broadcast;
 mod fanout;
 pub mod hub;
+mod stall;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
