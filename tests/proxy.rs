@@ -739,11 +739,56 @@ async fn a_stream_that_stops_reading_catches_up_with_every_event() {
             .unwrap();
         assert!(!r.canceled(), "{r:?}");
         for e in r.events() {
-            got.entry(r.watch_id()).or_default().push(e.kv().unwrap().mod_revision());
+            got.entry(r.watch_id())
+                .or_default()
+                .push(e.kv().unwrap().mod_revision());
         }
     }
     assert_eq!(got.len(), WATCHES);
     for (id, revs) in got {
         assert_eq!(revs, revisions, "watch {id}: every event, in order, once");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_proxy_works_in_front_of_etcd() {
+    let Some(etcd) = common::etcd_or_skip() else {
+        return;
+    };
+    let dir = TestDir::new();
+    let (_etcd, url) =
+        common::start_etcd(&etcd, dir.path(), "e1", &dir.path().join("e1"), free_port()).await;
+    let proxy = start_proxy(dir.path(), "proxy", &[url], &[]).await;
+    let mut c = connect(&proxy.endpoints()).await;
+    // A watch and a keep-alive first: etcd sends a stream's headers only
+    // with its first answer, which the proxy must not wait for blindly.
+    let mut w = c
+        .watch("e/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(w.message().await.unwrap().unwrap().created());
+    let lease = c.lease_grant(10, None).await.unwrap().id();
+    let (mut keeper, mut answers) = c.lease_keep_alive(lease).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    assert_eq!(answers.message().await.unwrap().unwrap().ttl(), 10);
+    c.put("e/k", "v1", None).await.unwrap();
+    let r = w.message().await.unwrap().unwrap();
+    assert_eq!(r.events()[0].kv().unwrap().value_str().unwrap(), "v1");
+    let serializable = || Some(GetOptions::new().with_serializable());
+    assert_eq!(
+        c.get("e/k", serializable()).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "v1"
+    );
+    c.put("e/k", "v2", None).await.unwrap();
+    // Read-your-writes through the cache.
+    assert_eq!(
+        c.get("e/k", serializable()).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "v2"
+    );
+    let out = etcdctl(&proxy.endpoints(), &["lock", "l", "--", "echo", "held"]).await;
+    assert_eq!(stdout_ok(&["lock"], &out).lines().last(), Some("held"));
 }

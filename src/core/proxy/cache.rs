@@ -42,6 +42,9 @@ struct Inner {
     live: bool,
     /// Every event at or below this revision has been applied.
     watch_revision: i64,
+    /// The newest write made through this proxy: nothing is served until
+    /// the watch has reached it (read-your-writes).
+    written: i64,
     entries: HashMap<EntryKey, Entry>,
     order: VecDeque<EntryKey>,
 }
@@ -89,7 +92,7 @@ impl ReadCache {
     pub fn get(&self, caller: &Caller, r: &PbRangeRequest) -> Option<PbRangeResponse> {
         let key = (caller.clone(), r.encode_to_vec());
         let mut inner = self.lock();
-        let hit = if !inner.live {
+        let hit = if !inner.live || inner.watch_revision < inner.written {
             None
         } else {
             match inner.entries.get(&key) {
@@ -115,7 +118,11 @@ impl ReadCache {
     pub fn put(&self, caller: &Caller, r: &PbRangeRequest, response: &PbRangeResponse) {
         let revision = response.header.as_ref().map_or(0, |h| h.revision);
         let mut inner = self.lock();
-        if !inner.live || revision < inner.watch_revision || self.max_entries == 0 {
+        if !inner.live
+            || revision < inner.watch_revision
+            || revision < inner.written
+            || self.max_entries == 0
+        {
             return;
         }
         let key = (caller.clone(), r.encode_to_vec());
@@ -146,6 +153,14 @@ impl ReadCache {
             order.retain(|k| entries.contains_key(k));
         }
         PROXY_METRICS.cache_keys.set(inner.entries.len() as i64);
+    }
+
+    /// A write through this proxy succeeded at `revision`: its writer's
+    /// next reads must see it, so the cache waits for the watch to get
+    /// there (etcd's grpc-proxy drops entries on local writes).
+    pub fn wrote(&self, revision: i64) {
+        let mut inner = self.lock();
+        inner.written = inner.written.max(revision);
     }
 
     /// The invalidating watch was created at `revision`: serve from now on.
@@ -240,6 +255,14 @@ mod tests {
         // A response older than what the watch has seen is not kept.
         cache.put(&alice, &r, &response(6));
         assert!(cache.get(&alice, &r).is_none());
+        // Read-your-writes: after a write at 9, nothing is served until the
+        // watch reaches 9.
+        cache.put(&alice, &r, &response(8));
+        assert!(cache.get(&alice, &r).is_some());
+        cache.wrote(9);
+        assert!(cache.get(&alice, &r).is_none());
+        cache.invalidate(&[], 9);
+        assert!(cache.get(&alice, &r).is_some());
         cache.down();
         cache.put(&alice, &r, &response(9));
         assert!(cache.get(&alice, &r).is_none());

@@ -28,6 +28,15 @@ pub struct KvProxy {
     pub cache: Option<Arc<ReadCache>>,
 }
 
+impl KvProxy {
+    /// Tells the cache about a write through the proxy (read-your-writes).
+    fn wrote(&self, header: Option<&etcd_client::proto::PbResponseHeader>) {
+        if let (Some(cache), Some(h)) = (&self.cache, header) {
+            cache.wrote(h.revision);
+        }
+    }
+}
+
 type RangeStream = Pin<Box<dyn Stream<Item = Result<PbRangeStreamResponse, Status>> + Send>>;
 
 /// A request with its message replaced, metadata and extensions kept.
@@ -108,6 +117,7 @@ impl PbKvService for KvProxy {
             .upstream
             .unary("/etcdserverpb.KV/Put", request, false)
             .await?;
+        self.wrote(resp.get_ref().header.as_ref());
         self.namespace.put_out(resp.get_mut());
         Ok(resp)
     }
@@ -124,6 +134,7 @@ impl PbKvService for KvProxy {
             .upstream
             .unary("/etcdserverpb.KV/DeleteRange", request, false)
             .await?;
+        self.wrote(resp.get_ref().header.as_ref());
         self.namespace.delete_out(resp.get_mut());
         Ok(resp)
     }
@@ -137,6 +148,7 @@ impl PbKvService for KvProxy {
             .upstream
             .unary("/etcdserverpb.KV/Txn", request, false)
             .await?;
+        self.wrote(resp.get_ref().header.as_ref());
         self.namespace.txn_out(resp.get_mut());
         Ok(resp)
     }

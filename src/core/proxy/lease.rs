@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::proxy::metrics::PROXY_METRICS;
 use crate::core::proxy::namespace::Namespace;
-use crate::core::proxy::upstream::{caller, Caller, Upstream};
+use crate::core::proxy::upstream::{self, caller, Caller, Upstream};
 
 /// Keep-alive answers queued for one local stream.
 const LOCAL_QUEUE: usize = 256;
@@ -33,6 +33,8 @@ const LOCAL_QUEUE: usize = 256;
 const HUB_QUEUE: usize = 4096;
 /// A keep-alive hub with nothing to do ends after this.
 const IDLE: Duration = Duration::from_secs(60);
+/// Local keep-alives waiting on one renewal in flight, at most.
+const MAX_WAITERS: usize = 1024;
 
 type LocalTx = mpsc::Sender<Result<PbLeaseKeepAliveResponse, Status>>;
 
@@ -94,7 +96,11 @@ impl LeaseProxy {
 }
 
 /// One caller's upstream keep-alive stream and the renewals in flight on
-/// it, by lease id.
+/// it, by lease id. The stream is opened once a renewal is queued (a
+/// grpc-go member sends the stream's headers with its first answer). A
+/// member that fails takes its renewals to the next endpoint; a renewal
+/// the member refuses (its error ends the stream) is answered with that
+/// error, and the others are sent again.
 async fn keep_alive_hub(
     upstream: Arc<Upstream>,
     metadata: MetadataMap,
@@ -103,7 +109,28 @@ async fn keep_alive_hub(
     let mut pending: HashMap<i64, Vec<LocalTx>> = HashMap::new();
     let mut backoff = Duration::from_millis(50);
     loop {
+        if pending.is_empty() {
+            match tokio::time::timeout(IDLE, renewals.recv()).await {
+                Ok(Some(Renew { id, reply })) => {
+                    pending.insert(id, vec![reply]);
+                }
+                Ok(None) => return,
+                Err(_) => {
+                    // Idle: renewals that raced the exit go to a new hub.
+                    renewals.close();
+                    while let Ok(Renew { reply, .. }) = renewals.try_recv() {
+                        let _ = reply.try_send(Err(Status::unavailable(
+                            "kvd proxy: keep-alive stream restarting; retry",
+                        )));
+                    }
+                    return;
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel::<PbLeaseKeepAliveRequest>(HUB_QUEUE);
+        for id in pending.keys() {
+            let _ = tx.try_send(PbLeaseKeepAliveRequest { id: *id });
+        }
         let opened = match upstream.metadata(&metadata).await {
             Ok(md) => {
                 upstream
@@ -123,66 +150,70 @@ async fn keep_alive_hub(
                     "proxy: cannot open an upstream keep-alive stream: {}",
                     status.message()
                 );
-                for (_, waiters) in pending.drain() {
-                    for w in waiters {
-                        let _ = w.try_send(Err(status.clone()));
-                    }
+                if status.message() == upstream::INVALID_TOKEN && metadata.get("token").is_none() {
+                    upstream.renew_own_token().await;
                 }
+                fail(&mut pending, &status);
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));
-                if renewals.is_closed() {
-                    return;
-                }
                 continue;
             }
         };
         backoff = Duration::from_millis(50);
-        // Renewals that were in flight on the broken stream go again.
-        for id in pending.keys() {
-            let _ = tx.try_send(PbLeaseKeepAliveRequest { id: *id });
-        }
         loop {
             tokio::select! {
                 renew = renewals.recv() => {
                     let Some(Renew { id, reply }) = renew else { return };
                     match pending.get_mut(&id) {
-                        Some(waiters) => {
+                        Some(waiters) if waiters.len() < MAX_WAITERS => {
                             PROXY_METRICS.keepalives_coalesced.inc();
                             waiters.push(reply);
                         }
+                        Some(_) => {
+                            let _ = reply.try_send(Err(Status::resource_exhausted(
+                                "kvd proxy: too many keep-alives of one lease in flight",
+                            )));
+                        }
                         None => {
-                            pending.insert(id, vec![reply]);
-                            if tx.try_send(PbLeaseKeepAliveRequest { id }).is_err() {
-                                break;
+                            if tx.try_send(PbLeaseKeepAliveRequest { id }).is_ok() {
+                                pending.insert(id, vec![reply]);
+                            } else {
+                                let _ = reply.try_send(Err(Status::unavailable(
+                                    "kvd proxy: too many keep-alives in flight; retry",
+                                )));
                             }
                         }
                     }
                 }
-                answer = answers.next() => {
-                    match answer {
-                        Some(Ok(a)) => {
-                            for w in pending.remove(&a.id).unwrap_or_default() {
-                                let _ = w.try_send(Ok(a));
-                            }
+                answer = answers.next() => match answer {
+                    Some(Ok(a)) => {
+                        for w in pending.remove(&a.id).unwrap_or_default() {
+                            let _ = w.try_send(Ok(a));
                         }
-                        Some(Err(status)) => {
-                            tracing::warn!("proxy: upstream keep-alive stream lost: {}", status.message());
-                            break;
-                        }
-                        None => break,
                     }
-                }
-                () = tokio::time::sleep(IDLE), if pending.is_empty() => {
-                    renewals.close();
-                    // Serve what was queued before closing, then end.
-                    while let Ok(Renew { reply, .. }) = renewals.try_recv() {
-                        let _ = reply.try_send(Err(Status::unavailable("kvd proxy: keep-alive hub restarting; retry")));
+                    Some(Err(status)) if status.code() != tonic::Code::Unavailable => {
+                        // A refusal by the member: tell the waiters.
+                        fail(&mut pending, &status);
+                        break;
                     }
-                    return;
-                }
+                    _ => {
+                        tracing::warn!("proxy: upstream keep-alive stream lost; reopening");
+                        upstream.failed(index);
+                        break;
+                    }
+                },
+                () = tokio::time::sleep(IDLE), if pending.is_empty() => break,
             }
         }
-        upstream.failed(index);
+    }
+}
+
+/// Answers every pending renewal with `status`.
+fn fail(pending: &mut HashMap<i64, Vec<LocalTx>>, status: &Status) {
+    for (_, waiters) in pending.drain() {
+        for w in waiters {
+            let _ = w.try_send(Err(status.clone()));
+        }
     }
 }
 

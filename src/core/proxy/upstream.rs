@@ -29,7 +29,7 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// (`grpc-timeout`) and clientv3's `WithRequireLeader` (`hasleader`).
 const CARRIED: [&str; 4] = ["token", "authorization", "grpc-timeout", "hasleader"];
 /// etcd's message for a token the member no longer knows.
-const INVALID_TOKEN: &str = "etcdserver: invalid auth token";
+pub const INVALID_TOKEN: &str = "etcdserver: invalid auth token";
 
 struct Link {
     url: String,
@@ -108,13 +108,15 @@ impl Upstream {
     /// Moves off endpoint `index` after a failure there (no-op when
     /// another caller already moved).
     pub fn failed(&self, index: usize) {
-        let n = self.links.read().map(|l| l.len()).unwrap_or(1).max(1);
-        let _ = self.active.compare_exchange(
-            index,
-            (index + 1) % n,
-            Ordering::Relaxed,
-            Ordering::Relaxed,
-        );
+        let links = match self.links.read() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let n = links.len().max(1);
+        let current = self.active.load(Ordering::Relaxed);
+        if current % n == index % n {
+            self.active.store((index + 1) % n, Ordering::Relaxed);
+        }
     }
 
     /// Replaces the endpoint list (membership sync), keeping the channels
@@ -176,6 +178,14 @@ impl Upstream {
             }
         }
         Ok(out)
+    }
+
+    /// Asks for a new token of the proxy's own (`--user`), after a member
+    /// said the current one is invalid (failures are logged).
+    pub async fn renew_own_token(&self) {
+        if let Err(s) = self.own_token(true).await {
+            tracing::warn!("proxy: cannot log in as --user: {}", s.message());
+        }
     }
 
     /// The proxy's own token (`--user`), asking for one when there is none

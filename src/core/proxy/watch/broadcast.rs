@@ -181,18 +181,23 @@ impl Broadcast {
     }
 
     /// Whether a watcher of `watch` can be served by this broadcast
-    /// without a new upstream watch.
-    pub fn can_serve(&self, watch: &LocalWatch) -> bool {
+    /// without a new upstream watch; `now` is the newest revision seen
+    /// upstream (a watcher from now starts after it).
+    pub fn can_serve(&self, watch: &LocalWatch, now: i64) -> bool {
         if !self.span.covers(&watch.span) {
             return false;
         }
         let start = watch.start_revision;
         match self.state {
-            State::Live(_) => start == 0 || start > self.revision || start > self.buffer_floor,
+            // From now: every event after `now` must still come, so not a
+            // broadcast that starts in the future.
+            State::Live(_) if start == 0 => self.revision <= now,
+            State::Live(_) => start > self.revision || start > self.buffer_floor,
             // From now: the `created` answer says when "now" is.
-            State::Creating => {
-                start == 0 || (self.start_revision > 0 && start >= self.start_revision)
+            State::Creating if start == 0 => {
+                self.start_revision == 0 || self.start_revision <= now + 1
             }
+            State::Creating => self.start_revision > 0 && start >= self.start_revision,
         }
     }
 
@@ -288,15 +293,21 @@ mod tests {
         let mut b = Broadcast::new(b"a/".to_vec(), b"a0".to_vec(), 0, false);
         b.state = State::Live(1);
         b.revision = 10;
-        assert!(b.can_serve(&watch("a/b/", "a/b0", 0)));
-        assert!(b.can_serve(&watch("a/b/", "a/b0", 11)));
+        assert!(b.can_serve(&watch("a/b/", "a/b0", 0), 10));
+        assert!(b.can_serve(&watch("a/b/", "a/b0", 11), 10));
         // Nothing buffered yet: a start in the past needs its own watch.
-        assert!(!b.can_serve(&watch("a/b/", "a/b0", 5)));
+        assert!(!b.can_serve(&watch("a/b/", "a/b0", 5), 10));
         b.record(&[event("a/1", 11), event("a/2", 12)]);
-        assert!(b.can_serve(&watch("a/", "a0", 11)));
-        assert!(!b.can_serve(&watch("a/", "a0", 10)));
+        assert!(b.can_serve(&watch("a/", "a0", 11), 12));
+        assert!(!b.can_serve(&watch("a/", "a0", 10), 12));
         assert_eq!(b.replay(12).len(), 1);
-        assert!(!b.can_serve(&watch("b/", "b0", 0)));
+        assert!(!b.can_serve(&watch("b/", "b0", 0), 12));
+        // A broadcast that starts in the future cannot serve "from now".
+        let mut future = Broadcast::new(b"a/".to_vec(), b"a0".to_vec(), 20, false);
+        future.state = State::Live(2);
+        future.revision = 19;
+        assert!(!future.can_serve(&watch("a/", "a0", 0), 12));
+        assert!(future.can_serve(&watch("a/", "a0", 25), 12));
     }
 
     #[test]

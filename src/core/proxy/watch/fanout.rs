@@ -16,8 +16,8 @@ impl Hub {
     pub(super) fn on_upstream(&mut self, response: Option<Result<PbWatchResponse, Status>>) {
         let r = match response {
             Some(Ok(r)) => r,
-            Some(Err(status)) => return self.link_lost(status.message()),
-            None => return self.link_lost("stream ended"),
+            Some(Err(status)) => return self.link_lost(status.message(), true),
+            None => return self.link_lost("stream ended", true),
         };
         if r.header.is_some() {
             self.last_header.clone_from(&r.header);
@@ -48,6 +48,10 @@ impl Hub {
             return;
         };
         let Some(b) = self.broadcasts.get_mut(&id) else {
+            // Every watcher left while it was being created.
+            if !r.canceled {
+                self.send_cancel(r.watch_id);
+            }
             return;
         };
         if r.canceled {
@@ -112,13 +116,15 @@ impl Hub {
             self.cache = None;
         }
         for key in b.watchers {
-            if self.locals.remove(&key).is_none() {
+            let Some(local) = self.locals.remove(&key) else {
                 continue;
-            }
+            };
+            // One never announced gets its `created` with the refusal
+            // (clients wait for `created` first).
             let response = PbWatchResponse {
                 header: r.header,
                 watch_id: key.1,
-                created: false,
+                created: !local.created,
                 canceled: true,
                 compact_revision: r.compact_revision,
                 cancel_reason: r.cancel_reason.clone(),

@@ -28,19 +28,34 @@ use super::{Command, LocalTx};
 use crate::core::proxy::cache::ReadCache;
 use crate::core::proxy::metrics::PROXY_METRICS;
 use crate::core::proxy::namespace::Namespace;
-use crate::core::proxy::upstream::Upstream;
+use crate::core::proxy::upstream::{self, Upstream};
 
-/// Requests queued for the upstream stream.
+/// Requests queued for the upstream stream (more wait in a backlog).
 const UPSTREAM_QUEUE: usize = 1024;
+/// A hub without local streams ends after this.
+const IDLE: Duration = Duration::from_secs(30);
+/// Most events in one response to a local watcher (a revision is never
+/// split).
+const EVENTS_PER_RESPONSE: usize = 256;
 /// Wait before reopening a broken upstream stream (doubles up to 2 s).
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// An unanswered upstream progress request is sent again after this.
 const PROGRESS_RESEND: Duration = Duration::from_secs(1);
 
-/// The open upstream watch stream.
+/// What opening an upstream stream gives: the endpoint's index and the
+/// responses.
+type Opened = Result<(usize, Streaming<PbWatchResponse>), Status>;
+
+/// The upstream watch stream, open or being opened. Requests are queued
+/// from the start: a member running grpc-go (etcd) sends the stream's
+/// headers only with its first response, so opening waits for an answer
+/// to them and runs on its own task.
 pub(super) struct UpstreamLink {
     tx: mpsc::Sender<PbWatchRequest>,
-    rx: Streaming<PbWatchResponse>,
+    /// Requests that did not fit in `tx`, sent as it drains.
+    backlog: VecDeque<PbWatchRequest>,
+    rx: Option<Streaming<PbWatchResponse>>,
+    opening: Option<tokio::sync::oneshot::Receiver<Opened>>,
     index: usize,
 }
 
@@ -65,12 +80,14 @@ pub struct Hub {
     /// broadcasts until the client has read half the queue.
     pub(super) stalled: std::collections::HashSet<u64>,
     pub(super) locals: HashMap<LocalKey, Local>,
-    pub(super) progress_waiters: Vec<u64>,
+    pub(super) progress_waiters: std::collections::BTreeSet<u64>,
     pub(super) progress_sent: Option<Instant>,
     pub(super) last_header: Option<PbResponseHeader>,
     /// This hub's share of the gauges: (upstream watches, local watchers,
     /// coalescing watchers), as last added.
     pub(super) gauges: (i64, i64, i64),
+    /// Since when the hub has had no local stream.
+    idle_since: Option<Instant>,
 }
 
 impl Hub {
@@ -98,14 +115,16 @@ impl Hub {
             streams: HashMap::new(),
             stalled: std::collections::HashSet::new(),
             locals: HashMap::new(),
-            progress_waiters: Vec::new(),
+            progress_waiters: std::collections::BTreeSet::new(),
             progress_sent: None,
             last_header: None,
             gauges: (0, 0, 0),
+            idle_since: Some(Instant::now()),
         }
     }
 
-    /// Runs until no local stream is left (and no cache watch is kept).
+    /// Runs until it has had no local stream for [`IDLE`] (never while
+    /// it keeps the cache's watch).
     pub(super) async fn run(mut self) {
         if self.cache.is_some() {
             let b = self.open(b"\0".to_vec(), vec![0], 0, true);
@@ -114,22 +133,34 @@ impl Hub {
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         loop {
             if self.link.is_none() && self.retry_at.is_none_or(|t| Instant::now() >= t) {
-                self.connect().await;
+                self.connect();
             }
             tokio::select! {
                 command = self.commands.recv() => {
                     let Some(command) = command else { break };
                     self.on_command(command);
-                    self.refresh_gauges();
-                    if self.streams.is_empty() && self.cache.is_none() && self.commands.is_empty() {
+                }
+                event = link_event(&mut self.link) => match event {
+                    LinkEvent::Opened(opened) => self.on_opened(opened),
+                    LinkEvent::Response(response) => self.on_upstream(response),
+                },
+                _ = tick.tick() => {
+                    self.on_tick();
+                    if self.idle_since.is_some_and(|t| t.elapsed() >= IDLE) && self.cache.is_none() {
+                        // Opens that raced the exit fail their ack and
+                        // go to a new hub.
+                        self.commands.close();
+                        while self.commands.try_recv().is_ok() {}
                         break;
                     }
                 }
-                response = next(&mut self.link) => {
-                    self.on_upstream(response);
-                    self.refresh_gauges();
-                }
-                _ = tick.tick() => self.on_tick(),
+            }
+            self.flush_backlog();
+            self.refresh_gauges();
+            if self.streams.is_empty() {
+                self.idle_since.get_or_insert_with(Instant::now);
+            } else {
+                self.idle_since = None;
             }
         }
         self.teardown();
@@ -166,44 +197,74 @@ impl Hub {
         self.gauges = now;
     }
 
-    async fn connect(&mut self) {
+    /// Starts opening the upstream stream and queues a create for every
+    /// broadcast, in the order they were opened.
+    fn connect(&mut self) {
         let (tx, rx) = mpsc::channel(UPSTREAM_QUEUE);
-        let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let opened = match self.upstream.metadata(&self.metadata).await {
-            Ok(metadata) => {
-                self.upstream
-                    .streaming::<PbWatchRequest, PbWatchResponse, _>(
-                        "/etcdserverpb.Watch/Watch",
-                        metadata,
-                        requests,
-                    )
-                    .await
-            }
-            Err(status) => Err(status),
-        };
+        let (done, opening) = tokio::sync::oneshot::channel();
+        let upstream = self.upstream.clone();
+        let metadata = self.metadata.clone();
+        tokio::spawn(async move {
+            let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
+            let opened = match upstream.metadata(&metadata).await {
+                Ok(md) => {
+                    upstream
+                        .streaming::<PbWatchRequest, PbWatchResponse, _>(
+                            "/etcdserverpb.Watch/Watch",
+                            md,
+                            requests,
+                        )
+                        .await
+                }
+                Err(status) => Err(status),
+            };
+            let _ = done.send(opened);
+        });
+        self.link = Some(UpstreamLink {
+            tx,
+            backlog: VecDeque::new(),
+            rx: None,
+            opening: Some(opening),
+            index: 0,
+        });
+        self.creating.clear();
+        let mut ids: Vec<u64> = self.broadcasts.keys().copied().collect();
+        ids.sort_unstable();
+        for b in ids {
+            self.send_create(b);
+        }
+        if !self.progress_waiters.is_empty() {
+            self.progress_sent = None;
+            self.request_progress();
+        }
+    }
+
+    fn on_opened(&mut self, opened: Option<Opened>) {
         match opened {
-            Ok((index, rx)) => {
-                self.link = Some(UpstreamLink { tx, rx, index });
+            Some(Ok((index, rx))) => {
+                if let Some(link) = self.link.as_mut() {
+                    link.rx = Some(rx);
+                    link.index = index;
+                    link.opening = None;
+                }
                 self.backoff = FIRST_BACKOFF;
                 self.retry_at = None;
-                // Reopen every broadcast, in the order they were opened.
-                self.creating.clear();
-                let mut ids: Vec<u64> = self.broadcasts.keys().copied().collect();
-                ids.sort_unstable();
-                for b in ids {
-                    self.send_create(b);
-                }
-                if !self.progress_waiters.is_empty() {
-                    self.request_progress();
-                }
             }
-            Err(status) => {
+            Some(Err(status)) => {
                 tracing::warn!(
                     "proxy: cannot open an upstream watch stream: {}",
                     status.message()
                 );
-                self.retry_later();
+                if status.message() == upstream::INVALID_TOKEN
+                    && self.metadata.get("token").is_none()
+                {
+                    // The proxy's own token: ask for a new one.
+                    let upstream = self.upstream.clone();
+                    tokio::spawn(async move { upstream.renew_own_token().await });
+                }
+                self.link_lost("cannot open", false);
             }
+            None => self.link_lost("cannot open", false),
         }
     }
 
@@ -214,10 +275,16 @@ impl Hub {
 
     /// The upstream stream broke: every broadcast will be created again
     /// from the revision after the last one delivered.
-    pub(super) fn link_lost(&mut self, why: &str) {
+    /// `transport`: the member (or the way to it) failed, so the next
+    /// stream goes to another endpoint.
+    pub(super) fn link_lost(&mut self, why: &str, transport: bool) {
         if let Some(link) = self.link.take() {
-            tracing::warn!("proxy: upstream watch stream lost ({why}); reopening");
-            self.upstream.failed(link.index);
+            if link.rx.is_some() {
+                tracing::warn!("proxy: upstream watch stream lost ({why}); reopening");
+                if transport {
+                    self.upstream.failed(link.index);
+                }
+            }
         }
         if let Some(cache) = &self.cache {
             cache.down();
@@ -235,11 +302,27 @@ impl Hub {
     }
 
     fn send_up(&mut self, request: PbWatchRequest) {
-        let Some(link) = &self.link else {
+        let Some(link) = self.link.as_mut() else {
             return; // sent again after the reconnect
         };
-        if link.tx.try_send(request).is_err() {
-            self.link_lost("request queue full");
+        if !link.backlog.is_empty() {
+            return link.backlog.push_back(request);
+        }
+        if let Err(mpsc::error::TrySendError::Full(request)) = link.tx.try_send(request) {
+            link.backlog.push_back(request);
+        }
+    }
+
+    /// Moves backlogged requests into the stream's queue as it drains.
+    fn flush_backlog(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        while let Some(request) = link.backlog.pop_front() {
+            if let Err(mpsc::error::TrySendError::Full(request)) = link.tx.try_send(request) {
+                link.backlog.push_front(request);
+                break;
+            }
         }
     }
 
@@ -310,8 +393,10 @@ impl Hub {
 
     fn on_command(&mut self, command: Command) {
         match command {
-            Command::Open { stream, tx } => {
-                self.streams.insert(stream, tx);
+            Command::Open { stream, tx, ack } => {
+                if ack.send(()).is_ok() {
+                    self.streams.insert(stream, tx);
+                }
             }
             Command::Create {
                 stream,
@@ -334,7 +419,7 @@ impl Hub {
                 }
             }
             Command::Progress { stream } => {
-                self.progress_waiters.push(stream);
+                self.progress_waiters.insert(stream);
                 self.request_progress();
             }
             Command::Reply { stream, response } => {
@@ -373,23 +458,26 @@ impl Hub {
             } else {
                 Vec::new()
             };
-            let revision = b.revision;
-            let header = self.last_header.map(|mut h| {
-                h.revision = revision;
-                h
-            });
+            let header = self.now_header();
             self.start_local(key, header, replay);
         }
+    }
+
+    /// The newest response header seen upstream: its revision is "now"
+    /// for a watcher starting from now.
+    pub(super) fn now_header(&self) -> Option<PbResponseHeader> {
+        self.last_header
     }
 
     /// The broadcast that will serve local watcher `key` asking for
     /// `watch` (an open one that can, else a new one), with `key` added
     /// to its watchers.
     pub(super) fn attach(&mut self, key: LocalKey, watch: &LocalWatch) -> u64 {
+        let now = self.last_header.map_or(0, |h| h.revision);
         let found = self
             .broadcasts
             .iter()
-            .filter(|(_, b)| b.can_serve(watch))
+            .filter(|(_, b)| b.can_serve(watch, now))
             .min_by_key(|(id, b)| (!matches!(b.state, State::Live(_)), **id))
             .map(|(id, _)| *id);
         let id = match found {
@@ -452,28 +540,31 @@ impl Hub {
         &mut self,
         key: LocalKey,
         header: Option<PbResponseHeader>,
-        mut events: Vec<PbEvent>,
+        events: Vec<PbEvent>,
     ) -> bool {
-        let last = events
-            .last()
-            .and_then(|e| e.kv.as_ref())
-            .map_or(0, |kv| kv.mod_revision);
-        events.iter_mut().for_each(|e| self.namespace.event_out(e));
-        let sent = self.deliver(
-            key.0,
-            PbWatchResponse {
-                header,
-                watch_id: key.1,
-                events,
-                ..Default::default()
-            },
-        );
-        if sent {
+        for mut chunk in by_revision(events, EVENTS_PER_RESPONSE) {
+            let last = chunk
+                .last()
+                .and_then(|e| e.kv.as_ref())
+                .map_or(0, |kv| kv.mod_revision);
+            chunk.iter_mut().for_each(|e| self.namespace.event_out(e));
+            let sent = self.deliver(
+                key.0,
+                PbWatchResponse {
+                    header,
+                    watch_id: key.1,
+                    events: chunk,
+                    ..Default::default()
+                },
+            );
+            if !sent {
+                return false;
+            }
             if let Some(local) = self.locals.get_mut(&key) {
                 local.min_revision = local.min_revision.max(last + 1);
             }
         }
-        sent
+        true
     }
 
     /// Removes a local watcher; its broadcast goes when nothing else
@@ -516,7 +607,7 @@ impl Hub {
         for k in keys {
             self.detach(k);
         }
-        self.progress_waiters.retain(|s| *s != stream);
+        self.progress_waiters.remove(&stream);
         self.stalled.remove(&stream);
     }
 
@@ -540,9 +631,39 @@ impl Hub {
     }
 }
 
-async fn next(link: &mut Option<UpstreamLink>) -> Option<Result<PbWatchResponse, Status>> {
-    match link {
-        Some(l) => l.rx.next().await,
+/// What the upstream link brings next.
+enum LinkEvent {
+    /// The stream opened (or could not).
+    Opened(Option<Opened>),
+    /// A response, an error, or the end of the stream.
+    Response(Option<Result<PbWatchResponse, Status>>),
+}
+
+async fn link_event(link: &mut Option<UpstreamLink>) -> LinkEvent {
+    let Some(link) = link.as_mut() else {
+        return std::future::pending().await;
+    };
+    if let Some(opening) = link.opening.as_mut() {
+        return LinkEvent::Opened(opening.await.ok());
+    }
+    match link.rx.as_mut() {
+        Some(rx) => LinkEvent::Response(rx.next().await),
         None => std::future::pending().await,
     }
+}
+
+/// `events` in groups of at most `max`, except that one revision's events
+/// stay together.
+fn by_revision(events: Vec<PbEvent>, max: usize) -> Vec<Vec<PbEvent>> {
+    let mut groups: Vec<Vec<PbEvent>> = Vec::new();
+    let mut last = None;
+    for e in events {
+        let rev = e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
+        match groups.last_mut() {
+            Some(g) if g.len() < max || last == Some(rev) => g.push(e),
+            _ => groups.push(vec![e]),
+        }
+        last = Some(rev);
+    }
+    groups
 }

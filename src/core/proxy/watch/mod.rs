@@ -62,6 +62,9 @@ pub enum Command {
         stream: u64,
         /// Its response queue.
         tx: LocalTx,
+        /// Told once the hub has taken the stream (a hub that is ending
+        /// drops it, and the stream goes to a new hub).
+        ack: tokio::sync::oneshot::Sender<()>,
     },
     /// A watch to create, already checked (id free, range valid, allowed).
     Create {
@@ -170,14 +173,18 @@ impl WatchProxy {
         stream: u64,
         tx: LocalTx,
     ) -> Option<mpsc::Sender<Command>> {
-        let mut command = Command::Open { stream, tx };
         for _ in 0..3 {
             let hub = self.hub(caller);
-            match hub.send(command).await {
-                Ok(()) => return Some(hub),
-                // That hub just ended: start another.
-                Err(mpsc::error::SendError(c)) => command = c,
+            let (ack, taken) = tokio::sync::oneshot::channel();
+            let command = Command::Open {
+                stream,
+                tx: tx.clone(),
+                ack,
+            };
+            if hub.send(command).await.is_ok() && taken.await.is_ok() {
+                return Some(hub);
             }
+            // That hub is ending: the next call starts another.
         }
         None
     }

@@ -87,11 +87,7 @@ impl Hub {
         } else {
             Vec::new()
         };
-        let revision = b.revision;
-        let header = self.last_header.map(|mut h| {
-            h.revision = revision;
-            h
-        });
+        let header = self.now_header();
         if !created {
             return self.start_local(key, header, replay);
         }
