@@ -16,16 +16,18 @@ use etcd_client::{
     Client, ConnectOptions, EventType, GetOptions, Permission, PutOptions, WatchOptions,
 };
 
+use common::pki::{Ca, Usage, Validity};
 use common::{
-    assert_status, connect, etcdctl, free_port, http_get, stdout_ok, wait_for, Cluster, Server,
-    ServerBinary, ServerSpec, TestDir,
+    assert_status, connect, etcdctl, free_port, http_get, stdout_ok, wait_for, ClientFiles,
+    Cluster, ClusterOptions, Server, ServerBinary, ServerSpec, TestDir,
 };
 
-/// A running `kvd proxy` and its port.
+/// A running `kvd proxy`, its port and its `--metrics-addr` port.
 struct Proxy {
     /// Killed on drop.
     server: Server,
     port: u16,
+    metrics_port: u16,
 }
 
 impl Proxy {
@@ -38,7 +40,10 @@ impl Proxy {
     }
 
     async fn metric(&self, name: &str) -> i64 {
-        let page = http_get(self.port, "/metrics").await.expect("metrics").body;
+        let page = http_get(self.metrics_port, "/metrics")
+            .await
+            .expect("metrics")
+            .body;
         page.lines()
             .find_map(|l| {
                 l.strip_prefix(name)
@@ -59,18 +64,21 @@ fn kvd_spec(args: Vec<String>, dir: &Path, log: &str) -> ServerSpec {
     spec
 }
 
-/// Starts a proxy in front of `endpoints` and waits for its `/health`.
+/// Starts a proxy in front of `endpoints` and waits for its `/health`
+/// (on `--metrics-addr`, which every proxy here has).
 async fn start_proxy(dir: &Path, name: &str, endpoints: &[String], extra: &[&str]) -> Proxy {
     let port = free_port();
+    let metrics_port = free_port();
     let mut args = vec![
         format!("--listen-addr=127.0.0.1:{port}"),
         format!("--endpoints={}", endpoints.join(",")),
+        format!("--metrics-addr=http://127.0.0.1:{metrics_port}"),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut server = Server::start(kvd_spec(args, dir, &format!("{name}.log")));
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(r) = http_get(port, "/health").await {
+        if let Ok(r) = http_get(metrics_port, "/health").await {
             if r.status == 200 {
                 break;
             }
@@ -87,7 +95,11 @@ async fn start_proxy(dir: &Path, name: &str, endpoints: &[String], extra: &[&str
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Proxy { server, port }
+    Proxy {
+        server,
+        port,
+        metrics_port,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -791,4 +803,92 @@ async fn the_proxy_works_in_front_of_etcd() {
     );
     let out = etcdctl(&proxy.endpoints(), &["lock", "l", "--", "echo", "held"]).await;
     assert_eq!(stdout_ok(&["lock"], &out).lines().last(), Some("held"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_to_the_cluster_and_for_the_proxys_own_clients() {
+    let dir = TestDir::new();
+    let ca = Ca::new(dir.path(), "ca");
+    let (server_cert, server_key) = ca.issue("server", None, Usage::Server, Validity::Current);
+    let (cert, key) = ca.issue("client", Some("root"), Usage::Client, Validity::Current);
+    let files = ClientFiles {
+        ca: ca.cert.clone(),
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let flag = |name: &str, path: &Path| format!("--{name}={}", path.display());
+    let cluster = Cluster::start_with(
+        1,
+        ClusterOptions {
+            extra_args: vec![
+                flag("cert-file", &server_cert),
+                flag("key-file", &server_key),
+                flag("trusted-ca-file", &ca.cert),
+                "--client-cert-auth".to_string(),
+            ],
+            client_tls: Some(files.clone()),
+        },
+    )
+    .await;
+    assert!(cluster.endpoint(0).starts_with("https://"));
+    let proxy = start_proxy(
+        dir.path(),
+        "proxy",
+        &cluster.endpoints(),
+        &[
+            &flag("cacert", &ca.cert),
+            &flag("cert", &cert),
+            &flag("key", &key),
+            &flag("cert-file", &server_cert),
+            &flag("key-file", &server_key),
+            &flag("trusted-ca-file", &ca.cert),
+        ],
+    )
+    .await;
+    let via = vec![format!("https://127.0.0.1:{}", proxy.port)];
+    let mut c = common::connect_tls(&via, Some(&files)).await;
+    c.put("tls/k", "v", None).await.unwrap();
+    let mut direct = common::connect_tls(&cluster.endpoints(), Some(&files)).await;
+    assert_eq!(
+        direct.get("tls/k", None).await.unwrap().kvs()[0]
+            .value_str()
+            .unwrap(),
+        "v"
+    );
+    let mut w = c
+        .watch("tls/", Some(WatchOptions::new().with_prefix()))
+        .await
+        .unwrap();
+    assert!(w.message().await.unwrap().unwrap().created());
+    direct.put("tls/k", "v2", None).await.unwrap();
+    assert_eq!(w.message().await.unwrap().unwrap().events().len(), 1);
+    // etcdctl with the same files through the proxy.
+    let mut args = files.etcdctl_args();
+    args.extend([
+        "get".to_string(),
+        "tls/k".to_string(),
+        "--print-value-only".to_string(),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_eq!(stdout_ok(&args, &etcdctl(&via, &args).await), "v2\n");
+    // Without a client certificate the proxy's port refuses the handshake.
+    let ca_only = etcd_client::TlsOptions::new().ca_certificate(
+        etcd_client::Certificate::from_pem(std::fs::read(&ca.cert).unwrap()),
+    );
+    let refused = async {
+        let mut anon = Client::connect(
+            via.clone(),
+            Some(
+                ConnectOptions::new()
+                    .with_tls(ca_only)
+                    .with_timeout(Duration::from_secs(3)),
+            ),
+        )
+        .await?;
+        anon.get("tls/k", None).await
+    };
+    assert!(
+        refused.await.is_err(),
+        "a client without a certificate got through"
+    );
 }
