@@ -128,28 +128,41 @@ impl Metrics {
             Box::new(m.watchers_unsynced.clone()),
             Box::new(m.watch_events.clone()),
         ];
-        for c in collectors {
-            if let Err(e) = m.registry.register(c) {
-                tracing::warn!("metric not registered: {e}");
-            }
-        }
-        // process_resident_memory_bytes and the rest, as etcd exports them
-        // (etcdctl check datascale reads the first).
-        let process = prometheus::process_collector::ProcessCollector::for_self();
-        if let Err(e) = m.registry.register(Box::new(process)) {
-            tracing::warn!("process metrics not registered: {e}");
-        }
+        register(&m.registry, collectors);
         m
     }
 
     /// The metrics in Prometheus text format.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            return format!("# metrics unavailable: {e}\n");
-        }
-        String::from_utf8_lossy(&buf).into_owned()
+        render(&self.registry)
     }
+}
+
+/// Registers `collectors` and the `process_*` metrics (resident memory
+/// and the rest, as etcd exports them; etcdctl check datascale reads the
+/// first) in `registry`; a refusal is logged.
+pub fn register(
+    registry: &Registry,
+    collectors: impl IntoIterator<Item = Box<dyn prometheus::core::Collector>>,
+) {
+    for c in collectors {
+        if let Err(e) = registry.register(c) {
+            tracing::warn!("metric not registered: {e}");
+        }
+    }
+    let process = prometheus::process_collector::ProcessCollector::for_self();
+    if let Err(e) = registry.register(Box::new(process)) {
+        tracing::warn!("process metrics not registered: {e}");
+    }
+}
+
+/// `registry` in Prometheus text format.
+pub fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        return format!("# metrics unavailable: {e}\n");
+    }
+    String::from_utf8_lossy(&buf).into_owned()
 }
 
 #[cfg(test)]

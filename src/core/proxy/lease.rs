@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::proto::{
@@ -25,7 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::core::proxy::metrics::PROXY_METRICS;
 use crate::core::proxy::namespace::Namespace;
-use crate::core::proxy::upstream::{self, caller, Caller, Upstream};
+use crate::core::proxy::upstream::{self, caller, Caller, Hubs, Upstream};
 
 /// Keep-alive answers queued for one local stream.
 const LOCAL_QUEUE: usize = 256;
@@ -51,7 +51,7 @@ pub struct LeaseProxy {
     pub upstream: Arc<Upstream>,
     /// `--namespace` (time-to-live keys).
     pub namespace: Namespace,
-    hubs: Arc<Mutex<HashMap<Caller, mpsc::Sender<Renew>>>>,
+    hubs: Arc<Hubs<Renew>>,
 }
 
 impl LeaseProxy {
@@ -65,22 +65,9 @@ impl LeaseProxy {
     }
 
     fn hub(&self, caller: &Caller) -> mpsc::Sender<Renew> {
-        let mut hubs = match self.hubs.lock() {
-            Ok(h) => h,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(tx) = hubs.get(caller).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
-        }
-        let (tx, rx) = mpsc::channel(HUB_QUEUE);
-        let mut metadata = MetadataMap::new();
-        if let Some(token) = caller.as_deref().and_then(|t| t.parse().ok()) {
-            metadata.insert("token", token);
-        }
-        tokio::spawn(keep_alive_hub(self.upstream.clone(), metadata, rx));
-        hubs.retain(|_, tx| !tx.is_closed());
-        hubs.insert(caller.clone(), tx.clone());
-        tx
+        self.hubs.get(caller, HUB_QUEUE, |metadata, rx| {
+            tokio::spawn(keep_alive_hub(self.upstream.clone(), metadata, rx));
+        })
     }
 
     async fn renew(&self, caller: &Caller, renew: Renew) -> bool {

@@ -5,7 +5,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Encoder, IntCounter, IntGauge, Registry, TextEncoder};
+use prometheus::{IntCounter, IntGauge, Registry};
 
 /// The proxy's metrics (one proxy per process).
 pub struct ProxyMetrics {
@@ -90,25 +90,13 @@ impl ProxyMetrics {
             Box::new(m.local_watchers.clone()),
             Box::new(m.keepalives_coalesced.clone()),
         ];
-        for c in collectors {
-            if let Err(e) = m.registry.register(c) {
-                tracing::warn!("metric not registered: {e}");
-            }
-        }
-        let process = prometheus::process_collector::ProcessCollector::for_self();
-        if let Err(e) = m.registry.register(Box::new(process)) {
-            tracing::warn!("process metrics not registered: {e}");
-        }
+        crate::core::metrics::register(&m.registry, collectors);
         m
     }
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
-            tracing::warn!("cannot render metrics: {e}");
-        }
-        String::from_utf8_lossy(&buf).into_owned()
+        crate::core::metrics::render(&self.registry)
     }
 }
 

@@ -60,6 +60,47 @@ pub fn caller(metadata: &MetadataMap) -> Caller {
         .map(str::to_string)
 }
 
+/// One task per caller, found or started under one lock (the watch and
+/// keep-alive hubs).
+pub struct Hubs<C>(
+    std::sync::Mutex<std::collections::HashMap<Caller, tokio::sync::mpsc::Sender<C>>>,
+);
+
+impl<C> Default for Hubs<C> {
+    fn default() -> Self {
+        Self(std::sync::Mutex::default())
+    }
+}
+
+impl<C> Hubs<C> {
+    /// The live hub of `caller`, or a new one: `start` gets the caller's
+    /// metadata (its token) and the hub's queue of `capacity` commands,
+    /// and spawns the hub.
+    pub fn get(
+        &self,
+        caller: &Caller,
+        capacity: usize,
+        start: impl FnOnce(MetadataMap, tokio::sync::mpsc::Receiver<C>),
+    ) -> tokio::sync::mpsc::Sender<C> {
+        let mut hubs = match self.0.lock() {
+            Ok(h) => h,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(tx) = hubs.get(caller).filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        let mut metadata = MetadataMap::new();
+        if let Some(token) = caller.as_deref().and_then(|t| t.parse().ok()) {
+            metadata.insert("token", token);
+        }
+        start(metadata, rx);
+        hubs.retain(|_, tx| !tx.is_closed());
+        hubs.insert(caller.clone(), tx.clone());
+        tx
+    }
+}
+
 impl Upstream {
     /// Channels to `config.endpoints` (connected on first use).
     ///

@@ -22,9 +22,9 @@ mod fanout;
 pub mod hub;
 mod stall;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use etcd_client::proto::{
     PbRangeRequest, PbRangeResponse, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse,
@@ -41,7 +41,7 @@ use crate::core::api::watch::{REASON_DUPLICATE_ID, REASON_EMPTY_RANGE};
 use crate::core::errors::EtcdError;
 use crate::core::proxy::cache::ReadCache;
 use crate::core::proxy::namespace::Namespace;
-use crate::core::proxy::upstream::{caller, Caller, Upstream};
+use crate::core::proxy::upstream::{caller, Caller, Hubs, Upstream};
 
 /// Responses queued for one local stream before it counts as stuck.
 pub const LOCAL_QUEUE: usize = 4096;
@@ -108,7 +108,7 @@ pub struct WatchProxy {
     upstream: Arc<Upstream>,
     namespace: Namespace,
     cache: Option<Arc<ReadCache>>,
-    hubs: Mutex<HashMap<Caller, mpsc::Sender<Command>>>,
+    hubs: Hubs<Command>,
     next_stream: AtomicU64,
 }
 
@@ -124,7 +124,7 @@ impl WatchProxy {
             upstream,
             namespace,
             cache,
-            hubs: Mutex::new(HashMap::new()),
+            hubs: Hubs::default(),
             next_stream: AtomicU64::new(1),
         });
         if proxy.cache.is_some() {
@@ -136,34 +136,21 @@ impl WatchProxy {
     /// The hub of `caller`, started when it has none (or its last one
     /// ended).
     fn hub(&self, caller: &Caller) -> mpsc::Sender<Command> {
-        let mut hubs = match self.hubs.lock() {
-            Ok(h) => h,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Some(tx) = hubs.get(caller).filter(|tx| !tx.is_closed()) {
-            return tx.clone();
-        }
-        let (tx, rx) = mpsc::channel(HUB_QUEUE);
-        let mut metadata = MetadataMap::new();
-        if let Some(token) = caller.as_deref().and_then(|t| t.parse().ok()) {
-            metadata.insert("token", token);
-        }
         let cache = if caller.is_none() {
             self.cache.clone()
         } else {
             None
         };
-        let hub = hub::Hub::new(
-            self.upstream.clone(),
-            metadata,
-            self.namespace.clone(),
-            cache,
-            rx,
-        );
-        tokio::spawn(hub.run());
-        hubs.retain(|_, tx| !tx.is_closed());
-        hubs.insert(caller.clone(), tx.clone());
-        tx
+        self.hubs.get(caller, HUB_QUEUE, |metadata, rx| {
+            let hub = hub::Hub::new(
+                self.upstream.clone(),
+                metadata,
+                self.namespace.clone(),
+                cache,
+                rx,
+            );
+            tokio::spawn(hub.run());
+        })
     }
 
     /// Registers a new local stream with its caller's hub.
