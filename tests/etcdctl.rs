@@ -10,8 +10,8 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{
-    check_golden, etcdctl, etcdctl_with_stdin, free_port, golden_path, http_get, recording,
-    shell_words, stdout_ok, wait_for, Cluster, Server, ServerSpec, TestDir,
+    against_etcd, check_golden, etcdctl, etcdctl_with_stdin, free_port, golden_path, http_get,
+    recording, shell_words, stdout_ok, wait_for, Cluster, Server, ServerSpec, TestDir,
 };
 
 // ---------------------------------------------------------------------------
@@ -188,6 +188,24 @@ async fn etcdctl_golden_sequence() {
     let mut text = String::new();
     for step in GOLDEN_STEPS {
         let output = etcdctl_with_stdin(&endpoints, step.args, step.stdin).await;
+        text.push_str(&transcript(step, &output));
+    }
+    check_golden("etcdctl_sequence.txt", &text);
+}
+
+/// The same sequence through `kvd proxy` (its read cache on) gives the
+/// same transcript as from the members.
+#[tokio::test(flavor = "multi_thread")]
+async fn etcdctl_golden_sequence_through_the_proxy() {
+    if recording() || against_etcd() {
+        return;
+    }
+    let cluster = Cluster::start(3).await;
+    let dir = TestDir::new();
+    let proxy = common::proxy::start_proxy(dir.path(), "proxy", &cluster.endpoints(), &[]).await;
+    let mut text = String::new();
+    for step in GOLDEN_STEPS {
+        let output = etcdctl_with_stdin(&proxy.endpoints(), step.args, step.stdin).await;
         text.push_str(&transcript(step, &output));
     }
     check_golden("etcdctl_sequence.txt", &text);

@@ -16,7 +16,9 @@ use etcd_client::{
 };
 use tonic::Code;
 
-use common::{assert_status, current_revision, Cluster, ClusterOptions};
+use common::{
+    against_etcd, assert_status, connect, current_revision, Cluster, ClusterOptions, TestDir,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers
@@ -1476,6 +1478,29 @@ async fn single_member_compaction() {
 #[tokio::test(flavor = "multi_thread")]
 async fn single_member_empty_key() {
     let (_cluster, mut c) = single().await;
+    empty_key(&mut c).await;
+}
+
+/// Every scenario above through `kvd proxy`, with its read cache on:
+/// the same answers as from a member (serializable reads included).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_scenario_through_the_proxy() {
+    if against_etcd() {
+        return;
+    }
+    let cluster = Cluster::start(1).await;
+    let dir = TestDir::new();
+    let proxy = common::proxy::start_proxy(dir.path(), "proxy", &cluster.endpoints(), &[]).await;
+    let mut c = connect(&proxy.endpoints()).await;
+    fresh_store_revisions(&mut c).await;
+    put_get_prev_kv(&mut c, "pg").await;
+    put_options_errors(&mut c, "po").await;
+    ranges(&mut c, "rg").await;
+    sorting(&mut c, "so").await;
+    delete_ranges(&mut c, "dr").await;
+    txn_compares(&mut c, "tc").await;
+    txn_errors(&mut c, "te").await;
+    compaction(&mut c, "cp").await;
     empty_key(&mut c).await;
 }
 

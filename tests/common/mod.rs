@@ -14,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod pki;
+pub mod proxy;
 pub mod raw;
 
 use std::collections::HashSet;
