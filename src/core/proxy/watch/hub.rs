@@ -8,7 +8,8 @@
 //! Upstream watches always ask for `prev_kv` and progress notifications
 //! and no filters; the local watchers' own choices are applied here.
 //! Local streams have bounded queues: a stream that falls
-//! [`super::LOCAL_QUEUE`] responses behind stalls and catches up later
+//! [`super::LOCAL_QUEUE`] responses (or [`super::LOCAL_QUEUED_EVENTS`]
+//! events) behind stalls and catches up later
 //! (see `stall`), so one slow reader never holds the others up.
 
 use std::collections::{HashMap, VecDeque};
@@ -620,13 +621,13 @@ impl Hub {
         let Some(tx) = self.streams.get(&stream) else {
             return false;
         };
-        match tx.try_send(Ok(response)) {
+        match tx.try_send(response) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(false) => {
                 self.stall(stream);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(true) => false,
         }
     }
 }

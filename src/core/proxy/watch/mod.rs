@@ -51,8 +51,60 @@ const HUB_QUEUE: usize = 4096;
 const FILTER_NOPUT: i32 = 0;
 const FILTER_NODELETE: i32 = 1;
 
-/// Where a hub sends one local stream's responses.
-pub type LocalTx = mpsc::Sender<Result<PbWatchResponse, Status>>;
+/// Events queued for one local stream before it counts as stuck (the
+/// byte bound that [`LOCAL_QUEUE`] alone would not give: a replay puts
+/// up to 256 events in one response).
+pub const LOCAL_QUEUED_EVENTS: usize = 16_384;
+
+/// Where a hub sends one local stream's responses, and how many events
+/// wait in it.
+#[derive(Clone)]
+pub struct LocalTx {
+    tx: mpsc::Sender<Result<PbWatchResponse, Status>>,
+    queued_events: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl LocalTx {
+    /// A queue of [`LOCAL_QUEUE`] responses and the stream that drains it.
+    fn new() -> (Self, ResponseStream) {
+        let (tx, rx) = mpsc::channel::<Result<PbWatchResponse, Status>>(LOCAL_QUEUE);
+        let queued_events = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = queued_events.clone();
+        let stream =
+            ReceiverStream::new(rx).inspect(move |item: &Result<PbWatchResponse, Status>| {
+                if let Ok(r) = item {
+                    counter.fetch_sub(r.events.len(), Ordering::Relaxed);
+                }
+            });
+        (Self { tx, queued_events }, Box::pin(stream))
+    }
+
+    /// Queues `response` unless the queue is full (in responses or
+    /// events): `Err` gives it back, with whether the stream is gone.
+    pub fn try_send(&self, response: PbWatchResponse) -> Result<(), bool> {
+        let events = response.events.len();
+        if self.queued_events.load(Ordering::Relaxed) + events > LOCAL_QUEUED_EVENTS {
+            return Err(self.tx.is_closed());
+        }
+        self.queued_events.fetch_add(events, Ordering::Relaxed);
+        match self.tx.try_send(Ok(response)) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.queued_events.fetch_sub(events, Ordering::Relaxed);
+                Err(matches!(e, mpsc::error::TrySendError::Closed(_)))
+            }
+        }
+    }
+
+    /// Whether the client has read at least half of both bounds.
+    pub fn has_room(&self) -> bool {
+        self.tx.capacity() >= LOCAL_QUEUE / 2
+            && self.queued_events.load(Ordering::Relaxed) <= LOCAL_QUEUED_EVENTS / 2
+    }
+}
+
+type ResponseStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<PbWatchResponse, Status>> + Send>>;
 
 /// What local streams ask of their hub.
 pub enum Command {
@@ -313,7 +365,7 @@ impl Reader {
 
 #[tonic::async_trait]
 impl PbWatchService for WatchProxy {
-    type WatchStream = ReceiverStream<Result<PbWatchResponse, Status>>;
+    type WatchStream = ResponseStream;
 
     async fn watch(
         &self,
@@ -322,7 +374,7 @@ impl PbWatchService for WatchProxy {
         let incoming = request.metadata().clone();
         let who = caller(&incoming);
         let stream = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(LOCAL_QUEUE);
+        let (tx, responses) = LocalTx::new();
         let hub = self
             .open(&who, stream, tx)
             .await
@@ -338,6 +390,6 @@ impl PbWatchService for WatchProxy {
             next_id: 0,
         };
         tokio::spawn(reader.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(responses))
     }
 }

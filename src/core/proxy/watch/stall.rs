@@ -8,7 +8,6 @@
 
 use super::broadcast::{LocalKey, State, DETACHED};
 use super::hub::Hub;
-use super::LOCAL_QUEUE;
 
 impl Hub {
     /// Takes every watcher of `stream` off its broadcast.
@@ -33,11 +32,7 @@ impl Hub {
         let ready: Vec<u64> = self
             .stalled
             .iter()
-            .filter(|s| {
-                self.streams
-                    .get(s)
-                    .is_some_and(|tx| tx.capacity() >= LOCAL_QUEUE / 2)
-            })
+            .filter(|s| self.streams.get(s).is_some_and(|tx| tx.has_room()))
             .copied()
             .collect();
         for stream in ready {
