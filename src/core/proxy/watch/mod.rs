@@ -83,7 +83,10 @@ impl LocalTx {
     /// events): `Err` gives it back, with whether the stream is gone.
     pub fn try_send(&self, response: PbWatchResponse) -> Result<(), bool> {
         let events = response.events.len();
-        if self.queued_events.load(Ordering::Relaxed) + events > LOCAL_QUEUED_EVENTS {
+        // An empty queue takes any response, so that one revision with
+        // more events than the bound still goes through.
+        let queued = self.queued_events.load(Ordering::Relaxed);
+        if queued > 0 && queued + events > LOCAL_QUEUED_EVENTS {
             return Err(self.tx.is_closed());
         }
         self.queued_events.fetch_add(events, Ordering::Relaxed);
@@ -391,5 +394,34 @@ impl PbWatchService for WatchProxy {
         };
         tokio::spawn(reader.run(request.into_inner()));
         Ok(Response::new(responses))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etcd_client::proto::PbEvent;
+
+    fn response(events: usize) -> PbWatchResponse {
+        PbWatchResponse {
+            events: vec![PbEvent::default(); events],
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn local_queues_are_bounded_in_events_but_take_one_big_revision() {
+        let (tx, mut stream) = LocalTx::new();
+        // One revision above the bound goes into an empty queue...
+        assert_eq!(tx.try_send(response(LOCAL_QUEUED_EVENTS + 1)), Ok(()));
+        // ...and nothing more until it is read.
+        assert_eq!(tx.try_send(response(1)), Err(false));
+        assert!(!tx.has_room());
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.events.len(), LOCAL_QUEUED_EVENTS + 1);
+        assert!(tx.has_room());
+        assert_eq!(tx.try_send(response(1)), Ok(()));
+        drop(stream);
+        assert_eq!(tx.try_send(response(1)), Err(true));
     }
 }
