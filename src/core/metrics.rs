@@ -42,12 +42,21 @@ pub struct Metrics {
 /// The process-wide metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
 
-// Proof for the `expect`s below: prometheus constructors fail only on an
-// invalid metric name, help text or bucket list, and all of them are
-// constants checked by the `metrics_render` test.
+// Proof for the `expect`s of these constructors (and the histogram's
+// below): prometheus fails only on an invalid metric name, help text or
+// bucket list, and all of them are constants checked by the
+// `metrics_render` tests (member and proxy).
+
+/// An integer counter with a constant name and help text.
 #[allow(clippy::expect_used)]
-fn counter(name: &str, help: &str) -> IntCounter {
+pub fn counter(name: &str, help: &str) -> IntCounter {
     IntCounter::new(name, help).expect("constant metric name is valid")
+}
+
+/// An integer gauge with a constant name and help text.
+#[allow(clippy::expect_used)]
+pub fn gauge(name: &str, help: &str) -> IntGauge {
+    IntGauge::new(name, help).expect("constant metric name is valid")
 }
 
 impl Metrics {
@@ -76,22 +85,19 @@ impl Metrics {
                 "etcd_server_proposals_applied_total",
                 "Raft log entries applied to the state machine.",
             ),
-            has_leader: IntGauge::new("etcd_server_has_leader", "1 if a leader exists.")
-                .expect("constant metric name is valid"),
+            has_leader: gauge("etcd_server_has_leader", "1 if a leader exists."),
             leader_changes: counter(
                 "etcd_server_leader_changes_seen_total",
                 "Leader changes seen.",
             ),
-            watchers: IntGauge::new(
+            watchers: gauge(
                 "etcd_debugging_mvcc_watcher_total",
                 "Total number of watchers.",
-            )
-            .expect("constant metric name is valid"),
-            slow_watchers: IntGauge::new(
+            ),
+            slow_watchers: gauge(
                 "etcd_debugging_mvcc_slow_watcher_total",
                 "Total number of unsynced slow watchers.",
-            )
-            .expect("constant metric name is valid"),
+            ),
             watchers_unsynced: counter(
                 "kvd_watch_unsynced_total",
                 "Times a watcher was moved off the live path to catch up from storage.",

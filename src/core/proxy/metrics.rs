@@ -7,6 +7,8 @@ use std::sync::LazyLock;
 
 use prometheus::{IntCounter, IntGauge, Registry};
 
+use crate::core::metrics::{counter, gauge};
+
 /// The proxy's metrics (one proxy per process).
 pub struct ProxyMetrics {
     registry: Registry,
@@ -30,18 +32,6 @@ pub struct ProxyMetrics {
 
 /// The process-wide proxy metrics.
 pub static PROXY_METRICS: LazyLock<ProxyMetrics> = LazyLock::new(ProxyMetrics::new);
-
-// Proof for the `expect`s: constructors fail only on invalid constant
-// names or help texts, checked by the `proxy_metrics_render` test.
-#[allow(clippy::expect_used)]
-fn counter(name: &str, help: &str) -> IntCounter {
-    IntCounter::new(name, help).expect("constant metric name is valid")
-}
-
-#[allow(clippy::expect_used)]
-fn gauge(name: &str, help: &str) -> IntGauge {
-    IntGauge::new(name, help).expect("constant metric name is valid")
-}
 
 impl ProxyMetrics {
     fn new() -> Self {
