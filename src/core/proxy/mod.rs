@@ -33,6 +33,7 @@ use std::time::Duration;
 use etcd_client::proto::{
     PbClusterServer, PbKvServer, PbLeaseServer, PbRangeRequest, PbRangeResponse, PbWatchServer,
 };
+use futures::StreamExt as _;
 use tokio::sync::watch as signal;
 use tonic::{Request, Response, Status};
 
@@ -293,10 +294,7 @@ impl Health {
                 )
                 .await
                 .ok()?;
-            futures::StreamExt::next(&mut rx)
-                .await?
-                .ok()
-                .filter(|r| r.created)
+            rx.next().await?.ok().filter(|r| r.created)
         };
         match tokio::time::timeout(Duration::from_secs(3), created).await {
             Ok(Some(_)) => Ok(()),
@@ -304,8 +302,6 @@ impl Health {
         }
     }
 }
-
-use futures::StreamExt as _;
 
 /// `{"health":"true","reason":""}` with 200, or the reason with 503 (and
 /// a trailing newline, as Go's `http.Error`).

@@ -239,12 +239,17 @@ impl Upstream {
         if let (Some(t), false) = (slot.as_ref(), renew) {
             return Ok(Some(t.clone()));
         }
-        let request = Request::new(PbAuthenticateRequest {
+        let request = PbAuthenticateRequest {
             name: name.clone(),
             password: password.clone(),
-        });
+        };
         let resp: Response<PbAuthenticateResponse> = self
-            .call_unary("/etcdserverpb.Auth/Authenticate", request, true)
+            .call_unary(
+                "/etcdserverpb.Auth/Authenticate",
+                MetadataMap::new(),
+                request,
+                true,
+            )
             .await?;
         let token = resp.into_inner().token;
         *slot = Some(token.clone());
@@ -270,15 +275,13 @@ impl Upstream {
         let own = caller(request.metadata()).is_none() && self.config.user.is_some();
         let metadata = self.metadata(request.metadata()).await?;
         let message = request.into_inner();
+        // A copy only for the one case that sends the request again.
+        let resend = own.then(|| message.clone());
         let result = self
-            .call_unary(
-                path,
-                Request::from_parts(metadata.clone(), Default::default(), message.clone()),
-                idempotent,
-            )
+            .call_unary(path, metadata.clone(), message, idempotent)
             .await;
-        match result {
-            Err(s) if own && s.message() == INVALID_TOKEN => {
+        match (result, resend) {
+            (Err(s), Some(message)) if s.message() == INVALID_TOKEN => {
                 // The proxy's own token expired: renew once and retry.
                 let mut metadata = metadata;
                 if let Some(token) = self.own_token(true).await? {
@@ -286,21 +289,19 @@ impl Upstream {
                         metadata.insert("token", v);
                     }
                 }
-                self.call_unary(
-                    path,
-                    Request::from_parts(metadata, Default::default(), message),
-                    idempotent,
-                )
-                .await
+                self.call_unary(path, metadata, message, idempotent).await
             }
-            other => other,
+            (other, _) => other,
         }
     }
 
+    /// Sends `message` with `metadata`, on the next endpoint again after
+    /// Unavailable when `idempotent` (copying it only for such a retry).
     async fn call_unary<Req, Resp>(
         &self,
         path: &'static str,
-        request: Request<Req>,
+        metadata: MetadataMap,
+        message: Req,
         idempotent: bool,
     ) -> Result<Response<Resp>, Status>
     where
@@ -312,9 +313,9 @@ impl Upstream {
         } else {
             1
         };
-        let (metadata, extensions, message) = request.into_parts();
+        let mut message = Some(message);
         let mut last = Status::unavailable("kvd proxy: no endpoint");
-        for _ in 0..tries {
+        for attempt in 1..=tries {
             let (index, channel) = self.channel();
             let mut grpc =
                 tonic::client::Grpc::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -323,8 +324,15 @@ impl Upstream {
                 last = Status::unavailable(format!("kvd proxy: cannot reach the cluster: {e}"));
                 continue;
             }
-            let request =
-                Request::from_parts(metadata.clone(), extensions.clone(), message.clone());
+            let body = if attempt == tries {
+                message.take()
+            } else {
+                message.clone()
+            };
+            let Some(body) = body else {
+                break;
+            };
+            let request = Request::from_parts(metadata.clone(), Default::default(), body);
             let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
             match grpc
                 .unary(request, http::uri::PathAndQuery::from_static(path), codec)
@@ -421,7 +429,10 @@ impl Upstream {
     pub async fn pass_through(&self, request: axum::extract::Request) -> axum::response::Response {
         use tower::ServiceExt as _;
         let (mut parts, body) = request.into_parts();
-        if caller(&MetadataMap::from_headers(parts.headers.clone())).is_none() {
+        // The caller's token, if any, is in the headers as it came.
+        let tokenless = !parts.headers.contains_key("token")
+            && !parts.headers.contains_key(http::header::AUTHORIZATION);
+        if tokenless {
             match self.own_token(false).await {
                 Ok(Some(token)) => {
                     if let Ok(v) = http::HeaderValue::from_str(&token) {
