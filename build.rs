@@ -1,7 +1,9 @@
 //! Build steps: (1) the gRPC code of etcd's lock, election and auth
 //! services from `proto/` (the etcd-client crate generates them but keeps
 //! their server traits or some of their messages private), with etcd's
-//! header and key-value types taken from etcd-client; (2) a check of the vendored h2 (see
+//! header and key-value types taken from etcd-client; (2) the descriptors
+//! of every etcd v3 service (`proto/gateway`, lock, election) for the JSON
+//! gateway, as `$OUT_DIR/gateway.bin`; (3) a check of the vendored h2 (see
 //! vendor/h2/KVD-PATCH.md): the build fails when Cargo.lock shows the
 //! `[patch.crates-io] h2` unused or an h2 taken from crates.io instead,
 //! which a dependency bump can cause silently (Cargo only warns). The
@@ -33,6 +35,10 @@ fn main() -> ExitCode {
         eprintln!("error: cannot generate the lock, election and auth services from proto/: {e}");
         return ExitCode::FAILURE;
     }
+    if let Err(e) = gateway_descriptors() {
+        eprintln!("error: cannot build the JSON gateway's descriptors from proto/gateway: {e}");
+        return ExitCode::FAILURE;
+    }
     let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
         return ExitCode::SUCCESS;
     };
@@ -49,6 +55,28 @@ fn main() -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs protoc (`$PROTOC`, else `protoc` on the path, as prost-build does)
+/// for a FileDescriptorSet of etcd's services with their imports.
+fn gateway_descriptors() -> Result<(), String> {
+    let out = std::env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?;
+    let protoc = std::env::var("PROTOC").unwrap_or_else(|_| "protoc".to_string());
+    let status = std::process::Command::new(&protoc)
+        .args(["-Iproto/gateway", "-Iproto", "--include_imports"])
+        .arg(format!("--descriptor_set_out={out}/gateway.bin"))
+        .args([
+            "proto/gateway/etcdserverpb/rpc.proto",
+            "proto/v3lockpb/v3lock.proto",
+            "proto/v3electionpb/v3election.proto",
+        ])
+        .status()
+        .map_err(|e| format!("{protoc}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{protoc} exited with {status}"))
     }
 }
 

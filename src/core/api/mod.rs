@@ -6,10 +6,12 @@
 //! after a ReadIndex barrier (or at once when `serializable`).
 
 pub mod auth;
+pub mod caller;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;
 pub mod forward;
+pub mod gateway;
 pub mod guard;
 pub mod http;
 pub mod kv;
@@ -17,6 +19,7 @@ pub mod lease;
 pub mod listener;
 pub mod lock;
 pub mod maintenance;
+pub mod v2;
 pub mod watch;
 
 use std::time::Duration;
@@ -239,9 +242,20 @@ pub fn router(
         )
         .max_decoding_message_size(limit),
     );
-    grpc.into_axum_router()
-        .layer(axum::middleware::map_response(grpc_edge_statuses))
-        .merge(http::router(ctx.clone()))
+    let grpc = grpc
+        .into_axum_router()
+        .layer(axum::middleware::map_response(grpc_edge_statuses));
+    let gateway = match gateway::router(grpc.clone(), ctx.max_request_bytes) {
+        Ok(gateway) => gateway,
+        Err(e) => {
+            tracing::error!("the JSON gateway is off: {e}");
+            axum::Router::new()
+        }
+    };
+    let v2 = v2::router(grpc.clone(), ctx.clone());
+    grpc.merge(http::router(ctx.clone()))
+        .merge(gateway)
+        .merge(v2)
 }
 
 /// Rewrites the statuses tonic gives to requests it refuses before any
