@@ -66,8 +66,10 @@ fn main() -> std::process::ExitCode {
 /// `kvd serve`: config first (so its log level can set up logging), then the
 /// runtime.
 fn serve_main(args: &ServeArgs) -> ExitCode {
-    let cfg = match args.load() {
-        Ok(cfg) => cfg,
+    // Resolved first as given, so that a bad flag fails before any
+    // discovery traffic.
+    let (opts, cfg) = match args.merged().and_then(|o| Ok((o.clone(), o.resolve()?))) {
+        Ok(both) => both,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::USAGE;
@@ -84,7 +86,23 @@ fn serve_main(args: &ServeArgs) -> ExitCode {
             return ExitCode::ERROR;
         }
     };
-    runtime.block_on(serve::run(cfg))
+    runtime.block_on(async move {
+        let cfg = if opts.discovery.is_some() || opts.discovery_srv.is_some() {
+            match serve::discovery::bootstrap(opts)
+                .await
+                .and_then(|o| o.resolve().map_err(|e| e.to_string()))
+            {
+                Ok(cfg) => cfg,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::ERROR;
+                }
+            }
+        } else {
+            cfg
+        };
+        serve::run(cfg).await
+    })
 }
 
 /// `kvd proxy`: its flags merged with its `--config` file, logging, then

@@ -72,6 +72,29 @@ pub struct ServeConfig {
     pub tls_policy: TlsPolicy,
     /// `--auth-token`, `--auth-token-ttl`, `--bcrypt-cost`.
     pub auth: AuthSettings,
+    /// `--cors`, `--enable-v2`: the HTTP face of the client port.
+    pub http: HttpFace,
+}
+
+/// The HTTP face of the client port beside gRPC: the JSON gateway
+/// (always), the v2 keys API and CORS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpFace {
+    /// `--cors`: origins whose browsers may call the HTTP endpoints; `*`
+    /// (etcd's default) any.
+    pub cors: Vec<String>,
+    /// `--enable-v2`: serve `/v2/keys`, `/v2/members`, `/v2/stats/self`
+    /// (kvd's default: on; etcd 3.4's: off).
+    pub enable_v2: bool,
+}
+
+impl Default for HttpFace {
+    fn default() -> Self {
+        Self {
+            cors: vec!["*".to_string()],
+            enable_v2: true,
+        }
+    }
 }
 
 /// How users authenticate (etcd's `--auth-token`, `--auth-token-ttl`,

@@ -185,7 +185,7 @@ impl ProxyArgs {
             .unwrap_or_else(|| "127.0.0.1:2379".to_string());
         if let Some(domain) = &self.discovery_srv {
             let name = self.discovery_srv_name.clone().unwrap_or_default();
-            let found = crate::modes::ctl::discovery::endpoints(domain, &name, false)
+            let found = crate::modes::common::discovery::endpoints(domain, &name, false)
                 .await
                 .map_err(|e| format!("--discovery-srv {domain}: {e}"))?;
             endpoints = found.join(",");

@@ -187,13 +187,15 @@ pub fn forwarded(e: etcd_client::Error) -> Status {
 /// The client port's routes: every gRPC service (each refusing messages
 /// above `--max-request-bytes` + [`GRPC_OVERHEAD_BYTES`] before decoding,
 /// etcd's `MaxRecvMsgSize`) with etcd's edge statuses, and the HTTP
-/// endpoints. `heartbeat` and `election_timeout` set the lease service's
+/// endpoints (JSON gateway, v2 when `http.enable_v2`, CORS as
+/// `http.cors`). `heartbeat` and `election_timeout` set the lease service's
 /// minimum TTL.
 pub fn router(
     ctx: &ApiContext,
     hub: &Arc<WatchHub>,
     heartbeat: Duration,
     election_timeout: Duration,
+    http: &crate::core::config::HttpFace,
 ) -> axum::Router {
     // Every service refuses messages above the limit before decoding them
     // (etcd's `MaxRecvMsgSize` on its whole gRPC server).
@@ -252,10 +254,14 @@ pub fn router(
             axum::Router::new()
         }
     };
-    let v2 = v2::router(grpc.clone(), ctx.clone());
-    grpc.merge(http::router(ctx.clone()))
-        .merge(gateway)
-        .merge(v2)
+    let mut web = http::router(ctx.clone()).merge(gateway);
+    if http.enable_v2 {
+        web = web.merge(v2::router(grpc.clone(), ctx.clone()));
+    }
+    grpc.merge(web.layer(axum::middleware::from_fn_with_state(
+        Arc::new(http::Cors::new(&http.cors)),
+        http::cors,
+    )))
 }
 
 /// Rewrites the statuses tonic gives to requests it refuses before any

@@ -49,13 +49,19 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs a member until `stop` turns true (the serve mode turns SIGINT and
 /// SIGTERM into it), the member is removed from the cluster, or its Raft
-/// task fails; returns once every task has drained.
+/// task fails; returns once every task has drained. `ready` fires once the
+/// member has published itself through Raft and serves clients (where etcd
+/// tells systemd `READY=1`).
 ///
 /// # Errors
 /// [`ServeError::Config`] for configuration the data dir rejects;
 /// [`ServeError::Other`] for I/O, bind or storage failures, a failed Raft
 /// task, or this member's removal.
-pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), ServeError> {
+pub async fn run(
+    cfg: ServeConfig,
+    stop: watch::Receiver<bool>,
+    ready: tokio::sync::oneshot::Sender<()>,
+) -> Result<(), ServeError> {
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         ServeError::Other(anyhow::anyhow!(
             "cannot create data dir {}: {e}",
@@ -213,7 +219,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
         _ = membership::publish(handle.clone(), attrs, ctx.request_timeout) => {
             for (url, listener) in listeners {
                 tracing::info!(%url, "serving client requests");
-                let router = api::router(&ctx, &watch_hub, cfg.heartbeat_interval, cfg.election_timeout)
+                let router = api::router(&ctx, &watch_hub, cfg.heartbeat_interval, cfg.election_timeout, &cfg.http)
                     .into_make_service_with_connect_info::<ClientConn>();
                 let mut stop = stop.clone();
                 servers.push(tokio::spawn(async move {
@@ -224,6 +230,7 @@ pub async fn run(cfg: ServeConfig, stop: watch::Receiver<bool>) -> Result<(), Se
                         .await
                 }));
             }
+            let _ = ready.send(());
             let _ = stop.wait_for(|s| *s).await;
         }
         _ = stop_early.wait_for(|s| *s) => {}

@@ -7,6 +7,7 @@
 
 pub mod connection;
 pub mod describe;
+pub mod discovery;
 pub mod duration;
 pub mod output;
 pub mod progress;

@@ -32,7 +32,7 @@ use crate::modes::ExitCode;
 mod auth;
 mod check;
 mod concurrency;
-pub mod discovery;
+
 mod kv;
 mod lease;
 mod maintenance;
@@ -353,9 +353,13 @@ async fn context(g: &GlobalArgs) -> Result<Ctx, Failure> {
     let bad_args = |m: String| Failure::new(ExitCode::BAD_ARGS, m);
     let mut g = g.clone();
     if let Some(domain) = g.discovery_srv.as_deref().filter(|d| !d.is_empty()) {
-        let found = discovery::endpoints(domain, &g.discovery_srv_name, g.insecure_discovery)
-            .await
-            .map_err(|e| Failure::new(ExitCode::ERROR, e))?;
+        let found = crate::modes::common::discovery::endpoints(
+            domain,
+            &g.discovery_srv_name,
+            g.insecure_discovery,
+        )
+        .await
+        .map_err(|e| Failure::new(ExitCode::ERROR, e))?;
         // Found endpoints replace --endpoints (none found: --endpoints).
         if !found.is_empty() {
             g.conn.endpoints = found.join(",");

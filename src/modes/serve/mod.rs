@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+pub mod discovery;
 pub mod options;
 pub mod security;
 
@@ -125,6 +126,31 @@ pub struct ServeArgs {
     /// TLS and auth token flags.
     #[command(flatten)]
     pub security: security::SecurityArgs,
+
+    /// Comma-separated origins allowed to call the HTTP endpoints from a
+    /// browser (CORS), or * for any [default: *]
+    #[arg(long, env = "KVD_CORS", value_name = "ORIGINS")]
+    pub cors: Option<String>,
+
+    /// Serve etcd's v2 keys API (/v2/keys) over the v3 key space
+    /// [default: true]
+    #[arg(long, env = "KVD_ENABLE_V2", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_v2: Option<bool>,
+
+    /// Bootstrap from a v2 discovery URL (etcd's discovery protocol; any
+    /// cluster serving /v2/keys can host it) instead of --initial-cluster
+    #[arg(long, env = "KVD_DISCOVERY", value_name = "URL")]
+    pub discovery: Option<String>,
+
+    /// Bootstrap from the DNS SRV records _etcd-server-ssl._tcp.DOMAIN and
+    /// _etcd-server._tcp.DOMAIN instead of --initial-cluster
+    #[arg(long, env = "KVD_DISCOVERY_SRV", value_name = "DOMAIN")]
+    pub discovery_srv: Option<String>,
+
+    /// Suffix of the SRV service names queried by --discovery-srv
+    /// (_etcd-server-NAME._tcp.DOMAIN)
+    #[arg(long, env = "KVD_DISCOVERY_SRV_NAME", value_name = "NAME")]
+    pub discovery_srv_name: Option<String>,
 }
 
 impl ServeArgs {
@@ -159,6 +185,11 @@ impl ServeArgs {
             auth_token: self.security.auth_token.clone(),
             auth_token_ttl: self.security.auth_token_ttl,
             bcrypt_cost: self.security.bcrypt_cost,
+            cors: self.cors.clone(),
+            enable_v2: self.enable_v2,
+            discovery: self.discovery.clone(),
+            discovery_srv: self.discovery_srv.clone(),
+            discovery_srv_name: self.discovery_srv_name.clone(),
         }
     }
 
@@ -171,19 +202,42 @@ impl ServeArgs {
     pub fn load(&self) -> Result<ServeConfig, ConfigError> {
         options::load(self.options(), self.config.as_deref())
     }
+
+    /// The flags merged over `--config` (precedence flags > `KVD_<FLAG>` >
+    /// file), not yet resolved: the discovery flags still to run.
+    ///
+    /// # Errors
+    /// [`ConfigError::ReadFile`] / [`ConfigError::ParseFile`] for the file.
+    pub fn merged(&self) -> Result<ServeOptions, ConfigError> {
+        let file = match self.config.as_deref() {
+            Some(path) => ServeOptions::from_file(path)?,
+            None => ServeOptions::default(),
+        };
+        Ok(self.options().or(file))
+    }
 }
 
 /// Runs a member with a config from [`ServeArgs::load`] until it is shut
 /// down, prints any error as one `error: …` line on stderr, and returns the
 /// process exit code: [`ExitCode::OK`], [`ExitCode::ERROR`] for a runtime failure, or
 /// [`ExitCode::USAGE`] for a configuration the data dir rejects.
+///
+/// Under systemd (`Type=notify`, `NOTIFY_SOCKET` set) it sends `READY=1`
+/// once the member serves clients and `STOPPING=1` when a signal stops it.
 pub async fn run(cfg: ServeConfig) -> ExitCode {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
+        notify_systemd(sd_notify::NotifyState::Stopping);
         stop_tx.send_replace(true);
     });
-    match server::run(cfg, stop).await {
+    let (ready_tx, ready) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if ready.await.is_ok() {
+            notify_systemd(sd_notify::NotifyState::Ready);
+        }
+    });
+    match server::run(cfg, stop, ready_tx).await {
         Ok(()) => ExitCode::OK,
         Err(ServeError::Config(msg)) => {
             eprintln!("error: {msg}");
@@ -193,6 +247,14 @@ pub async fn run(cfg: ServeConfig) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::ERROR
         }
+    }
+}
+
+/// Tells systemd `state` when it started this process with a
+/// `NOTIFY_SOCKET` (nothing otherwise).
+fn notify_systemd(state: sd_notify::NotifyState<'_>) {
+    if let Err(e) = sd_notify::notify(false, &[state]) {
+        tracing::warn!("cannot notify systemd: {e}");
     }
 }
 

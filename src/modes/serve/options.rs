@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::core::config::{AuthSettings, ClusterState, ServeConfig};
+use crate::core::config::{AuthSettings, ClusterState, HttpFace, ServeConfig};
 use crate::core::urls::{
     lower_first, parse_initial_cluster, parse_url_list, InitialClusterError, ParsedUrl, UrlError,
     CLIENT_URL_SCHEMES, PEER_URL_SCHEMES,
@@ -151,6 +151,16 @@ pub struct ServeOptions {
     pub auth_token_ttl: Option<u64>,
     /// `bcrypt-cost`.
     pub bcrypt_cost: Option<u32>,
+    /// `cors`: comma-separated origins allowed by CORS, or `*`.
+    pub cors: Option<String>,
+    /// `enable-v2`: serve the v2 keys API.
+    pub enable_v2: Option<bool>,
+    /// `discovery`: a v2 discovery URL to bootstrap from.
+    pub discovery: Option<String>,
+    /// `discovery-srv`: a DNS domain whose SRV records list the members.
+    pub discovery_srv: Option<String>,
+    /// `discovery-srv-name`: a suffix of the SRV service names.
+    pub discovery_srv_name: Option<String>,
 }
 
 impl ServeOptions {
@@ -220,6 +230,11 @@ impl ServeOptions {
             auth_token: self.auth_token.or(lower.auth_token),
             auth_token_ttl: self.auth_token_ttl.or(lower.auth_token_ttl),
             bcrypt_cost: self.bcrypt_cost.or(lower.bcrypt_cost),
+            cors: self.cors.or(lower.cors),
+            enable_v2: self.enable_v2.or(lower.enable_v2),
+            discovery: self.discovery.or(lower.discovery),
+            discovery_srv: self.discovery_srv.or(lower.discovery_srv),
+            discovery_srv_name: self.discovery_srv_name.or(lower.discovery_srv_name),
         }
     }
 
@@ -394,6 +409,14 @@ impl ServeOptions {
             return Err(invalid("--max-txn-ops must be greater than 0"));
         }
 
+        let cors: Vec<String> = self
+            .cors
+            .as_deref()
+            .unwrap_or("*")
+            .split(',')
+            .map(|o| o.trim().to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
         let log_level = self
             .log_level
             .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_string())
@@ -433,6 +456,10 @@ impl ServeOptions {
             peer_tls,
             tls_policy,
             auth,
+            http: HttpFace {
+                cors,
+                enable_v2: self.enable_v2.unwrap_or(true),
+            },
         })
     }
 }

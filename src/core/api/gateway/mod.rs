@@ -4,7 +4,7 @@
 //! integers as strings, bytes as base64, enums by name, default values
 //! left out). Input accepts proto or camelCase field names and enum names
 //! or numbers (proto3's JSON mapping, through `prost-reflect`).
-//! `/v3beta/…` and `/v3alpha/…` are the same calls (etcd 3.4 served both).
+//! `/v3beta/…` is the same calls (etcd 3.4 serves it; not `/v3alpha`).
 //!
 //! Streams (`watch`, `lease/keepalive`, `maintenance/snapshot`,
 //! `election/observe`) answer newline-delimited `{"result":…}` chunks
@@ -61,7 +61,6 @@ pub fn router(grpc: Router, max_request_bytes: usize) -> Result<Router, String> 
     Ok(Router::new()
         .route("/v3/{*call}", any(call))
         .route("/v3beta/{*call}", any(call))
-        .route("/v3alpha/{*call}", any(call))
         .with_state(gateway))
 }
 
@@ -74,10 +73,10 @@ async fn call(
     body: Body,
 ) -> Response {
     let Some(found) = gw.routes.method(path.trim_end_matches('/')) else {
-        return error_response(&Status::not_found("Not Found"));
+        return (StatusCode::NOT_FOUND, "404 Not Found\n").into_response();
     };
     if method != HttpMethod::POST {
-        return error_response(&Status::unimplemented("Method Not Allowed"));
+        return (StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n").into_response();
     }
     let caller = Caller::new(gw.grpc.clone(), conn);
     let metadata = metadata(&headers);
@@ -113,7 +112,12 @@ async fn unary(
         .await?
         .into_inner();
     let body = to_json(&method.output, response, false)?;
-    Ok(json_response(StatusCode::OK, body))
+    let mut response = json_response(StatusCode::OK, body);
+    response.headers_mut().insert(
+        "grpc-metadata-content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    Ok(response)
 }
 
 /// gRPC metadata from the HTTP headers, as grpc-gateway forwards them:
@@ -142,8 +146,8 @@ fn metadata(headers: &HeaderMap) -> MetadataMap {
 /// as grpc-gateway reads it).
 ///
 /// # Errors
-/// `InvalidArgument` with the decoder's message: malformed JSON, an
-/// unknown field, a wrong type, bad base64.
+/// `InvalidArgument` with the decoder's message: malformed JSON, a wrong
+/// type, bad base64 (unknown fields are ignored).
 pub fn encode_json(input: &MessageDescriptor, json: &[u8]) -> Result<Bytes, Status> {
     if json.iter().all(u8::is_ascii_whitespace) {
         return Ok(Bytes::new());
@@ -157,8 +161,9 @@ pub fn encode_json(input: &MessageDescriptor, json: &[u8]) -> Result<Bytes, Stat
     Ok(message.encode_to_vec().into())
 }
 
+/// Unknown fields are ignored, as etcd 3.4's gateway does.
 fn deserialize_options() -> DeserializeOptions {
-    DeserializeOptions::new().deny_unknown_fields(true)
+    DeserializeOptions::new().deny_unknown_fields(false)
 }
 
 /// A response message as JSON (`{"result":…}` when `chunk`, a stream's
@@ -201,16 +206,16 @@ impl Serialize for Options<'_> {
     }
 }
 
-/// grpc-gateway's HTTP status for a gRPC code (`runtime.HTTPStatusFromCode`).
+/// grpc-gateway's HTTP status for a gRPC code (`runtime.HTTPStatusFromCode`
+/// of the version etcd 3.4 ships: FailedPrecondition is 412).
 pub fn http_status(code: tonic::Code) -> StatusCode {
     use tonic::Code;
     match code {
         Code::Ok => StatusCode::OK,
         Code::Cancelled => StatusCode::REQUEST_TIMEOUT,
         Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
-        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
-            StatusCode::BAD_REQUEST
-        }
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
@@ -223,18 +228,18 @@ pub fn http_status(code: tonic::Code) -> StatusCode {
 }
 
 /// A failed call as etcd 3.4's gateway answers it:
-/// `{"error":MSG,"code":GRPC_CODE,"message":MSG}` with [`http_status`].
+/// `{"error":MSG,"message":MSG,"code":GRPC_CODE}` with [`http_status`].
 pub fn error_response(status: &Status) -> Response {
     #[derive(Serialize)]
     struct ErrorBody<'a> {
         error: &'a str,
-        code: i32,
         message: &'a str,
+        code: i32,
     }
     let body = ErrorBody {
         error: status.message(),
-        code: status.code() as i32,
         message: status.message(),
+        code: status.code() as i32,
     };
     json_response(
         http_status(status.code()),

@@ -105,7 +105,8 @@ impl Params {
                     }
                     p.prev_value = Some(value.into_owned());
                 }
-                "prevIndex" => p.prev_index = Some(index(&value)?),
+                // 0 is no condition, as v2 reads it.
+                "prevIndex" => p.prev_index = Some(index(&value)?).filter(|i| *i != 0),
                 "refresh" => p.refresh = flag(&value)?,
                 "recursive" => p.recursive = flag(&value)?,
                 "sorted" => p.sorted = flag(&value)?,
@@ -192,7 +193,8 @@ async fn serve_keys(
     };
     let params = match Params::parse(query.as_deref().unwrap_or_default(), &form) {
         Ok(p) => p,
-        Err(e) => return v2.error(e).await,
+        // Refused before the store is read: index 0, as etcd.
+        Err(e) => return v2.error_at(e, 0),
     };
     let token = headers.get(http::header::AUTHORIZATION).cloned();
     let caller = Caller::new(v2.grpc.clone(), conn).with_token(token);
@@ -212,8 +214,8 @@ async fn serve_keys(
         _ => {
             return (
                 StatusCode::METHOD_NOT_ALLOWED,
-                [(http::header::ALLOW, "GET, HEAD, POST, PUT, DELETE")],
-                "Method Not Allowed",
+                [(http::header::ALLOW, "HEAD,GET,PUT,POST,DELETE")],
+                "Method Not Allowed\n",
             )
                 .into_response()
         }
@@ -254,10 +256,20 @@ impl V2 {
     }
 
     /// A v2 error body `{"errorCode","message","cause","index"}` with its
-    /// HTTP status.
+    /// HTTP status, at the current revision.
     pub async fn error(&self, e: V2Error) -> Response {
         let index = self.ctx.current_revision().map_or(0, |r| r.0);
-        self.json(e.status(), &e.body(index), index)
+        self.error_at(e, index)
+    }
+
+    /// A v2 error at store revision `index`: `X-Etcd-Cluster-Id` and
+    /// `X-Etcd-Index`, no `X-Raft-*` (as etcd).
+    pub fn error_at(&self, e: V2Error, index: i64) -> Response {
+        let mut response = self.json(e.status(), &e.body(index), index);
+        let headers = response.headers_mut();
+        headers.remove("x-raft-index");
+        headers.remove("x-raft-term");
+        response
     }
 }
 
