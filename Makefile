@@ -19,6 +19,7 @@ deps:
 	@missing=""; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
 	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
+	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
@@ -89,7 +90,7 @@ bench-backup: test-deps
 # input lands in fuzz/artifacts/. libFuzzer needs nightly flags: a nightly
 # toolchain when rustup has one, else RUSTC_BOOTSTRAP on the stable one.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= raft_entry peer_frames snapshot_records config_yaml snapshot_file
+FUZZ_TARGETS ?= raft_entry peer_frames snapshot_records config_yaml snapshot_file gateway_json v2_form
 FUZZ_CARGO := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo '$(CARGO) +nightly' || echo 'RUSTC_BOOTSTRAP=1 $(CARGO)')
 
 fuzz: deps

@@ -4,7 +4,9 @@
 //! them to the decoder kvd uses on them. None may panic, hang or allocate
 //! more than the input justifies, whatever the bytes; each also checks an
 //! invariant of what decodes (a request round-trips, a record names a real
-//! keyspace). `snapshot_file` covers the bbolt reader behind `kvd backup`.
+//! keyspace). `snapshot_file` covers the bbolt reader behind `kvd backup`;
+//! `gateway_json` and `v2_form` the JSON gateway's and the v2 API's
+//! request decoders.
 
 use std::path::Path;
 
@@ -146,4 +148,49 @@ fn block_on<F: std::future::Future<Output = ()>>(f: F) {
             rt.block_on(f);
         }
     });
+}
+
+/// A JSON gateway request body: the first byte picks the route (of the
+/// gateway's table, in path order), the rest is the body. A body that
+/// decodes must give protobuf bytes that decode back as the route's
+/// request message.
+///
+/// # Panics
+/// When the gateway's encoding of a decoded body does not decode (a bug).
+pub fn gateway_json(data: &[u8]) {
+    let Ok(routes) = crate::core::api::gateway::routes::Routes::get() else {
+        return;
+    };
+    let all = routes.all();
+    let Some((&pick, body)) = data.split_first() else {
+        return;
+    };
+    let (_, method) = all[usize::from(pick) % all.len()];
+    if let Ok(bytes) = crate::core::api::gateway::encode_json(&method.input, body) {
+        assert!(
+            prost_reflect::DynamicMessage::decode(method.input.clone(), bytes).is_ok(),
+            "the gateway's encoding decodes"
+        );
+    }
+}
+
+/// A v2 keys request: the query string, a NUL, the form body (parsed as
+/// the v2 API parses them), and the bytes as a key path, which cleans to
+/// a `/`-rooted path that cleans to itself.
+///
+/// # Panics
+/// When cleaning a key is not idempotent (a bug).
+pub fn v2_form(data: &[u8]) {
+    let (query, form) = match data.iter().position(|b| *b == 0) {
+        Some(i) => (&data[..i], &data[i + 1..]),
+        None => (data, &[][..]),
+    };
+    let _ = crate::core::api::v2::Params::parse(&String::from_utf8_lossy(query), form);
+    let key = crate::core::api::v2::clean_key(&String::from_utf8_lossy(data));
+    assert!(key.starts_with('/'), "a clean key is rooted");
+    assert_eq!(
+        crate::core::api::v2::clean_key(&key),
+        key,
+        "cleaning is idempotent"
+    );
 }

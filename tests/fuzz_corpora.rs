@@ -25,12 +25,14 @@ use raft::eraftpb::{ConfChange, ConfChangeType, Entry, Message, MessageType};
 
 type Target = fn(&[u8]);
 
-const TARGETS: [(&str, Target); 5] = [
+const TARGETS: [(&str, Target); 7] = [
     ("raft_entry", kvd::fuzz::raft_entry),
     ("peer_frames", kvd::fuzz::peer_frames),
     ("snapshot_records", kvd::fuzz::snapshot_records),
     ("config_yaml", kvd::fuzz::config_yaml),
     ("snapshot_file", kvd::fuzz::snapshot_file),
+    ("gateway_json", kvd::fuzz::gateway_json),
+    ("v2_form", kvd::fuzz::v2_form),
 ];
 
 fn seeds_dir(target: &str) -> PathBuf {
@@ -364,6 +366,51 @@ fn snapshot_file_seeds() -> Vec<(String, Vec<u8>)> {
     vec![("small".into(), file)]
 }
 
+/// Bodies of the curl examples of etcd's gateway guide, each behind the
+/// byte that picks its route.
+fn gateway_json_seeds() -> Vec<(String, Vec<u8>)> {
+    let routes = kvd::core::api::gateway::routes::Routes::get()
+        .unwrap()
+        .all();
+    let pick = |path: &str| routes.iter().position(|(p, _)| *p == path).unwrap() as u8;
+    [
+        ("put", "kv/put", r#"{"key": "Zm9v", "value": "YmFy"}"#),
+        ("range", "kv/range", r#"{"key":"Zm9v","range_end":"Zm9w","sortOrder":"DESCEND","limit":"10"}"#),
+        ("txn", "kv/txn", r#"{"compare":[{"target":"CREATE","key":"Zm9v","createRevision":"2"}],"success":[{"requestPut":{"key":"Zm9v","value":"YmFy"}}]}"#),
+        ("watch", "watch", r#"{"create_request": {"key":"Zm9v","prev_kv":true,"filters":["NOPUT"]}}"#),
+        ("grant", "lease/grant", r#"{"TTL":"60","ID":7}"#),
+        ("user", "auth/role/grant", r#"{"name":"r","perm":{"permType":"READWRITE","key":"YQ==","range_end":"Yg=="}}"#),
+        ("campaign", "election/campaign", r#"{"name":"ZQ==","lease":"7","value":"djE="}"#),
+    ]
+    .iter()
+    .map(|(name, path, body)| {
+        let mut bytes = vec![pick(path)];
+        bytes.extend_from_slice(body.as_bytes());
+        (name.to_string(), bytes)
+    })
+    .collect()
+}
+
+/// Query strings and forms of the seeds' v2 curl examples.
+fn v2_form_seeds() -> Vec<(String, Vec<u8>)> {
+    [
+        ("set", "\0value=Hello%20world&ttl=5"),
+        (
+            "cas",
+            "prevExist=false&prevValue=one&prevIndex=7\0value=two",
+        ),
+        ("wait", "wait=true&waitIndex=7&recursive=true&stream=false"),
+        (
+            "dir",
+            "dir=true&recursive=true&sorted=true\0ttl=30&refresh=true&prevExist=true",
+        ),
+        ("path", "/a//b/../c/./d/"),
+    ]
+    .iter()
+    .map(|(name, text)| (name.to_string(), text.as_bytes().to_vec()))
+    .collect()
+}
+
 fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
     match target {
         "snapshot_file" => snapshot_file_seeds(),
@@ -371,6 +418,8 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         "peer_frames" => peer_frame_seeds(),
         "snapshot_records" => snapshot_record_seeds(),
         "config_yaml" => config_yaml_seeds(),
+        "gateway_json" => gateway_json_seeds(),
+        "v2_form" => v2_form_seeds(),
         other => panic!("no seeds for {other}"),
     }
 }

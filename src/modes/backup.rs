@@ -155,7 +155,8 @@ fn failed(e: impl std::fmt::Display) -> (ExitCode, String) {
     (ExitCode::ERROR, e.to_string())
 }
 
-async fn run_save(a: SaveArgs) -> Outcome {
+async fn run_save(mut a: SaveArgs) -> Outcome {
+    a.conn.discover().await.map_err(failed)?;
     if !matches!(a.write_out, OutputFormat::Simple | OutputFormat::Json) {
         return Err((
             ExitCode::USAGE,

@@ -91,7 +91,11 @@ pub enum MemberCommand {
 /// one `error: …` line on stderr, and returns the exit code
 /// ([`ExitCode::OK`], [`ExitCode::ERROR`], or [`ExitCode::USAGE`] for
 /// arguments that cannot work).
-pub async fn run(args: MemberArgs) -> ExitCode {
+pub async fn run(mut args: MemberArgs) -> ExitCode {
+    if let Err(message) = args.conn.discover().await {
+        eprintln!("error: {message}");
+        return ExitCode::ERROR;
+    }
     let plan = match Plan::new(args) {
         Ok(plan) => plan,
         Err(message) => {

@@ -199,6 +199,10 @@ impl ProxyArgs {
             key: self.key.clone(),
             user: self.user.clone(),
             password: self.password.clone(),
+            // Looked up above, with the proxy's own rules.
+            discovery_srv: None,
+            discovery_srv_name: String::new(),
+            insecure_discovery: false,
         };
         if conn.cert.is_some() != conn.key.is_some() {
             return Err("--cert and --key go together".to_string());

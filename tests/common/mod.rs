@@ -13,6 +13,7 @@
 
 #![allow(dead_code)]
 
+pub mod dns;
 pub mod pki;
 pub mod proxy;
 pub mod raw;

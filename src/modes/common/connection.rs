@@ -64,9 +64,55 @@ pub struct ConnArgs {
     /// Password for authentication (with --user NAME)
     #[arg(long, global = true, value_name = "PASSWORD", env = "ETCDCTL_PASSWORD")]
     pub password: Option<String>,
+
+    /// Domain name to query for SRV records describing cluster endpoints
+    #[arg(
+        short = 'd',
+        long,
+        global = true,
+        value_name = "DOMAIN",
+        env = "ETCDCTL_DISCOVERY_SRV"
+    )]
+    pub discovery_srv: Option<String>,
+
+    /// Service name to query when using DNS discovery
+    #[arg(
+        long,
+        global = true,
+        value_name = "NAME",
+        env = "ETCDCTL_DISCOVERY_SRV_NAME",
+        default_value = ""
+    )]
+    pub discovery_srv_name: String,
+
+    /// Accept insecure SRV records describing cluster endpoints
+    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub insecure_discovery: bool,
 }
 
 impl ConnArgs {
+    /// With `--discovery-srv`, replaces `--endpoints` by the endpoints of
+    /// the domain's `_etcd-client…` SRV records (none found: `--endpoints`
+    /// stays, as etcdctl).
+    ///
+    /// # Errors
+    /// etcdctl's `dns lookup errors: …` when both lookups fail.
+    pub async fn discover(&mut self) -> Result<(), String> {
+        let Some(domain) = self.discovery_srv.as_deref().filter(|d| !d.is_empty()) else {
+            return Ok(());
+        };
+        let found = crate::modes::common::discovery::endpoints(
+            domain,
+            &self.discovery_srv_name,
+            self.insecure_discovery,
+        )
+        .await?;
+        if !found.is_empty() {
+            self.endpoints = found.join(",");
+        }
+        Ok(())
+    }
+
     /// The client these flags describe: endpoints normalized (`https://`
     /// when TLS flags are given), the certificate files read, requests
     /// bounded by `--command-timeout`.

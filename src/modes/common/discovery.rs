@@ -81,7 +81,8 @@ pub async fn records(
 }
 
 /// The discovered client endpoints, https first, as `scheme://target:port`
-/// (the target keeps its trailing dot, as etcdctl's do); without
+/// (the target without its trailing dot, which etcdctl keeps: names in
+/// `/etc/hosts` resolve only without it); without
 /// `insecure`, the http ones are dropped with a notice on stderr.
 ///
 /// # Errors
@@ -92,7 +93,7 @@ pub async fn endpoints(domain: &str, name: &str, insecure: bool) -> Result<Vec<S
         .map_err(|(https, http)| format!("dns lookup errors: {https} and {http}"))?;
     let mut endpoints = Vec::new();
     for (scheme, target, port) in found {
-        let endpoint = format!("{scheme}://{target}:{port}");
+        let endpoint = format!("{scheme}://{}:{port}", target.trim_end_matches('.'));
         if !insecure && scheme == "http" {
             eprintln!("ignoring discovered insecure endpoint {endpoint:?}");
             continue;

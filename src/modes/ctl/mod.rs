@@ -63,30 +63,6 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
     pub insecure_skip_tls_verify: bool,
 
-    /// Domain name to query for SRV records describing cluster endpoints
-    #[arg(
-        short = 'd',
-        long,
-        global = true,
-        value_name = "DOMAIN",
-        env = "ETCDCTL_DISCOVERY_SRV"
-    )]
-    pub discovery_srv: Option<String>,
-
-    /// Service name to query when using DNS discovery
-    #[arg(
-        long,
-        global = true,
-        value_name = "NAME",
-        env = "ETCDCTL_DISCOVERY_SRV_NAME",
-        default_value = ""
-    )]
-    pub discovery_srv_name: String,
-
-    /// Accept insecure SRV records describing cluster endpoints
-    #[arg(long, global = true, env = "ETCDCTL_INSECURE_DISCOVERY", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub insecure_discovery: bool,
-
     /// Output format: simple, json, table, fields (protobuf: not supported)
     #[arg(short = 'w', long, global = true, value_enum, value_name = "FORMAT", env = "ETCDCTL_WRITE_OUT", default_value_t = OutputFormat::Simple)]
     pub write_out: OutputFormat,
@@ -352,19 +328,10 @@ fn fail(f: Failure) -> ExitCode {
 async fn context(g: &GlobalArgs) -> Result<Ctx, Failure> {
     let bad_args = |m: String| Failure::new(ExitCode::BAD_ARGS, m);
     let mut g = g.clone();
-    if let Some(domain) = g.discovery_srv.as_deref().filter(|d| !d.is_empty()) {
-        let found = crate::modes::common::discovery::endpoints(
-            domain,
-            &g.discovery_srv_name,
-            g.insecure_discovery,
-        )
+    g.conn
+        .discover()
         .await
         .map_err(|e| Failure::new(ExitCode::ERROR, e))?;
-        // Found endpoints replace --endpoints (none found: --endpoints).
-        if !found.is_empty() {
-            g.conn.endpoints = found.join(",");
-        }
-    }
     let g = &g;
     if g.insecure_skip_tls_verify {
         return Err(bad_args(

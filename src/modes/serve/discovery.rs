@@ -1,8 +1,9 @@
 //! Bootstrapping without `--initial-cluster`: the member list comes from a
 //! v2 discovery URL (`--discovery`, etcd's v2 discovery protocol, hosted by
 //! any cluster serving `/v2/keys`, kvd or etcd) or from DNS SRV records
-//! (`--discovery-srv`). Both run once, on an empty data dir; a member that
-//! has data already starts from it, as etcd does.
+//! (`--discovery-srv`). A member registers on an empty data dir only; one
+//! with data reads the same list again (etcd skips discovery then, but kvd
+//! checks `--initial-cluster` against the data dir's cluster id).
 
 use std::time::Duration;
 
@@ -51,23 +52,22 @@ pub async fn bootstrap(mut opts: ServeOptions) -> Result<ServeOptions, String> {
     // Resolved once as it stands (a cluster of itself) for the validated
     // name, data dir and advertised peer URLs.
     let own: ServeConfig = opts.clone().resolve().map_err(|e| e.to_string())?;
-    if std::fs::read_dir(&own.data_dir).is_ok_and(|mut d| d.next().is_some()) {
-        tracing::warn!(
-            data_dir = %own.data_dir.display(),
-            "discovery is ignored since the member has data already"
-        );
-        return Ok(opts);
-    }
+    // A member with data restarts as the cluster it joined: the list is
+    // read again (kvd checks it against the data dir), nothing registered.
+    let has_data = std::fs::read_dir(&own.data_dir).is_ok_and(|mut d| d.next().is_some());
     if let Some(url) = url {
-        let cluster = join(&url, &own.name, &own.initial_advertise_peer_urls)
-            .await
-            .map_err(|e| format!("failed to join discovery cluster ({e})"))?;
-        tracing::info!(%cluster, "bootstrapping from the discovery URL");
+        let cluster = if has_data {
+            registered(&url, &own.name, &own.initial_advertise_peer_urls).await
+        } else {
+            join(&url, &own.name, &own.initial_advertise_peer_urls).await
+        }
+        .map_err(|e| format!("failed to join discovery cluster ({e})"))?;
+        tracing::info!(%cluster, restart = has_data, "the cluster from the discovery URL");
         opts.initial_cluster = Some(cluster);
         opts.initial_cluster_token = Some(url);
     } else if let Some(domain) = domain {
         let cluster = from_srv(&domain, &srv_name, &own).await?;
-        tracing::info!(%cluster, "bootstrapping from DNS SRV records");
+        tracing::info!(%cluster, restart = has_data, "the cluster from DNS SRV records");
         opts.initial_cluster = Some(cluster);
     }
     Ok(opts)
@@ -172,14 +172,7 @@ async fn join(url: &str, name: &str, peer_urls: &[String]) -> Result<String, Str
         .collect::<Vec<_>>()
         .join(",");
     let base = url.trim_end_matches('/');
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
-        .map_err(|e| format!("discovery: no TLS roots: {e}"))?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let http: Http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
-
+    let http = http_client()?;
     let (size, nodes, _) = with_retries(|| check(&http, base, &id)).await?;
     if !nodes.iter().any(|n| n.0 == id) {
         let form = url::form_urlencoded::Serializer::new(String::new())
@@ -240,6 +233,36 @@ async fn join(url: &str, name: &str, peer_urls: &[String]) -> Result<String, Str
         .map(|(_, v)| v)
         .collect::<Vec<_>>()
         .join(","))
+}
+
+/// The cluster a member that registered before joined: the first `size`
+/// registrations, which must include this member's.
+async fn registered(url: &str, name: &str, peer_urls: &[String]) -> Result<String, String> {
+    let id = format!("{:x}", crate::core::members::member_id(peer_urls, url));
+    let http = http_client()?;
+    let base = url.trim_end_matches('/');
+    let (size, mut nodes, _) = with_retries(|| check(&http, base, &id)).await?;
+    nodes.truncate(size);
+    if nodes.len() < size || !nodes.iter().any(|n| n.0 == id) {
+        return Err(format!(
+            "discovery: {name} ({id}) is not among the registered members"
+        ));
+    }
+    Ok(nodes
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect::<Vec<_>>()
+        .join(","))
+}
+
+fn http_client() -> Result<Http, String> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()
+        .map_err(|e| format!("discovery: no TLS roots: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new()).build(https))
 }
 
 /// Retries `attempt` after connection errors and 5xx answers, waiting

@@ -61,6 +61,11 @@ pub fn router(grpc: Router, max_request_bytes: usize) -> Result<Router, String> 
     Ok(Router::new()
         .route("/v3/{*call}", any(call))
         .route("/v3beta/{*call}", any(call))
+        // Gone since etcd 3.4 (and not a gRPC path either).
+        .route(
+            "/v3alpha/{*call}",
+            any(|| async { (StatusCode::NOT_FOUND, "404 Not Found\n") }),
+        )
         .with_state(gateway))
 }
 

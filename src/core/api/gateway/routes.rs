@@ -184,6 +184,13 @@ impl Routes {
         Ok(Routes(routes))
     }
 
+    /// Every bound path and its method, sorted by path.
+    pub fn all(&self) -> Vec<(&'static str, &Method)> {
+        let mut all: Vec<_> = self.0.iter().map(|(p, m)| (*p, m)).collect();
+        all.sort_by_key(|(p, _)| *p);
+        all
+    }
+
     /// The method bound to `path` (after `/v3/`), if any.
     pub fn method(&self, path: &str) -> Option<&Method> {
         self.0.get(path)

@@ -118,6 +118,7 @@ impl Params {
                 _ => {}
             }
         }
+        p.ttl_seconds()?;
         Ok(p)
     }
 
