@@ -806,3 +806,90 @@ async fn livez_and_readyz_report_etcds_checks() {
     );
     assert!(readyz.body.ends_with("\n\n"), "{readyz:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_v2_requests_leave_the_member_serving() {
+    let cluster = Cluster::start(1).await;
+    let eps = cluster.endpoints();
+    let base = format!("{}/v2/keys", cluster.endpoint(0));
+
+    // A v3 key 5,000 levels deep, listed recursively: no stack overflow.
+    let deep = format!("/deep{}", "/a".repeat(5000));
+    stdout_ok(&["put"], &etcdctl(&eps, &["put", &deep, "x"]).await);
+    let listed = curl(&[&format!("{base}/deep?recursive=true")]);
+    assert_eq!(listed.status, 200);
+    assert!(
+        listed.body.len() < 64 * 1024,
+        "the listing stops at 64 levels"
+    );
+
+    // Twenty in-order creations at once all land, named in order.
+    let mut handles = Vec::new();
+    for i in 0..20 {
+        let url = format!("{base}/jobs");
+        handles.push(std::thread::spawn(move || {
+            curl(&[&url, "-XPOST", "-d", &format!("value=job{i}")])
+        }));
+    }
+    let created: Vec<Reply> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(created.iter().all(|r| r.status == 201), "{created:?}");
+    let list = curl(&[&format!("{base}/jobs?sorted=true")]).json();
+    let nodes = list["node"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 20);
+    let indexes: Vec<i64> = nodes
+        .iter()
+        .map(|n| n["createdIndex"].as_i64().unwrap())
+        .collect();
+    assert!(
+        indexes.windows(2).all(|w| w[0] < w[1]),
+        "names sort as creations: {indexes:?}"
+    );
+
+    // Malformed forms and parameters are v2 errors, not crashes.
+    for (query, code) in [
+        ("prevExist=maybe", 209),
+        ("prevIndex=-1", 203),
+        ("waitIndex=x&wait=true", 203),
+    ] {
+        let r = curl(&[&format!("{base}/k?{query}"), "-XPUT", "-d", "value=v"]);
+        assert_eq!(r.json()["errorCode"].as_i64(), Some(code), "{query}: {r:?}");
+    }
+    // A gateway stream fed an object one byte per frame still decodes.
+    let mut child = Command::new("curl")
+        .args([
+            "-s",
+            "-N",
+            "--max-time",
+            "10",
+            "-XPOST",
+            "-T",
+            "-",
+            &format!("{}/v3/watch", cluster.endpoint(0)),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        for b in br#"{"create_request":{"key":"Zm9v"}}"#.iter() {
+            stdin.write_all(&[*b]).unwrap();
+            stdin.flush().unwrap();
+        }
+    }
+    let line = BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let _ = child.kill();
+    assert_eq!(
+        serde_json::from_str::<Value>(&line).unwrap()["result"]["created"],
+        true
+    );
+    assert_eq!(
+        curl(&[&format!("{}/health", cluster.endpoint(0))]).status,
+        200
+    );
+}

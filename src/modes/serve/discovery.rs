@@ -215,6 +215,23 @@ async fn join(url: &str, name: &str, peer_urls: &[String]) -> Result<String, Str
         };
         let node = &reply.body["node"];
         let Some(modified) = node["modifiedIndex"].as_u64() else {
+            match reply.body["errorCode"].as_u64() {
+                // The index was cleared: read the list again from now.
+                Some(401) => {
+                    let (_, again, at) = with_retries(|| check(&http, base, &id)).await?;
+                    nodes = again;
+                    nodes.truncate(size);
+                    index = at;
+                }
+                Some(code) => {
+                    return Err(format!(
+                        "discovery: waiting answered {code}: {}",
+                        reply.body
+                    ));
+                }
+                // An empty answer (a wait the service timed out): again.
+                None => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
             continue;
         };
         index = modified;

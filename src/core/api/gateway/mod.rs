@@ -33,6 +33,9 @@ use crate::core::api::caller::Caller;
 use crate::core::api::listener::ClientConn;
 use routes::{Kind, Method, RawCodec, Routes};
 
+/// JSON bodies decoded at once (see [`unary`]).
+static DECODING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// What the gateway's handlers share.
 #[derive(Clone)]
 struct Gateway {
@@ -44,8 +47,8 @@ struct Gateway {
 }
 
 /// The gateway's routes, calling into `grpc` (the client port's gRPC
-/// router). JSON bodies may be `max_request_bytes` × 2 + 512 KiB (base64
-/// and JSON's quoting grow a value by up to a third; the gRPC services then
+/// router). JSON bodies may be `max_request_bytes` × 4/3 + 512 KiB (base64
+/// grows a value by a third, JSON adds its quoting; the gRPC services then
 /// apply the real limit to the message).
 ///
 /// # Errors
@@ -54,8 +57,8 @@ pub fn router(grpc: Router, max_request_bytes: usize) -> Result<Router, String> 
     let gateway = Gateway {
         grpc,
         routes: Routes::get()?,
-        body_limit: max_request_bytes
-            .saturating_mul(2)
+        body_limit: (max_request_bytes / 3)
+            .saturating_mul(4)
             .saturating_add(super::GRPC_OVERHEAD_BYTES),
     };
     Ok(Router::new()
@@ -105,7 +108,15 @@ async fn unary(
     let json = axum::body::to_bytes(body, gw.body_limit)
         .await
         .map_err(|e| Status::invalid_argument(format!("reading the request body: {e}")))?;
-    let request = encode_json(&method.input, &json)?;
+    // A body of many small objects decodes to far more memory than its
+    // size: a few decodes at once, process-wide.
+    let request = {
+        let _permit = DECODING
+            .acquire()
+            .await
+            .map_err(|_| Status::unavailable("etcdserver: stopping"))?;
+        encode_json(&method.input, &json)?
+    };
     let mut grpc = caller.grpc();
     grpc.ready()
         .await

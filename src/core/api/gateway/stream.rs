@@ -10,7 +10,7 @@ use std::convert::Infallible;
 
 use axum::body::Body;
 use axum::response::Response;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use prost::Message as _;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
@@ -87,13 +87,15 @@ async fn start(
     Ok(response.into_inner())
 }
 
-/// Decodes the JSON values of `body` one by one (concatenated, any
+/// Decodes the JSON objects of `body` one by one (concatenated, any
 /// whitespace between) into requests of `input` and sends them; ends the
-/// request stream at the body's end, as the gateway's `CloseSend`.
+/// request stream at the body's end, as the gateway's `CloseSend`. Each
+/// byte is scanned once ([`Scanner`]) and each object parsed once, however
+/// the body is split into frames.
 ///
 /// # Errors
-/// `InvalidArgument` for a value that does not decode, a body ending
-/// inside a value, or a value above `limit` bytes.
+/// `InvalidArgument` for a value that is not an object or does not decode,
+/// a body ending inside a value, or a value above `limit` bytes.
 async fn pump(
     body: Body,
     input: MessageDescriptor,
@@ -102,32 +104,17 @@ async fn pump(
 ) -> Result<(), Status> {
     let mut data = body.into_data_stream();
     let mut buf = BytesMut::new();
+    let mut scanner = Scanner::default();
     loop {
-        loop {
-            let start = buf
-                .iter()
-                .position(|b| !b.is_ascii_whitespace())
-                .unwrap_or(buf.len());
-            buf.advance(start);
-            if buf.is_empty() {
-                break;
-            }
-            let mut values =
-                serde_json::Deserializer::from_slice(&buf).into_iter::<serde_json::Value>();
-            let value = match values.next() {
-                Some(Ok(value)) => value,
-                Some(Err(e)) if e.is_eof() => break,
-                Some(Err(e)) => return Err(Status::invalid_argument(e.to_string())),
-                None => break,
-            };
-            let used = values.byte_offset();
+        while let Some(end) = scanner.scan(&buf)? {
+            let value = buf.split_to(end);
+            let mut de = serde_json::Deserializer::from_slice(&value);
             let message = DynamicMessage::deserialize_with_options(
                 input.clone(),
-                value,
+                &mut de,
                 &deserialize_options(),
             )
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            buf.advance(used);
             if tx.send(message.encode_to_vec().into()).await.is_err() {
                 return Ok(());
             }
@@ -144,9 +131,64 @@ async fn pump(
                     "reading the request body: {e}"
                 )))
             }
-            None if buf.is_empty() => return Ok(()),
+            None if buf.iter().all(u8::is_ascii_whitespace) => return Ok(()),
             None => return Err(Status::invalid_argument("unexpected EOF")),
         }
+    }
+}
+
+/// Finds where each top-level JSON object of a growing buffer ends,
+/// remembering how far it has looked: nesting depth, inside a string,
+/// after a backslash.
+#[derive(Debug, Default)]
+struct Scanner {
+    /// Bytes of the buffer already looked at.
+    seen: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Scanner {
+    /// `Some(n)`: the first `n` bytes of `buf` are whitespace and one
+    /// whole object (the scanner then starts afresh for what follows);
+    /// `None`: more bytes are needed.
+    ///
+    /// # Errors
+    /// `InvalidArgument` for a top-level value that is not an object.
+    fn scan(&mut self, buf: &[u8]) -> Result<Option<usize>, Status> {
+        while self.seen < buf.len() {
+            let b = buf[self.seen];
+            self.seen += 1;
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' if self.depth > 0 => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' if self.depth > 0 => {
+                    self.depth -= 1;
+                    if self.depth == 0 {
+                        let end = self.seen;
+                        *self = Scanner::default();
+                        return Ok(Some(end));
+                    }
+                }
+                b if self.depth == 0 && !b.is_ascii_whitespace() => {
+                    return Err(Status::invalid_argument(
+                        "each request of a stream must be a JSON object",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -212,4 +254,39 @@ fn error_chunk(status: &Status) -> Bytes {
         },
     };
     line(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scanner_splits_objects_however_the_bytes_arrive() {
+        let text = br#" {"a":"}{\"]"} [1] {"b":{"c":[]}}"#;
+        // Whole, then byte by byte: the same boundaries.
+        let mut whole = Vec::new();
+        let mut s = Scanner::default();
+        let mut at = 0;
+        while let Some(n) = s.scan(&text[at..]).unwrap() {
+            whole.push(
+                std::str::from_utf8(&text[at..at + n])
+                    .unwrap()
+                    .trim()
+                    .to_string(),
+            );
+            at += n;
+        }
+        assert_eq!(whole, [r#"{"a":"}{\"]"}"#, "[1]", r#"{"b":{"c":[]}}"#]);
+        let mut s = Scanner::default();
+        let mut found = 0;
+        let mut start = 0;
+        for end in 1..=text.len() {
+            if let Some(n) = s.scan(&text[start..end]).unwrap() {
+                start += n;
+                found += 1;
+            }
+        }
+        assert_eq!(found, 3);
+        assert!(Scanner::default().scan(b"  7").is_err());
+    }
 }

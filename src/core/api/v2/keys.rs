@@ -19,6 +19,11 @@ pub type Answer = Result<(StatusCode, Event, i64), V2Error>;
 
 /// Keys fetched per range of a listing.
 const LIST_BATCH: i64 = 1000;
+/// Most keys a recursive listing reads (beyond: 209, list level by level).
+const RECURSIVE_LIMIT: i64 = 100_000;
+/// Deepest level a recursive listing nests; deeper directories are shown
+/// without their contents (a v3 key may have thousands of `/`s).
+const MAX_DEPTH: usize = 64;
 
 /// The v2 operations over one caller's v3 client.
 pub struct Store {
@@ -92,7 +97,7 @@ impl View {
         self.below.len() > marker
     }
 
-    /// The nearest... first ancestor that is a file (v2's "Not a directory").
+    /// The first ancestor that is a file (v2's "Not a directory").
     pub fn file_ancestor(&self) -> Option<&str> {
         self.ancestors
             .iter()
@@ -198,12 +203,22 @@ impl Store {
             let options = GetOptions::new()
                 .with_range(end)
                 .with_revision(rev)
-                .with_serializable();
-            self.client
+                .with_serializable()
+                .with_limit(RECURSIVE_LIMIT);
+            let mut response = self
+                .client
                 .kv_client()
                 .get(prefix.as_str(), Some(options))
-                .await?
-                .take_kvs()
+                .await?;
+            if response.more() {
+                return Err(V2Error::new(
+                    209,
+                    format!(
+                        "{key} holds more than {RECURSIVE_LIMIT} keys; list it without recursive"
+                    ),
+                ));
+            }
+            response.take_kvs()
         } else {
             self.scan_children(&prefix, &end, rev).await?
         };
@@ -211,7 +226,7 @@ impl Store {
             return Ok(None);
         }
         let mut ttls = HashMap::new();
-        let mut node = self.dir_node(key, &kvs, recursive, &mut ttls).await?;
+        let mut node = self.dir_node(key, &kvs, recursive, 0, &mut ttls).await?;
         if key == "/" {
             node.key = None;
             node.modified_index = 0;
@@ -263,12 +278,13 @@ impl Store {
     }
 
     /// The directory `key` from `kvs` (all keys below it, sorted; or one
-    /// per child when not `recursive`).
+    /// per child when not `recursive`), `depth` levels below the listed one.
     async fn dir_node(
         &self,
         key: &str,
         kvs: &[KeyValue],
         recursive: bool,
+        depth: usize,
         ttls: &mut HashMap<i64, Option<(i64, String)>>,
     ) -> Result<Node, V2Error> {
         let prefix = dir_prefix(key);
@@ -287,7 +303,15 @@ impl Store {
                     // The directory's own marker.
                     self.stamp(&mut node, kv, ttls).await?;
                 } else if rel[0] != b'_' {
-                    node.nodes.push(Box::pin(self.file_node(kv, ttls)).await?);
+                    // A key that is also a directory (`/a` and `/a/b` in
+                    // v3) is listed as the directory.
+                    let also_dir = kvs.get(i).is_some_and(|next| {
+                        next.key().starts_with(kv.key())
+                            && next.key().get(kv.key().len()) == Some(&b'/')
+                    });
+                    if !also_dir {
+                        node.nodes.push(Box::pin(self.file_node(kv, ttls)).await?);
+                    }
                 }
                 continue;
             };
@@ -303,8 +327,8 @@ impl Store {
                 continue;
             }
             let child_key = format!("{prefix}{}", String::from_utf8_lossy(name));
-            let child = if recursive {
-                Box::pin(self.dir_node(&child_key, group, true, ttls)).await?
+            let child = if recursive && depth < MAX_DEPTH {
+                Box::pin(self.dir_node(&child_key, group, true, depth + 1, ttls)).await?
             } else {
                 let mut child = Node {
                     key: Some(child_key),

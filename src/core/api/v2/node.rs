@@ -136,6 +136,13 @@ impl From<etcd_client::Error> for V2Error {
                 tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
                     Self::new(110, s.message())
                 }
+                // No token, or a bad user or password, under auth.
+                tonic::Code::InvalidArgument
+                    if s.message() == "etcdserver: user name is empty"
+                        || s.message().starts_with("etcdserver: authentication failed") =>
+                {
+                    Self::new(110, s.message())
+                }
                 tonic::Code::Unavailable if s.message().contains("no leader") => {
                     Self::new(301, s.message())
                 }

@@ -1,10 +1,12 @@
 //! v2 waits (`GET /v2/keys/<key>?wait=true`) as v3 watches: from
 //! `waitIndex` (or the next revision), on the key (and its directory
 //! marker), or with `recursive` on everything below it, hidden `_` nodes
-//! left out. The first matching event answers; with `stream=true` every
+//! left out. (Across the two watches, a wait from an old `waitIndex` may
+//! answer a later event of one before an earlier one of the other.) The first matching event answers; with `stream=true` every
 //! event is a line of a chunked answer until the client leaves. A
 //! compacted `waitIndex` is v2's 401. A delete whose lease is gone is an
-//! `expire`; every put is a `set` (v3 events do not say which v2 call made
+//! `expire` (so a delete read from history after its lease ran out also
+//! is); every put is a `set` (v3 events do not say which v2 call made
 //! them).
 
 use std::collections::HashMap;
@@ -32,29 +34,39 @@ pub async fn serve(v2: &V2, store: Store, key: String, p: Params) -> Response {
     };
     let start = p.wait_index.unwrap_or(current + 1).max(1);
     let prefix = dir_prefix(&key);
-    // The key itself and everything below it; filtered to what is asked.
-    let (from, options) = if key == "/" {
-        (
-            "/".to_string(),
-            WatchOptions::new().with_range(prefix_end(b"/")),
-        )
+    // The key itself, and its directory marker (everything below it with
+    // `recursive`): two watches, so that a user allowed only those keys
+    // may wait on them (one range would also cover `/a-b`, `/a.x`).
+    let below = if p.recursive {
+        WatchOptions::new().with_range(prefix_end(prefix.as_bytes()))
     } else {
-        (
-            key.clone(),
-            WatchOptions::new().with_range(prefix_end(prefix.as_bytes())),
-        )
+        WatchOptions::new()
     };
-    let options = options.with_start_revision(start).with_prev_key();
-    let mut watch = match store.client.watch_client().watch(from, Some(options)).await {
-        Ok(stream) => Watch {
-            stream,
-            store,
-            key,
-            prefix,
-            recursive: p.recursive,
-            pending: std::collections::VecDeque::new(),
-        },
+    let options = |o: WatchOptions| Some(o.with_start_revision(start).with_prev_key());
+    let mut stream = match store
+        .client
+        .watch_client()
+        .watch(prefix.as_str(), options(below))
+        .await
+    {
+        Ok(stream) => stream,
         Err(e) => return v2.error(e.into()).await,
+    };
+    if key != "/" {
+        if let Err(e) = stream
+            .watch(key.as_str(), options(WatchOptions::new()))
+            .await
+        {
+            return v2.error(e.into()).await;
+        }
+    }
+    let mut watch = Watch {
+        stream,
+        store,
+        key,
+        prefix,
+        recursive: p.recursive,
+        pending: std::collections::VecDeque::new(),
     };
     if !p.stream {
         return match watch.next(start).await {
@@ -65,7 +77,13 @@ pub async fn serve(v2: &V2, store: Store, key: String, p: Params) -> Response {
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(STREAM_QUEUE);
     tokio::spawn(async move {
         loop {
-            let line = match watch.next(start).await {
+            // A client that leaves ends the watch at once, not at the next
+            // event.
+            let next = tokio::select! {
+                next = watch.next(start) => next,
+                () = tx.closed() => return,
+            };
+            let line = match next {
                 Ok(ev) => serde_json::to_vec(&ev).unwrap_or_default(),
                 Err(_) => return,
             };

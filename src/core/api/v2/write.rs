@@ -264,11 +264,13 @@ impl Store {
         let prefix = dir_prefix(key);
         let name = format!("{prefix}{:020}", view.rev + 1);
         let mut compares = guard(key, &view);
-        // No name in the directory at or above ours can appear meanwhile.
+        // No name at or above ours can appear in the directory meanwhile
+        // (other keys may change freely), and ours is new.
         compares.push(
-            Compare::mod_revision(prefix.as_str(), CompareOp::Less, view.rev + 1)
+            Compare::create_revision(name.as_str(), CompareOp::Less, view.rev + 1)
                 .with_range(prefix_end(prefix.as_bytes())),
         );
+        compares.push(Compare::version(name.as_str(), CompareOp::Equal, 0));
         let lease = match ttl {
             Some(ttl) => self.grant(ttl).await?,
             None => view.inherited_lease(),
@@ -396,13 +398,9 @@ impl Store {
             .kv_client()
             .txn(Txn::new().when(compares).and_then(ops))
             .await;
-        let response = match response {
-            Ok(r) => r,
-            Err(e) => {
-                self.forget(granted).await;
-                return Err(e.into());
-            }
-        };
+        // A failed call may still have committed (a timeout): the lease
+        // is left to expire rather than revoked under a written key.
+        let response = response?;
         if response.succeeded() {
             return Ok(Some(response.header().map_or(0, |h| h.revision())));
         }

@@ -409,10 +409,11 @@ log-level: warn
 fn example_config_is_valid_and_all_defaults() {
     let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.yaml"));
     let file = ServeOptions::from_file(path).unwrap();
-    // It spells out every key (all 18 of ServeOptions)...
+    // It spells out every key (all 20 of ServeOptions but the discovery
+    // ones, which exclude initial-cluster)...
     let text = std::fs::read_to_string(path).unwrap();
     let keys: serde_yaml::Mapping = serde_yaml::from_str(&text).unwrap();
-    assert_eq!(keys.len(), 18);
+    assert_eq!(keys.len(), 20);
     // ...each at its default.
     let from_file = format!("{:?}", file.resolve().unwrap());
     let defaults = format!("{:?}", opts().resolve().unwrap());
@@ -431,11 +432,11 @@ fn empty_yaml_sets_nothing() {
 
 #[test]
 fn bad_yaml_is_one_clear_line() {
-    let e = ServeOptions::from_yaml("name: a\nenable-v2: true\n", Path::new("c.yaml"))
+    let e = ServeOptions::from_yaml("name: a\nenable-pprof: true\n", Path::new("c.yaml"))
         .unwrap_err()
         .to_string();
     assert!(
-        e.starts_with("invalid config file c.yaml: unknown field `enable-v2`"),
+        e.starts_with("invalid config file c.yaml: unknown field `enable-pprof`"),
         "{e}"
     );
     assert!(!e.contains('\n'), "{e}");
@@ -493,4 +494,23 @@ fn jwt_options_are_parsed_as_etcd_parses_them() {
     assert!(jwt_options("jwt,sign-method=RS256,sign-method=RS256").is_err());
     assert!(jwt_options("jwt,sign-method=RS256,color=red").is_err());
     assert!(jwt_options("jwt,sign-method").is_err());
+}
+
+#[test]
+fn the_http_face_from_yaml_and_defaults() {
+    let cfg = opts().resolve().unwrap();
+    assert_eq!(cfg.http.cors, vec!["*".to_string()]);
+    assert!(cfg.http.enable_v2);
+    let file = ServeOptions::from_yaml(
+        "cors: http://a.example:80, http://b.example:8080\nenable-v2: false\ndiscovery-srv: example.com\n",
+        Path::new("f"),
+    )
+    .unwrap();
+    assert_eq!(file.discovery_srv.as_deref(), Some("example.com"));
+    let cfg = file.resolve().unwrap();
+    assert_eq!(
+        cfg.http.cors,
+        vec!["http://a.example:80", "http://b.example:8080"]
+    );
+    assert!(!cfg.http.enable_v2);
 }
