@@ -14,6 +14,9 @@ use super::keys::{dir_prefix, event, expiration, prefix_end, Answer, Store, View
 use super::node::{Node, V2Error};
 use super::Params;
 
+/// One try of a write: the answer, or `None` when a compare failed.
+type Attempt = Result<Option<(StatusCode, super::node::Event, i64)>, V2Error>;
+
 /// Attempts of a write that keeps meeting concurrent changes.
 const ATTEMPTS: usize = 16;
 
@@ -88,12 +91,7 @@ impl Store {
         Err(V2Error::internal("the key kept changing; try again"))
     }
 
-    async fn try_put(
-        &self,
-        key: &str,
-        p: &Params,
-        ttl: Option<i64>,
-    ) -> Result<Option<(StatusCode, super::node::Event, i64)>, V2Error> {
+    async fn try_put(&self, key: &str, p: &Params, ttl: Option<i64>) -> Attempt {
         let view = self.view(key).await?;
         if let Some(ancestor) = view.file_ancestor() {
             return Err(V2Error::new(104, ancestor));
@@ -189,12 +187,7 @@ impl Store {
         Ok(Some((status, event(action, node, prev_node), rev)))
     }
 
-    async fn try_refresh(
-        &self,
-        key: &str,
-        p: &Params,
-        ttl: i64,
-    ) -> Result<Option<(StatusCode, super::node::Event, i64)>, V2Error> {
+    async fn try_refresh(&self, key: &str, p: &Params, ttl: i64) -> Attempt {
         let view = self.view(key).await?;
         let target = match (&view.file, view.marker(key)) {
             (Some(kv), _) => kv.clone(),
@@ -248,12 +241,7 @@ impl Store {
         )))
     }
 
-    async fn try_create_in_order(
-        &self,
-        key: &str,
-        p: &Params,
-        ttl: Option<i64>,
-    ) -> Result<Option<(StatusCode, super::node::Event, i64)>, V2Error> {
+    async fn try_create_in_order(&self, key: &str, p: &Params, ttl: Option<i64>) -> Attempt {
         let view = self.view(key).await?;
         if let Some(ancestor) = view.file_ancestor() {
             return Err(V2Error::new(104, ancestor));
@@ -302,11 +290,7 @@ impl Store {
         )))
     }
 
-    async fn try_delete(
-        &self,
-        key: &str,
-        p: &Params,
-    ) -> Result<Option<(StatusCode, super::node::Event, i64)>, V2Error> {
+    async fn try_delete(&self, key: &str, p: &Params) -> Attempt {
         let view = self.view(key).await?;
         let conditional = p.prev_value.is_some() || p.prev_index.is_some();
         let mut cache = HashMap::new();
