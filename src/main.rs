@@ -88,7 +88,7 @@ fn serve_main(args: &ServeArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let cfg = if opts.discovery.is_some() || opts.discovery_srv.is_some() {
-            match serve::discovery::bootstrap(opts)
+            match serve::discovery::bootstrap(opts, &cfg)
                 .await
                 .and_then(|o| o.resolve().map_err(|e| e.to_string()))
             {

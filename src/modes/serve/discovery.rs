@@ -24,12 +24,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(32);
 
 /// Fills `--initial-cluster` (and, for `--discovery`, the cluster token:
-/// the URL, as etcd) from the discovery flags, then clears them.
+/// the URL, as etcd) from the discovery flags, then clears them. `own` is
+/// `opts` resolved as they stand (a cluster of itself): the validated
+/// name, data dir and advertised peer URLs.
 ///
 /// # Errors
 /// etcd's refusals of the flag combination; `failed to join discovery
 /// cluster (…)` with the protocol's reason; SRV lookup failures.
-pub async fn bootstrap(mut opts: ServeOptions) -> Result<ServeOptions, String> {
+pub async fn bootstrap(mut opts: ServeOptions, own: &ServeConfig) -> Result<ServeOptions, String> {
     let url = opts.discovery.take().filter(|u| !u.is_empty());
     let domain = opts.discovery_srv.take().filter(|d| !d.is_empty());
     let srv_name = opts.discovery_srv_name.take().unwrap_or_default();
@@ -49,9 +51,6 @@ pub async fn bootstrap(mut opts: ServeOptions) -> Result<ServeOptions, String> {
             "discovery URL should not be set when joining existing initial cluster".to_string(),
         );
     }
-    // Resolved once as it stands (a cluster of itself) for the validated
-    // name, data dir and advertised peer URLs.
-    let own: ServeConfig = opts.clone().resolve().map_err(|e| e.to_string())?;
     // A member with data restarts as the cluster it joined: the list is
     // read again (kvd checks it against the data dir), nothing registered.
     let has_data = std::fs::read_dir(&own.data_dir).is_ok_and(|mut d| d.next().is_some());
@@ -66,7 +65,7 @@ pub async fn bootstrap(mut opts: ServeOptions) -> Result<ServeOptions, String> {
         opts.initial_cluster = Some(cluster);
         opts.initial_cluster_token = Some(url);
     } else if let Some(domain) = domain {
-        let cluster = from_srv(&domain, &srv_name, &own).await?;
+        let cluster = from_srv(&domain, &srv_name, own).await?;
         tracing::info!(%cluster, restart = has_data, "the cluster from DNS SRV records");
         opts.initial_cluster = Some(cluster);
     }
@@ -77,13 +76,16 @@ pub async fn bootstrap(mut opts: ServeOptions) -> Result<ServeOptions, String> {
 /// `_etcd-server[-name]._tcp.<domain>` (http), both read (etcd 3.5): a
 /// record whose target and port resolve to this member's advertised peer
 /// address is this member (`--name`, its advertised URL); every other is
-/// named `0`, `1`, … until it publishes its name. kvd's peer URLs are IP
-/// literals, so each target is written as the address it resolves to.
+/// named `0`, `1`, … until it publishes its name. Each target is written
+/// as the address it resolves to (kvd would resolve a host name in
+/// `--initial-cluster` again with the system's resolver, which need not
+/// be the one discovery used).
 ///
 /// # Errors
 /// etcd's `error querying DNS SRV records for _etcd-server…`, `cannot find
 /// local etcd member "<name>" in SRV records`.
 async fn from_srv(domain: &str, name: &str, own: &ServeConfig) -> Result<String, String> {
+    use crate::core::urls::{parse_url, PEER_URL_SCHEMES};
     use crate::modes::common::discovery::{records, resolver};
     let found = records("_etcd-server", domain, name)
         .await
@@ -93,15 +95,8 @@ async fn from_srv(domain: &str, name: &str, own: &ServeConfig) -> Result<String,
     let resolver = resolver()?;
     let mut own_addrs = Vec::new();
     for u in &own.initial_advertise_peer_urls {
-        let parsed = url::Url::parse(u).map_err(|e| format!("{u}: {e}"))?;
-        let host = parsed
-            .host_str()
-            .unwrap_or_default()
-            .trim_matches(['[', ']']);
-        let port = parsed.port().unwrap_or(2380);
-        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            own_addrs.push((std::net::SocketAddr::new(ip, port), u.clone()));
-        }
+        let parsed = parse_url(u, &PEER_URL_SCHEMES).map_err(|e| e.to_string())?;
+        own_addrs.push((parsed.addr, u.clone()));
     }
     let mut members = Vec::new();
     let mut found_self = false;

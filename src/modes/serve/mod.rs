@@ -209,11 +209,7 @@ impl ServeArgs {
     /// # Errors
     /// [`ConfigError::ReadFile`] / [`ConfigError::ParseFile`] for the file.
     pub fn merged(&self) -> Result<ServeOptions, ConfigError> {
-        let file = match self.config.as_deref() {
-            Some(path) => ServeOptions::from_file(path)?,
-            None => ServeOptions::default(),
-        };
-        Ok(self.options().or(file))
+        options::merge(self.options(), self.config.as_deref())
     }
 }
 

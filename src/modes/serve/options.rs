@@ -464,9 +464,25 @@ impl ServeOptions {
     }
 }
 
+/// Merges `overrides` (explicit flags, then `KVD_<FLAG>` environment,
+/// already merged by the caller) over `config_file`, not yet resolved.
+///
+/// # Errors
+/// [`ConfigError::ReadFile`] / [`ConfigError::ParseFile`] for the file.
+pub fn merge(
+    overrides: ServeOptions,
+    config_file: Option<&Path>,
+) -> Result<ServeOptions, ConfigError> {
+    let file = match config_file {
+        Some(path) => ServeOptions::from_file(path)?,
+        None => ServeOptions::default(),
+    };
+    Ok(overrides.or(file))
+}
+
 /// Builds the validated config of `kvd serve` with the precedence
-/// `overrides` (explicit flags, then `KVD_<FLAG>` environment, already merged
-/// by the caller) > `config_file` > etcd's defaults.
+/// `overrides` > `config_file` > etcd's defaults ([`merge`], then
+/// [`ServeOptions::resolve`]).
 ///
 /// # Errors
 /// [`ConfigError::ReadFile`] / [`ConfigError::ParseFile`] for the file, and
@@ -475,11 +491,7 @@ pub fn load(
     overrides: ServeOptions,
     config_file: Option<&Path>,
 ) -> Result<ServeConfig, ConfigError> {
-    let file = match config_file {
-        Some(path) => ServeOptions::from_file(path)?,
-        None => ServeOptions::default(),
-    };
-    overrides.or(file).resolve()
+    merge(overrides, config_file)?.resolve()
 }
 
 fn invalid(message: impl Into<String>) -> ConfigError {
