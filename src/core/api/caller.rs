@@ -58,12 +58,21 @@ impl Caller {
         .await
     }
 
-    /// A tonic client over this transport: responses of any size (the
-    /// member's own answers; etcd's gateway allows `math.MaxInt32`).
-    pub fn grpc(&self) -> tonic::client::Grpc<Caller> {
-        tonic::client::Grpc::new(self.clone())
+    /// A tonic client over this transport, ready for one call: responses
+    /// of any size (the member's own answers; etcd's gateway allows
+    /// `math.MaxInt32`).
+    ///
+    /// # Errors
+    /// `Unavailable` if the services cannot take a call (never in
+    /// practice: the router is always ready).
+    pub async fn grpc(&self) -> Result<tonic::client::Grpc<Caller>, tonic::Status> {
+        let mut grpc = tonic::client::Grpc::new(self.clone())
             .max_decoding_message_size(i32::MAX as usize)
-            .max_encoding_message_size(i32::MAX as usize)
+            .max_encoding_message_size(i32::MAX as usize);
+        grpc.ready()
+            .await
+            .map_err(|e| tonic::Status::unavailable(format!("etcdserver: {e}")))?;
+        Ok(grpc)
     }
 }
 

@@ -2,7 +2,7 @@
 //! etcd's JSON shapes, `/livez` and `/readyz` with etcd 3.5's checks
 //! (etcd `api/etcdhttp`), `/metrics`, and etcd's CORS headers.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
@@ -172,7 +172,7 @@ async fn probe(ctx: &ApiContext, checks: &[&str], query: Option<&str>) -> Respon
         .filter(|(k, _)| k == "exclude")
         .map(|(_, v)| v.as_str())
         .collect();
-    let mut lines = BTreeMap::new();
+    let mut detail = String::new();
     let mut failed = false;
     for name in checks.iter().filter(|c| !excluded.contains(**c)) {
         let line = match check(ctx, name).await {
@@ -182,9 +182,8 @@ async fn probe(ctx: &ApiContext, checks: &[&str], query: Option<&str>) -> Respon
                 format!("[-]{name} failed: {reason}\n")
             }
         };
-        lines.insert(checks.iter().position(|c| c == name), line);
+        detail.push_str(&line);
     }
-    let detail: String = lines.into_values().collect();
     let (status, body) = if failed {
         (StatusCode::SERVICE_UNAVAILABLE, format!("{detail}\n"))
     } else if verbose {

@@ -117,10 +117,7 @@ async fn unary(
             .map_err(|_| Status::unavailable("etcdserver: stopping"))?;
         encode_json(&method.input, &json)?
     };
-    let mut grpc = caller.grpc();
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(format!("etcdserver: {e}")))?;
+    let mut grpc = caller.grpc().await?;
     let mut request = tonic::Request::new(request);
     *request.metadata_mut() = metadata;
     let response = grpc

@@ -59,10 +59,7 @@ async fn start(
     body_limit: usize,
     failed: oneshot::Sender<Status>,
 ) -> Result<tonic::Streaming<Bytes>, Status> {
-    let mut grpc = caller.grpc();
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(format!("etcdserver: {e}")))?;
+    let mut grpc = caller.grpc().await?;
     let response = if method.kind == Kind::ServerStreaming {
         let json = axum::body::to_bytes(body, body_limit)
             .await

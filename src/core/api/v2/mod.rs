@@ -190,7 +190,7 @@ async fn serve_keys(
     let limit = v2.ctx.max_request_bytes.saturating_mul(2);
     let form = match axum::body::to_bytes(body, limit).await {
         Ok(form) => form,
-        Err(_) => return v2.error(V2Error::new(210, "")).await,
+        Err(_) => return v2.error(V2Error::new(210, "")),
     };
     let params = match Params::parse(query.as_deref().unwrap_or_default(), &form) {
         Ok(p) => p,
@@ -201,7 +201,7 @@ async fn serve_keys(
     let caller = Caller::new(v2.grpc.clone(), conn).with_token(token);
     let client = match caller.client().await {
         Ok(c) => c,
-        Err(e) => return v2.error(V2Error::internal(e.to_string())).await,
+        Err(e) => return v2.error(V2Error::internal(e.to_string())),
     };
     let store = keys::Store::new(client, v2.ctx.clone());
     let answer = match method {
@@ -223,7 +223,7 @@ async fn serve_keys(
     };
     match answer {
         Ok((status, event, index)) => v2.json(status, &event, index),
-        Err(e) => v2.error(e).await,
+        Err(e) => v2.error(e),
     }
 }
 
@@ -258,7 +258,7 @@ impl V2 {
 
     /// A v2 error body `{"errorCode","message","cause","index"}` with its
     /// HTTP status, at the current revision.
-    pub async fn error(&self, e: V2Error) -> Response {
+    pub fn error(&self, e: V2Error) -> Response {
         let index = self.ctx.current_revision().map_or(0, |r| r.0);
         self.error_at(e, index)
     }

@@ -30,7 +30,7 @@ const STREAM_QUEUE: usize = 64;
 pub async fn serve(v2: &V2, store: Store, key: String, p: Params) -> Response {
     let current = match v2.ctx.current_revision() {
         Ok(r) => r.0,
-        Err(e) => return v2.error(V2Error::internal(e.to_string())).await,
+        Err(e) => return v2.error(V2Error::internal(e.to_string())),
     };
     let start = p.wait_index.unwrap_or(current + 1).max(1);
     let prefix = dir_prefix(&key);
@@ -50,14 +50,14 @@ pub async fn serve(v2: &V2, store: Store, key: String, p: Params) -> Response {
         .await
     {
         Ok(stream) => stream,
-        Err(e) => return v2.error(e.into()).await,
+        Err(e) => return v2.error(e.into()),
     };
     if key != "/" {
         if let Err(e) = stream
             .watch(key.as_str(), options(WatchOptions::new()))
             .await
         {
-            return v2.error(e.into()).await;
+            return v2.error(e.into());
         }
     }
     let mut watch = Watch {
@@ -71,7 +71,7 @@ pub async fn serve(v2: &V2, store: Store, key: String, p: Params) -> Response {
     if !p.stream {
         return match watch.next(start).await {
             Ok(ev) => v2.json(StatusCode::OK, &ev, current),
-            Err(e) => v2.error(e).await,
+            Err(e) => v2.error(e),
         };
     }
     let (tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(STREAM_QUEUE);
