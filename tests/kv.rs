@@ -1415,6 +1415,20 @@ async fn empty_key(c: &mut Client) {
 // Tests: single member
 // ---------------------------------------------------------------------------
 
+/// Every scenario above in turn, on a fresh store reached through `c`.
+async fn every_scenario(c: &mut Client) {
+    fresh_store_revisions(c).await;
+    put_get_prev_kv(c, "pg").await;
+    put_options_errors(c, "po").await;
+    ranges(c, "rg").await;
+    sorting(c, "so").await;
+    delete_ranges(c, "dr").await;
+    txn_compares(c, "tc").await;
+    txn_errors(c, "te").await;
+    compaction(c, "cp").await;
+    empty_key(c).await;
+}
+
 async fn single() -> (Cluster, Client) {
     let cluster = Cluster::start(1).await;
     let client = cluster.client(0).await;
@@ -1492,16 +1506,7 @@ async fn every_scenario_through_the_proxy() {
     let dir = TestDir::new();
     let proxy = common::proxy::start_proxy(dir.path(), "proxy", &cluster.endpoints(), &[]).await;
     let mut c = connect(&proxy.endpoints()).await;
-    fresh_store_revisions(&mut c).await;
-    put_get_prev_kv(&mut c, "pg").await;
-    put_options_errors(&mut c, "po").await;
-    ranges(&mut c, "rg").await;
-    sorting(&mut c, "so").await;
-    delete_ranges(&mut c, "dr").await;
-    txn_compares(&mut c, "tc").await;
-    txn_errors(&mut c, "te").await;
-    compaction(&mut c, "cp").await;
-    empty_key(&mut c).await;
+    every_scenario(&mut c).await;
 }
 
 /// A request larger than --max-request-bytes is refused with etcd's error
@@ -1555,16 +1560,7 @@ async fn three_members_all_scenarios_through_a_follower() {
     let follower = (leader + 1) % 3;
     let mut c = cluster.client(follower).await;
 
-    fresh_store_revisions(&mut c).await;
-    put_get_prev_kv(&mut c, "pg").await;
-    put_options_errors(&mut c, "po").await;
-    ranges(&mut c, "rg").await;
-    sorting(&mut c, "so").await;
-    delete_ranges(&mut c, "dr").await;
-    txn_compares(&mut c, "tc").await;
-    txn_errors(&mut c, "te").await;
-    compaction(&mut c, "cp").await;
-    empty_key(&mut c).await;
+    every_scenario(&mut c).await;
 
     // The same scenarios, now through the leader.
     let mut c = cluster.client(leader).await;
