@@ -12,6 +12,17 @@ pub struct Metrics {
     registry: Registry,
     /// Duration of each fsync of the Raft log, seconds (count = number of fsyncs).
     pub fsync: Histogram,
+    /// Time from a proposal's submission to its answer once applied,
+    /// seconds (this member's proposals only; timeouts are not observed).
+    pub proposal_duration: Histogram,
+    /// Puts applied (each put of a txn counts), etcd 3.5's counter.
+    pub puts: IntCounter,
+    /// Delete requests applied (each of a txn counts).
+    pub deletes: IntCounter,
+    /// Txns applied.
+    pub txns: IntCounter,
+    /// Ranges served by this member (each of a txn counts).
+    pub ranges: IntCounter,
     /// Ready batches handled by the Raft task.
     pub readies: IntCounter,
     /// Proposals accepted by this member's Raft task.
@@ -73,9 +84,37 @@ impl Metrics {
             ]),
         )
         .expect("constant histogram options are valid");
+        let proposal_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "kvd_server_proposal_duration_seconds",
+                "Time from a proposal's submission to its applied answer.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512,
+                1.024, 2.048, 4.096, 8.192,
+            ]),
+        )
+        .expect("constant histogram options are valid");
         let m = Self {
             registry: Registry::new(),
             fsync,
+            proposal_duration,
+            puts: counter(
+                "etcd_mvcc_put_total",
+                "Total number of puts seen by this member.",
+            ),
+            deletes: counter(
+                "etcd_mvcc_delete_total",
+                "Total number of deleteRanges seen by this member.",
+            ),
+            txns: counter(
+                "etcd_mvcc_txn_total",
+                "Total number of txns seen by this member.",
+            ),
+            ranges: counter(
+                "etcd_mvcc_range_total",
+                "Total number of ranges seen by this member.",
+            ),
             readies: counter("kvd_raft_readies_total", "Raft Ready batches handled."),
             proposals: counter(
                 "etcd_server_proposals_committed_total",
@@ -119,7 +158,12 @@ impl Metrics {
                 "Snapshots applied to the state machine.",
             ),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 13] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+            Box::new(m.proposal_duration.clone()),
+            Box::new(m.puts.clone()),
+            Box::new(m.deletes.clone()),
+            Box::new(m.txns.clone()),
+            Box::new(m.ranges.clone()),
             Box::new(m.snapshot_sent.clone()),
             Box::new(m.snapshot_received.clone()),
             Box::new(m.snapshot_applied.clone()),

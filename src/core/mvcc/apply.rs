@@ -12,6 +12,7 @@ use fjall::{Readable, SingleWriterWriteTx};
 use prost::Message as _;
 
 use crate::core::errors::EtcdError;
+use crate::core::metrics::METRICS;
 use crate::core::mvcc::compare::compare_kv;
 use crate::core::mvcc::keys::{
     escape_key, lease_key, rev_key, KeyRange, EVENT_DELETE, EVENT_PUT, HIST_DELETE, HIST_PUT,
@@ -156,6 +157,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         self.tx
             .insert(&self.s.kv, req.key.clone(), kv.encode_to_vec());
         self.write_event(HIST_PUT, kv, prev.clone());
+        METRICS.puts.inc();
         Ok(PbPutResponse {
             header: Some(header(main)),
             prev_kv: if req.prev_kv { prev } else { None },
@@ -189,6 +191,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
                 Some(kv.clone()),
             );
         }
+        METRICS.deletes.inc();
         Ok(PbDeleteResponse {
             header: Some(header(self.revision())),
             deleted: doomed.len() as i64,
@@ -211,6 +214,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         let mut at = 0;
         self.check_path(req, &path, &mut at)?;
         let mut at = 0;
+        METRICS.txns.inc();
         self.exec_txn(req, &path, &mut at)
     }
 

@@ -244,9 +244,15 @@ impl NodeHandle {
     ) -> ProposalResult {
         let (reply, rx) = oneshot::channel();
         let auth = who.as_ref().map(|w| (w.user.clone(), w.revision));
+        let started = std::time::Instant::now();
         self.send(Event::Propose { op, auth, reply })?;
         match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(r)) => r,
+            Ok(Ok(r)) => {
+                crate::core::metrics::METRICS
+                    .proposal_duration
+                    .observe(started.elapsed().as_secs_f64());
+                r
+            }
             Ok(Err(_)) => Err(EtcdError::Stopped),
             Err(_) => Err(EtcdError::Timeout),
         }
