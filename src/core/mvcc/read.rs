@@ -8,6 +8,7 @@ use fjall::Readable;
 use prost::Message as _;
 
 use crate::core::errors::EtcdError;
+use crate::core::metrics::METRICS;
 use crate::core::mvcc::keys::{escape_key, rev_key, split_hist_key, KeyRange, EVENT_PUT, HIST_PUT};
 use crate::core::storage::{self, Storage};
 
@@ -77,6 +78,7 @@ pub fn range<R: Readable>(
     if at < revs.compacted {
         return Err(EtcdError::Compacted);
     }
+    METRICS.ranges.inc();
     let range = KeyRange::new(&req.key, &req.range_end);
     let filters = req.min_mod_revision != 0
         || req.max_mod_revision != 0
@@ -98,18 +100,21 @@ pub fn range<R: Readable>(
     let want_kvs = !req.count_only;
     let mut kvs = Vec::new();
     let mut count = 0i64;
+    if !range.is_empty() && at == revs.current {
+        // Keys past the ones returned are only counted, not decoded: a
+        // limited range over a million keys costs a key walk, not a
+        // million decoded values.
+        let decode = if want_kvs { fetch_limit } else { Some(0) };
+        count = scan_current_counting(r, s, &range, decode, &mut |kv| kvs.push(kv))?;
+    }
     let mut visit = |kv: PbKeyValue| {
         count += 1;
         if want_kvs && fetch_limit.is_none_or(|l| kvs.len() < l) {
             kvs.push(kv);
         }
     };
-    if !range.is_empty() {
-        if at == revs.current {
-            scan_current(r, s, &range, &mut visit)?;
-        } else {
-            scan_at(r, s, &range, at, &mut visit)?;
-        }
+    if !range.is_empty() && at != revs.current {
+        scan_at(r, s, &range, at, &mut visit)?;
     }
     let keep = |kv: &PbKeyValue| {
         (req.max_mod_revision == 0 || kv.mod_revision <= req.max_mod_revision)
@@ -162,6 +167,35 @@ pub fn header(revision: i64) -> PbResponseHeader {
         revision,
         ..Default::default()
     }
+}
+
+/// As [`scan_current`], decoding and visiting only the first `decode`
+/// key-values (all when `None`); returns how many keys the range holds.
+///
+/// # Errors
+/// Storage errors, a corrupt key-value.
+fn scan_current_counting<R: Readable>(
+    r: &R,
+    s: &Storage,
+    range: &KeyRange,
+    decode: Option<usize>,
+    visit: &mut dyn FnMut(PbKeyValue),
+) -> Result<i64, EtcdError> {
+    let iter = match &range.end {
+        Some(end) => r.range(&s.kv, range.start.as_slice()..end.as_slice()),
+        None => r.range(&s.kv, range.start.as_slice()..),
+    };
+    let mut count = 0i64;
+    for item in iter {
+        if decode.is_none_or(|d| (count as usize) < d) {
+            let (_, v) = item.into_inner()?;
+            visit(decode_kv(&v)?);
+        } else {
+            item.key()?;
+        }
+        count += 1;
+    }
+    Ok(count)
 }
 
 pub(crate) fn scan_current<R: Readable>(
