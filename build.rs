@@ -7,7 +7,9 @@
 //! vendor/h2/KVD-PATCH.md): the build fails when Cargo.lock shows the
 //! `[patch.crates-io] h2` unused or an h2 taken from crates.io instead,
 //! which a dependency bump can cause silently (Cargo only warns). The
-//! patched h2 is what lets etcd's Go clients talk to kvd at all.
+//! patched h2 is what lets etcd's Go clients talk to kvd at all; (4) the web
+//! console's assets (`ui/`), each gzipped, listed in `$OUT_DIR/ui_assets.rs`
+//! for `include_bytes!` (the console is embedded in the binary).
 
 use std::process::ExitCode;
 
@@ -15,6 +17,7 @@ fn main() -> ExitCode {
     println!("cargo:rerun-if-changed=Cargo.lock");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=ui");
     let generated = tonic_prost_build::configure()
         .build_client(false)
         .build_server(true)
@@ -37,6 +40,10 @@ fn main() -> ExitCode {
     }
     if let Err(e) = gateway_descriptors() {
         eprintln!("error: cannot build the JSON gateway's descriptors from proto/gateway: {e}");
+        return ExitCode::FAILURE;
+    }
+    if let Err(e) = ui_assets() {
+        eprintln!("error: cannot embed the web console's assets from ui/: {e}");
         return ExitCode::FAILURE;
     }
     let Ok(dir) = std::env::var("CARGO_MANIFEST_DIR") else {
@@ -78,6 +85,68 @@ fn gateway_descriptors() -> Result<(), String> {
     } else {
         Err(format!("{protoc} exited with {status}"))
     }
+}
+
+/// Gzips every file under `ui/` into `$OUT_DIR/ui/` and writes
+/// `$OUT_DIR/ui_assets.rs`: a slice of `crate::core::api::ui::Asset`
+/// (path below `/ui/`, content type, CRC-32 of the content as the ETag,
+/// the bytes, the gzipped bytes).
+fn ui_assets() -> Result<(), String> {
+    use std::io::Write as _;
+    let out =
+        std::path::PathBuf::from(std::env::var("OUT_DIR").map_err(|e| format!("OUT_DIR: {e}"))?);
+    let root = std::path::PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").map_err(|e| format!("CARGO_MANIFEST_DIR: {e}"))?,
+    )
+    .join("ui");
+    let mut files = Vec::new();
+    let mut dirs = vec![root.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    let mut table = String::from("&[\n");
+    for path in files {
+        let name = path
+            .strip_prefix(&root)
+            .map_err(|e| e.to_string())?
+            .to_string_lossy()
+            .replace('\\', "/");
+        let content_type = match path.extension().and_then(|e| e.to_str()) {
+            Some("html") => "text/html; charset=utf-8",
+            Some("js") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("svg") => "image/svg+xml",
+            Some("png") => "image/png",
+            _ => "text/plain; charset=utf-8",
+        };
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut crc = flate2::Crc::new();
+        crc.update(&bytes);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(&bytes).map_err(|e| e.to_string())?;
+        let gzipped = gz.finish().map_err(|e| e.to_string())?;
+        let gz_path = out.join("ui").join(format!("{name}.gz"));
+        if let Some(parent) = gz_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&gz_path, gzipped).map_err(|e| format!("{}: {e}", gz_path.display()))?;
+        table.push_str(&format!(
+            "    Asset {{ path: {name:?}, content_type: {content_type:?}, etag: \"\\\"{:08x}\\\"\", bytes: include_bytes!({:?}), gzipped: include_bytes!({:?}) }},\n",
+            crc.sum(),
+            path.display().to_string(),
+            gz_path.display().to_string(),
+        ));
+    }
+    table.push(']');
+    std::fs::write(out.join("ui_assets.rs"), table).map_err(|e| format!("ui_assets.rs: {e}"))
 }
 
 /// `Err` when the patch is unused or an h2 comes from a registry.

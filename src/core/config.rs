@@ -72,12 +72,12 @@ pub struct ServeConfig {
     pub tls_policy: TlsPolicy,
     /// `--auth-token`, `--auth-token-ttl`, `--bcrypt-cost`.
     pub auth: AuthSettings,
-    /// `--cors`, `--enable-v2`: the HTTP face of the client port.
+    /// `--cors`, `--enable-v2`, `--enable-ui`: the HTTP face of the client port.
     pub http: HttpFace,
 }
 
 /// The HTTP face of the client port beside gRPC: the JSON gateway
-/// (always), the v2 keys API and CORS.
+/// (always), the v2 keys API, the web console and CORS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpFace {
     /// `--cors`: origins whose browsers may call the HTTP endpoints; `*`
@@ -86,6 +86,8 @@ pub struct HttpFace {
     /// `--enable-v2`: serve `/v2/keys`, `/v2/members`, `/v2/stats/self`
     /// (kvd's default: on; etcd 3.4's: off).
     pub enable_v2: bool,
+    /// `--enable-ui`: serve the web console at `/ui/` (default off).
+    pub enable_ui: bool,
 }
 
 impl Default for HttpFace {
@@ -93,6 +95,7 @@ impl Default for HttpFace {
         Self {
             cors: vec!["*".to_string()],
             enable_v2: true,
+            enable_ui: false,
         }
     }
 }

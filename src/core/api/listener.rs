@@ -54,6 +54,8 @@ pub struct ClientConn {
     pub common_name: Option<String>,
     /// The member's own in-process client.
     pub local: bool,
+    /// The connection came over TLS (handshake completed).
+    pub tls: bool,
 }
 
 impl Connected<IncomingStream<'_, ClientListener>> for ClientConn {
@@ -159,6 +161,7 @@ async fn handshake(
     };
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let remote = conn.remote;
+    conn.tls = true;
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {

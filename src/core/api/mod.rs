@@ -19,6 +19,7 @@ pub mod lease;
 pub mod listener;
 pub mod lock;
 pub mod maintenance;
+pub mod ui;
 pub mod v2;
 pub mod watch;
 
@@ -187,8 +188,8 @@ pub fn forwarded(e: etcd_client::Error) -> Status {
 /// The client port's routes: every gRPC service (each refusing messages
 /// above `--max-request-bytes` + [`GRPC_OVERHEAD_BYTES`] before decoding,
 /// etcd's `MaxRecvMsgSize`) with etcd's edge statuses, and the HTTP
-/// endpoints (JSON gateway, v2 when `http.enable_v2`, CORS as
-/// `http.cors`). `heartbeat` and `election_timeout` set the lease service's
+/// endpoints (JSON gateway, v2 when `http.enable_v2`, the web console
+/// when `http.enable_ui`, CORS as `http.cors`). `heartbeat` and `election_timeout` set the lease service's
 /// minimum TTL.
 pub fn router(
     ctx: &ApiContext,
@@ -258,6 +259,7 @@ pub fn router(
     if http.enable_v2 {
         web = web.merge(v2::router(grpc.clone(), ctx.clone()));
     }
+    web = web.merge(ui::router(http.enable_ui, ctx.auth.cn_is_user));
     grpc.merge(web.layer(axum::middleware::from_fn_with_state(
         Arc::new(http::Cors::new(&http.cors)),
         http::cors,

@@ -137,6 +137,11 @@ pub struct ServeArgs {
     #[arg(long, env = "KVD_ENABLE_V2", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub enable_v2: Option<bool>,
 
+    /// Serve the web console at /ui/ on the client port (assets embedded;
+    /// with --client-cert-auth only over TLS) [default: false]
+    #[arg(long, env = "KVD_ENABLE_UI", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_ui: Option<bool>,
+
     /// Bootstrap from a v2 discovery URL (etcd's discovery protocol; any
     /// cluster serving /v2/keys can host it) instead of --initial-cluster
     #[arg(long, env = "KVD_DISCOVERY", value_name = "URL")]
@@ -187,6 +192,7 @@ impl ServeArgs {
             bcrypt_cost: self.security.bcrypt_cost,
             cors: self.cors.clone(),
             enable_v2: self.enable_v2,
+            enable_ui: self.enable_ui,
             discovery: self.discovery.clone(),
             discovery_srv: self.discovery_srv.clone(),
             discovery_srv_name: self.discovery_srv_name.clone(),

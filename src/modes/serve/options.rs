@@ -155,6 +155,8 @@ pub struct ServeOptions {
     pub cors: Option<String>,
     /// `enable-v2`: serve the v2 keys API.
     pub enable_v2: Option<bool>,
+    /// `enable-ui`: serve the web console at /ui/.
+    pub enable_ui: Option<bool>,
     /// `discovery`: a v2 discovery URL to bootstrap from.
     pub discovery: Option<String>,
     /// `discovery-srv`: a DNS domain whose SRV records list the members.
@@ -232,6 +234,7 @@ impl ServeOptions {
             bcrypt_cost: self.bcrypt_cost.or(lower.bcrypt_cost),
             cors: self.cors.or(lower.cors),
             enable_v2: self.enable_v2.or(lower.enable_v2),
+            enable_ui: self.enable_ui.or(lower.enable_ui),
             discovery: self.discovery.or(lower.discovery),
             discovery_srv: self.discovery_srv.or(lower.discovery_srv),
             discovery_srv_name: self.discovery_srv_name.or(lower.discovery_srv_name),
@@ -459,6 +462,7 @@ impl ServeOptions {
             http: HttpFace {
                 cors,
                 enable_v2: self.enable_v2.unwrap_or(true),
+                enable_ui: self.enable_ui.unwrap_or(false),
             },
         })
     }

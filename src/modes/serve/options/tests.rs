@@ -501,8 +501,9 @@ fn the_http_face_from_yaml_and_defaults() {
     let cfg = opts().resolve().unwrap();
     assert_eq!(cfg.http.cors, vec!["*".to_string()]);
     assert!(cfg.http.enable_v2);
+    assert!(!cfg.http.enable_ui);
     let file = ServeOptions::from_yaml(
-        "cors: http://a.example:80, http://b.example:8080\nenable-v2: false\ndiscovery-srv: example.com\n",
+        "cors: http://a.example:80, http://b.example:8080\nenable-v2: false\nenable-ui: true\ndiscovery-srv: example.com\n",
         Path::new("f"),
     )
     .unwrap();
@@ -513,4 +514,5 @@ fn the_http_face_from_yaml_and_defaults() {
         vec!["http://a.example:80", "http://b.example:8080"]
     );
     assert!(!cfg.http.enable_v2);
+    assert!(cfg.http.enable_ui);
 }
