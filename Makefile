@@ -10,7 +10,7 @@ TEST_THREADS ?= 2
 # sudo only when not root (CI runs as root, without sudo).
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: build deps test-deps test run cluster lint bench bench-compare bench-scale bench-backup fuzz robustness soak kvd-failpoints
+.PHONY: build deps test-deps test run cluster lint bench bench-compare bench-scale bench-ui bench-backup fuzz robustness soak kvd-failpoints
 
 build: deps
 	$(CARGO) build --release
@@ -18,6 +18,7 @@ build: deps
 deps:
 	@missing=""; \
 	command -v protoc >/dev/null 2>&1 || missing="$$missing protobuf-compiler"; \
+	[ -f /usr/include/google/protobuf/descriptor.proto ] || missing="$$missing libprotobuf-dev"; \
 	command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
 	command -v curl >/dev/null 2>&1 || missing="$$missing curl"; \
 	if [ -n "$$missing" ]; then \
@@ -35,6 +36,11 @@ deps:
 # and kvd; its system service, which the package starts, is stopped and
 # disabled so that it never holds port 2379.
 test-deps: deps
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+		echo "installing: chromium chromium-driver"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
 	@if ! command -v etcd >/dev/null 2>&1; then \
 		echo "installing: etcd-server"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
@@ -75,6 +81,11 @@ bench-compare: deps
 # restart after kill -9, learner catch-up), 10k/100k watchers, 100k leases.
 bench-scale: deps
 	$(CARGO) bench --bench scale
+
+# The web console on 1M keys (KVD_UI_KEYS) in headless Chromium: first-load
+# bytes and the time each browsing step takes to show.
+bench-ui: test-deps
+	$(CARGO) bench --bench ui
 
 # Backup and restore of 256 MiB and 1 GiB of values (kvd backup save/restore,
 # and etcdctl snapshot save/restore against etcd when installed): time and
