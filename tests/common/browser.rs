@@ -31,7 +31,6 @@ pub struct Browser {
 
 impl Browser {
     pub async fn start() -> Browser {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let chromium = std::env::var("KVD_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
         let chromedriver =
             std::env::var("KVD_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into());
@@ -64,8 +63,7 @@ impl Browser {
         let url = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         let page = loop {
-            match ClientBuilder::rustls()
-                .unwrap()
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
                 .capabilities(caps.clone())
                 .connect(&url)
                 .await

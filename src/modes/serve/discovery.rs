@@ -268,8 +268,11 @@ async fn registered(url: &str, name: &str, peer_urls: &[String]) -> Result<Strin
 }
 
 fn http_client() -> Result<Http, String> {
+    // ring, named rather than left to rustls' process default: which
+    // providers a build links depends on feature unification (a test-only
+    // dependency once linked aws-lc-rs too, and the default then panics).
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()
+        .with_provider_and_native_roots(rustls::crypto::ring::default_provider())
         .map_err(|e| format!("discovery: no TLS roots: {e}"))?
         .https_or_http()
         .enable_http1()
