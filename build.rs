@@ -89,8 +89,9 @@ fn gateway_descriptors() -> Result<(), String> {
 
 /// Gzips every file under `ui/` into `$OUT_DIR/ui/` and writes
 /// `$OUT_DIR/ui_assets.rs`: a slice of `crate::core::api::ui::Asset`
-/// (path below `/ui/`, content type, CRC-32 of the content as the ETag,
-/// the bytes, the gzipped bytes).
+/// (path below `/ui/`, content type, CRC-32 of the content as the ETags of
+/// both encodings, the bytes, the gzipped bytes), sorted by path; dot
+/// files are left out.
 fn ui_assets() -> Result<(), String> {
     use std::io::Write as _;
     let out =
@@ -104,21 +105,28 @@ fn ui_assets() -> Result<(), String> {
     while let Some(dir) = dirs.pop() {
         for entry in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
             let path = entry.map_err(|e| e.to_string())?.path();
+            let hidden = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
             if path.is_dir() {
                 dirs.push(path);
             } else {
-                files.push(path);
+                let name = path
+                    .strip_prefix(&root)
+                    .map_err(|e| e.to_string())?
+                    .to_string_lossy()
+                    .replace('\\', "/");
+                files.push((name, path));
             }
         }
     }
+    // Sorted by the served path, which core::api::ui binary-searches.
     files.sort();
     let mut table = String::from("&[\n");
-    for path in files {
-        let name = path
-            .strip_prefix(&root)
-            .map_err(|e| e.to_string())?
-            .to_string_lossy()
-            .replace('\\', "/");
+    for (name, path) in files {
         let content_type = match path.extension().and_then(|e| e.to_str()) {
             Some("html") => "text/html; charset=utf-8",
             Some("js") => "text/javascript; charset=utf-8",
@@ -130,6 +138,7 @@ fn ui_assets() -> Result<(), String> {
         let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let mut crc = flate2::Crc::new();
         crc.update(&bytes);
+        let crc = crc.sum();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
         gz.write_all(&bytes).map_err(|e| e.to_string())?;
         let gzipped = gz.finish().map_err(|e| e.to_string())?;
@@ -139,8 +148,7 @@ fn ui_assets() -> Result<(), String> {
         }
         std::fs::write(&gz_path, gzipped).map_err(|e| format!("{}: {e}", gz_path.display()))?;
         table.push_str(&format!(
-            "    Asset {{ path: {name:?}, content_type: {content_type:?}, etag: \"\\\"{:08x}\\\"\", bytes: include_bytes!({:?}), gzipped: include_bytes!({:?}) }},\n",
-            crc.sum(),
+            "    Asset {{ path: {name:?}, content_type: {content_type:?}, etag: \"\\\"{crc:08x}\\\"\", etag_gzipped: \"\\\"{crc:08x}-gz\\\"\", bytes: include_bytes!({:?}), gzipped: include_bytes!({:?}) }},\n",
             path.display().to_string(),
             gz_path.display().to_string(),
         ));

@@ -387,7 +387,7 @@ async fn with_auth_on_the_console_logs_in_and_keeps_each_users_permissions() {
         .goto(&format!("{}/ui/#keys", cluster.endpoint(0)))
         .await
         .unwrap();
-    // The tree needs a user: the login dialog opens.
+    // The page needs a user: the login dialog opens.
     browser
         .until("the login dialog", "document.getElementById('login').open")
         .await;
@@ -402,6 +402,32 @@ async fn with_auth_on_the_console_logs_in_and_keeps_each_users_permissions() {
         .await;
     browser.type_into("#login-password", "root-pw").await;
     browser.click("#login-submit").await;
+    browser.click("#tab-watch").await;
+    browser.type_into("#watch-key", "/a/").await;
+    browser.click("#watch-start").await;
+    browser
+        .until(
+            "the watch started as root",
+            "document.getElementById('watch-status').textContent.startsWith('watching since revision')",
+        )
+        .await;
+    let mut as_root = etcd_client::Client::connect(
+        [cluster.endpoint(0)],
+        Some(etcd_client::ConnectOptions::new().with_user("root", "root-pw")),
+    )
+    .await
+    .unwrap();
+    as_root
+        .put("/a/2", "seen by root's watch", None)
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the event",
+            "document.querySelector('#watch-feed tr.event')?.textContent.includes('seen by root')",
+        )
+        .await;
+    browser.click("#tab-keys").await;
     browser
         .until(
             "the tree listed as root",
@@ -543,6 +569,10 @@ async fn the_console_is_off_by_default_and_tls_only_with_client_cert_auth() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     c.put("k", "v", None).await.unwrap();
+    // Auth on: the certificate's CN (root) is the user.
+    c.user_add("root", "root-pw", None).await.unwrap();
+    c.user_grant_role("root", "root").await.unwrap();
+    c.auth_enable().await.unwrap();
 
     // The plain listener refuses the console.
     let (status, text, _) = curl(&[], &format!("http://127.0.0.1:{plain_port}/ui/"));
@@ -590,6 +620,25 @@ async fn the_console_is_off_by_default_and_tls_only_with_client_cert_auth() {
     assert_eq!(status, Some(404));
     let (status, _, _) = curl(&tls, &format!("{tls_url}/ui"));
     assert_eq!(status, Some(308));
+    // The gateway takes the certificate's user from curl, and from the
+    // console's own origin, but not from another site's page (which a
+    // browser holding the certificate would otherwise let write).
+    let put = |extra: &[&str]| {
+        let mut args = tls.to_vec();
+        args.extend(extra);
+        args.extend(["-X", "POST", "-d", r#"{"key":"Zm9v","value":"YmFy"}"#]);
+        curl(&args, &format!("{tls_url}/v3/kv/put"))
+    };
+    let (status, text, _) = put(&[]);
+    assert_eq!(status, Some(200), "{text}");
+    let own = format!("Origin: {tls_url}");
+    let (status, text, _) = put(&["-H", &own]);
+    assert_eq!(status, Some(200), "{text}");
+    for foreign in ["Origin: https://evil.example", "Sec-Fetch-Site: cross-site"] {
+        let (status, text, _) = put(&["-H", foreign]);
+        assert_ne!(status, Some(200), "{foreign}: {text}");
+        assert!(text.contains("user name is empty"), "{foreign}: {text}");
+    }
     // Without a client certificate, no TLS session at all.
     let (status, _, err) = curl(
         &["--cacert", ca.cert.to_str().unwrap()],

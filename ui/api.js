@@ -45,7 +45,8 @@ export function setSession(user, token) {
   }
 }
 
-async function login(err) {
+/** Asks for a login (once for all callers waiting); resolves when logged in. */
+export async function login(err) {
   if (!loginHandler) throw err;
   if (!pendingLogin) {
     pendingLogin = loginHandler(err).finally(() => {
@@ -69,7 +70,8 @@ function errorOf(status, text) {
 /**
  * POSTs `body` to /v3/<path> and returns the decoded response.
  * `opts.base` sends it to another member's client URL instead (without
- * the token: only calls that need no user go there); `opts.timeoutMs`.
+ * the token: only calls that need no user go there); `opts.timeoutMs`;
+ * `opts.login: false` fails instead of asking for a login.
  * Throws ApiError; asks for a login and retries once when the member
  * wants a user.
  */
@@ -91,7 +93,7 @@ export async function call(path, body = {}, opts = {}) {
   const text = await r.text();
   if (!r.ok) {
     const err = errorOf(r.status, text);
-    if (err.needsLogin && !opts.base && !opts.retried) {
+    if (err.needsLogin && !opts.base && !opts.retried && opts.login !== false) {
       await login(err);
       return call(path, body, { ...opts, retried: true });
     }

@@ -94,11 +94,9 @@ export class ClusterView {
   }
 
   async tick() {
-    try {
-      await Promise.all([this.refreshMembers(), this.sampleMetrics()]);
-    } catch (e) {
-      console.warn('cluster view', e);
-    }
+    // Both finish (or time out) before the next poll is scheduled.
+    const results = await Promise.allSettled([this.refreshMembers(), this.sampleMetrics()]);
+    for (const r of results) if (r.status === 'rejected') console.warn('cluster view', r.reason);
     this.timer = setTimeout(() => this.tick(), POLL_MS);
   }
 
@@ -106,13 +104,19 @@ export class ClusterView {
     let list;
     let self;
     try {
-      [list, self] = await Promise.all([call('cluster/member/list', {}), call('maintenance/status', {})]);
+      [list, self] = await Promise.all([
+        call('cluster/member/list', {}, { timeoutMs: STATUS_TIMEOUT_MS * 2 }),
+        call('maintenance/status', {}, { timeoutMs: STATUS_TIMEOUT_MS * 2 }),
+      ]);
     } catch (e) {
       this.summary.textContent = `member unreachable: ${e.message}`;
       this.summary.className = 'bad';
       return;
     }
-    const alarms = await call('maintenance/alarm', { action: 'GET' }).catch(() => ({ alarms: [] }));
+    // Alarms may need a user; the cluster view never asks for a login.
+    const alarms = await call('maintenance/alarm', { action: 'GET' }, { timeoutMs: STATUS_TIMEOUT_MS * 2, login: false }).catch(() => ({
+      alarms: [],
+    }));
     const selfId = self.header.member_id;
     const members = list.members || [];
     const statuses = await Promise.all(
@@ -182,9 +186,13 @@ export class ClusterView {
   }
 
   async sampleMetrics() {
-    const r = await fetch(this.metricsBase + '/metrics', { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
+    const base = this.metricsBase;
+    const r = await fetch(base + '/metrics', { signal: AbortSignal.timeout(STATUS_TIMEOUT_MS) });
     if (!r.ok) return;
-    const now = { t: performance.now() / 1000, wall: Date.now() / 1000, ...parseMetrics(await r.text()) };
+    const text = await r.text();
+    // The member was switched meanwhile: this sample is another member's.
+    if (base !== this.metricsBase) return;
+    const now = { t: performance.now() / 1000, wall: Date.now() / 1000, ...parseMetrics(text) };
     const prev = this.previous;
     this.previous = now;
     if (!prev) return;

@@ -319,7 +319,18 @@ export class KeysView {
       el(
         'div',
         { class: 'row' },
-        el('button', { type: 'button', id: 'key-edit', onclick: () => this.edit({ key, value, lease: kv.lease }, true) }, 'Edit…'),
+        el(
+          'button',
+          {
+            type: 'button',
+            id: 'key-edit',
+            // A binary value cannot round-trip through a text box.
+            disabled: kind === 'hex',
+            title: kind === 'hex' ? 'a binary value: put it with etcdctl or kvd ctl' : null,
+            onclick: () => this.edit({ key, value, lease: kv.lease }, true),
+          },
+          'Edit…',
+        ),
         el('button', { type: 'button', id: 'key-delete', class: 'danger', onclick: () => this.remove(key) }, 'Delete…'),
         el('button', { type: 'button', id: 'key-watch', onclick: () => this.onWatch(key, false) }, 'Watch'),
       ),
@@ -423,7 +434,8 @@ export class KeysView {
       let key;
       let lease;
       try {
-        key = parseBytes(keyInput.value);
+        // An existing key keeps its exact bytes.
+        key = existing ? kv.key : parseBytes(keyInput.value);
         lease = parseHexId(leaseInput.value);
         if (!key.length) throw new Error('the key is empty');
       } catch (err) {

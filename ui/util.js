@@ -38,10 +38,14 @@ export function printable(s) {
   return !/[\u0000-\u0008\u000b-\u001f\u007f]/.test(s);
 }
 
-/** A key for display: its text when printable UTF-8, else \xNN escapes. */
+/**
+ * A key for display: its text when printable UTF-8 without backslashes,
+ * else \xNN escapes (a backslash too), so that parseBytes reads back the
+ * same bytes.
+ */
 export function showBytes(bytes) {
   const s = utf8(bytes);
-  if (s !== null && printable(s) && !s.includes('\n')) return s;
+  if (s !== null && printable(s) && !s.includes('\n') && !s.includes('\\')) return s;
   let out = '';
   for (const b of bytes) {
     out += b >= 0x20 && b < 0x7f && b !== 0x5c ? String.fromCharCode(b) : '\\x' + b.toString(16).padStart(2, '0');

@@ -2,7 +2,7 @@
 // gateway's streaming /v3/watch, with pause (events are held, up to
 // HELD_MAX, and shown on resume) and a filter on key, value and type.
 
-import { stream } from './api.js';
+import { ApiError, login, stream } from './api.js';
 import { el, fromB64, parseBytes, prefixEnd, showBytes, toB64, utf8, printable } from './util.js';
 
 /** Rows kept in the feed; older ones are dropped from the page. */
@@ -76,15 +76,24 @@ export class WatchView {
             this.state = `watching since revision ${Number(result.header?.revision ?? 0) + 1}`;
             this.status();
           }
-          if (result.canceled) throw new Error(result.cancel_reason || 'watch canceled by the member');
+          // A refused watch is a canceled one (auth included): HTTP 200.
+          if (result.canceled) throw new ApiError(200, result.cancel_reason || 'watch canceled by the member');
           for (const ev of result.events || []) this.event(ev);
         },
         abort.signal,
       );
       if (this.abort === abort) this.stop('the member ended the watch');
     } catch (e) {
-      if (this.abort === abort) this.stop(e.name === 'AbortError' ? 'stopped' : `failed: ${e.message}`);
+      if (this.abort !== abort) return;
+      if (e instanceof ApiError && e.needsLogin && !this.retried) {
+        this.retried = true;
+        await login(e);
+        this.start();
+        return;
+      }
+      this.stop(e.name === 'AbortError' ? 'stopped' : `failed: ${e.message}`);
     }
+    this.retried = false;
   }
 
   stop(why) {
@@ -162,7 +171,17 @@ export class WatchView {
     this.status();
   }
 
+  /** The status line, redrawn at most once a frame (events can come thousands a second). */
   status() {
+    if (this.statusQueued) return;
+    this.statusQueued = true;
+    requestAnimationFrame(() => {
+      this.statusQueued = false;
+      this.drawStatus();
+    });
+  }
+
+  drawStatus() {
     const shown = this.tbody.querySelectorAll('tr.event:not([hidden])').length;
     const held = this.paused ? ` · paused, ${this.held.length + this.skipped} held` : '';
     this.$('watch-status').textContent = `${this.state || 'idle'} · ${this.total} events · ${shown} shown${held}`;

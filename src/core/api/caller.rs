@@ -22,6 +22,41 @@ pub struct Caller {
     token: Option<http::HeaderValue>,
 }
 
+/// The connection an HTTP request acts as: `conn`, without its client
+/// certificate's name when a browser sent the request from another site
+/// (`Sec-Fetch-Site: cross-site`/`same-site`, or an `Origin` that is not
+/// this server's own: the `Host` header's, or HTTP/2's `:authority` in
+/// `uri`). A browser attaches an installed client certificate
+/// to any site's request (a form POST to `/v3/kv/put` needs no CORS
+/// preflight); such a request must prove itself with a token instead.
+/// Non-browser clients send neither header and keep the certificate's user.
+pub fn browser_safe(
+    mut conn: ClientConn,
+    headers: &http::HeaderMap,
+    uri: &http::Uri,
+) -> ClientConn {
+    if conn.common_name.is_none() {
+        return conn;
+    }
+    let fetch_site = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let own = headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(http::uri::Authority::as_str))
+        .map(|host| format!("{}://{host}", if conn.tls { "https" } else { "http" }));
+    let foreign_origin = headers
+        .get(http::header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|origin| own.as_deref() != Some(origin));
+    if foreign_origin || matches!(fetch_site, "cross-site" | "same-site") {
+        conn.common_name = None;
+    }
+    conn
+}
+
 impl Caller {
     /// Calls into `router` (the client port's gRPC services) as `conn`.
     pub fn new(router: axum::Router, conn: ClientConn) -> Self {

@@ -21,8 +21,10 @@ pub struct Asset {
     pub path: &'static str,
     /// `Content-Type` header value.
     pub content_type: &'static str,
-    /// Quoted CRC-32 of `bytes` in hex: the `ETag`.
+    /// Quoted CRC-32 of `bytes` in hex: the `ETag` of the plain encoding.
     pub etag: &'static str,
+    /// The same with `-gz`: the `ETag` of the gzipped encoding.
+    pub etag_gzipped: &'static str,
     /// The file as written in `ui/`.
     pub bytes: &'static [u8],
     /// The same, gzipped (sent when the client accepts gzip).
@@ -97,12 +99,11 @@ fn serve(tls_only: bool, conn: &ClientConn, path: &str, headers: &HeaderMap) -> 
     let Some(asset) = asset(path) else {
         return (StatusCode::NOT_FOUND, "404 page not found\n").into_response();
     };
-    let mut response = if headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == asset.etag.as_bytes())
-    {
+    let gzip = accepts_gzip(headers);
+    let etag = if gzip { asset.etag_gzipped } else { asset.etag };
+    let mut response = if none_match(headers, etag) {
         StatusCode::NOT_MODIFIED.into_response()
-    } else if accepts_gzip(headers) {
+    } else if gzip {
         let mut r = asset.gzipped.into_response();
         r.headers_mut()
             .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
@@ -115,7 +116,7 @@ fn serve(tls_only: bool, conn: &ClientConn, path: &str, headers: &HeaderMap) -> 
         header::CONTENT_TYPE,
         HeaderValue::from_static(asset.content_type),
     );
-    h.insert(header::ETAG, HeaderValue::from_static(asset.etag));
+    h.insert(header::ETAG, HeaderValue::from_static(etag));
     // Revalidate every time: a member upgraded in place serves new assets
     // at the same paths.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -131,6 +132,18 @@ fn serve(tls_only: bool, conn: &ClientConn, path: &str, headers: &HeaderMap) -> 
     response
 }
 
+/// Whether `If-None-Match` lists `etag` (or `*`), weak tags included
+/// (RFC 9110's weak comparison, as for GET).
+fn none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == "*" || t == etag)
+}
+
 /// Whether `Accept-Encoding` lists gzip with a non-zero weight.
 fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
@@ -141,7 +154,11 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|coding| {
             let mut parts = coding.split(';').map(str::trim);
             parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
-                && parts.all(|p| p.replace(' ', "") != "q=0")
+                && parts.all(|p| {
+                    let p = p.replace(' ', "");
+                    p.strip_prefix("q=")
+                        .is_none_or(|q| q.parse::<f32>().map_or(true, |q| q > 0.0))
+                })
         })
 }
 
@@ -178,8 +195,32 @@ mod tests {
         assert!(!accepts_gzip(&h));
         h.insert(
             header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0.0"),
+        );
+        assert!(!accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0.5"),
+        );
+        assert!(accepts_gzip(&h));
+        h.insert(
+            header::ACCEPT_ENCODING,
             HeaderValue::from_static("identity"),
         );
         assert!(!accepts_gzip(&h));
+    }
+
+    #[test]
+    fn if_none_match_takes_lists_and_weak_tags() {
+        let mut h = HeaderMap::new();
+        assert!(!none_match(&h, "\"ab\""));
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"x\", W/\"ab\""),
+        );
+        assert!(none_match(&h, "\"ab\""));
+        assert!(!none_match(&h, "\"ab-gz\""));
+        h.insert(header::IF_NONE_MATCH, HeaderValue::from_static("*"));
+        assert!(none_match(&h, "\"ab\""));
     }
 }

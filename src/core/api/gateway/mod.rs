@@ -29,7 +29,7 @@ use serde::Serialize;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
 use tonic::Status;
 
-use crate::core::api::caller::Caller;
+use crate::core::api::caller::{self, Caller};
 use crate::core::api::listener::ClientConn;
 use routes::{Kind, Method, RawCodec, Routes};
 
@@ -77,6 +77,7 @@ async fn call(
     Path(path): Path<String>,
     ConnectInfo(conn): ConnectInfo<ClientConn>,
     method: HttpMethod,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -86,7 +87,7 @@ async fn call(
     if method != HttpMethod::POST {
         return (StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n").into_response();
     }
-    let caller = Caller::new(gw.grpc.clone(), conn);
+    let caller = Caller::new(gw.grpc.clone(), caller::browser_safe(conn, &headers, &uri));
     let metadata = metadata(&headers);
     match found.kind {
         Kind::Unary => unary(&gw, found, caller, metadata, body)

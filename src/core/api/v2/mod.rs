@@ -23,7 +23,7 @@ use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::core::api::caller::Caller;
+use crate::core::api::caller::{self, Caller};
 use crate::core::api::listener::ClientConn;
 use crate::core::api::ApiContext;
 use node::V2Error;
@@ -159,22 +159,27 @@ async fn keys_root(
     state: State<V2>,
     conn: ConnectInfo<ClientConn>,
     method: Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     query: RawQuery,
     body: Body,
 ) -> Response {
+    let conn = ConnectInfo(caller::browser_safe(conn.0, &headers, &uri));
     serve_keys(state, conn, method, headers, query, "/".to_string(), body).await
 }
 
+#[allow(clippy::too_many_arguments)] // one per axum extractor
 async fn keys(
     state: State<V2>,
     conn: ConnectInfo<ClientConn>,
     method: Method,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     query: RawQuery,
     Path(key): Path<String>,
     body: Body,
 ) -> Response {
+    let conn = ConnectInfo(caller::browser_safe(conn.0, &headers, &uri));
     serve_keys(state, conn, method, headers, query, clean_key(&key), body).await
 }
 
@@ -198,6 +203,7 @@ async fn serve_keys(
         Err(e) => return v2.error_at(e, 0),
     };
     let token = headers.get(http::header::AUTHORIZATION).cloned();
+    // `conn` went through caller::browser_safe in the route handlers.
     let caller = Caller::new(v2.grpc.clone(), conn).with_token(token);
     let client = match caller.client().await {
         Ok(c) => c,
