@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failed run
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use base64::Engine as _;
 use etcd_client::{Client, Txn, TxnOp};
@@ -187,7 +187,6 @@ async fn main() {
             .await;
         times[7].push(t.elapsed().as_secs_f64() * 1000.0);
         browser.close().await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("\nweb console on {keys} keys: first load {wire} bytes over the wire\n");
     println!("| step | median ms | worst ms |");

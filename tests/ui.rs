@@ -31,6 +31,17 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// Answers yes in the confirmation dialog once it is open.
+async fn confirm(browser: &Browser) {
+    browser
+        .until(
+            "asked to confirm",
+            "document.getElementById('confirm').open",
+        )
+        .await;
+    browser.click("#confirm-yes").await;
+}
+
 /// Puts and watch events on `endpoint` until `stop`: the traffic the
 /// cluster view plots.
 fn load(endpoint: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<u64> {
@@ -148,7 +159,12 @@ async fn the_console_shows_the_cluster_edits_keys_and_watches_live() {
         )
         .await;
     // A few more samples, so the plots show a line.
-    tokio::time::sleep(Duration::from_secs(6)).await;
+    browser
+        .until(
+            "four samples plotted",
+            "window.kvd.cluster.samples[0].length >= 4",
+        )
+        .await;
     browser.screenshot("cluster").await;
     stop.store(true, Ordering::Relaxed);
     let puts = loader.await.unwrap();
@@ -166,13 +182,7 @@ async fn the_console_shows_the_cluster_edits_keys_and_watches_live() {
         .type_into("#editor-value", r#"{"hello":"world","n":1}"#)
         .await;
     browser.click("#editor-submit").await;
-    browser
-        .until(
-            "asked to confirm",
-            "document.getElementById('confirm').open",
-        )
-        .await;
-    browser.click("#confirm-yes").await;
+    confirm(&browser).await;
     browser
         .until(
             "the new key shown",
@@ -222,13 +232,7 @@ async fn the_console_shows_the_cluster_edits_keys_and_watches_live() {
         .type_into("#editor-lease", &format!("{lease:x}"))
         .await;
     browser.click("#editor-submit").await;
-    browser
-        .until(
-            "asked to confirm",
-            "document.getElementById('confirm').open",
-        )
-        .await;
-    browser.click("#confirm-yes").await;
+    confirm(&browser).await;
     browser
         .until(
             "version 2 with its lease and TTL",
@@ -318,13 +322,7 @@ async fn the_console_shows_the_cluster_edits_keys_and_watches_live() {
     // Delete through the keys view; the feed shows it.
     browser.click("#tab-keys").await;
     browser.click("#key-delete").await;
-    browser
-        .until(
-            "asked to confirm",
-            "document.getElementById('confirm').open",
-        )
-        .await;
-    browser.click("#confirm-yes").await;
+    confirm(&browser).await;
     browser
         .until("deleted", "document.getElementById('key-deleted')")
         .await;

@@ -42,6 +42,11 @@ const HISTORY_STEP = 20;
 /** A range_end meaning "every key from the start key on". */
 const ALL = new Uint8Array([0]);
 
+/** The listChildren state of the first page of `dir`, whose first key is unknown. */
+function firstPage(dir) {
+  return { cursor: dir.length ? dir : ALL, anchor: null, level: null };
+}
+
 /**
  * One page of the children of directory `dir` (bytes ending in '/', or
  * empty for the root): {children: [{dir, key, first}], next} where a
@@ -186,7 +191,7 @@ export class KeysView {
     const ul = el('ul', { class: 'children' });
     top.append(ul);
     this.tree.replaceChildren(top);
-    await this.loadInto(ul, prefix, { cursor: prefix.length ? prefix : ALL, anchor: null, level: null });
+    await this.loadInto(ul, prefix, firstPage(prefix));
   }
 
   /** Lists a page of `prefix`'s children from `state` (see listChildren) into `ul`. */
@@ -253,7 +258,7 @@ export class KeysView {
     if (!best) return;
     const ul = best.li.querySelector(':scope > ul');
     ul.replaceChildren();
-    await this.loadInto(ul, best.prefix, { cursor: best.prefix.length ? best.prefix : ALL, anchor: null, level: null });
+    await this.loadInto(ul, best.prefix, firstPage(best.prefix));
   }
 
   /** Shows `key`: value, metadata, lease, history and actions. */

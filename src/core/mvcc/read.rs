@@ -204,15 +204,7 @@ pub(crate) fn scan_current<R: Readable>(
     range: &KeyRange,
     visit: &mut dyn FnMut(PbKeyValue),
 ) -> Result<(), EtcdError> {
-    let iter = match &range.end {
-        Some(end) => r.range(&s.kv, range.start.as_slice()..end.as_slice()),
-        None => r.range(&s.kv, range.start.as_slice()..),
-    };
-    for item in iter {
-        let (_, v) = item.into_inner()?;
-        visit(decode_kv(&v)?);
-    }
-    Ok(())
+    scan_current_counting(r, s, range, None, visit).map(|_| ())
 }
 
 fn scan_at<R: Readable>(
