@@ -17,7 +17,9 @@
 //!
 //! Environment: `KVD_BENCH_ROUNDS` (default 2), `KVD_BENCH_TOTAL`
 //! (requests per many-client workload, default 20000), `KVD_BENCH_KEYS`
-//! (keys of the memory run, default 300000; 0 skips it). Without
+//! (keys of the memory run, default 300000; 0 skips it), `KVD_BENCH_ONLY`
+//! (workload numbers to run, e.g. `2`; default all), `KVD_BENCH_ETCD=0`
+//! (kvd only). Without
 //! `/usr/bin/etcd` (Debian `etcd-server`) only kvd runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failed run
@@ -286,21 +288,52 @@ const WORKLOADS: [&str; 7] = [
     "watch latency, 100 watchers",
 ];
 
+/// The workloads to run: `KVD_BENCH_ONLY` is a comma-separated list of
+/// 1-based positions in [`WORKLOADS`] (e.g. `2` for the 100-client put,
+/// to profile it alone); unset, all of them. Skipped ones report nothing.
+fn selected() -> Vec<bool> {
+    match std::env::var("KVD_BENCH_ONLY") {
+        Ok(list) => {
+            let picked: Vec<usize> = list
+                .split(',')
+                .filter_map(|n| n.trim().parse().ok())
+                .collect();
+            (1..=WORKLOADS.len()).map(|w| picked.contains(&w)).collect()
+        }
+        Err(_) => vec![true; WORKLOADS.len()],
+    }
+}
+
 async fn round(bin: &str, is_etcd: bool, total: usize) -> Vec<Run> {
     let cluster = start_cluster(bin, is_etcd, 3, &[]).await;
     let conns = connections(&cluster, CONNS).await;
     let leader = leader_connection(&cluster).await;
-    let mut runs = Vec::new();
-    runs.push(put_workload(std::slice::from_ref(&leader), 1, total / 10).await);
-    runs.push(put_workload(&conns, CLIENTS, total).await);
-    runs.push(range_workload(&conns, total, false).await);
-    runs.push(range_workload(&conns, total, true).await);
-    runs.push(txn_put_workload(&conns, total).await);
-    runs.push(keepalive_workload(&conns, total).await);
-    let put_conn = Client::connect([cluster.endpoints()[0].clone()], None)
-        .await
-        .expect("connect");
-    runs.push(watch_latency(&conns, put_conn, 200).await);
+    let on = selected();
+    let mut runs = vec![Run::default(); WORKLOADS.len()];
+    if on[0] {
+        runs[0] = put_workload(std::slice::from_ref(&leader), 1, total / 10).await;
+    }
+    if on[1] {
+        runs[1] = put_workload(&conns, CLIENTS, total).await;
+    }
+    if on[2] {
+        runs[2] = range_workload(&conns, total, false).await;
+    }
+    if on[3] {
+        runs[3] = range_workload(&conns, total, true).await;
+    }
+    if on[4] {
+        runs[4] = txn_put_workload(&conns, total).await;
+    }
+    if on[5] {
+        runs[5] = keepalive_workload(&conns, total).await;
+    }
+    if on[6] {
+        let put_conn = Client::connect([cluster.endpoints()[0].clone()], None)
+            .await
+            .expect("connect");
+        runs[6] = watch_latency(&conns, put_conn, 200).await;
+    }
     runs
 }
 
@@ -350,7 +383,8 @@ async fn main() {
     let total = env_usize("KVD_BENCH_TOTAL", 20_000);
     let keys = env_usize("KVD_BENCH_KEYS", 300_000);
     let kvd = env!("CARGO_BIN_EXE_kvd");
-    let with_etcd = std::path::Path::new(ETCD).exists();
+    let with_etcd = std::path::Path::new(ETCD).exists()
+        && std::env::var("KVD_BENCH_ETCD").as_deref() != Ok("0");
     println!(
         "bench-compare: 3 members on 127.0.0.1, {rounds} round(s), {total} requests per workload{}",
         if with_etcd {

@@ -24,6 +24,30 @@ use crate::core::types::{LeaseId, LogIndex, MemberId};
 
 impl RaftTask {
     pub(super) fn apply_entries(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
+        let applied = self.apply_each(entries);
+        self.finish_batch();
+        applied
+    }
+
+    /// What a batch of applied entries owes the rest of the member, done
+    /// once per batch rather than per entry (each is a thread wake): the
+    /// watch hub gets the events, waiters the applied index, proposers
+    /// their answers, in that order, so a client that has its answer can
+    /// watch from its revision at once.
+    fn finish_batch(&mut self) {
+        if !self.applied_events.is_empty() {
+            self.events
+                .publish(std::mem::take(&mut self.applied_events));
+        }
+        if *self.applied_tx.borrow() != LogIndex(self.applied) {
+            self.applied_tx.send_replace(LogIndex(self.applied));
+        }
+        for (reply, result) in self.answers.drain(..) {
+            let _ = reply.send(result);
+        }
+    }
+
+    fn apply_each(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
         for entry in entries {
             if entry.index <= self.applied {
                 continue; // Re-applying after a restart is a no-op.
@@ -58,7 +82,6 @@ impl RaftTask {
             }
             self.applied = entry.index;
             METRICS.applied.inc();
-            self.applied_tx.send_replace(LogIndex(entry.index));
         }
         Ok(())
     }
@@ -129,7 +152,7 @@ impl RaftTask {
     fn answer(&mut self, ctx: &ConfChangeContext, result: ProposalResult) {
         if ctx.origin == self.me() {
             if let Some(reply) = self.proposals.remove(&ctx.id) {
-                let _ = reply.send(result);
+                self.answers.push((reply, result));
             }
         }
     }
@@ -188,7 +211,8 @@ impl RaftTask {
                 self.record_applied(entry.index)?;
                 if origin == self.me() {
                     if let Some(reply) = self.proposals.remove(&id) {
-                        let _ = reply.send(Err(EtcdError::MalformedRequest(reason)));
+                        self.answers
+                            .push((reply, Err(EtcdError::MalformedRequest(reason))));
                     }
                 }
                 return Ok(());
@@ -244,7 +268,7 @@ impl RaftTask {
                 _ => {}
             }
             if !events.is_empty() {
-                self.events.publish(revision, events);
+                self.applied_events.push((revision, events));
             }
             if changes_auth {
                 self.auth.invalidate();
@@ -261,7 +285,7 @@ impl RaftTask {
         }
         if req.origin == self.me() {
             if let Some(reply) = self.proposals.remove(&req.id) {
-                let _ = reply.send(result);
+                self.answers.push((reply, result));
             }
         }
         Ok(())

@@ -323,21 +323,28 @@ pub struct NodeConfig {
     pub auth: Arc<crate::core::auth::AuthStore>,
 }
 
+/// The changes of one applied entry: its revision, and its events (all
+/// carrying that revision; one entry = one revision).
+pub type RevisionEvents = (i64, Vec<PbEvent>);
+
 /// Receives the changes of every applied entry, in revision order, right
 /// after they are committed to storage; implemented by the watch hub.
 ///
-/// Called on the Raft task: it must never block (a slow watcher is the
-/// sink's problem, never the writer's).
+/// Called on the Raft task once per batch of applied entries (one Ready),
+/// not once per entry, so that the sink wakes its thread once: under load
+/// a wake per entry preempted the Raft task thousands of times a second.
+/// It must never block (a slow watcher is the sink's problem, never the
+/// writer's).
 pub trait EventSink: Send + Sync + 'static {
-    /// `events` all carry `revision` (one entry = one revision).
-    fn publish(&self, revision: i64, events: Vec<PbEvent>);
+    /// `revisions` are in increasing revision order, none empty.
+    fn publish(&self, revisions: Vec<RevisionEvents>);
 }
 
 /// An [`EventSink`] that drops everything (no watchers).
 pub struct NoWatchers;
 
 impl EventSink for NoWatchers {
-    fn publish(&self, _revision: i64, _events: Vec<PbEvent>) {}
+    fn publish(&self, _revisions: Vec<RevisionEvents>) {}
 }
 
 /// Sends outgoing Raft messages; implemented by the peer transport.

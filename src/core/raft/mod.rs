@@ -45,7 +45,7 @@ use crate::core::types::{LeaseId, LogIndex, Revision};
 
 pub use handle::{
     Event, EventSink, NoWatchers, NodeConfig, NodeHandle, NodeStatus, Outbox, ProposalResult,
-    EVENT_QUEUE, MAX_PENDING_PROPOSALS,
+    RevisionEvents, EVENT_QUEUE, MAX_PENDING_PROPOSALS,
 };
 
 /// Starts the Raft task on its own thread.
@@ -110,6 +110,8 @@ pub fn start(
         compactor,
         tick: cfg.tick,
         events: cfg.events,
+        applied_events: Vec::new(),
+        answers: Vec::new(),
         lessor: cfg.lessor,
         auth: cfg.auth,
         snapshot_count: cfg.snapshot_count.max(1),
@@ -177,6 +179,11 @@ struct RaftTask {
     tick: Duration,
     /// Applied changes go here, for watchers.
     events: Arc<dyn EventSink>,
+    /// Changes of the entries applied in this batch, published at its end.
+    applied_events: Vec<RevisionEvents>,
+    /// Answers to proposals applied in this batch, sent at its end (after
+    /// the events are published and the applied index is announced).
+    answers: Vec<(oneshot::Sender<ProposalResult>, ProposalResult)>,
     /// Lease clocks.
     lessor: Arc<Lessor>,
     /// Users, roles and this member's simple tokens.

@@ -95,18 +95,18 @@ impl Shared {
 
     /// The dispatcher thread: drains the queue in batches, one lock per
     /// batch; ends when the hub is dropped.
-    pub(super) fn dispatch_loop(&self, rx: mpsc::Receiver<Published>) {
-        const BATCH: usize = 64;
+    pub(super) fn dispatch_loop(&self, rx: mpsc::Receiver<Vec<Published>>) {
+        const BATCHES: usize = 64;
         loop {
             let first = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(p) => Some(p),
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let batch: Vec<Published> = first
+            let batch = first
                 .into_iter()
-                .chain(rx.try_iter().take(BATCH - 1))
-                .collect();
+                .chain(rx.try_iter().take(BATCHES - 1))
+                .flatten();
             let mut st = self.lock();
             for p in batch {
                 self.queued_bytes.fetch_sub(p.bytes, Ordering::Relaxed);

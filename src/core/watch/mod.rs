@@ -67,7 +67,7 @@ use tokio::sync::mpsc as tmpsc;
 use crate::core::errors::EtcdError;
 use crate::core::metrics::METRICS;
 use crate::core::mvcc::{self, KeyRange};
-use crate::core::raft::EventSink;
+use crate::core::raft::{EventSink, RevisionEvents};
 use crate::core::storage::Storage;
 
 mod dispatch;
@@ -212,7 +212,7 @@ pub struct WatchHub {
     /// State shared with the dispatcher thread.
     shared: Arc<Shared>,
     /// Into the dispatcher; `publish` never blocks on it.
-    tx: mpsc::Sender<Published>,
+    tx: mpsc::Sender<Vec<Published>>,
     /// Turns true when the member stops: streams end.
     stopping: tokio::sync::watch::Sender<bool>,
 }
@@ -539,28 +539,39 @@ impl WatchHub {
 }
 
 impl EventSink for WatchHub {
-    /// Hands one revision to the dispatcher: a size estimate, an atomic add
-    /// and a channel send. When more than
-    /// [`WatchConfig::dispatch_queue_bytes`] wait already, the revision is
-    /// dropped and recorded; the dispatcher then moves every watcher off the
-    /// live path so that they read it from disk.
-    fn publish(&self, revision: i64, events: Vec<PbEvent>) {
-        let bytes = estimate(&events);
+    /// Hands a batch of revisions to the dispatcher: size estimates, one
+    /// atomic add and one channel send (one wake). Revisions that would
+    /// take the queue past [`WatchConfig::dispatch_queue_bytes`] are
+    /// dropped, with every one after them, and recorded; the dispatcher
+    /// then moves every watcher off the live path so that they read them
+    /// from disk.
+    fn publish(&self, revisions: Vec<RevisionEvents>) {
+        let Some(last) = revisions.last().map(|(r, _)| *r) else {
+            return;
+        };
         let queued = self.shared.queued_bytes.load(Ordering::Relaxed);
-        if queued + bytes > self.shared.config.dispatch_queue_bytes {
-            self.shared
-                .dropped_upto
-                .fetch_max(revision, Ordering::Relaxed);
+        let limit = self.shared.config.dispatch_queue_bytes;
+        let mut total = 0;
+        let mut batch = Vec::with_capacity(revisions.len());
+        for (revision, events) in revisions {
+            let bytes = estimate(&events);
+            if queued + total + bytes > limit {
+                self.shared.dropped_upto.fetch_max(last, Ordering::Relaxed);
+                break;
+            }
+            total += bytes;
+            batch.push(Published {
+                revision,
+                events,
+                bytes,
+            });
+        }
+        if batch.is_empty() {
             return;
         }
-        self.shared.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let sent = self.tx.send(Published {
-            revision,
-            events,
-            bytes,
-        });
-        if sent.is_err() {
-            self.shared.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.shared.queued_bytes.fetch_add(total, Ordering::Relaxed);
+        if self.tx.send(batch).is_err() {
+            self.shared.queued_bytes.fetch_sub(total, Ordering::Relaxed);
         }
     }
 }

@@ -54,7 +54,7 @@ fn full_queue_moves_watcher_off_the_live_path_and_rejoin_replays_buffer() {
     let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
     assert_eq!(reg.behind, None);
     for rev in 2..=4 {
-        hub.publish(rev, vec![put("k", rev)]);
+        hub.publish(vec![(rev, vec![put("k", rev)])]);
     }
     for rev in 2..=3 {
         match next(&mut rx) {
@@ -67,9 +67,9 @@ fn full_queue_moves_watcher_off_the_live_path_and_rejoin_replays_buffer() {
         other => panic!("unexpected {other:?}"),
     }
     hub.begin_catch_up(&[(reg.id, 4)]);
-    hub.publish(5, vec![put("k", 5)]);
-    hub.publish(6, vec![put("other", 6)]);
-    hub.publish(7, vec![put("k", 7)]);
+    hub.publish(vec![(5, vec![put("k", 5)])]);
+    hub.publish(vec![(6, vec![put("other", 6)])]);
+    hub.publish(vec![(7, vec![put("k", 7)])]);
     while hub.current() < 7 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -81,7 +81,7 @@ fn full_queue_moves_watcher_off_the_live_path_and_rejoin_replays_buffer() {
         other => panic!("unexpected {other:?}"),
     }
     // Revision 7 is never sent twice, even if dispatched late.
-    hub.publish(8, vec![put("k", 8)]);
+    hub.publish(vec![(8, vec![put("k", 8)])]);
     match next(&mut rx) {
         StreamItem::Events { revision, .. } => assert_eq!(revision, 8),
         other => panic!("unexpected {other:?}"),
@@ -96,14 +96,14 @@ fn rejoin_buffer_overflow_means_another_round() {
     });
     let (tx, _rx) = tmpsc::unbounded_channel();
     let reg = hub.register(&tx, KeyRange::new(b"k", b"\0"), 1);
-    hub.publish(2, vec![put("k", 2)]);
+    hub.publish(vec![(2, vec![put("k", 2)])]);
     while hub.current() < 2 {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(reg.behind, Some(1));
     hub.begin_catch_up(&[(reg.id, 1)]);
-    hub.publish(3, vec![put("k1", 3)]);
-    hub.publish(4, vec![put("k2", 4)]);
+    hub.publish(vec![(3, vec![put("k1", 3)])]);
+    hub.publish(vec![(4, vec![put("k2", 4)])]);
     while hub.current() < 4 {
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -115,11 +115,35 @@ fn a_gap_takes_every_watcher_off_the_live_path() {
     let (_dir, hub) = hub(WatchConfig::default());
     let (tx, mut rx) = tmpsc::unbounded_channel();
     let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
-    hub.publish(5, vec![put("k", 5)]);
+    hub.publish(vec![(5, vec![put("k", 5)])]);
     match next(&mut rx) {
         StreamItem::Behind { watcher, next_rev } => {
             assert_eq!((watcher, next_rev), (reg.id, 2));
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[test]
+fn a_batch_is_dispatched_in_order_and_what_overflows_the_queue_is_read_from_disk() {
+    // One revision's estimate is 1 + 1 + 48 + 16 = 66 bytes: two fit.
+    let (_dir, hub) = hub(WatchConfig {
+        dispatch_queue_bytes: 140,
+        ..WatchConfig::default()
+    });
+    let (tx, mut rx) = tmpsc::unbounded_channel();
+    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
+    hub.publish((2..=4).map(|rev| (rev, vec![put("k", rev)])).collect());
+    for rev in 2..=3 {
+        match next(&mut rx) {
+            StreamItem::Events { revision, .. } => assert_eq!(revision, rev),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Revision 4 did not fit: the watcher is told to read from 4 on.
+    match next(&mut rx) {
+        StreamItem::Behind { watcher, next_rev } => assert_eq!((watcher, next_rev), (reg.id, 4)),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(hub.current(), 4);
 }

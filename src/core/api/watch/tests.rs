@@ -101,7 +101,7 @@ async fn progress_notify_reports_idle_watches_only() {
     assert!(progress.events.is_empty());
     assert_eq!(progress.header.expect("header").revision, 1);
     // An event in the interval elides the next notification.
-    hub.publish(2, vec![event("k", 1)]);
+    hub.publish(vec![(2, vec![event("k", 1)])]);
     let ev = recv(&mut responses).await;
     assert_eq!(ev.events.len(), 1);
     assert_eq!(ev.header.expect("header").revision, 2);
