@@ -45,13 +45,34 @@ impl<'a, 'tx> Applier<'a, 'tx> {
     /// A storage error.
     pub fn new(tx: &'a mut SingleWriterWriteTx<'tx>, s: &'a Storage) -> Result<Self, EtcdError> {
         let revs = revisions(&*tx, s)?;
-        Ok(Self {
+        Ok(Self::with_revisions(tx, s, revs))
+    }
+
+    /// Starts applying an entry on `tx` whose revision counters the caller
+    /// already knows (`revs` as [`revisions`] would read them from `tx`;
+    /// the Raft task carries them from entry to entry of one batch, see
+    /// [`Self::revisions_after`]).
+    pub fn with_revisions(
+        tx: &'a mut SingleWriterWriteTx<'tx>,
+        s: &'a Storage,
+        revs: Revisions,
+    ) -> Self {
+        Self {
             tx,
             s,
             revs,
             sub: 0,
             events: Vec::new(),
-        })
+        }
+    }
+
+    /// The revision counters after this entry (after [`Self::finish`]): what
+    /// [`revisions`] would read from the transaction then.
+    pub fn revisions_after(&self) -> Revisions {
+        Revisions {
+            current: self.revision(),
+            compacted: self.revs.compacted,
+        }
     }
 
     /// The revision visible after this entry.

@@ -1,9 +1,11 @@
 //! Applying committed entries: normal entries into the MVCC state machine
-//! (one fjall transaction per entry, the applied index in the same
-//! transaction), conf changes into the member records and raft-rs's
+//! (one fjall transaction per run of normal entries, the applied index of
+//! its last entry in the same transaction), conf changes into the member records and raft-rs's
 //! configuration, and snapshots from the leader. Re-applying an entry at or
 //! below the applied index is a no-op; an entry that cannot be decoded fails
 //! alone, alike on every member.
+
+use std::collections::HashMap;
 
 use etcd_client::proto::{PbEvent, PbMember};
 use fjall::Readable;
@@ -15,7 +17,7 @@ use crate::core::auth::{self, apply::AuthEffect};
 use crate::core::errors::EtcdError;
 use crate::core::members;
 use crate::core::metrics::METRICS;
-use crate::core::mvcc::{self, Applier, ApplyResponse};
+use crate::core::mvcc::{self, Applier, ApplyResponse, Revisions};
 use crate::core::raft::proposal::{decode_entry, ConfChangeContext, EntryData, Op};
 use crate::core::raft::snapshot;
 use crate::core::raft::{ProposalResult, RaftTask};
@@ -48,12 +50,29 @@ impl RaftTask {
     }
 
     fn apply_each(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
-        for entry in entries {
+        let mut rest = entries.as_slice();
+        while let Some(entry) = rest.first() {
             if entry.index <= self.applied {
+                rest = &rest[1..];
                 continue; // Re-applying after a restart is a no-op.
             }
+            if entry.get_entry_type() == EntryType::EntryNormal {
+                // A run of normal entries shares one transaction.
+                let run = rest
+                    .iter()
+                    .position(|e| e.get_entry_type() != EntryType::EntryNormal)
+                    .unwrap_or(rest.len());
+                self.apply_normal_run(&rest[..run])?;
+                if let Some(last) = rest[..run].last() {
+                    self.applied = last.index;
+                }
+                METRICS.applied.inc_by(run as u64);
+                rest = &rest[run..];
+                continue;
+            }
+            rest = &rest[1..];
             match entry.get_entry_type() {
-                EntryType::EntryNormal => self.apply_normal(&entry)?,
+                EntryType::EntryNormal => {}
                 EntryType::EntryConfChange => {
                     let mut cc = ConfChange::default();
                     match protobuf::Message::merge_from_bytes(&mut cc, &entry.data) {
@@ -199,97 +218,175 @@ impl RaftTask {
         Ok(())
     }
 
-    fn apply_normal(&mut self, entry: &Entry) -> anyhow::Result<()> {
+    /// Applies a run of normal entries in one write transaction, with the
+    /// applied index of its last entry: one commit, one revision read and
+    /// one applied-index write per run instead of per entry.
+    ///
+    /// A failed operation must leave no write behind, and a transaction
+    /// cannot undo part of itself. So when an entry fails, the run's
+    /// transaction is dropped and the run is applied again up to and
+    /// including that entry, now known to fail and not staged: the entries
+    /// before it do exactly what they did (same state, same input), and
+    /// that transaction commits. The rest of the run follows in a new one.
+    /// Each entry is staged at most twice; failures are rare (an unknown
+    /// lease, a stale auth revision, a compacted revision). A staged entry
+    /// dropped this way has already counted itself in the operation
+    /// counters (`etcd_mvcc_put_total` and the like), so those can run
+    /// ahead by the entries before a failure in the same run.
+    fn apply_normal_run(&mut self, run: &[Entry]) -> anyhow::Result<()> {
         let s = self.storage.clone();
-        let req = match decode_entry(&entry.data) {
-            EntryData::Empty => return self.record_applied(entry.index),
-            EntryData::Request(req) => req,
-            EntryData::Malformed { id, origin, reason } => {
-                // The same bytes fail the same way on every member: nothing
-                // is written, the index moves on, the proposer is answered.
-                tracing::warn!(index = entry.index, "malformed request entry: {reason}");
-                self.record_applied(entry.index)?;
-                if origin == self.me() {
-                    if let Some(reply) = self.proposals.remove(&id) {
-                        self.answers
-                            .push((reply, Err(EtcdError::MalformedRequest(reason))));
+        let me = self.me();
+        let mut known_failed: HashMap<usize, Staged> = HashMap::new();
+        let mut start = 0;
+        while start < run.len() {
+            let mut tx = s.db.write_tx();
+            let mut revs = mvcc::revisions(&tx, &s)?;
+            let mut staged = Vec::with_capacity(run.len() - start);
+            let mut end = run.len();
+            let mut failed = None;
+            for (i, entry) in run.iter().enumerate().skip(start) {
+                if let Some(known) = known_failed.remove(&i) {
+                    staged.push(known);
+                    end = i + 1;
+                    break;
+                }
+                let st = stage(&mut tx, &s, entry, &mut revs, me);
+                if st.may_have_written && st.result.is_err() {
+                    failed = Some((i, st));
+                    break;
+                }
+                staged.push(st);
+            }
+            if let Some((i, st)) = failed {
+                tx.rollback();
+                known_failed.insert(i, st);
+                continue;
+            }
+            // The applied index goes in the same transaction as the changes.
+            fail::fail_point!("apply_before_applied_index", |_| {
+                crate::core::failpoints::crash()
+            });
+            if let Some(last) = run.get(end - 1) {
+                storage::set_applied_index(&mut tx, &s, last.index);
+            }
+            tx.commit()?;
+            for st in staged {
+                self.finish_staged(st);
+            }
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// What a committed entry owes outside storage: lease clocks, watch
+    /// events, the auth cache and tokens, the compactor, the proposer.
+    fn finish_staged(&mut self, st: Staged) {
+        if st.result.is_ok() {
+            if let Some(op) = &st.op {
+                match op {
+                    Op::LeaseGrant(r) => self.lessor.granted(LeaseId(r.id), r.ttl),
+                    Op::LeaseRevoke(r) => self.lessor.revoked(LeaseId(r.id)),
+                    Op::LeaseKeepAlive(r) => {
+                        self.lessor.renewed(LeaseId(r.id));
                     }
+                    _ => {}
                 }
-                return Ok(());
-            }
-        };
-        let mut tx = s.db.write_tx();
-        let mut events = Vec::new();
-        let mut revision = 0;
-        let mut auth_effect = AuthEffect::None;
-        let auth_op = req.op.as_ref().and_then(Op::auth_op);
-        let changes_auth = auth_op.is_some();
-        let result = match auth_op {
-            Some(op) => auth::apply::apply(&mut tx, &s, &op, &req.auth_user, entry.index).and_then(
-                |(token, effect)| {
-                    auth_effect = effect;
-                    let revision = mvcc::revisions(&tx, &s)?.current;
-                    Ok(ApplyResponse::Auth { token, revision })
-                },
-            ),
-            None => match stale_auth(&tx, &s, req.auth_revision) {
-                Err(e) => Err(e),
-                Ok(()) => apply_op(&mut tx, &s, req.op.as_ref(), &mut events, &mut revision),
-            },
-        };
-        let compaction = match &result {
-            Ok(ApplyResponse::Compaction(_)) => match &req.op {
-                Some(Op::Compaction(c)) => Some(c.revision),
-                _ => None,
-            },
-            _ => None,
-        };
-        let tx = if result.is_ok() {
-            tx
-        } else {
-            // Nothing of a failed operation is written; only the index moves.
-            tx.rollback();
-            s.db.write_tx()
-        };
-        let mut tx = tx;
-        // The applied index goes in the same transaction as the changes.
-        fail::fail_point!("apply_before_applied_index", |_| {
-            crate::core::failpoints::crash()
-        });
-        storage::set_applied_index(&mut tx, &s, entry.index);
-        tx.commit()?;
-        if result.is_ok() {
-            match &req.op {
-                Some(Op::LeaseGrant(r)) => self.lessor.granted(LeaseId(r.id), r.ttl),
-                Some(Op::LeaseRevoke(r)) => self.lessor.revoked(LeaseId(r.id)),
-                Some(Op::LeaseKeepAlive(r)) => {
-                    self.lessor.renewed(LeaseId(r.id));
+                if op.auth_op().is_some() {
+                    self.auth.invalidate();
                 }
-                _ => {}
             }
-            if !events.is_empty() {
-                self.applied_events.push((revision, events));
+            if !st.events.is_empty() {
+                self.applied_events.push((st.revision, st.events));
             }
-            if changes_auth {
-                self.auth.invalidate();
-            }
-            match auth_effect {
+            match st.auth_effect {
                 AuthEffect::None => {}
                 AuthEffect::Assign { token, user } => self.auth.tokens.assign(token, user),
                 AuthEffect::DropUser(user) => self.auth.tokens.drop_user(&user),
                 AuthEffect::Clear => self.auth.tokens.clear(),
             }
-        }
-        if let Some(rev) = compaction {
-            self.compactor.schedule(rev);
-        }
-        if req.origin == self.me() {
-            if let Some(reply) = self.proposals.remove(&req.id) {
-                self.answers.push((reply, result));
+            if let Some(Op::Compaction(c)) = &st.op {
+                self.compactor.schedule(c.revision);
             }
         }
-        Ok(())
+        if let Some(id) = st.reply_to {
+            if let Some(reply) = self.proposals.remove(&id) {
+                self.answers.push((reply, st.result));
+            }
+        }
     }
+}
+
+/// One normal entry applied inside a run's transaction, with what it owes
+/// once that transaction commits ([`RaftTask::finish_staged`]).
+struct Staged {
+    /// Its operation (None for an empty or malformed entry).
+    op: Option<Op>,
+    /// The answer.
+    result: ProposalResult,
+    /// Its events and their revision (for watchers).
+    events: Vec<PbEvent>,
+    /// That revision.
+    revision: i64,
+    /// Token changes of an auth operation.
+    auth_effect: AuthEffect,
+    /// The proposal id to answer, when this member proposed it.
+    reply_to: Option<u64>,
+    /// False for entries that reach no operation (empty, malformed): a
+    /// failure there has nothing to undo.
+    may_have_written: bool,
+}
+
+/// Applies one normal entry inside `tx` (`revs`: the counters before it,
+/// moved past it on success). Writes nothing on failure only if the
+/// caller drops `tx` then (see [`RaftTask::apply_normal_run`]).
+fn stage(
+    tx: &mut fjall::SingleWriterWriteTx<'_>,
+    s: &Storage,
+    entry: &Entry,
+    revs: &mut Revisions,
+    me: u64,
+) -> Staged {
+    let mut st = Staged {
+        op: None,
+        result: Ok(ApplyResponse::Done),
+        events: Vec::new(),
+        revision: 0,
+        auth_effect: AuthEffect::None,
+        reply_to: None,
+        may_have_written: false,
+    };
+    let req = match decode_entry(&entry.data) {
+        EntryData::Empty => return st,
+        EntryData::Request(req) => req,
+        EntryData::Malformed { id, origin, reason } => {
+            // The same bytes fail the same way on every member: nothing
+            // is written, the index moves on, the proposer is answered.
+            tracing::warn!(index = entry.index, "malformed request entry: {reason}");
+            st.result = Err(EtcdError::MalformedRequest(reason));
+            st.reply_to = (origin == me).then_some(id);
+            return st;
+        }
+    };
+    st.reply_to = (req.origin == me).then_some(req.id);
+    st.may_have_written = true;
+    st.result = match req.op.as_ref().and_then(Op::auth_op) {
+        Some(op) => {
+            auth::apply::apply(tx, s, &op, &req.auth_user, entry.index).map(|(token, effect)| {
+                st.auth_effect = effect;
+                ApplyResponse::Auth {
+                    token,
+                    revision: revs.current,
+                }
+            })
+        }
+        None => match stale_auth(tx, s, req.auth_revision) {
+            Err(e) => Err(e),
+            Ok(()) => apply_op(tx, s, req.op.as_ref(), &mut st.events, revs),
+        },
+    };
+    st.revision = revs.current;
+    st.op = req.op;
+    st
 }
 
 /// etcd's apply-time check of the auth revision: a request checked
@@ -317,7 +414,7 @@ fn apply_op(
     s: &Storage,
     op: Option<&Op>,
     events: &mut Vec<PbEvent>,
-    revision: &mut i64,
+    revs: &mut Revisions,
 ) -> ProposalResult {
     let Some(op) = op else {
         return Ok(ApplyResponse::Done);
@@ -373,7 +470,7 @@ fn apply_op(
         }
         return Ok(ApplyResponse::Done);
     }
-    let mut a = Applier::new(tx, s)?;
+    let mut a = Applier::with_revisions(tx, s, *revs);
     let r = match op {
         Op::Put(r) => ApplyResponse::Put(a.put(r)?),
         Op::DeleteRange(r) => ApplyResponse::DeleteRange(a.delete_range(r)?),
@@ -404,7 +501,7 @@ fn apply_op(
         _ => ApplyResponse::Done,
     };
     a.finish();
-    *revision = a.revision();
+    *revs = a.revisions_after();
     *events = std::mem::take(&mut a.events);
     Ok(r)
 }

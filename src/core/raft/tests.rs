@@ -204,3 +204,57 @@ async fn a_lone_leader_renews_on_read_index_without_a_log_entry() {
     assert_eq!(node.status.raft_index(), before, "no entry for a renewal");
     stop(node, thread).await;
 }
+
+/// Proposals applied together share one transaction; one that fails in
+/// the middle (an unknown lease) must leave nothing behind while those
+/// around it apply with consecutive revisions (the run is re-applied up
+/// to the failure, see `apply_normal_run`).
+#[tokio::test]
+async fn a_failed_entry_among_many_applied_together_writes_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (storage, node, thread) = start_on(dir.path());
+    let base = put(&node, "first").await;
+    let ops: Vec<(String, Op)> = (0..90)
+        .map(|i| {
+            let (key, lease) = if i % 3 == 1 {
+                (format!("bad{i:02}"), 999)
+            } else {
+                (format!("ok{i:02}"), 0)
+            };
+            let op = Op::Put(PbPutRequest {
+                key: key.clone().into_bytes(),
+                value: b"v".to_vec(),
+                lease,
+                ..Default::default()
+            });
+            (key, op)
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        ops.iter()
+            .map(|(_, op)| node.propose(op.clone(), Duration::from_secs(5))),
+    )
+    .await;
+    let mut revisions = Vec::new();
+    for ((key, _), answer) in ops.iter().zip(answers) {
+        match answer {
+            Ok(ApplyResponse::Put(r)) if key.starts_with("ok") => {
+                revisions.push(r.header.expect("header").revision);
+            }
+            Err(EtcdError::LeaseNotFound) if key.starts_with("bad") => {}
+            other => panic!("{key}: unexpected answer {other:?}"),
+        }
+    }
+    revisions.sort_unstable();
+    let expected: Vec<i64> = (base + 1..=base + 60).collect();
+    assert_eq!(revisions, expected, "one revision per applied put, no gaps");
+    let read = storage.db.read_tx();
+    let revs = crate::core::mvcc::revisions(&read, &storage).expect("revisions");
+    assert_eq!(revs.current, base + 60);
+    for (key, _) in &ops {
+        let stored = fjall::Readable::get(&read, &storage.kv, key.as_bytes()).expect("get");
+        assert_eq!(stored.is_some(), key.starts_with("ok"), "{key}");
+    }
+    drop(read);
+    stop(node, thread).await;
+}
