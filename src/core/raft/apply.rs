@@ -63,10 +63,6 @@ impl RaftTask {
                     .position(|e| e.get_entry_type() != EntryType::EntryNormal)
                     .unwrap_or(rest.len());
                 self.apply_normal_run(&rest[..run])?;
-                if let Some(last) = rest[..run].last() {
-                    self.applied = last.index;
-                }
-                METRICS.applied.inc_by(run as u64);
                 rest = &rest[run..];
                 continue;
             }
@@ -233,6 +229,12 @@ impl RaftTask {
     /// dropped this way has already counted itself in the operation
     /// counters (`etcd_mvcc_put_total` and the like), so those can run
     /// ahead by the entries before a failure in the same run.
+    ///
+    /// A transaction commits after [`MAX_RUN_ENTRIES`] entries or
+    /// [`MAX_RUN_BYTES`] of entries and events, whichever comes first: a
+    /// transaction, its events and its answers are held in memory until
+    /// it commits, and a follower catching up receives thousands of
+    /// committed entries in one Ready.
     fn apply_normal_run(&mut self, run: &[Entry]) -> anyhow::Result<()> {
         let s = self.storage.clone();
         let me = self.me();
@@ -241,7 +243,8 @@ impl RaftTask {
         while start < run.len() {
             let mut tx = s.db.write_tx();
             let mut revs = mvcc::revisions(&tx, &s)?;
-            let mut staged = Vec::with_capacity(run.len() - start);
+            let mut staged = Vec::with_capacity((run.len() - start).min(MAX_RUN_ENTRIES));
+            let mut staged_bytes = 0;
             let mut end = run.len();
             let mut failed = None;
             for (i, entry) in run.iter().enumerate().skip(start) {
@@ -255,7 +258,12 @@ impl RaftTask {
                     failed = Some((i, st));
                     break;
                 }
+                staged_bytes += entry.data.len() + event_bytes(&st.events);
                 staged.push(st);
+                if staged.len() >= MAX_RUN_ENTRIES || staged_bytes >= MAX_RUN_BYTES {
+                    end = i + 1;
+                    break;
+                }
             }
             if let Some((i, st)) = failed {
                 tx.rollback();
@@ -273,6 +281,13 @@ impl RaftTask {
             for st in staged {
                 self.finish_staged(st);
             }
+            if let Some(last) = run.get(end - 1) {
+                self.applied = last.index;
+            }
+            METRICS.applied.inc_by((end - start) as u64);
+            // Events and answers leave with each commit, so what a run
+            // holds in memory stays within the bounds above.
+            self.finish_batch();
             start = end;
         }
         Ok(())
@@ -314,6 +329,22 @@ impl RaftTask {
             }
         }
     }
+}
+
+/// Most entries one apply transaction takes (see
+/// [`RaftTask::apply_normal_run`]).
+const MAX_RUN_ENTRIES: usize = 256;
+
+/// Bytes of entries and their events (keys and values, previous ones
+/// included) after which an apply transaction commits.
+const MAX_RUN_BYTES: usize = 4 << 20;
+
+/// Key and value bytes of `events`, previous values included.
+fn event_bytes(events: &[PbEvent]) -> usize {
+    let kv = |kv: &Option<etcd_client::proto::PbKeyValue>| {
+        kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len())
+    };
+    events.iter().map(|e| kv(&e.kv) + kv(&e.prev_kv)).sum()
 }
 
 /// One normal entry applied inside a run's transaction, with what it owes
@@ -386,6 +417,11 @@ fn stage(
     };
     st.revision = revs.current;
     st.op = req.op;
+    if st.reply_to.is_none() {
+        // Nobody here waits for the answer (a range inside a Txn can be
+        // large): keep only whether it succeeded.
+        st.result = st.result.map(|_| ApplyResponse::Done);
+    }
     st
 }
 

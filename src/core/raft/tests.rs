@@ -256,5 +256,36 @@ async fn a_failed_entry_among_many_applied_together_writes_nothing() {
         assert_eq!(stored.is_some(), key.starts_with("ok"), "{key}");
     }
     drop(read);
+
+    // More good entries than one apply transaction takes: they commit in
+    // several, and still get consecutive revisions.
+    let puts: Vec<Op> = (0..600)
+        .map(|i| {
+            Op::Put(PbPutRequest {
+                key: format!("many{i:03}").into_bytes(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        puts.iter()
+            .map(|op| node.propose(op.clone(), Duration::from_secs(5))),
+    )
+    .await;
+    let mut revisions: Vec<i64> = answers
+        .into_iter()
+        .map(|a| match a {
+            Ok(ApplyResponse::Put(r)) => r.header.expect("header").revision,
+            other => panic!("unexpected answer {other:?}"),
+        })
+        .collect();
+    revisions.sort_unstable();
+    let expected: Vec<i64> = (base + 61..=base + 660).collect();
+    assert_eq!(revisions, expected);
+    let read = storage.db.read_tx();
+    let revs = crate::core::mvcc::revisions(&read, &storage).expect("revisions");
+    assert_eq!(revs.current, base + 660);
+    drop(read);
     stop(node, thread).await;
 }

@@ -103,10 +103,12 @@ impl Shared {
                 Err(mpsc::RecvTimeoutError::Timeout) => None,
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            let batch = first
+            // Taken off the channel before the lock is.
+            let batches: Vec<Vec<Published>> = first
                 .into_iter()
                 .chain(rx.try_iter().take(BATCHES - 1))
-                .flatten();
+                .collect();
+            let batch = batches.into_iter().flatten();
             let mut st = self.lock();
             for p in batch {
                 self.queued_bytes.fetch_sub(p.bytes, Ordering::Relaxed);

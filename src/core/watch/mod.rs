@@ -6,7 +6,7 @@
 //! # Shape
 //!
 //! ```text
-//! Raft task ──publish(rev, events)──▶ dispatch queue ──▶ dispatcher thread
+//! Raft task ──publish([(rev, events)])─▶ dispatch queue ─▶ dispatcher thread
 //!   (O(1), never blocks; drops when          │  matches keys, per watcher:
 //!    the queue holds too many bytes)          │  synced → StreamItem::Events
 //!                                             ▼  queue full → StreamItem::Behind
@@ -51,8 +51,9 @@
 //!   at most `rejoin_buffer` revisions buffered while catching up, and a
 //!   catch-up read holds at most one chunk
 //!   ([`WatchConfig::catch_up_revisions`] / [`WatchConfig::catch_up_bytes`]).
-//! - The Raft task's cost per applied revision is one size estimate, one
-//!   atomic add and one channel send, whatever the number of watchers.
+//! - The Raft task's cost per applied revision is one size estimate, and
+//!   per batch of applied entries one atomic add and one channel send (one
+//!   dispatcher wake), whatever the number of watchers.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
