@@ -17,8 +17,13 @@ use super::Params;
 /// One try of a write: the answer, or `None` when a compare failed.
 type Attempt = Result<Option<(StatusCode, super::node::Event, i64)>, V2Error>;
 
-/// Attempts of a write that keeps meeting concurrent changes.
-const ATTEMPTS: usize = 16;
+/// Attempts of a write that keeps meeting concurrent changes. Writers that
+/// collide on one directory (in-order creations) win one per round, so
+/// this also bounds how many may create in one directory at once without
+/// an error; between attempts each waits a random 0..=n ms (n the attempt
+/// number, at most 16), so that they stop colliding in lockstep (etcd's v2
+/// store serializes them under one lock instead).
+const ATTEMPTS: usize = 64;
 
 impl Store {
     /// `PUT /v2/keys/<key>`: set a file (`value`) or directory (`dir`),
@@ -83,10 +88,12 @@ impl Store {
             Output = Result<Option<(StatusCode, super::node::Event, i64)>, V2Error>,
         >,
     {
-        for _ in 0..ATTEMPTS {
+        for n in 0..ATTEMPTS {
             if let Some(answer) = attempt().await? {
                 return Ok(answer);
             }
+            let wait = rand::Rng::gen_range(&mut rand::thread_rng(), 0..=n.min(16) as u64);
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
         }
         Err(V2Error::internal("the key kept changing; try again"))
     }
