@@ -1,11 +1,9 @@
 //! Applying committed entries: normal entries into the MVCC state machine
 //! (one fjall transaction per run of normal entries, the applied index of
-//! its last entry in the same transaction), conf changes into the member records and raft-rs's
-//! configuration, and snapshots from the leader. Re-applying an entry at or
+//! its last entry in the same transaction), conf changes into the member
+//! records and raft-rs's configuration, and snapshots from the leader. Re-applying an entry at or
 //! below the applied index is a no-op; an entry that cannot be decoded fails
 //! alone, alike on every member.
-
-use std::collections::HashMap;
 
 use etcd_client::proto::{PbEvent, PbMember};
 use fjall::Readable;
@@ -50,54 +48,55 @@ impl RaftTask {
     }
 
     fn apply_each(&mut self, entries: Vec<Entry>) -> anyhow::Result<()> {
-        let mut rest = entries.as_slice();
-        while let Some(entry) = rest.first() {
-            if entry.index <= self.applied {
-                rest = &rest[1..];
-                continue; // Re-applying after a restart is a no-op.
-            }
-            if entry.get_entry_type() == EntryType::EntryNormal {
-                // A run of normal entries shares one transaction.
-                let run = rest
-                    .iter()
-                    .position(|e| e.get_entry_type() != EntryType::EntryNormal)
-                    .unwrap_or(rest.len());
-                self.apply_normal_run(&rest[..run])?;
-                rest = &rest[run..];
-                continue;
-            }
-            rest = &rest[1..];
-            match entry.get_entry_type() {
-                EntryType::EntryNormal => {}
-                EntryType::EntryConfChange => {
-                    let mut cc = ConfChange::default();
-                    match protobuf::Message::merge_from_bytes(&mut cc, &entry.data) {
-                        Ok(()) => self.apply_conf_change(entry.index, &cc)?,
-                        Err(e) => {
-                            // Deterministic on every member: skip it.
-                            tracing::error!(index = entry.index, "undecodable conf change: {e}");
-                            self.record_applied(entry.index)?;
-                        }
-                    }
-                }
-                EntryType::EntryConfChangeV2 => {
-                    // kvd proposes only single (v1) changes.
-                    let mut cc = ConfChangeV2::default();
-                    let applied = protobuf::Message::merge_from_bytes(&mut cc, &entry.data)
-                        .map_err(|e| e.to_string())
-                        .and_then(|()| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()));
-                    match applied {
-                        Ok(cs) => self.raw.mut_store().set_conf_state(&cs)?,
-                        Err(e) => {
-                            tracing::error!(index = entry.index, "conf change v2 refused: {e}")
-                        }
-                    }
-                    self.record_applied(entry.index)?;
+        // Re-applying after a restart is a no-op (entries come in index order).
+        let fresh = entries.partition_point(|e| e.index <= self.applied);
+        let normal = |e: &Entry| e.get_entry_type() == EntryType::EntryNormal;
+        // A run of normal entries shares one transaction; a conf change is
+        // applied alone.
+        for group in entries[fresh..].chunk_by(|a, b| normal(a) && normal(b)) {
+            if group.first().is_some_and(normal) {
+                self.apply_normal_run(group)?;
+            } else {
+                for entry in group {
+                    self.apply_conf_entry(entry)?;
                 }
             }
-            self.applied = entry.index;
-            METRICS.applied.inc();
         }
+        Ok(())
+    }
+
+    /// A conf change entry (v1, or v2 which kvd never proposes).
+    fn apply_conf_entry(&mut self, entry: &Entry) -> anyhow::Result<()> {
+        match entry.get_entry_type() {
+            EntryType::EntryNormal => return self.apply_normal_run(std::slice::from_ref(entry)),
+            EntryType::EntryConfChange => {
+                let mut cc = ConfChange::default();
+                match protobuf::Message::merge_from_bytes(&mut cc, &entry.data) {
+                    Ok(()) => self.apply_conf_change(entry.index, &cc)?,
+                    Err(e) => {
+                        // Deterministic on every member: skip it.
+                        tracing::error!(index = entry.index, "undecodable conf change: {e}");
+                        self.record_applied(entry.index)?;
+                    }
+                }
+            }
+            EntryType::EntryConfChangeV2 => {
+                // kvd proposes only single (v1) changes.
+                let mut cc = ConfChangeV2::default();
+                let applied = protobuf::Message::merge_from_bytes(&mut cc, &entry.data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| self.raw.apply_conf_change(&cc).map_err(|e| e.to_string()));
+                match applied {
+                    Ok(cs) => self.raw.mut_store().set_conf_state(&cs)?,
+                    Err(e) => {
+                        tracing::error!(index = entry.index, "conf change v2 refused: {e}")
+                    }
+                }
+                self.record_applied(entry.index)?;
+            }
+        }
+        self.applied = entry.index;
+        METRICS.applied.inc();
         Ok(())
     }
 
@@ -238,7 +237,8 @@ impl RaftTask {
     fn apply_normal_run(&mut self, run: &[Entry]) -> anyhow::Result<()> {
         let s = self.storage.clone();
         let me = self.me();
-        let mut known_failed: HashMap<usize, Staged> = HashMap::new();
+        // The entry found failing, not staged again when the run is re-applied.
+        let mut known_failed: Option<(usize, Staged)> = None;
         let mut start = 0;
         while start < run.len() {
             let mut tx = s.db.write_tx();
@@ -248,8 +248,10 @@ impl RaftTask {
             let mut end = run.len();
             let mut failed = None;
             for (i, entry) in run.iter().enumerate().skip(start) {
-                if let Some(known) = known_failed.remove(&i) {
-                    staged.push(known);
+                if known_failed.as_ref().is_some_and(|(at, _)| *at == i) {
+                    if let Some((_, known)) = known_failed.take() {
+                        staged.push(known);
+                    }
                     end = i + 1;
                     break;
                 }
@@ -265,9 +267,9 @@ impl RaftTask {
                     break;
                 }
             }
-            if let Some((i, st)) = failed {
+            if failed.is_some() {
                 tx.rollback();
-                known_failed.insert(i, st);
+                known_failed = failed;
                 continue;
             }
             // The applied index goes in the same transaction as the changes.
