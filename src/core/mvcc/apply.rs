@@ -15,9 +15,12 @@ use crate::core::errors::EtcdError;
 use crate::core::metrics::METRICS;
 use crate::core::mvcc::compare::compare_kv;
 use crate::core::mvcc::keys::{
-    escape_key, lease_key, rev_key, KeyRange, EVENT_DELETE, EVENT_PUT, HIST_DELETE, HIST_PUT,
+    escape_key, lease_key, rev_key, CurrentRecord, KeyRange, EVENT_DELETE, EVENT_PUT, HIST_DELETE,
+    HIST_PUT,
 };
-use crate::core::mvcc::read::{decode_kv, header, range, revisions, scan_current, Revisions};
+use crate::core::mvcc::read::{
+    current_kv, current_record, header, range, revisions, scan_current, Revisions,
+};
 use crate::core::storage::{self, Storage};
 
 /// Applies the KV operations of one Raft entry inside its write transaction.
@@ -95,16 +98,25 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         }
     }
 
-    fn current(&self, key: &[u8]) -> Result<Option<PbKeyValue>, EtcdError> {
-        match self.tx.get(&self.s.kv, key)? {
-            Some(v) => Ok(Some(decode_kv(&v)?)),
-            None => Ok(None),
-        }
+    fn current(&self, key: &[u8]) -> Result<Option<CurrentRecord>, EtcdError> {
+        current_record(&*self.tx, self.s, key)
     }
 
-    /// Writes one change to history; `prev` (the key's value before it) is
-    /// kept only in the in-memory event, for watchers that ask `prev_kv`.
-    fn write_event(&mut self, kind: u8, kv: PbKeyValue, prev: Option<PbKeyValue>) {
+    /// The key-value of `key` whose record is `rec`, with its value (one
+    /// lookup in `rev`) only when `value` is set.
+    fn current_kv(
+        &self,
+        key: &[u8],
+        rec: CurrentRecord,
+        value: bool,
+    ) -> Result<PbKeyValue, EtcdError> {
+        current_kv(&*self.tx, self.s, key.to_vec(), rec, value)
+    }
+
+    /// Writes one change to history. Events carry no `prev_kv`: the watch
+    /// dispatcher reads it from history for the watchers that ask (etcd's
+    /// watch stream reads it at send time too).
+    fn write_event(&mut self, kind: u8, kv: PbKeyValue) {
         let main = self.revs.current + 1;
         let rk = rev_key(main, self.sub);
         self.sub += 1;
@@ -121,10 +133,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             prev_kv: None,
         };
         self.tx.insert(&self.s.rev, rk, event.encode_to_vec());
-        self.events.push(PbEvent {
-            prev_kv: prev,
-            ..event
-        });
+        self.events.push(event);
     }
 
     /// Checks a put against the state before it runs (etcd checks a whole
@@ -147,8 +156,15 @@ impl<'a, 'tx> Applier<'a, 'tx> {
     pub fn put(&mut self, req: &PbPutRequest) -> Result<PbPutResponse, EtcdError> {
         self.check_put(req)?;
         let prev = self.current(&req.key)?;
+        // The previous value is read from history only when it is needed.
+        let prev_kv = match prev {
+            Some(rec) if req.prev_kv || req.ignore_value => {
+                Some(self.current_kv(&req.key, rec, true)?)
+            }
+            _ => None,
+        };
         let main = self.revs.current + 1;
-        let value = match (&prev, req.ignore_value) {
+        let value = match (&prev_kv, req.ignore_value) {
             (Some(p), true) => p.value.clone(),
             _ => req.value.clone(),
         };
@@ -156,12 +172,11 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             (Some(p), true) => p.lease,
             _ => req.lease,
         };
-        let kv = PbKeyValue {
-            key: req.key.clone(),
+        let record = CurrentRecord {
             create_revision: prev.as_ref().map_or(main, |p| p.create_revision),
             mod_revision: main,
+            mod_sub: self.sub,
             version: prev.as_ref().map_or(1, |p| p.version + 1),
-            value,
             lease,
         };
         let old_lease = prev.as_ref().map_or(0, |p| p.lease);
@@ -176,12 +191,12 @@ impl<'a, 'tx> Applier<'a, 'tx> {
             }
         }
         self.tx
-            .insert(&self.s.kv, req.key.clone(), kv.encode_to_vec());
-        self.write_event(HIST_PUT, kv, prev.clone());
+            .insert(&self.s.kv, req.key.clone(), record.encode_to_vec());
+        self.write_event(HIST_PUT, record.to_kv(req.key.clone(), value));
         METRICS.puts.inc();
         Ok(PbPutResponse {
             header: Some(header(main)),
-            prev_kv: if req.prev_kv { prev } else { None },
+            prev_kv: if req.prev_kv { prev_kv } else { None },
         })
     }
 
@@ -193,7 +208,9 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         let range = KeyRange::new(&req.key, &req.range_end);
         let mut doomed = Vec::new();
         if !range.is_empty() {
-            scan_current(&*self.tx, self.s, &range, &mut |kv| doomed.push(kv))?;
+            scan_current(&*self.tx, self.s, &range, req.prev_kv, &mut |kv| {
+                doomed.push(kv)
+            })?;
         }
         let main = self.revs.current + 1;
         for kv in &doomed {
@@ -209,7 +226,6 @@ impl<'a, 'tx> Applier<'a, 'tx> {
                     mod_revision: main,
                     ..Default::default()
                 },
-                Some(kv.clone()),
             );
         }
         METRICS.deletes.inc();
@@ -328,7 +344,8 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         let range = KeyRange::new(&c.key, &c.range_end);
         let mut kvs = Vec::new();
         if !range.is_empty() {
-            scan_current(&*self.tx, self.s, &range, &mut |kv| kvs.push(kv))?;
+            let values = c.target == PbCompareTarget::Value as i32;
+            scan_current(&*self.tx, self.s, &range, values, &mut |kv| kvs.push(kv))?;
         }
         if kvs.is_empty() {
             if c.target == PbCompareTarget::Value as i32 {
@@ -385,7 +402,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
         let main = self.revs.current + 1;
         for key in keys {
             self.tx.remove(&self.s.lease_keys, lease_key(id, &key));
-            if let Some(kv) = self.current(&key)? {
+            if self.current(&key)?.is_some() {
                 self.tx.remove(&self.s.kv, key.clone());
                 self.write_event(
                     HIST_DELETE,
@@ -394,7 +411,6 @@ impl<'a, 'tx> Applier<'a, 'tx> {
                         mod_revision: main,
                         ..Default::default()
                     },
-                    Some(kv),
                 );
             }
         }

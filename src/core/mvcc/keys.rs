@@ -104,3 +104,47 @@ pub fn rev_key(main: i64, sub: i64) -> [u8; 16] {
     k[8..].copy_from_slice(&sub.to_be_bytes());
     k
 }
+
+/// The `kv` keyspace record of a live key: its counters and where its
+/// current value lives in `rev` (the revision of its last put). The value
+/// itself is stored once, in that history record (DESIGN.md: "the current
+/// view points into history"); physical compaction always keeps a live
+/// key's newest put, so the pointer never dangles.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct CurrentRecord {
+    /// The revision that created the key (etcd's `create_revision`).
+    #[prost(int64, tag = "1")]
+    pub create_revision: i64,
+    /// The main revision of the key's last put (etcd's `mod_revision`).
+    #[prost(int64, tag = "2")]
+    pub mod_revision: i64,
+    /// The sub revision of that put inside its main revision.
+    #[prost(int64, tag = "3")]
+    pub mod_sub: i64,
+    /// Puts since the key was created (etcd's `version`, 1 at creation).
+    #[prost(int64, tag = "4")]
+    pub version: i64,
+    /// The lease the key is attached to (0 = none).
+    #[prost(int64, tag = "5")]
+    pub lease: i64,
+}
+
+impl CurrentRecord {
+    /// The `rev` key of the history record holding the current value.
+    pub fn rev_key(&self) -> [u8; 16] {
+        rev_key(self.mod_revision, self.mod_sub)
+    }
+
+    /// The key-value this record describes, with `value` (empty when the
+    /// caller did not read it).
+    pub fn to_kv(self, key: Vec<u8>, value: Vec<u8>) -> etcd_client::proto::PbKeyValue {
+        etcd_client::proto::PbKeyValue {
+            key,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            value,
+            lease: self.lease,
+        }
+    }
+}

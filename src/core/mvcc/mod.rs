@@ -2,8 +2,9 @@
 //! deletes, transactions and compaction, with etcd's semantics
 //! (etcd `server/mvcc` and `server/etcdserver/apply.go`).
 //!
-//! Layout (see `storage`): `kv` holds the current value of each live key;
-//! `rev` holds every change as an `mvccpb.Event` under its revision; `hist`
+//! Layout (see `storage`): `rev` holds every change as an `mvccpb.Event`
+//! under its revision, the only copy of each value; `kv` holds each live
+//! key's [`keys::CurrentRecord`], pointing at its last put in `rev`; `hist`
 //! maps (escaped key, revision) to the kind of change, so that a read at a
 //! past revision finds the newest change at or below it.
 //!

@@ -9,7 +9,9 @@ use prost::Message as _;
 
 use crate::core::errors::EtcdError;
 use crate::core::metrics::METRICS;
-use crate::core::mvcc::keys::{escape_key, rev_key, split_hist_key, KeyRange, EVENT_PUT, HIST_PUT};
+use crate::core::mvcc::keys::{
+    escape_key, rev_key, split_hist_key, CurrentRecord, KeyRange, EVENT_PUT, HIST_PUT,
+};
 use crate::core::storage::{self, Storage};
 
 // etcdserverpb.RangeRequest.SortOrder / SortTarget.
@@ -105,7 +107,9 @@ pub fn range<R: Readable>(
         // limited range over a million keys costs a key walk, not a
         // million decoded values.
         let decode = if want_kvs { fetch_limit } else { Some(0) };
-        count = scan_current_counting(r, s, &range, decode, &mut |kv| kvs.push(kv))?;
+        // A keys-only range reads no value, unless it sorts by value.
+        let values = !req.keys_only || req.sort_target == TARGET_VALUE;
+        count = scan_current_counting(r, s, &range, decode, values, &mut |kv| kvs.push(kv))?;
     }
     let mut visit = |kv: PbKeyValue| {
         count += 1;
@@ -171,14 +175,16 @@ pub fn header(revision: i64) -> PbResponseHeader {
 
 /// As [`scan_current`], decoding and visiting only the first `decode`
 /// key-values (all when `None`); returns how many keys the range holds.
+/// Values are read from history only when `values` is set.
 ///
 /// # Errors
-/// Storage errors, a corrupt key-value.
+/// Storage errors, a corrupt record.
 fn scan_current_counting<R: Readable>(
     r: &R,
     s: &Storage,
     range: &KeyRange,
     decode: Option<usize>,
+    values: bool,
     visit: &mut dyn FnMut(PbKeyValue),
 ) -> Result<i64, EtcdError> {
     let iter = match &range.end {
@@ -188,8 +194,9 @@ fn scan_current_counting<R: Readable>(
     let mut count = 0i64;
     for item in iter {
         if decode.is_none_or(|d| (count as usize) < d) {
-            let (_, v) = item.into_inner()?;
-            visit(decode_kv(&v)?);
+            let (k, v) = item.into_inner()?;
+            let rec = decode_current(&v)?;
+            visit(current_kv(r, s, k.to_vec(), rec, values)?);
         } else {
             item.key()?;
         }
@@ -198,13 +205,66 @@ fn scan_current_counting<R: Readable>(
     Ok(count)
 }
 
+/// Visits every live key in `range` at the current revision, in key order;
+/// each key-value carries its value only when `values` is set (reading it
+/// costs a lookup in `rev`).
+///
+/// # Errors
+/// Storage errors, a corrupt record.
 pub(crate) fn scan_current<R: Readable>(
     r: &R,
     s: &Storage,
     range: &KeyRange,
+    values: bool,
     visit: &mut dyn FnMut(PbKeyValue),
 ) -> Result<(), EtcdError> {
-    scan_current_counting(r, s, range, None, visit).map(|_| ())
+    scan_current_counting(r, s, range, None, values, visit).map(|_| ())
+}
+
+/// Decodes a `kv` keyspace record.
+///
+/// # Errors
+/// [`EtcdError::Internal`] for a corrupt record.
+pub(crate) fn decode_current(b: &[u8]) -> Result<CurrentRecord, EtcdError> {
+    CurrentRecord::decode(b).map_err(|e| EtcdError::Internal(format!("corrupt key record: {e}")))
+}
+
+/// The `kv` record of `key` through `r`; `None` when the key is not live.
+///
+/// # Errors
+/// Storage errors, a corrupt record.
+pub(crate) fn current_record<R: Readable>(
+    r: &R,
+    s: &Storage,
+    key: &[u8],
+) -> Result<Option<CurrentRecord>, EtcdError> {
+    r.get(&s.kv, key)?.map(|v| decode_current(&v)).transpose()
+}
+
+/// The key-value of live `key` whose record is `rec`, its value read from
+/// the history record `rec` points to when `value` is set (empty otherwise).
+///
+/// # Errors
+/// Storage errors; [`EtcdError::Internal`] when the history record is
+/// missing or names another key (a corrupt store).
+pub(crate) fn current_kv<R: Readable>(
+    r: &R,
+    s: &Storage,
+    key: Vec<u8>,
+    rec: CurrentRecord,
+    value: bool,
+) -> Result<PbKeyValue, EtcdError> {
+    if !value {
+        return Ok(rec.to_kv(key, Vec::new()));
+    }
+    match read_event(r, s, &rec.rev_key())?.and_then(|e| e.kv) {
+        Some(kv) if kv.key == key => Ok(rec.to_kv(key, kv.value)),
+        _ => Err(EtcdError::Internal(format!(
+            "the value of key {:?} at revision {} is missing from history",
+            String::from_utf8_lossy(&key),
+            rec.mod_revision
+        ))),
+    }
 }
 
 fn scan_at<R: Readable>(
@@ -259,10 +319,6 @@ fn read_event<R: Readable>(
         )),
         None => Ok(None),
     }
-}
-
-pub(crate) fn decode_kv(b: &[u8]) -> Result<PbKeyValue, EtcdError> {
-    PbKeyValue::decode(b).map_err(|e| EtcdError::Internal(format!("corrupt key-value: {e}")))
 }
 
 /// The keys attached to lease `id`, through reader `r`.

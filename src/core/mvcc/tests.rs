@@ -148,10 +148,21 @@ fn delete_range_deletes_the_interval_in_one_revision_with_prev_values() {
     assert!(events
         .iter()
         .all(|e| e.r#type == EVENT_DELETE && e.kv.as_ref().map(|kv| kv.mod_revision) == Some(5)));
+    // The previous values come back in the response; events leave without
+    // them (the watch dispatcher reads them for watchers that ask).
+    let prev: Vec<(Vec<u8>, Vec<u8>, i64)> = resp
+        .prev_kvs
+        .iter()
+        .map(|kv| (kv.key.clone(), kv.value.clone(), kv.mod_revision))
+        .collect();
     assert_eq!(
-        events[1].prev_kv.as_ref().map(|kv| kv.value.clone()),
-        Some(b"b".to_vec())
+        prev,
+        [
+            (b"a".to_vec(), b"a".to_vec(), 2),
+            (b"b".to_vec(), b"b".to_vec(), 3)
+        ]
     );
+    assert!(events.iter().all(|e| e.prev_kv.is_none()));
     assert_eq!(
         get_at(&s, "a", "\u{0}", 0).expect("rest"),
         [("c".into(), "c".into())]

@@ -8,7 +8,7 @@ use etcd_client::proto::{PbEvent, PbKeyValue};
 use prost::Message as _;
 
 use crate::core::mvcc::keys::{
-    escape_key, lease_key, rev_key, EVENT_DELETE, EVENT_PUT, HIST_DELETE, HIST_PUT,
+    escape_key, lease_key, rev_key, CurrentRecord, EVENT_DELETE, EVENT_PUT, HIST_DELETE, HIST_PUT,
 };
 use crate::core::snapshot::bolt::{BoltReader, BucketRoot};
 use crate::core::snapshot::{LeaseRecord, SnapshotError};
@@ -325,7 +325,14 @@ fn history(
                 prev_kv: None,
             }
         } else {
-            tx.insert(&s.kv, kv.key.clone(), kv.encode_to_vec());
+            let record = CurrentRecord {
+                create_revision: kv.create_revision,
+                mod_revision: main,
+                mod_sub: sub,
+                version: kv.version,
+                lease: kv.lease,
+            };
+            tx.insert(&s.kv, kv.key.clone(), record.encode_to_vec());
             tx.insert(&s.hist, hk, [HIST_PUT]);
             PbEvent {
                 r#type: EVENT_PUT,
@@ -381,8 +388,8 @@ fn attach_leases(s: &Storage, out: &mut Imported) -> Result<(), SnapshotError> {
     for item in fjall::Readable::iter(&read, &s.kv) {
         let (k, v) = item.into_inner().map_err(storage_error)?;
         out.keys += 1;
-        let kv = PbKeyValue::decode(v.as_ref())
-            .map_err(|e| SnapshotError::Storage(format!("a value just written: {e}")))?;
+        let kv = CurrentRecord::decode(v.as_ref())
+            .map_err(|e| SnapshotError::Storage(format!("a key record just written: {e}")))?;
         if kv.lease != 0
             && fjall::Readable::get(&read, &s.leases, kv.lease.to_be_bytes())
                 .map_err(storage_error)?

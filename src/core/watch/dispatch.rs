@@ -11,7 +11,8 @@ use std::time::Duration;
 use etcd_client::proto::{PbEvent, PbKeyValue};
 
 use crate::core::metrics::METRICS;
-use crate::core::mvcc::KeyRange;
+use crate::core::mvcc::read::prev_at;
+use crate::core::mvcc::{KeyRange, EVENT_PUT};
 use crate::core::storage::Storage;
 use crate::core::watch::{HubId, StreamItem, StreamSender, WatchConfig};
 
@@ -19,7 +20,8 @@ use crate::core::watch::{HubId, StreamItem, StreamSender, WatchConfig};
 pub(super) struct Published {
     /// Its revision.
     pub(super) revision: i64,
-    /// Its events (with `prev_kv`).
+    /// Its events (without `prev_kv`: [`State::dispatch`] reads it for
+    /// the watchers that ask).
     pub(super) events: Vec<PbEvent>,
     /// Its size estimate, counted in `queued_bytes`.
     pub(super) bytes: usize,
@@ -59,6 +61,8 @@ pub(super) struct Watcher {
     pub(super) range: KeyRange,
     /// Indexed in `by_key` (true) or `ranges` (false).
     pub(super) single: bool,
+    /// It asked for `prev_kv`.
+    pub(super) prev_kv: bool,
     /// Its stream's channel.
     pub(super) tx: StreamSender,
     /// Items in flight toward the stream (shared with the stream).
@@ -112,7 +116,7 @@ impl Shared {
             let mut st = self.lock();
             for p in batch {
                 self.queued_bytes.fetch_sub(p.bytes, Ordering::Relaxed);
-                st.dispatch(&self.config, p.revision, Arc::new(p.events));
+                st.dispatch(&self.config, &self.storage, p.revision, p.events);
             }
             let dropped = self.dropped_upto.load(Ordering::Relaxed);
             if dropped > st.current {
@@ -125,8 +129,16 @@ impl Shared {
 }
 
 impl State {
-    /// Queues revision `revision` to the synced watchers it concerns.
-    pub(super) fn dispatch(&mut self, cfg: &WatchConfig, revision: i64, events: Arc<Vec<PbEvent>>) {
+    /// Queues revision `revision` to the synced watchers it concerns,
+    /// first reading from `storage` the `prev_kv` of each event that a
+    /// watcher asking for it will be sent (once, shared by all of them).
+    pub(super) fn dispatch(
+        &mut self,
+        cfg: &WatchConfig,
+        storage: &Storage,
+        revision: i64,
+        mut events: Vec<PbEvent>,
+    ) {
         if revision <= self.current {
             return;
         }
@@ -137,10 +149,12 @@ impl State {
         self.current = revision;
         METRICS.watch_events.inc_by(events.len() as u64);
         let mut matched: Vec<HubId> = Vec::new();
-        for ev in events.iter() {
+        let mut wants_prev: Vec<usize> = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
             let Some(kv) = ev.kv.as_ref() else {
                 continue;
             };
+            let before = matched.len();
             if let Some(ids) = self.by_key.get(kv.key.as_slice()) {
                 matched.extend_from_slice(ids);
             }
@@ -149,7 +163,18 @@ impl State {
                     matched.push(*id);
                 }
             }
+            if matched[before..].iter().any(|id| {
+                self.watchers
+                    .get(id)
+                    .is_some_and(|w| w.prev_kv && !matches!(w.state, WatcherState::Unsynced))
+            }) {
+                wants_prev.push(i);
+            }
         }
+        if !wants_prev.is_empty() {
+            fill_prev(storage, revision, &mut events, &wants_prev);
+        }
+        let events = Arc::new(events);
         for id in matched {
             let Some(w) = self.watchers.get_mut(&id) else {
                 continue;
@@ -216,6 +241,29 @@ impl State {
                 }
                 WatcherState::Unsynced => {}
             }
+        }
+    }
+}
+
+/// Sets the `prev_kv` of `events[i]` for each `i` in `which`: the key's
+/// value just before `revision`, read from history (as etcd's watch stream
+/// reads it at send time). A key created at `revision` has none; a value
+/// already compacted away, or a failed read, leaves it unset, as in etcd.
+fn fill_prev(storage: &Storage, revision: i64, events: &mut [PbEvent], which: &[usize]) {
+    let snapshot = storage.db.read_tx();
+    for &i in which {
+        let Some(ev) = events.get_mut(i) else {
+            continue;
+        };
+        let Some(kv) = ev.kv.as_ref() else {
+            continue;
+        };
+        if ev.prev_kv.is_some() || (ev.r#type == EVENT_PUT && kv.version == 1) {
+            continue;
+        }
+        match prev_at(&snapshot, storage, &kv.key, revision) {
+            Ok(prev) => ev.prev_kv = prev,
+            Err(e) => tracing::warn!("prev_kv of a watch event at revision {revision}: {e}"),
         }
     }
 }

@@ -123,8 +123,9 @@ pub type HubId = u64;
 /// What the hub sends a stream, in the order the stream must act on it.
 #[derive(Debug)]
 pub enum StreamItem {
-    /// Every event of `revision` (unfiltered and with `prev_kv`, shared by
-    /// all watchers); at least one of them is in the watcher's key range.
+    /// Every event of `revision` (unfiltered, shared by all watchers, with
+    /// `prev_kv` on the events some watcher asked it for); at least one of
+    /// them is in the watcher's key range.
     /// The stream applies the watcher's range, filters and `prev_kv` flag.
     Events {
         /// The watcher.
@@ -300,12 +301,14 @@ impl WatchHub {
     /// the current one, or from `start_revision` if later); a past one
     /// starts unsynced and [`Registration::behind`] tells the stream to
     /// catch up. Checking the start revision against the compact revision
-    /// is the catch-up's job, as in etcd.
+    /// is the catch-up's job, as in etcd. With `prev_kv`, the dispatcher
+    /// reads the previous value of each event this watcher is sent.
     pub fn register(
         &self,
         tx: &StreamSender,
         range: KeyRange,
         start_revision: i64,
+        prev_kv: bool,
     ) -> Registration {
         let mut st = self.shared.lock();
         let id = st.next_id;
@@ -328,6 +331,7 @@ impl WatchHub {
             Watcher {
                 range,
                 single: single.is_some(),
+                prev_kv,
                 tx: tx.clone(),
                 queued: queued.clone(),
                 next_rev,

@@ -51,7 +51,7 @@ fn full_queue_moves_watcher_off_the_live_path_and_rejoin_replays_buffer() {
         ..WatchConfig::default()
     });
     let (tx, mut rx) = tmpsc::unbounded_channel();
-    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
+    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0, false);
     assert_eq!(reg.behind, None);
     for rev in 2..=4 {
         hub.publish(vec![(rev, vec![put("k", rev)])]);
@@ -95,7 +95,7 @@ fn rejoin_buffer_overflow_means_another_round() {
         ..WatchConfig::default()
     });
     let (tx, _rx) = tmpsc::unbounded_channel();
-    let reg = hub.register(&tx, KeyRange::new(b"k", b"\0"), 1);
+    let reg = hub.register(&tx, KeyRange::new(b"k", b"\0"), 1, false);
     hub.publish(vec![(2, vec![put("k", 2)])]);
     while hub.current() < 2 {
         std::thread::sleep(Duration::from_millis(1));
@@ -114,7 +114,7 @@ fn rejoin_buffer_overflow_means_another_round() {
 fn a_gap_takes_every_watcher_off_the_live_path() {
     let (_dir, hub) = hub(WatchConfig::default());
     let (tx, mut rx) = tmpsc::unbounded_channel();
-    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
+    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0, false);
     hub.publish(vec![(5, vec![put("k", 5)])]);
     match next(&mut rx) {
         StreamItem::Behind { watcher, next_rev } => {
@@ -132,7 +132,7 @@ fn a_batch_is_dispatched_in_order_and_what_overflows_the_queue_is_read_from_disk
         ..WatchConfig::default()
     });
     let (tx, mut rx) = tmpsc::unbounded_channel();
-    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0);
+    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0, false);
     hub.publish((2..=4).map(|rev| (rev, vec![put("k", rev)])).collect());
     for rev in 2..=3 {
         match next(&mut rx) {

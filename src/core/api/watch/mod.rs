@@ -21,8 +21,7 @@
 //!   newest);
 //! - a start revision below the compact revision: `created`, then a response
 //!   with `compact_revision` set and `canceled`;
-//! - `WatchCancelRequest` on a known id: a `canceled` response; unknown ids
-//!   get nothing;
+//! - `WatchCancelRequest`: a `canceled` response (nothing for an unknown id);
 //! - `ProgressRequest`: a response with watch id -1, no events and header
 //!   revision R once every watch of the stream is on the live path, meaning
 //!   every event up to R has been sent (etcd ≥ 3.5.8 sends nothing when a
@@ -388,7 +387,8 @@ impl StreamTask {
                 };
                 let range = KeyRange::new(&key, &c.range_end);
                 self.hub.catch_up_with_store(CATCH_UP_LIMIT).await;
-                let reg = self.hub.register(&self.tx, range.clone(), c.start_revision);
+                let (start, prev_kv) = (c.start_revision, c.prev_kv);
+                let reg = self.hub.register(&self.tx, range.clone(), start, prev_kv);
                 self.ids.insert(watch_id, reg.id);
                 self.locals.insert(
                     reg.id,
