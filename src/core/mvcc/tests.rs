@@ -3,8 +3,8 @@
 //! compaction, each as etcd defines them.
 
 use etcd_client::proto::{
-    PbCompactionRequest, PbCompare, PbDeleteRequest, PbPutRequest, PbRangeRequest, PbTargetUnion,
-    PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp,
+    PbCompactionRequest, PbCompare, PbDeleteRequest, PbKeyValue, PbPutRequest, PbRangeRequest,
+    PbTargetUnion, PbTxnOpRequest, PbTxnOpResponse, PbTxnRequest, PbTxnRequestOp,
 };
 
 use super::*;
@@ -312,4 +312,71 @@ fn escaped_keys_keep_order_and_never_prefix_each_other() {
             assert!(i == j || !b.starts_with(a), "{a:?} prefixes {b:?}");
         }
     }
+}
+
+/// Every live key with its counters and value, at the current revision.
+fn everything(s: &Storage) -> Vec<PbKeyValue> {
+    let snapshot = s.db.read_tx();
+    let revs = revisions(&snapshot, s).expect("revisions");
+    let req = PbRangeRequest {
+        key: vec![0],
+        range_end: vec![0],
+        ..Default::default()
+    };
+    range(&snapshot, s, revs, &req).expect("range").kvs
+}
+
+#[test]
+fn a_format_1_data_dir_is_upgraded_in_place_and_a_newer_format_is_refused() {
+    use crate::core::storage::format::{self, CurrentRecord, META_STORAGE_FORMAT};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let before = {
+        let s = Storage::open(dir.path()).expect("open");
+        for (k, v) in [("a", "1"), ("b", "2"), ("a", "3")] {
+            entry(&s, |a| a.put(&put(k, v))).0.expect("put");
+        }
+        // Two puts in one revision: sub revisions 0 and 1.
+        let op = |k: &str| PbTxnRequestOp {
+            request: Some(PbTxnOpRequest::RequestPut(put(k, &k.repeat(3)))),
+        };
+        let txn = PbTxnRequest {
+            success: vec![op("c"), op("d")],
+            ..Default::default()
+        };
+        entry(&s, |a| a.txn(&txn)).0.expect("txn");
+        let before = everything(&s);
+        // Rewrite `kv` as format 1 left it: whole key-values, no format key.
+        let mut tx = s.db.write_tx();
+        for kv in &before {
+            tx.insert(&s.kv, kv.key.clone(), prost::Message::encode_to_vec(kv));
+        }
+        tx.remove(&s.meta, META_STORAGE_FORMAT);
+        tx.commit().expect("commit");
+        s.sync().expect("sync");
+        before
+    };
+    assert_eq!(before.len(), 4);
+    {
+        let s = Storage::open(dir.path()).expect("upgrade");
+        assert_eq!(
+            format::recorded(&s).expect("format"),
+            format::STORAGE_FORMAT
+        );
+        assert_eq!(everything(&s), before);
+        let d = fjall::Readable::get(&s.db.read_tx(), &s.kv, b"d")
+            .expect("get")
+            .expect("d");
+        let d = <CurrentRecord as prost::Message>::decode(d.as_ref()).expect("record");
+        assert_eq!((d.mod_revision, d.mod_sub), (5, 1));
+        // A format this kvd does not know (a newer kvd's).
+        let mut tx = s.db.write_tx();
+        tx.insert(&s.meta, META_STORAGE_FORMAT, 3u64.to_be_bytes());
+        tx.commit().expect("commit");
+        s.sync().expect("sync");
+    }
+    let err = match Storage::open(dir.path()) {
+        Ok(_) => panic!("a format-3 data dir opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("storage format 3"), "{err}");
 }

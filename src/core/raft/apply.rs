@@ -39,6 +39,9 @@ impl RaftTask {
             self.events
                 .publish(std::mem::take(&mut self.applied_events));
         }
+        if let Some(revision) = self.compact_after.take() {
+            self.compactor.schedule(revision);
+        }
         if *self.applied_tx.borrow() != LogIndex(self.applied) {
             self.applied_tx.send_replace(LogIndex(self.applied));
         }
@@ -322,7 +325,7 @@ impl RaftTask {
                 AuthEffect::Clear => self.auth.tokens.clear(),
             }
             if let Some(Op::Compaction(c)) = &st.op {
-                self.compactor.schedule(c.revision);
+                self.compact_after = Some(c.revision);
             }
         }
         if let Some(id) = st.reply_to {

@@ -111,6 +111,7 @@ pub fn start(
         tick: cfg.tick,
         events: cfg.events,
         applied_events: Vec::new(),
+        compact_after: None,
         answers: Vec::new(),
         lessor: cfg.lessor,
         auth: cfg.auth,
@@ -179,8 +180,11 @@ struct RaftTask {
     tick: Duration,
     /// Applied changes go here, for watchers.
     events: Arc<dyn EventSink>,
-    /// Changes of the entries applied in this batch, published at its end.
+    /// Changes of the entries applied in this batch, published at its end;
+    /// a `Compact` applied in it is handed to the compactor after them
+    /// (watchers read `prev_kv` from history).
     applied_events: Vec<RevisionEvents>,
+    compact_after: Option<i64>,
     /// Answers to proposals applied in this batch, sent at its end (after
     /// the events are published and the applied index is announced).
     answers: Vec<(oneshot::Sender<ProposalResult>, ProposalResult)>,

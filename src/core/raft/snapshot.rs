@@ -7,7 +7,9 @@
 //! metadata and an 8-byte token; the data never enters a Raft message, so a
 //! large state never delays heartbeats. Stream format after the
 //! `MsgSnapshot` frame: records `[keyspace u8][key len u32][key][value len
-//! u32][value]`, ended by the byte `0xFF`.
+//! u32][value]`, ended by the byte `0xFF`. The sender's storage format
+//! travels as a `meta` record; a receiver refuses a snapshot in another
+//! format (`storage::format`), whose `kv` records it could not read.
 //!
 //! Applying is crash-safe: the `meta` key `restoring` holds the snapshot
 //! metadata from before the state is replaced until the Raft log is reset;
@@ -25,6 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::core::framing::{read_field, FrameError};
+use crate::core::storage::format::{META_STORAGE_FORMAT, STORAGE_FORMAT};
 use crate::core::storage::{self, Storage};
 
 /// `meta` key present while a snapshot is being applied (value:
@@ -125,7 +128,10 @@ impl SnapshotSource {
             };
             for item in snapshot.iter(ks) {
                 let (k, v) = item.into_inner()?;
-                if *name == "meta" && !REPLICATED_META.contains(&k.as_ref()) {
+                if *name == "meta"
+                    && !REPLICATED_META.contains(&k.as_ref())
+                    && k.as_ref() != META_STORAGE_FORMAT
+                {
                     continue;
                 }
                 buf.push(i as u8);
@@ -199,10 +205,16 @@ impl SnapshotReceiver {
         let mut batch = db.batch();
         let mut pending = 0usize;
         let mut records = 0u64;
+        let mut format = 1;
         while let Some((kind, k, v)) = read_record(input).await? {
             let Some(ks) = handles.get(kind as usize) else {
                 return Err(FrameError::UnknownKeyspace(kind).into());
             };
+            // The sender's storage format is checked, never stored.
+            if STATE_KEYSPACES[kind as usize] == "meta" && k == META_STORAGE_FORMAT {
+                format = storage::be_u64(&v);
+                continue;
+            }
             // Only the replicated part of `meta` travels; a sender cannot
             // overwrite this member's own identity.
             if STATE_KEYSPACES[kind as usize] == "meta" && !REPLICATED_META.contains(&k.as_slice())
@@ -217,6 +229,14 @@ impl SnapshotReceiver {
                 batch = db.batch();
                 pending = 0;
             }
+        }
+        if format != STORAGE_FORMAT {
+            // Its `kv` records would not decode here (a cluster being
+            // upgraded one member at a time: upgrade the leader first).
+            anyhow::bail!(
+                "snapshot from member {:x} is in storage format {format}, this member reads format {STORAGE_FORMAT}",
+                m.from
+            );
         }
         batch.commit()?;
         db.persist(PersistMode::SyncAll)?;
@@ -358,5 +378,59 @@ pub fn interrupted_restore(s: &Storage) -> anyhow::Result<Option<SnapshotMetadat
     match s.meta.get(META_RESTORING)? {
         Some(b) => Ok(Some(SnapshotMetadata::parse_from_bytes(&b)?)),
         None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    fn record(keyspace: &str, k: &[u8], v: &[u8]) -> Vec<u8> {
+        let kind = STATE_KEYSPACES
+            .iter()
+            .position(|n| *n == keyspace)
+            .expect("keyspace");
+        let mut out = vec![kind as u8];
+        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        out.extend_from_slice(k);
+        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+        out.extend_from_slice(v);
+        out
+    }
+
+    fn snapshot_message(index: u64) -> Message {
+        let mut m = Message {
+            from: 2,
+            ..Default::default()
+        };
+        m.mut_snapshot().mut_metadata().index = index;
+        m.mut_snapshot().mut_metadata().term = 3;
+        m
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_in_another_storage_format_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let receiver = SnapshotReceiver::new(dir.path());
+        let kv = record("kv", b"k", b"a whole KeyValue");
+        // A sender of format 1 names no format.
+        let mut old = kv.clone();
+        old.push(END);
+        let err = receiver
+            .receive(&snapshot_message(10), &mut old.as_slice())
+            .await
+            .expect_err("format 1 staged");
+        assert!(err.to_string().contains("storage format 1"), "{err}");
+        assert!(!staging_dir(dir.path()).join("10-3").join(COMPLETE).exists());
+        // The same state from a sender of this format is staged.
+        let mut new = record("meta", META_STORAGE_FORMAT, &STORAGE_FORMAT.to_be_bytes());
+        new.extend_from_slice(&kv);
+        new.push(END);
+        receiver
+            .receive(&snapshot_message(11), &mut new.as_slice())
+            .await
+            .expect("staged");
+        assert!(staging_dir(dir.path()).join("11-3").join(COMPLETE).exists());
     }
 }

@@ -354,36 +354,3 @@ mod tests {
         assert!(wrong_cluster.reason.contains("describes cluster def"));
     }
 }
-
-#[cfg(test)]
-mod format_tests {
-    use super::*;
-
-    #[test]
-    fn a_data_dir_in_another_storage_format_is_refused_with_the_way_out() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        {
-            let s = Storage::open(dir.path()).expect("open");
-            assert_eq!(
-                s.meta_u64(storage::META_STORAGE_FORMAT).expect("format"),
-                storage::STORAGE_FORMAT
-            );
-            // What a format-1 kvd left: a key in `kv`, no format key.
-            let mut tx = s.db.write_tx();
-            tx.insert(&s.kv, b"k".as_slice(), b"a whole KeyValue".as_slice());
-            tx.remove(&s.meta, storage::META_STORAGE_FORMAT);
-            tx.commit().expect("commit");
-            s.sync().expect("sync");
-        }
-        let err = match Storage::open(dir.path()) {
-            Ok(_) => panic!("a format-1 data dir opened"),
-            Err(e) => e.to_string(),
-        };
-        assert!(err.contains("storage format 1"), "{err}");
-        assert!(err.contains("kvd backup restore"), "{err}");
-        // Reopening a format-2 data dir works.
-        let other = tempfile::tempdir().expect("temp dir");
-        drop(Storage::open(other.path()).expect("create"));
-        drop(Storage::open(other.path()).expect("reopen"));
-    }
-}

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `raft_log` | log index (u64 BE) | `eraftpb.Entry` |
 //! | `raft_state` | `hard_state`, `conf_state`, `snapshot` | protobuf |
-//! | `kv` | user key | `mvcc::keys::CurrentRecord` (counters + where `rev` holds the value) |
+//! | `kv` | user key | [`format::CurrentRecord`] (counters + where `rev` holds the value) |
 //! | `rev` | main rev (i64 BE) ++ sub rev (i64 BE) | history record (see `mvcc`) |
 //! | `hist` | escaped user key ++ main ++ sub | kind byte |
 //! | `meta` | names below | numbers (u64/i64 BE) and strings |
@@ -32,6 +32,7 @@
 use std::path::Path;
 
 pub mod datadir;
+pub mod format;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
@@ -62,13 +63,6 @@ pub const META_COMPACT_DONE: &[u8] = b"compact_done";
 /// `eraftpb.SnapshotMetadata`; see `raft::snapshot`). The state is then
 /// mixed, so [`crate::core::mvcc::revisions`] refuses every read that sees it.
 pub const META_RESTORING: &[u8] = b"restoring";
-/// `meta` key: the layout of the keyspaces (u64 BE, [`STORAGE_FORMAT`]),
-/// written when the database is created.
-pub const META_STORAGE_FORMAT: &[u8] = b"storage_format";
-/// The layout this kvd writes and reads. 1 (no `storage_format` key): `kv`
-/// held whole key-values; 2: `kv` holds [`crate::core::mvcc::keys::CurrentRecord`]s
-/// pointing into `rev`, so each value is stored once.
-pub const STORAGE_FORMAT: u64 = 2;
 /// `meta` key: the cluster id (u64 BE), fixed at bootstrap.
 pub const META_CLUSTER_ID: &[u8] = b"cluster_id";
 /// `meta` key: this member's id (u64 BE), fixed at bootstrap.
@@ -155,39 +149,8 @@ impl Storage {
             auth: ks("auth")?,
             db,
         };
-        storage.check_format()?;
+        format::check(&storage)?;
         Ok(storage)
-    }
-
-    /// Records [`STORAGE_FORMAT`] in a new database, and refuses one written
-    /// in another layout (with how to move its data over).
-    fn check_format(&self) -> fjall::Result<()> {
-        let found = match self.meta.get(META_STORAGE_FORMAT)? {
-            Some(v) => be_u64(&v),
-            None if self.kv.inner().is_empty()? && self.rev.inner().is_empty()? => {
-                let mut tx = self.db.write_tx();
-                tx.insert(
-                    &self.meta,
-                    META_STORAGE_FORMAT,
-                    STORAGE_FORMAT.to_be_bytes(),
-                );
-                tx.commit()?;
-                return Ok(());
-            }
-            None => 1,
-        };
-        if found == STORAGE_FORMAT {
-            return Ok(());
-        }
-        Err(fjall::Error::Io(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!(
-                "{} holds storage format {found}, this kvd reads format {STORAGE_FORMAT}: \
-                 take a snapshot with the kvd that wrote it (`kvd backup save`) and \
-                 restore it with this one (`kvd backup restore`)",
-                self.dir.display()
-            ),
-        )))
     }
 
     /// Makes everything written so far durable (fsync of the journal).

@@ -25,6 +25,8 @@ pub(super) struct Published {
     pub(super) events: Vec<PbEvent>,
     /// Its size estimate, counted in `queued_bytes`.
     pub(super) bytes: usize,
+    /// Indices of the events whose `prev_kv` was already read.
+    pub(super) prev_read: Vec<usize>,
 }
 
 /// What the hub and its dispatcher thread share.
@@ -53,6 +55,8 @@ pub(super) struct State {
     pub(super) by_key: HashMap<Vec<u8>, Vec<HubId>>,
     /// Range watchers (prefix, from-key, ranges): checked one by one.
     pub(super) ranges: Vec<(KeyRange, HubId)>,
+    /// Watchers that asked for `prev_kv`.
+    pub(super) prev_watchers: usize,
 }
 
 /// One watcher, as the hub sees it.
@@ -112,11 +116,12 @@ impl Shared {
                 .into_iter()
                 .chain(rx.try_iter().take(BATCHES - 1))
                 .collect();
-            let batch = batches.into_iter().flatten();
+            let mut batch: Vec<Published> = batches.into_iter().flatten().collect();
+            self.read_prev(&mut batch);
             let mut st = self.lock();
             for p in batch {
                 self.queued_bytes.fetch_sub(p.bytes, Ordering::Relaxed);
-                st.dispatch(&self.config, &self.storage, p.revision, p.events);
+                st.dispatch(&self.config, &self.storage, p);
             }
             let dropped = self.dropped_upto.load(Ordering::Relaxed);
             if dropped > st.current {
@@ -126,19 +131,69 @@ impl Shared {
             }
         }
     }
+
+    /// Reads the `prev_kv` of the events of `batch` that a watcher asking
+    /// for it will be sent (once, shared by all of them). Which events is
+    /// decided under the lock, the reads from disk happen outside it, so
+    /// that registering a watch never waits on them.
+    fn read_prev(&self, batch: &mut [Published]) {
+        let wanted: Vec<Vec<usize>> = {
+            let st = self.lock();
+            if st.prev_watchers == 0 {
+                return;
+            }
+            batch.iter().map(|p| st.prev_wanted(&p.events)).collect()
+        };
+        for (p, which) in batch.iter_mut().zip(wanted) {
+            fill_prev(&self.storage, p.revision, &mut p.events, &which);
+            p.prev_read = which;
+        }
+    }
 }
 
 impl State {
-    /// Queues revision `revision` to the synced watchers it concerns,
-    /// first reading from `storage` the `prev_kv` of each event that a
-    /// watcher asking for it will be sent (once, shared by all of them).
-    pub(super) fn dispatch(
-        &mut self,
-        cfg: &WatchConfig,
-        storage: &Storage,
-        revision: i64,
-        mut events: Vec<PbEvent>,
-    ) {
+    /// Indices of the events that a watcher asking for `prev_kv` (and not
+    /// off the live path) will be sent.
+    fn prev_wanted(&self, events: &[PbEvent]) -> Vec<usize> {
+        if self.prev_watchers == 0 {
+            return Vec::new();
+        }
+        let wants = |id: &HubId| {
+            self.watchers
+                .get(id)
+                .is_some_and(|w| w.prev_kv && !matches!(w.state, WatcherState::Unsynced))
+        };
+        let mut out = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            let Some(kv) = ev.kv.as_ref() else {
+                continue;
+            };
+            let single = self
+                .by_key
+                .get(kv.key.as_slice())
+                .is_some_and(|ids| ids.iter().any(wants));
+            if single
+                || self
+                    .ranges
+                    .iter()
+                    .any(|(range, id)| range.contains(&kv.key) && wants(id))
+            {
+                out.push(i);
+            }
+        }
+        out
+    }
+
+    /// Queues revision `p.revision` to the synced watchers it concerns. The
+    /// dispatcher read the `prev_kv`s they need beforehand; one a watcher
+    /// registered since then needs is read here.
+    pub(super) fn dispatch(&mut self, cfg: &WatchConfig, storage: &Storage, p: Published) {
+        let Published {
+            revision,
+            mut events,
+            prev_read,
+            ..
+        } = p;
         if revision <= self.current {
             return;
         }
@@ -149,12 +204,10 @@ impl State {
         self.current = revision;
         METRICS.watch_events.inc_by(events.len() as u64);
         let mut matched: Vec<HubId> = Vec::new();
-        let mut wants_prev: Vec<usize> = Vec::new();
-        for (i, ev) in events.iter().enumerate() {
+        for ev in events.iter() {
             let Some(kv) = ev.kv.as_ref() else {
                 continue;
             };
-            let before = matched.len();
             if let Some(ids) = self.by_key.get(kv.key.as_slice()) {
                 matched.extend_from_slice(ids);
             }
@@ -163,16 +216,11 @@ impl State {
                     matched.push(*id);
                 }
             }
-            if matched[before..].iter().any(|id| {
-                self.watchers
-                    .get(id)
-                    .is_some_and(|w| w.prev_kv && !matches!(w.state, WatcherState::Unsynced))
-            }) {
-                wants_prev.push(i);
-            }
         }
-        if !wants_prev.is_empty() {
-            fill_prev(storage, revision, &mut events, &wants_prev);
+        let mut missing = self.prev_wanted(&events);
+        missing.retain(|i| !prev_read.contains(i));
+        if !missing.is_empty() {
+            fill_prev(storage, revision, &mut events, &missing);
         }
         let events = Arc::new(events);
         for id in matched {

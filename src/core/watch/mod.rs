@@ -236,6 +236,7 @@ impl WatchHub {
                 watchers: HashMap::new(),
                 by_key: HashMap::new(),
                 ranges: Vec::new(),
+                prev_watchers: 0,
             }),
             config,
             storage: storage.clone(),
@@ -322,6 +323,9 @@ impl WatchHub {
         };
         let queued = Arc::new(AtomicUsize::new(0));
         let single = single_key(&range);
+        if prev_kv {
+            st.prev_watchers += 1;
+        }
         match &single {
             Some(key) => st.by_key.entry(key.clone()).or_default().push(id),
             None => st.ranges.push((range.clone(), id)),
@@ -363,6 +367,9 @@ impl WatchHub {
                 continue;
             };
             METRICS.watchers.dec();
+            if w.prev_kv {
+                st.prev_watchers -= 1;
+            }
             if !matches!(w.state, WatcherState::Synced) {
                 METRICS.slow_watchers.dec();
             }
@@ -569,6 +576,7 @@ impl EventSink for WatchHub {
                 revision,
                 events,
                 bytes,
+                prev_read: Vec::new(),
             });
         }
         if batch.is_empty() {
