@@ -380,3 +380,26 @@ fn a_format_1_data_dir_is_upgraded_in_place_and_a_newer_format_is_refused() {
     };
     assert!(err.contains("storage format 3"), "{err}");
 }
+
+#[test]
+fn a_format_1_data_dir_with_a_half_applied_snapshot_is_refused() {
+    use crate::core::storage::format::META_STORAGE_FORMAT;
+    let dir = tempfile::tempdir().expect("temp dir");
+    {
+        let s = Storage::open(dir.path()).expect("open");
+        let mut tx = s.db.write_tx();
+        tx.remove(&s.meta, META_STORAGE_FORMAT);
+        tx.insert(
+            &s.meta,
+            crate::core::storage::META_RESTORING,
+            b"metadata".as_slice(),
+        );
+        tx.commit().expect("commit");
+        s.sync().expect("sync");
+    }
+    let err = match Storage::open(dir.path()) {
+        Ok(_) => panic!("opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("half applied"), "{err}");
+}

@@ -181,8 +181,8 @@ struct RaftTask {
     /// Applied changes go here, for watchers.
     events: Arc<dyn EventSink>,
     /// Changes of the entries applied in this batch, published at its end;
-    /// a `Compact` applied in it is handed to the compactor after them
-    /// (watchers read `prev_kv` from history).
+    /// a `Compact` in it goes to the compactor after them (a `prev_kv` it
+    /// removes before the dispatcher reads it is omitted, as in etcd).
     applied_events: Vec<RevisionEvents>,
     compact_after: Option<i64>,
     /// Answers to proposals applied in this batch, sent at its end (after

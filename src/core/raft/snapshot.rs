@@ -7,9 +7,11 @@
 //! metadata and an 8-byte token; the data never enters a Raft message, so a
 //! large state never delays heartbeats. Stream format after the
 //! `MsgSnapshot` frame: records `[keyspace u8][key len u32][key][value len
-//! u32][value]`, ended by the byte `0xFF`. The sender's storage format
-//! travels as a `meta` record; a receiver refuses a snapshot in another
-//! format (`storage::format`), whose `kv` records it could not read.
+//! u32][value]`, ended by the byte `0xFF`. The first record is the sender's
+//! storage format (`meta` key `storage_format`); a receiver refuses another
+//! format (`storage::format`), whose `kv` records it could not read, before
+//! staging anything. A kvd of format 1 checks nothing: in a rolling upgrade,
+//! upgrade the followers first and the leader last.
 //!
 //! Applying is crash-safe: the `meta` key `restoring` holds the snapshot
 //! metadata from before the state is replaced until the Raft log is reset;
@@ -45,6 +47,8 @@ const STATE_KEYSPACES: [&str; 8] = [
     "meta",
     "auth",
 ];
+/// Index of `meta` in [`STATE_KEYSPACES`].
+const META: usize = 6;
 /// `meta` keys that belong to the replicated state (the rest is the member's own).
 const REPLICATED_META: [&[u8]; 4] = [
     storage::META_REVISION,
@@ -122,23 +126,30 @@ impl SnapshotSource {
             .and_then(|mut o| o.remove(&token))
             .ok_or_else(|| anyhow::anyhow!("snapshot token {token} is not open"))?;
         let mut buf = Vec::with_capacity(CHUNK + 4096);
+        let push = |buf: &mut Vec<u8>, i: usize, k: &[u8], v: &[u8]| {
+            buf.push(i as u8);
+            buf.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            buf.extend_from_slice(k);
+            buf.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            buf.extend_from_slice(v);
+        };
+        // First, the format of what follows (see `SnapshotReceiver::stage`).
+        push(
+            &mut buf,
+            META,
+            META_STORAGE_FORMAT,
+            &STORAGE_FORMAT.to_be_bytes(),
+        );
         for (i, name) in STATE_KEYSPACES.iter().enumerate() {
             let Some(ks) = live(&self.storage, name) else {
                 continue;
             };
             for item in snapshot.iter(ks) {
                 let (k, v) = item.into_inner()?;
-                if *name == "meta"
-                    && !REPLICATED_META.contains(&k.as_ref())
-                    && k.as_ref() != META_STORAGE_FORMAT
-                {
+                if *name == "meta" && !REPLICATED_META.contains(&k.as_ref()) {
                     continue;
                 }
-                buf.push(i as u8);
-                buf.extend_from_slice(&(k.len() as u32).to_be_bytes());
-                buf.extend_from_slice(&k);
-                buf.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                buf.extend_from_slice(&v);
+                push(&mut buf, i, &k, &v);
                 if buf.len() >= CHUNK {
                     out.write_all(&buf).await?;
                     buf.clear();
@@ -195,9 +206,42 @@ impl SnapshotReceiver {
             return Ok(());
         }
         let _ = std::fs::remove_dir_all(&dir);
-        let db = Database::builder(&dir)
-            .manual_journal_persist(true)
-            .open()?;
+        match self.stage(m, input, &dir).await {
+            Ok(records) => {
+                crate::core::metrics::METRICS.snapshot_received.inc();
+                tracing::info!(index, records, "snapshot staged");
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// Stages the stream in `dir`; returns how many records it held. The
+    /// first record must name the sender's storage format, and another
+    /// format than this member's is refused before anything is staged (its
+    /// `kv` records would not decode here; a sender of format 1 names none).
+    async fn stage<R: AsyncRead + Unpin>(
+        &self,
+        m: &Message,
+        input: &mut R,
+        dir: &Path,
+    ) -> anyhow::Result<u64> {
+        let format = match read_record(input).await? {
+            Some((kind, k, v)) if kind as usize == META && k == META_STORAGE_FORMAT => {
+                storage::be_u64(&v)
+            }
+            _ => 1,
+        };
+        if format != STORAGE_FORMAT {
+            anyhow::bail!(
+                "snapshot from member {:x} is in storage format {format}, this member reads format {STORAGE_FORMAT}",
+                m.from
+            );
+        }
+        let db = Database::builder(dir).manual_journal_persist(true).open()?;
         let mut handles = Vec::new();
         for name in STATE_KEYSPACES {
             handles.push(db.keyspace(name, KeyspaceCreateOptions::default)?);
@@ -205,16 +249,10 @@ impl SnapshotReceiver {
         let mut batch = db.batch();
         let mut pending = 0usize;
         let mut records = 0u64;
-        let mut format = 1;
         while let Some((kind, k, v)) = read_record(input).await? {
             let Some(ks) = handles.get(kind as usize) else {
                 return Err(FrameError::UnknownKeyspace(kind).into());
             };
-            // The sender's storage format is checked, never stored.
-            if STATE_KEYSPACES[kind as usize] == "meta" && k == META_STORAGE_FORMAT {
-                format = storage::be_u64(&v);
-                continue;
-            }
             // Only the replicated part of `meta` travels; a sender cannot
             // overwrite this member's own identity.
             if STATE_KEYSPACES[kind as usize] == "meta" && !REPLICATED_META.contains(&k.as_slice())
@@ -230,21 +268,11 @@ impl SnapshotReceiver {
                 pending = 0;
             }
         }
-        if format != STORAGE_FORMAT {
-            // Its `kv` records would not decode here (a cluster being
-            // upgraded one member at a time: upgrade the leader first).
-            anyhow::bail!(
-                "snapshot from member {:x} is in storage format {format}, this member reads format {STORAGE_FORMAT}",
-                m.from
-            );
-        }
         batch.commit()?;
         db.persist(PersistMode::SyncAll)?;
         drop(db);
         std::fs::write(dir.join(COMPLETE), b"")?;
-        crate::core::metrics::METRICS.snapshot_received.inc();
-        tracing::info!(index, records, "snapshot staged");
-        Ok(())
+        Ok(records)
     }
 }
 
@@ -422,7 +450,7 @@ mod tests {
             .await
             .expect_err("format 1 staged");
         assert!(err.to_string().contains("storage format 1"), "{err}");
-        assert!(!staging_dir(dir.path()).join("10-3").join(COMPLETE).exists());
+        assert!(!staging_dir(dir.path()).join("10-3").exists());
         // The same state from a sender of this format is staged.
         let mut new = record("meta", META_STORAGE_FORMAT, &STORAGE_FORMAT.to_be_bytes());
         new.extend_from_slice(&kv);

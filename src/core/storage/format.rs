@@ -102,6 +102,15 @@ pub fn recorded(s: &Storage) -> fjall::Result<u64> {
 /// unknown format or a format-1 record whose history record is missing.
 pub(super) fn check(s: &Storage) -> fjall::Result<()> {
     if s.meta.get(META_STORAGE_FORMAT)?.is_none() {
+        if s.meta.get(super::META_RESTORING)?.is_some() {
+            // Its staged snapshot holds format-1 records, copied in when the
+            // apply resumes: only the kvd that staged it can finish it.
+            return Err(invalid(format!(
+                "{} holds a Raft snapshot half applied by a kvd of storage format 1: \
+                 start that kvd once to finish it, then this one",
+                s.dir.display()
+            )));
+        }
         if !s.kv.inner().is_empty()? {
             upgrade_from_1(s)?;
         }

@@ -25,8 +25,10 @@ pub(super) struct Published {
     pub(super) events: Vec<PbEvent>,
     /// Its size estimate, counted in `queued_bytes`.
     pub(super) bytes: usize,
-    /// Indices of the events whose `prev_kv` was already read.
+    /// Indices of the events whose `prev_kv` was already read, ascending.
     pub(super) prev_read: Vec<usize>,
+    /// [`State::prev_generation`] when they were chosen (`None`: never).
+    pub(super) prev_generation: Option<u64>,
 }
 
 /// What the hub and its dispatcher thread share.
@@ -57,6 +59,10 @@ pub(super) struct State {
     pub(super) ranges: Vec<(KeyRange, HubId)>,
     /// Watchers that asked for `prev_kv`.
     pub(super) prev_watchers: usize,
+    /// Bumped whenever a watcher may start needing `prev_kv` (registered
+    /// with it, or put back on the path to the live one): until it moves,
+    /// the events chosen by [`Shared::read_prev`] are still the right ones.
+    pub(super) prev_generation: u64,
 }
 
 /// One watcher, as the hub sees it.
@@ -137,16 +143,18 @@ impl Shared {
     /// decided under the lock, the reads from disk happen outside it, so
     /// that registering a watch never waits on them.
     fn read_prev(&self, batch: &mut [Published]) {
-        let wanted: Vec<Vec<usize>> = {
+        let (wanted, generation): (Vec<Vec<usize>>, u64) = {
             let st = self.lock();
             if st.prev_watchers == 0 {
                 return;
             }
-            batch.iter().map(|p| st.prev_wanted(&p.events)).collect()
+            let wanted = batch.iter().map(|p| st.prev_wanted(&p.events)).collect();
+            (wanted, st.prev_generation)
         };
         for (p, which) in batch.iter_mut().zip(wanted) {
             fill_prev(&self.storage, p.revision, &mut p.events, &which);
             p.prev_read = which;
+            p.prev_generation = Some(generation);
         }
     }
 }
@@ -192,6 +200,7 @@ impl State {
             revision,
             mut events,
             prev_read,
+            prev_generation,
             ..
         } = p;
         if revision <= self.current {
@@ -217,10 +226,12 @@ impl State {
                 }
             }
         }
-        let mut missing = self.prev_wanted(&events);
-        missing.retain(|i| !prev_read.contains(i));
-        if !missing.is_empty() {
-            fill_prev(storage, revision, &mut events, &missing);
+        if self.prev_watchers > 0 && prev_generation != Some(self.prev_generation) {
+            let mut missing = self.prev_wanted(&events);
+            missing.retain(|i| prev_read.binary_search(i).is_err());
+            if !missing.is_empty() {
+                fill_prev(storage, revision, &mut events, &missing);
+            }
         }
         let events = Arc::new(events);
         for id in matched {

@@ -237,6 +237,7 @@ impl WatchHub {
                 by_key: HashMap::new(),
                 ranges: Vec::new(),
                 prev_watchers: 0,
+                prev_generation: 0,
             }),
             config,
             storage: storage.clone(),
@@ -325,6 +326,7 @@ impl WatchHub {
         let single = single_key(&range);
         if prev_kv {
             st.prev_watchers += 1;
+            st.prev_generation += 1;
         }
         match &single {
             Some(key) => st.by_key.entry(key.clone()).or_default().push(id),
@@ -393,6 +395,7 @@ impl WatchHub {
     /// watcher's first wanted revision.
     pub fn begin_catch_up(&self, watchers: &[(HubId, i64)]) {
         let mut st = self.shared.lock();
+        st.prev_generation += 1;
         for (id, from) in watchers {
             if let Some(w) = st.watchers.get_mut(id) {
                 if matches!(w.state, WatcherState::Synced) {
@@ -577,6 +580,7 @@ impl EventSink for WatchHub {
                 events,
                 bytes,
                 prev_read: Vec::new(),
+                prev_generation: None,
             });
         }
         if batch.is_empty() {
