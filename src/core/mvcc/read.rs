@@ -192,17 +192,113 @@ fn scan_current_counting<R: Readable>(
         None => r.range(&s.kv, range.start.as_slice()..),
     };
     let mut count = 0i64;
+    // With values, records are gathered in batches whose values are read
+    // together (see `read_values`), then visited in key order.
+    let mut batch: Vec<(Vec<u8>, CurrentRecord)> = Vec::new();
     for item in iter {
         if decode.is_none_or(|d| (count as usize) < d) {
             let (k, v) = item.into_inner()?;
             let rec = decode_current(&v)?;
-            visit(current_kv(r, s, k.to_vec(), rec, values)?);
+            if values {
+                batch.push((k.to_vec(), rec));
+                if batch.len() >= VALUE_BATCH {
+                    visit_with_values(r, s, &mut batch, visit)?;
+                }
+            } else {
+                visit(rec.to_kv(k.to_vec(), Vec::new()));
+            }
         } else {
             item.key()?;
         }
         count += 1;
     }
+    visit_with_values(r, s, &mut batch, visit)?;
     Ok(count)
+}
+
+/// Visits the key-values of `batch` (drained) in order, with their values.
+fn visit_with_values<R: Readable>(
+    r: &R,
+    s: &Storage,
+    batch: &mut Vec<(Vec<u8>, CurrentRecord)>,
+    visit: &mut dyn FnMut(PbKeyValue),
+) -> Result<(), EtcdError> {
+    let found = read_values(r, s, batch)?;
+    for ((key, rec), value) in batch.drain(..).zip(found) {
+        visit(rec.to_kv(key, value));
+    }
+    Ok(())
+}
+
+/// Live keys whose values a range reads together.
+const VALUE_BATCH: usize = 1024;
+/// Wanted revisions at most this many main revisions apart are read with
+/// one walk over `rev` rather than a lookup each.
+const RUN_GAP: i64 = 16;
+
+/// The values of `records` (key, record), in their order, read from `rev`
+/// in revision order: keys written together sit together in `rev`, so a
+/// run of nearby revisions is read with one iterator, and a lone one with
+/// a lookup.
+///
+/// # Errors
+/// Storage errors; [`EtcdError::Internal`] when a history record is missing
+/// or names another key (a corrupt store).
+fn read_values<R: Readable>(
+    r: &R,
+    s: &Storage,
+    records: &[(Vec<u8>, CurrentRecord)],
+) -> Result<Vec<Vec<u8>>, EtcdError> {
+    let mut order: Vec<usize> = (0..records.len()).collect();
+    order.sort_unstable_by_key(|&i| records[i].1.rev_key());
+    let mut values = vec![Vec::new(); records.len()];
+    let mut at = 0;
+    while at < order.len() {
+        let mut end = at + 1;
+        while end < order.len()
+            && records[order[end]].1.mod_revision - records[order[end - 1]].1.mod_revision
+                <= RUN_GAP
+        {
+            end += 1;
+        }
+        let first = records[order[at]].1.rev_key();
+        let last = records[order[end - 1]].1;
+        let stop = rev_key(last.mod_revision, last.mod_sub.saturating_add(1));
+        let mut iter = r.range(&s.rev, first.as_slice()..stop.as_slice());
+        for &i in &order[at..end] {
+            let (key, rec) = &records[i];
+            let want = rec.rev_key();
+            let found = loop {
+                let Some(item) = iter.next() else {
+                    break None;
+                };
+                let (k, v) = item.into_inner()?;
+                match k.as_ref().cmp(want.as_slice()) {
+                    std::cmp::Ordering::Less => continue,
+                    std::cmp::Ordering::Greater => break None,
+                    std::cmp::Ordering::Equal => {
+                        break PbEvent::decode(v.as_ref())
+                            .map_err(|e| EtcdError::Internal(e.to_string()))?
+                            .kv
+                    }
+                }
+            };
+            match found {
+                Some(kv) if kv.key == *key => values[i] = kv.value,
+                _ => return Err(missing_value(key, rec)),
+            }
+        }
+        at = end;
+    }
+    Ok(values)
+}
+
+fn missing_value(key: &[u8], rec: &CurrentRecord) -> EtcdError {
+    EtcdError::Internal(format!(
+        "the value of key {:?} at revision {} is missing from history",
+        String::from_utf8_lossy(key),
+        rec.mod_revision
+    ))
 }
 
 /// Visits every live key in `range` at the current revision, in key order;
@@ -259,11 +355,7 @@ pub(crate) fn current_kv<R: Readable>(
     }
     match read_event(r, s, &rec.rev_key())?.and_then(|e| e.kv) {
         Some(kv) if kv.key == key => Ok(rec.to_kv(key, kv.value)),
-        _ => Err(EtcdError::Internal(format!(
-            "the value of key {:?} at revision {} is missing from history",
-            String::from_utf8_lossy(&key),
-            rec.mod_revision
-        ))),
+        _ => Err(missing_value(&key, &rec)),
     }
 }
 

@@ -403,3 +403,42 @@ fn a_format_1_data_dir_with_a_half_applied_snapshot_is_refused() {
     };
     assert!(err.contains("half applied"), "{err}");
 }
+
+/// A range reads its values from `rev` in revision order, in runs of nearby
+/// revisions and batches of keys: values must come back on the right keys,
+/// in key order, whatever the gaps between their revisions.
+#[test]
+fn range_values_come_back_on_their_keys_across_gaps_runs_and_batches() {
+    let (_d, s) = store();
+    let mut expected = std::collections::BTreeMap::new();
+    for i in 0..1500 {
+        let (k, v) = (format!("k{i:04}"), format!("v{i}"));
+        entry(&s, |a| a.put(&put(&k, &v))).0.expect("put");
+        expected.insert(k, v);
+        if i % 97 == 0 {
+            // A gap of more than a run's reach in `rev`.
+            for f in 0..20 {
+                entry(&s, |a| a.put(&put("filler", &f.to_string())))
+                    .0
+                    .expect("filler");
+            }
+        }
+    }
+    // Overwrites move some keys to the newest revisions.
+    for i in (0..1500).step_by(131) {
+        let (k, v) = (format!("k{i:04}"), format!("new{i}"));
+        entry(&s, |a| a.put(&put(&k, &v))).0.expect("overwrite");
+        expected.insert(k, v);
+    }
+    let got: std::collections::BTreeMap<String, String> = get_at(&s, "k", "l", 0)
+        .expect("range")
+        .into_iter()
+        .collect();
+    let listed: Vec<String> = get_at(&s, "k", "l", 0)
+        .expect("range")
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(listed.windows(2).all(|w| w[0] < w[1]), "key order");
+    assert_eq!(got, expected);
+}
