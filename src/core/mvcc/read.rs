@@ -261,6 +261,13 @@ fn read_values<R: Readable>(
         {
             end += 1;
         }
+        if end == at + 1 {
+            // A lone revision: one lookup.
+            let (key, rec) = &records[order[at]];
+            values[order[at]] = current_kv(r, s, key.clone(), *rec, true)?.value;
+            at = end;
+            continue;
+        }
         let first = records[order[at]].1.rev_key();
         let last = records[order[end - 1]].1;
         let stop = rev_key(last.mod_revision, last.mod_sub.saturating_add(1));
