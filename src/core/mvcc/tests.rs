@@ -368,39 +368,45 @@ fn a_format_1_data_dir_is_upgraded_in_place_and_a_newer_format_is_refused() {
             .expect("d");
         let d = <CurrentRecord as prost::Message>::decode(d.as_ref()).expect("record");
         assert_eq!((d.mod_revision, d.mod_sub), (5, 1));
-        // A format this kvd does not know (a newer kvd's).
+    }
+    // A format this kvd does not know (a newer kvd's).
+    let err = refused_after(dir.path(), |tx, s| {
+        tx.insert(&s.meta, META_STORAGE_FORMAT, 3u64.to_be_bytes())
+    });
+    assert!(err.contains("storage format 3"), "{err}");
+}
+
+/// Opens the data dir in `dir`, changes its `meta` with `change`, and
+/// returns why reopening it fails.
+fn refused_after(
+    dir: &std::path::Path,
+    change: impl FnOnce(&mut fjall::SingleWriterWriteTx<'_>, &Storage),
+) -> String {
+    {
+        let s = Storage::open(dir).expect("open");
         let mut tx = s.db.write_tx();
-        tx.insert(&s.meta, META_STORAGE_FORMAT, 3u64.to_be_bytes());
+        change(&mut tx, &s);
         tx.commit().expect("commit");
         s.sync().expect("sync");
     }
-    let err = match Storage::open(dir.path()) {
-        Ok(_) => panic!("a format-3 data dir opened"),
+    match Storage::open(dir) {
+        Ok(_) => panic!("{} opened", dir.display()),
         Err(e) => e.to_string(),
-    };
-    assert!(err.contains("storage format 3"), "{err}");
+    }
 }
 
 #[test]
 fn a_format_1_data_dir_with_a_half_applied_snapshot_is_refused() {
     use crate::core::storage::format::META_STORAGE_FORMAT;
     let dir = tempfile::tempdir().expect("temp dir");
-    {
-        let s = Storage::open(dir.path()).expect("open");
-        let mut tx = s.db.write_tx();
+    let err = refused_after(dir.path(), |tx, s| {
         tx.remove(&s.meta, META_STORAGE_FORMAT);
         tx.insert(
             &s.meta,
             crate::core::storage::META_RESTORING,
-            b"metadata".as_slice(),
+            b"x".as_slice(),
         );
-        tx.commit().expect("commit");
-        s.sync().expect("sync");
-    }
-    let err = match Storage::open(dir.path()) {
-        Ok(_) => panic!("opened"),
-        Err(e) => e.to_string(),
-    };
+    });
     assert!(err.contains("half applied"), "{err}");
 }
 
