@@ -101,32 +101,33 @@ pub fn recorded(s: &Storage) -> fjall::Result<u64> {
 /// Storage errors; an [`std::io::ErrorKind::InvalidData`] error for an
 /// unknown format or a format-1 record whose history record is missing.
 pub(super) fn check(s: &Storage) -> fjall::Result<()> {
-    if s.meta.get(META_STORAGE_FORMAT)?.is_none() {
-        if s.meta.get(super::META_RESTORING)?.is_some() {
-            // Its staged snapshot holds format-1 records, copied in when the
-            // apply resumes: only the kvd that staged it can finish it.
-            return Err(invalid(format!(
-                "{} holds a Raft snapshot half applied by a kvd of storage format 1: \
-                 start that kvd once to finish it, then this one",
+    if let Some(v) = s.meta.get(META_STORAGE_FORMAT)? {
+        return match be_u64(&v) {
+            STORAGE_FORMAT => Ok(()),
+            other => Err(invalid(format!(
+                "{} holds storage format {other}, and this kvd reads format {STORAGE_FORMAT}: \
+                 run it with the kvd that wrote it",
                 s.dir.display()
-            )));
-        }
-        if !s.kv.inner().is_empty()? {
-            upgrade_from_1(s)?;
-        }
-        let mut tx = s.db.write_tx();
-        tx.insert(&s.meta, META_STORAGE_FORMAT, STORAGE_FORMAT.to_be_bytes());
-        tx.commit()?;
-        return s.db.persist(PersistMode::SyncAll);
+            ))),
+        };
     }
-    match recorded(s)? {
-        STORAGE_FORMAT => Ok(()),
-        other => Err(invalid(format!(
-            "{} holds storage format {other}, and this kvd reads format {STORAGE_FORMAT}: \
-             run it with the kvd that wrote it",
+    // No format recorded: a new database, or one of format 1.
+    if s.meta.get(super::META_RESTORING)?.is_some() {
+        // Its staged snapshot holds format-1 records, copied in when the
+        // apply resumes: only the kvd that staged it can finish it.
+        return Err(invalid(format!(
+            "{} holds a Raft snapshot half applied by a kvd of storage format 1: \
+             start that kvd once to finish it, then this one",
             s.dir.display()
-        ))),
+        )));
     }
+    if !s.kv.inner().is_empty()? {
+        upgrade_from_1(s)?;
+    }
+    let mut tx = s.db.write_tx();
+    tx.insert(&s.meta, META_STORAGE_FORMAT, STORAGE_FORMAT.to_be_bytes());
+    tx.commit()?;
+    s.db.persist(PersistMode::SyncAll)
 }
 
 fn invalid(message: String) -> fjall::Error {
