@@ -118,11 +118,11 @@ impl Shared {
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             };
             // Taken off the channel before the lock is.
-            let batches: Vec<Vec<Published>> = first
+            let mut batch: Vec<Published> = first
                 .into_iter()
                 .chain(rx.try_iter().take(BATCHES - 1))
+                .flatten()
                 .collect();
-            let mut batch: Vec<Published> = batches.into_iter().flatten().collect();
             self.read_prev(&mut batch);
             let mut st = self.lock();
             for p in batch {
@@ -160,36 +160,35 @@ impl Shared {
 }
 
 impl State {
+    /// The watchers whose range holds `key`: single-key ones by lookup,
+    /// range ones one by one.
+    fn watchers_of<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = HubId> + 'a {
+        let single = self.by_key.get(key).into_iter().flatten().copied();
+        let ranges = self
+            .ranges
+            .iter()
+            .filter(move |(range, _)| range.contains(key))
+            .map(|(_, id)| *id);
+        single.chain(ranges)
+    }
+
     /// Indices of the events that a watcher asking for `prev_kv` (and not
     /// off the live path) will be sent.
     fn prev_wanted(&self, events: &[PbEvent]) -> Vec<usize> {
         if self.prev_watchers == 0 {
             return Vec::new();
         }
-        let wants = |id: &HubId| {
+        let wants = |id: HubId| {
             self.watchers
-                .get(id)
+                .get(&id)
                 .is_some_and(|w| w.prev_kv && !matches!(w.state, WatcherState::Unsynced))
         };
-        let mut out = Vec::new();
-        for (i, ev) in events.iter().enumerate() {
-            let Some(kv) = ev.kv.as_ref() else {
-                continue;
-            };
-            let single = self
-                .by_key
-                .get(kv.key.as_slice())
-                .is_some_and(|ids| ids.iter().any(wants));
-            if single
-                || self
-                    .ranges
-                    .iter()
-                    .any(|(range, id)| range.contains(&kv.key) && wants(id))
-            {
-                out.push(i);
-            }
-        }
-        out
+        let wanted = |ev: &PbEvent| {
+            ev.kv
+                .as_ref()
+                .is_some_and(|kv| self.watchers_of(&kv.key).any(wants))
+        };
+        (0..events.len()).filter(|&i| wanted(&events[i])).collect()
     }
 
     /// Queues revision `p.revision` to the synced watchers it concerns. The
@@ -213,18 +212,8 @@ impl State {
         self.current = revision;
         METRICS.watch_events.inc_by(events.len() as u64);
         let mut matched: Vec<HubId> = Vec::new();
-        for ev in events.iter() {
-            let Some(kv) = ev.kv.as_ref() else {
-                continue;
-            };
-            if let Some(ids) = self.by_key.get(kv.key.as_slice()) {
-                matched.extend_from_slice(ids);
-            }
-            for (range, id) in &self.ranges {
-                if range.contains(&kv.key) {
-                    matched.push(*id);
-                }
-            }
+        for kv in events.iter().filter_map(|ev| ev.kv.as_ref()) {
+            matched.extend(self.watchers_of(&kv.key));
         }
         if self.prev_watchers > 0 && prev_generation != Some(self.prev_generation) {
             let mut missing = self.prev_wanted(&events);
