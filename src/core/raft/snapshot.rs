@@ -126,15 +126,8 @@ impl SnapshotSource {
             .and_then(|mut o| o.remove(&token))
             .ok_or_else(|| anyhow::anyhow!("snapshot token {token} is not open"))?;
         let mut buf = Vec::with_capacity(CHUNK + 4096);
-        let push = |buf: &mut Vec<u8>, i: usize, k: &[u8], v: &[u8]| {
-            buf.push(i as u8);
-            buf.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            buf.extend_from_slice(k);
-            buf.extend_from_slice(&(v.len() as u32).to_be_bytes());
-            buf.extend_from_slice(v);
-        };
         // First, the format of what follows (see `SnapshotReceiver::stage`).
-        push(
+        push_record(
             &mut buf,
             META,
             META_STORAGE_FORMAT,
@@ -149,7 +142,7 @@ impl SnapshotSource {
                 if *name == "meta" && !REPLICATED_META.contains(&k.as_ref()) {
                     continue;
                 }
-                push(&mut buf, i, &k, &v);
+                push_record(&mut buf, i, &k, &v);
                 if buf.len() >= CHUNK {
                     out.write_all(&buf).await?;
                     buf.clear();
@@ -274,6 +267,16 @@ impl SnapshotReceiver {
         std::fs::write(dir.join(COMPLETE), b"")?;
         Ok(records)
     }
+}
+
+/// Appends one stream record (`[keyspace][key len][key][value len][value]`,
+/// lengths u32 BE) to `buf`; [`read_record`] reads it back.
+fn push_record(buf: &mut Vec<u8>, keyspace: usize, k: &[u8], v: &[u8]) {
+    buf.push(keyspace as u8);
+    buf.extend_from_slice(&(k.len() as u32).to_be_bytes());
+    buf.extend_from_slice(k);
+    buf.extend_from_slice(&(v.len() as u32).to_be_bytes());
+    buf.extend_from_slice(v);
 }
 
 /// Largest key or value in a snapshot record, bytes. Values are bounded by
@@ -419,11 +422,8 @@ mod tests {
             .iter()
             .position(|n| *n == keyspace)
             .expect("keyspace");
-        let mut out = vec![kind as u8];
-        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        out.extend_from_slice(k);
-        out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        out.extend_from_slice(v);
+        let mut out = Vec::new();
+        push_record(&mut out, kind, k, v);
         out
     }
 
