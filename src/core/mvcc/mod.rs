@@ -86,3 +86,14 @@ pub enum ApplyResponse {
     /// An entry with no client answer (publish, empty entries).
     Done,
 }
+
+/// A cheap upper-bound-ish size of `events` in memory, bytes: keys and
+/// values (previous ones included) plus a fixed overhead per record. Bounds
+/// the watch dispatch queue and a Raft task's apply transaction.
+pub fn events_size(events: &[etcd_client::proto::PbEvent]) -> usize {
+    let kv = |kv: &Option<etcd_client::proto::PbKeyValue>| {
+        kv.as_ref()
+            .map_or(0, |kv| kv.key.len() + kv.value.len() + 48)
+    };
+    events.iter().map(|e| kv(&e.kv) + kv(&e.prev_kv) + 16).sum()
+}

@@ -1,9 +1,9 @@
 //! Applying committed entries: normal entries into the MVCC state machine
 //! (one fjall transaction per run of normal entries, the applied index of
 //! its last entry in the same transaction), conf changes into the member
-//! records and raft-rs's configuration, and snapshots from the leader. Re-applying an entry at or
-//! below the applied index is a no-op; an entry that cannot be decoded fails
-//! alone, alike on every member.
+//! records and raft-rs's configuration, and snapshots from the leader.
+//! Re-applying an entry at or below the applied index is a no-op; an entry
+//! that cannot be decoded fails alone, alike on every member.
 
 use etcd_client::proto::{PbEvent, PbMember};
 use fjall::Readable;
@@ -263,7 +263,7 @@ impl RaftTask {
                     failed = Some((i, st));
                     break;
                 }
-                staged_bytes += entry.data.len() + event_bytes(&st.events);
+                staged_bytes += entry.data.len() + mvcc::events_size(&st.events);
                 staged.push(st);
                 if staged.len() >= MAX_RUN_ENTRIES || staged_bytes >= MAX_RUN_BYTES {
                     end = i + 1;
@@ -340,17 +340,9 @@ impl RaftTask {
 /// [`RaftTask::apply_normal_run`]).
 const MAX_RUN_ENTRIES: usize = 256;
 
-/// Bytes of entries and their events (keys and values, previous ones
-/// included) after which an apply transaction commits.
+/// Bytes of entries and their events ([`mvcc::events_size`]) after which
+/// an apply transaction commits.
 const MAX_RUN_BYTES: usize = 4 << 20;
-
-/// Key and value bytes of `events`, previous values included.
-fn event_bytes(events: &[PbEvent]) -> usize {
-    let kv = |kv: &Option<etcd_client::proto::PbKeyValue>| {
-        kv.as_ref().map_or(0, |kv| kv.key.len() + kv.value.len())
-    };
-    events.iter().map(|e| kv(&e.kv) + kv(&e.prev_kv)).sum()
-}
 
 /// One normal entry applied inside a run's transaction, with what it owes
 /// once that transaction commits ([`RaftTask::finish_staged`]).

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use etcd_client::proto::{PbEvent, PbKeyValue};
+use etcd_client::proto::PbEvent;
 
 use crate::core::metrics::METRICS;
 use crate::core::mvcc::read::prev_at;
@@ -321,14 +321,4 @@ pub(super) fn single_key(range: &KeyRange) -> Option<Vec<u8>> {
     let end = range.end.as_ref()?;
     (end.len() == range.start.len() + 1 && end.starts_with(&range.start) && end.last() == Some(&0))
         .then(|| range.start.clone())
-}
-
-/// A cheap upper-bound-ish size of a revision's events, for the dispatch
-/// queue's byte limit.
-pub(super) fn estimate(events: &[PbEvent]) -> usize {
-    let kv = |kv: &Option<PbKeyValue>| {
-        kv.as_ref()
-            .map_or(0, |kv| kv.key.len() + kv.value.len() + 48)
-    };
-    events.iter().map(|e| kv(&e.kv) + kv(&e.prev_kv) + 16).sum()
 }

@@ -75,7 +75,7 @@ mod dispatch;
 #[cfg(test)]
 mod tests;
 
-use dispatch::{estimate, single_key, Published, Shared, State, Watcher, WatcherState};
+use dispatch::{single_key, Published, Shared, State, Watcher, WatcherState};
 
 /// Tuning of the hub; [`WatchConfig::default`] holds etcd's values where
 /// etcd has one.
@@ -569,7 +569,7 @@ impl EventSink for WatchHub {
         let mut total = 0;
         let mut batch = Vec::with_capacity(revisions.len());
         for (revision, events) in revisions {
-            let bytes = estimate(&events);
+            let bytes = mvcc::events_size(&events);
             if queued + total + bytes > limit {
                 self.shared.dropped_upto.fetch_max(last, Ordering::Relaxed);
                 break;
