@@ -641,18 +641,11 @@ impl RaftTask {
         });
     }
 
-    /// Compacts the Raft log once `--snapshot-count` entries were applied
-    /// since the last compaction, keeping some entries for slow followers
-    /// (etcd's `SnapshotCatchUpEntries`, at most 5,000).
+    /// Compacts the Raft log behind the applied index, a step per Ready
+    /// (`RaftLog::compact_applied`).
     fn maybe_compact_log(&mut self) -> anyhow::Result<()> {
-        let keep = self.snapshot_count.min(5_000);
-        let first = self.raw.store().snapshot_index();
-        if self.applied > first + self.snapshot_count + keep {
-            let to = self.applied - keep;
-            self.raw.mut_store().compact(to)?;
-            tracing::debug!(to, "compacted raft log");
-        }
-        Ok(())
+        let (applied, count) = (self.applied, self.snapshot_count);
+        self.raw.mut_store().compact_applied(applied, count)
     }
 
     fn learner_ready(&self, id: u64) -> Result<bool, EtcdError> {

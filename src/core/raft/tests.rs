@@ -295,3 +295,74 @@ async fn a_failed_entry_among_many_applied_together_writes_nothing() {
     drop(read);
     stop(node, thread).await;
 }
+
+#[test]
+fn the_raft_log_is_compacted_a_step_per_call_down_to_the_catch_up_entries() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(dir.path()).expect("open storage");
+    let source = SnapshotSource::new(storage.clone());
+    let mut log = RaftLog::bootstrap(storage.clone(), source.clone(), bootstrap_entries())
+        .expect("bootstrap");
+    let last = 20_000u64;
+    let entries: Vec<Entry> = (2..=last)
+        .map(|index| Entry {
+            term: 1,
+            index,
+            data: b"x".to_vec().into(),
+            ..Default::default()
+        })
+        .collect();
+    log.append(&entries).expect("append");
+    storage.sync().expect("sync");
+
+    // 20,000 applied, --snapshot-count 10,000: cut back to the last 5,000.
+    let target = last - 5_000;
+    let mut calls = 0;
+    while log.snapshot_index() < target {
+        let before = log.snapshot_index();
+        log.compact_applied(last, 10_000).expect("compact");
+        calls += 1;
+        assert!(log.snapshot_index() > before, "every call makes progress");
+        assert!(log.snapshot_index() - before <= crate::core::raft::log::COMPACT_STEP);
+    }
+    assert_eq!(log.snapshot_index(), target);
+    assert_eq!(calls, target.div_ceil(crate::core::raft::log::COMPACT_STEP));
+    // Nothing more to do until more is applied.
+    log.compact_applied(last, 10_000).expect("compact");
+    assert_eq!(log.snapshot_index(), target);
+
+    use ::raft::Storage as _;
+    assert_eq!(log.first_index().expect("first"), target + 1);
+    assert_eq!(log.term(target).expect("term of the compacted index"), 1);
+    let kept = log
+        .entries(
+            target + 1,
+            last + 1,
+            None,
+            ::raft::GetEntriesContext::empty(false),
+        )
+        .expect("kept entries");
+    assert_eq!(kept.len() as u64, last - target);
+    assert!(log
+        .entries(
+            target,
+            last + 1,
+            None,
+            ::raft::GetEntriesContext::empty(false)
+        )
+        .is_err());
+    let on_disk = storage.raft_log.inner().iter().count() as u64;
+    assert_eq!(
+        on_disk,
+        last - target,
+        "removed entries are gone from storage"
+    );
+
+    // A restart finds the compacted log.
+    drop(log);
+    let log = RaftLog::load(storage.clone(), source)
+        .expect("load")
+        .expect("a log");
+    assert_eq!(log.snapshot_index(), target);
+    assert_eq!(log.last_index().expect("last"), last);
+}
