@@ -164,6 +164,9 @@ impl RaftLog {
         }
         if self.compact_to > self.snapshot_index {
             self.compact(self.compact_to.min(self.snapshot_index + COMPACT_STEP))?;
+            if self.snapshot_index == self.compact_to {
+                tracing::debug!(to = self.compact_to, "compacted raft log");
+            }
         }
         Ok(())
     }

@@ -644,8 +644,9 @@ impl RaftTask {
     /// Compacts the Raft log behind the applied index, a step per Ready
     /// (`RaftLog::compact_applied`).
     fn maybe_compact_log(&mut self) -> anyhow::Result<()> {
-        let (applied, count) = (self.applied, self.snapshot_count);
-        self.raw.mut_store().compact_applied(applied, count)
+        self.raw
+            .mut_store()
+            .compact_applied(self.applied, self.snapshot_count)
     }
 
     fn learner_ready(&self, id: u64) -> Result<bool, EtcdError> {
