@@ -19,8 +19,10 @@
 //! (requests per many-client workload, default 20000), `KVD_BENCH_KEYS`
 //! (keys of the memory run, default 300000; 0 skips it), `KVD_BENCH_ONLY`
 //! (workload numbers to run, e.g. `2`; default all), `KVD_BENCH_ETCD=0`
-//! (kvd only). Without
-//! `/usr/bin/etcd` (Debian `etcd-server`) only kvd runs.
+//! (kvd only), `KVD_BENCH_AGAINST=<path of another kvd binary>` (A/B: that
+//! build takes etcd's column, e.g. a copy of `target/release/kvd` from
+//! before a change). Without `/usr/bin/etcd` (Debian `etcd-server`) only kvd
+//! runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failed run
 
@@ -69,16 +71,25 @@ fn bench_key(n: u64, size: usize) -> Vec<u8> {
 struct Run {
     per_s: f64,
     lat: Vec<Duration>,
+    /// Watch only, sorted: each event's arrival after the first watcher's
+    /// event of the same revision (the member-side delivery spread, without
+    /// the put's commit latency).
+    spread: Vec<Duration>,
 }
 
 impl Run {
     fn pct(&self, p: f64) -> Duration {
-        if self.lat.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((self.lat.len() as f64 * p) as usize).min(self.lat.len() - 1);
-        self.lat[i]
+        pct(&self.lat, p)
     }
+}
+
+/// The `p` quantile of sorted `lat` (zero when empty).
+fn pct(lat: &[Duration], p: f64) -> Duration {
+    if lat.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((lat.len() as f64 * p) as usize).min(lat.len() - 1);
+    lat[i]
 }
 
 async fn connections(cluster: &Cluster, n: usize) -> Vec<Client> {
@@ -139,6 +150,7 @@ where
     Run {
         per_s: lat.len() as f64 / elapsed.as_secs_f64(),
         lat,
+        spread: Vec::new(),
     }
 }
 
@@ -255,17 +267,31 @@ async fn watch_latency(conns: &[Client], put_conn: Client, puts: usize) -> Run {
     }
     let expected = puts * CLIENTS;
     let mut lat = Vec::with_capacity(expected);
+    let mut arrivals: Vec<(i64, Instant)> = Vec::with_capacity(expected);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while lat.len() < expected {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some((rev, at))) => {
                 if let Some(t) = sent.get(&rev) {
                     lat.push(at.duration_since(*t));
+                    arrivals.push((rev, at));
                 }
             }
             _ => break,
         }
     }
+    let mut first: BTreeMap<i64, Instant> = BTreeMap::new();
+    for (rev, at) in &arrivals {
+        first
+            .entry(*rev)
+            .and_modify(|f| *f = (*f).min(*at))
+            .or_insert(*at);
+    }
+    let mut spread: Vec<Duration> = arrivals
+        .iter()
+        .map(|(rev, at)| at.duration_since(first[rev]))
+        .collect();
+    spread.sort();
     let elapsed = start.elapsed();
     for w in watchers {
         w.abort();
@@ -275,6 +301,7 @@ async fn watch_latency(conns: &[Client], put_conn: Client, puts: usize) -> Run {
     Run {
         per_s: puts as f64 / elapsed.as_secs_f64(),
         lat,
+        spread,
     }
 }
 
@@ -393,13 +420,23 @@ async fn main() {
             " (kvd only: no /usr/bin/etcd)"
         }
     );
+    // The second column: etcd, or another kvd build (A/B).
+    let against = std::env::var("KVD_BENCH_AGAINST").ok();
+    let (other, other_is_etcd) = match &against {
+        Some(path) => {
+            println!("A/B: the etcd column is {path}");
+            (path.as_str(), false)
+        }
+        None => (ETCD, true),
+    };
+    let with_etcd = with_etcd || against.is_some();
     let (mut k_rounds, mut e_rounds) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         eprintln!("round {}: kvd", r + 1);
         k_rounds.push(round(kvd, false, total).await);
         if with_etcd {
-            eprintln!("round {}: etcd", r + 1);
-            e_rounds.push(round(ETCD, true, total).await);
+            eprintln!("round {}: {other}", r + 1);
+            e_rounds.push(round(other, other_is_etcd, total).await);
         }
     }
     let k = medians(&k_rounds);
@@ -433,6 +470,22 @@ async fn main() {
             ),
         }
     }
+    let watch = WORKLOADS.len() - 1;
+    if !k[watch].spread.is_empty() {
+        let spread = |r: &Run| {
+            format!(
+                "{:.2} / {:.2}",
+                ms(pct(&r.spread, 0.5)),
+                ms(pct(&r.spread, 0.99))
+            )
+        };
+        let etcd = e.as_ref().map(|e| spread(&e[watch]));
+        println!(
+            "\nwatch delivery spread (an event after the first of its revision), p50 / p99 ms: kvd {}, etcd {}",
+            spread(&k[watch]),
+            etcd.as_deref().unwrap_or("-")
+        );
+    }
     if keys == 0 {
         return;
     }
@@ -443,7 +496,7 @@ async fn main() {
     let mib = |b: f64| b / (1024.0 * 1024.0);
     let mut systems = vec![("kvd", kvd, false)];
     if with_etcd {
-        systems.push(("etcd", ETCD, true));
+        systems.push(("etcd", other, other_is_etcd));
     }
     for (name, bin, is_etcd) in systems {
         let (rss, dir, db, per_s) = memory_run(bin, is_etcd, keys).await;
