@@ -553,6 +553,35 @@ impl WatchHub {
     }
 }
 
+impl WatchHub {
+    /// With no watcher registered and nothing queued, revisions up to
+    /// `last` only move the dispatched revision: done here, under the lock,
+    /// without waking the dispatcher (a put nobody watches costs no thread
+    /// wake). False, changing nothing, when there are watchers, queued
+    /// revisions, or the lock is busy. A watcher registering afterwards
+    /// reads these revisions from history, as any watch starting at or
+    /// below the dispatched revision does.
+    fn skip_dispatch(&self, revisions: &[RevisionEvents], last: i64) -> bool {
+        if self.shared.queued_bytes.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        let Ok(mut st) = self.shared.state.try_lock() else {
+            return false;
+        };
+        // Under the lock the dispatcher's count is exact: it subtracts a
+        // revision's bytes under the lock as it dispatches it.
+        if !st.watchers.is_empty() || self.shared.queued_bytes.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        if last > st.current {
+            let events: usize = revisions.iter().map(|(_, e)| e.len()).sum();
+            METRICS.watch_events.inc_by(events as u64);
+            st.current = last;
+        }
+        true
+    }
+}
+
 impl EventSink for WatchHub {
     /// Hands a batch of revisions to the dispatcher: size estimates, one
     /// atomic add and one channel send (one wake). Revisions that would
@@ -564,6 +593,9 @@ impl EventSink for WatchHub {
         let Some(last) = revisions.last().map(|(r, _)| *r) else {
             return;
         };
+        if self.skip_dispatch(&revisions, last) {
+            return;
+        }
         let queued = self.shared.queued_bytes.load(Ordering::Relaxed);
         let limit = self.shared.config.dispatch_queue_bytes;
         let mut total = 0;

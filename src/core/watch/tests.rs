@@ -147,3 +147,22 @@ fn a_batch_is_dispatched_in_order_and_what_overflows_the_queue_is_read_from_disk
     }
     assert_eq!(hub.current(), 4);
 }
+
+#[test]
+fn revisions_nobody_watches_move_the_dispatched_revision_without_the_dispatcher() {
+    let (_dir, hub) = hub(WatchConfig::default());
+    hub.publish(vec![(2, vec![put("k", 2)]), (3, vec![put("k", 3)])]);
+    // No wait: nothing was queued for the dispatcher thread.
+    assert_eq!(hub.current(), 3);
+    assert_eq!(hub.shared.queued_bytes.load(Ordering::Relaxed), 0);
+    // A watcher registered now is on the live path from revision 4 on.
+    let (tx, mut rx) = tmpsc::unbounded_channel();
+    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 4, false);
+    assert_eq!(reg.behind, None);
+    hub.publish(vec![(4, vec![put("other", 4)]), (5, vec![put("k", 5)])]);
+    match next(&mut rx) {
+        StreamItem::Events { revision, .. } => assert_eq!(revision, 5),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(hub.current(), 5);
+}
