@@ -53,7 +53,8 @@
 //!   ([`WatchConfig::catch_up_revisions`] / [`WatchConfig::catch_up_bytes`]).
 //! - The Raft task's cost per applied revision is one size estimate, and
 //!   per batch of applied entries one atomic add and one channel send (one
-//!   dispatcher wake), whatever the number of watchers.
+//!   dispatcher wake), whatever the number of watchers; with no watcher and
+//!   nothing queued, one uncontended `try_lock` instead (no wake).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -565,8 +566,12 @@ impl WatchHub {
         if self.shared.queued_bytes.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        let Ok(mut st) = self.shared.state.try_lock() else {
-            return false;
+        // As `Shared::lock`: a panic while holding the lock does not stop
+        // the hub.
+        let mut st = match self.shared.state.try_lock() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
         };
         // Under the lock the dispatcher's count is exact: it subtracts a
         // revision's bytes under the lock as it dispatches it.
@@ -574,7 +579,12 @@ impl WatchHub {
             return false;
         }
         if last > st.current {
-            let events: usize = revisions.iter().map(|(_, e)| e.len()).sum();
+            let current = st.current;
+            let events: usize = revisions
+                .iter()
+                .filter(|(r, _)| *r > current)
+                .map(|(_, e)| e.len())
+                .sum();
             METRICS.watch_events.inc_by(events as u64);
             st.current = last;
         }
@@ -584,7 +594,9 @@ impl WatchHub {
 
 impl EventSink for WatchHub {
     /// Hands a batch of revisions to the dispatcher: size estimates, one
-    /// atomic add and one channel send (one wake). Revisions that would
+    /// atomic add and one channel send (one wake); with nobody watching,
+    /// moves the dispatched revision instead (`skip_dispatch`, no wake).
+    /// Revisions that would
     /// take the queue past [`WatchConfig::dispatch_queue_bytes`] are
     /// dropped, with every one after them, and recorded; the dispatcher
     /// then moves every watcher off the live path so that they read them

@@ -151,18 +151,36 @@ fn a_batch_is_dispatched_in_order_and_what_overflows_the_queue_is_read_from_disk
 #[test]
 fn revisions_nobody_watches_move_the_dispatched_revision_without_the_dispatcher() {
     let (_dir, hub) = hub(WatchConfig::default());
-    hub.publish(vec![(2, vec![put("k", 2)]), (3, vec![put("k", 3)])]);
-    // No wait: nothing was queued for the dispatcher thread.
+    let revisions = vec![(2, vec![put("k", 2)]), (3, vec![put("k", 3)])];
+    // The dispatcher holds the lock for an instant every 100 ms: the fast
+    // path then declines, changing nothing, and is tried again.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !hub.skip_dispatch(&revisions, 3) {
+        assert_eq!(hub.current(), 1, "a declined skip changes nothing");
+        assert!(std::time::Instant::now() < deadline, "the lock stayed busy");
+    }
     assert_eq!(hub.current(), 3);
     assert_eq!(hub.shared.queued_bytes.load(Ordering::Relaxed), 0);
-    // A watcher registered now is on the live path from revision 4 on.
+
+    // A watch starting at or below the skipped revisions reads them from
+    // history; one starting after them is on the live path.
     let (tx, mut rx) = tmpsc::unbounded_channel();
-    let reg = hub.register(&tx, KeyRange::new(b"k", b""), 4, false);
-    assert_eq!(reg.behind, None);
-    hub.publish(vec![(4, vec![put("other", 4)]), (5, vec![put("k", 5)])]);
+    let old = hub.register(&tx, KeyRange::new(b"k", b""), 2, false);
+    assert_eq!(old.behind, Some(2));
+    let live = hub.register(&tx, KeyRange::new(b"k", b""), 4, false);
+    assert_eq!(live.behind, None);
+
+    // With watchers registered the fast path declines, and a published
+    // revision reaches the live watcher through the dispatcher.
+    let next_revisions = vec![(4, vec![put("k", 4)])];
+    assert!(!hub.skip_dispatch(&next_revisions, 4));
+    hub.publish(next_revisions);
     match next(&mut rx) {
-        StreamItem::Events { revision, .. } => assert_eq!(revision, 5),
+        StreamItem::Events {
+            watcher, revision, ..
+        } => {
+            assert_eq!((watcher, revision), (live.id, 4));
+        }
         other => panic!("unexpected {other:?}"),
     }
-    assert_eq!(hub.current(), 5);
 }
