@@ -107,6 +107,15 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// [`Shared::lock`] if the lock is free at once; `None` if it is held.
+    pub(super) fn try_lock(&self) -> Option<MutexGuard<'_, State>> {
+        match self.state.try_lock() {
+            Ok(st) => Some(st),
+            Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
     /// The dispatcher thread: drains the queue in batches, one lock per
     /// batch; ends when the hub is dropped.
     pub(super) fn dispatch_loop(&self, rx: mpsc::Receiver<Vec<Published>>) {

@@ -552,9 +552,7 @@ impl WatchHub {
         }
         Ok(chunk)
     }
-}
 
-impl WatchHub {
     /// With no watcher registered and nothing queued, revisions up to
     /// `last` only move the dispatched revision: done here, under the lock,
     /// without waking the dispatcher (a put nobody watches costs no thread
@@ -566,12 +564,8 @@ impl WatchHub {
         if self.shared.queued_bytes.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        // As `Shared::lock`: a panic while holding the lock does not stop
-        // the hub.
-        let mut st = match self.shared.state.try_lock() {
-            Ok(st) => st,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => return false,
+        let Some(mut st) = self.shared.try_lock() else {
+            return false;
         };
         // Under the lock the dispatcher's count is exact: it subtracts a
         // revision's bytes under the lock as it dispatches it.
@@ -596,11 +590,10 @@ impl EventSink for WatchHub {
     /// Hands a batch of revisions to the dispatcher: size estimates, one
     /// atomic add and one channel send (one wake); with nobody watching,
     /// moves the dispatched revision instead (`skip_dispatch`, no wake).
-    /// Revisions that would
-    /// take the queue past [`WatchConfig::dispatch_queue_bytes`] are
-    /// dropped, with every one after them, and recorded; the dispatcher
-    /// then moves every watcher off the live path so that they read them
-    /// from disk.
+    /// Revisions that would take the queue past
+    /// [`WatchConfig::dispatch_queue_bytes`] are dropped, with every one
+    /// after them, and recorded; the dispatcher then moves every watcher
+    /// off the live path so that they read them from disk.
     fn publish(&self, revisions: Vec<RevisionEvents>) {
         let Some(last) = revisions.last().map(|(r, _)| *r) else {
             return;
