@@ -412,24 +412,21 @@ async fn main() {
     let kvd = env!("CARGO_BIN_EXE_kvd");
     let with_etcd = std::path::Path::new(ETCD).exists()
         && std::env::var("KVD_BENCH_ETCD").as_deref() != Ok("0");
-    println!(
-        "bench-compare: 3 members on 127.0.0.1, {rounds} round(s), {total} requests per workload{}",
-        if with_etcd {
-            ", kvd and etcd alternating"
-        } else {
-            " (kvd only: no /usr/bin/etcd)"
-        }
-    );
     // The second column: etcd, or another kvd build (A/B).
     let against = std::env::var("KVD_BENCH_AGAINST").ok();
     let (other, other_is_etcd) = match &against {
-        Some(path) => {
-            println!("A/B: the etcd column is {path}");
-            (path.as_str(), false)
-        }
+        Some(path) => (path.as_str(), false),
         None => (ETCD, true),
     };
     let with_etcd = with_etcd || against.is_some();
+    let pairing = match (&against, with_etcd) {
+        (Some(path), _) => format!(", kvd and {path} alternating"),
+        (None, true) => ", kvd and etcd alternating".to_string(),
+        (None, false) => " (kvd only: no /usr/bin/etcd)".to_string(),
+    };
+    println!(
+        "bench-compare: 3 members on 127.0.0.1, {rounds} round(s), {total} requests per workload{pairing}"
+    );
     let (mut k_rounds, mut e_rounds) = (Vec::new(), Vec::new());
     for r in 0..rounds {
         eprintln!("round {}: kvd", r + 1);
