@@ -11,7 +11,9 @@
 //! `txn-put` (a transaction of one put, sequential keys); `lease-keepalive`
 //! (one lease per client, each request a KeepAliveOnce: a new stream, one
 //! request, one answer); `watch-latency` (100 watchers on one key, one put
-//! every 10 ms, each sample from the put being sent to a watcher's event).
+//! every 10 ms, each sample from the put being sent to a watcher's event;
+//! then where the delivery spread arises: inside one member, or between
+//! members applying the revision at different times).
 //! Connections are spread round-robin over the members, clients over the
 //! connections. Each figure is the median over rounds; ratios are kvd/etcd.
 //!
@@ -75,6 +77,15 @@ struct Run {
     /// event of the same revision (the member-side delivery spread, without
     /// the put's commit latency).
     spread: Vec<Duration>,
+    /// Watch only: for each member (ascending), the median time from the
+    /// earliest member's first event of a revision to this member's first.
+    /// Shows whether a spread comes from members applying at different
+    /// times (followers learn the commit after the leader) or from the
+    /// fan-out inside one member.
+    member_lag: Vec<Duration>,
+    /// Watch only, sorted: each event's arrival after the first event of
+    /// its revision on the same member (the fan-out inside one member).
+    within: Vec<Duration>,
 }
 
 impl Run {
@@ -150,7 +161,7 @@ where
     Run {
         per_s: lat.len() as f64 / elapsed.as_secs_f64(),
         lat,
-        spread: Vec::new(),
+        ..Run::default()
     }
 }
 
@@ -225,9 +236,9 @@ async fn keepalive_workload(conns: &[Client], total: usize) -> Run {
 /// 100 watchers on one key (over `conns`), one put every 10 ms from a
 /// separate connection, `puts` puts: each sample is the time from sending
 /// a put to one watcher receiving its event.
-async fn watch_latency(conns: &[Client], put_conn: Client, puts: usize) -> Run {
+async fn watch_latency(conns: &[Client], members: usize, put_conn: Client, puts: usize) -> Run {
     let key = bench_key(rand::thread_rng().gen_range(0..KEY_SPACE), 32);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant, usize)>();
     let mut watchers = Vec::new();
     for w in 0..CLIENTS {
         let mut c = conns[w % conns.len()].clone();
@@ -236,11 +247,13 @@ async fn watch_latency(conns: &[Client], put_conn: Client, puts: usize) -> Run {
             .await
             .expect("watch");
         let tx = tx.clone();
+        // `connections` hands out the endpoints round-robin.
+        let member = (w % conns.len()) % members;
         watchers.push(tokio::spawn(async move {
             while let Ok(Some(resp)) = stream.message().await {
                 for ev in resp.events() {
                     if let Some(kv) = ev.kv() {
-                        let _ = tx.send((kv.mod_revision(), Instant::now()));
+                        let _ = tx.send((kv.mod_revision(), Instant::now(), member));
                     }
                 }
             }
@@ -267,31 +280,49 @@ async fn watch_latency(conns: &[Client], put_conn: Client, puts: usize) -> Run {
     }
     let expected = puts * CLIENTS;
     let mut lat = Vec::with_capacity(expected);
-    let mut arrivals: Vec<(i64, Instant)> = Vec::with_capacity(expected);
+    let mut arrivals: Vec<(i64, Instant, usize)> = Vec::with_capacity(expected);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while lat.len() < expected {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((rev, at))) => {
+            Ok(Some((rev, at, member))) => {
                 if let Some(t) = sent.get(&rev) {
                     lat.push(at.duration_since(*t));
-                    arrivals.push((rev, at));
+                    arrivals.push((rev, at, member));
                 }
             }
             _ => break,
         }
     }
+    // The first arrival of each revision, overall and on each member.
     let mut first: BTreeMap<i64, Instant> = BTreeMap::new();
-    for (rev, at) in &arrivals {
-        first
-            .entry(*rev)
-            .and_modify(|f| *f = (*f).min(*at))
-            .or_insert(*at);
+    let mut member_first: BTreeMap<(usize, i64), Instant> = BTreeMap::new();
+    for (rev, at, member) in &arrivals {
+        let f = first.entry(*rev).or_insert(*at);
+        *f = (*f).min(*at);
+        let m = member_first.entry((*member, *rev)).or_insert(*at);
+        *m = (*m).min(*at);
     }
     let mut spread: Vec<Duration> = arrivals
         .iter()
-        .map(|(rev, at)| at.duration_since(first[rev]))
+        .map(|(rev, at, _)| at.duration_since(first[rev]))
         .collect();
     spread.sort();
+    let mut within: Vec<Duration> = arrivals
+        .iter()
+        .map(|(rev, at, member)| at.duration_since(member_first[&(*member, *rev)]))
+        .collect();
+    within.sort();
+    let mut member_lag: Vec<Duration> = (0..members)
+        .map(|m| {
+            let mut lags: Vec<Duration> = member_first
+                .range((m, i64::MIN)..=(m, i64::MAX))
+                .map(|((_, rev), at)| at.duration_since(first[rev]))
+                .collect();
+            lags.sort();
+            pct(&lags, 0.5)
+        })
+        .collect();
+    member_lag.sort();
     let elapsed = start.elapsed();
     for w in watchers {
         w.abort();
@@ -302,6 +333,8 @@ async fn watch_latency(conns: &[Client], put_conn: Client, puts: usize) -> Run {
         per_s: puts as f64 / elapsed.as_secs_f64(),
         lat,
         spread,
+        member_lag,
+        within,
     }
 }
 
@@ -359,7 +392,8 @@ async fn round(bin: &str, is_etcd: bool, total: usize) -> Vec<Run> {
         let put_conn = Client::connect([cluster.endpoints()[0].clone()], None)
             .await
             .expect("connect");
-        runs[6] = watch_latency(&conns, put_conn, 200).await;
+        let members = cluster.endpoints().len();
+        runs[6] = watch_latency(&conns, members, put_conn, 200).await;
     }
     runs
 }
@@ -481,6 +515,30 @@ async fn main() {
             "\nwatch delivery spread (an event after the first of its revision), p50 / p99 ms: kvd {}, etcd {}",
             spread(&k[watch]),
             etcd.as_deref().unwrap_or("-")
+        );
+        let within = |r: &Run| {
+            format!(
+                "{:.2} / {:.2}",
+                ms(pct(&r.within, 0.5)),
+                ms(pct(&r.within, 0.99))
+            )
+        };
+        let lag = |r: &Run| {
+            r.member_lag
+                .iter()
+                .map(|d| format!("{:.2}", ms(*d)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "  of which inside one member, p50 / p99 ms: kvd {}, etcd {}",
+            within(&k[watch]),
+            e.as_ref().map_or("-".to_string(), |e| within(&e[watch]))
+        );
+        println!(
+            "  each member's first event after the earliest member's, p50 ms: kvd {}, etcd {}",
+            lag(&k[watch]),
+            e.as_ref().map_or("-".to_string(), |e| lag(&e[watch]))
         );
     }
     if keys == 0 {
