@@ -13,7 +13,9 @@
 //! request, one answer); `watch-latency` (100 watchers on one key, one put
 //! every 10 ms, each sample from the put being sent to a watcher's event;
 //! then where the delivery spread arises: inside one member, or between
-//! members applying the revision at different times).
+//! members applying the revision at different times; and the latency of
+//! the run's puts themselves, since the tail of the watch samples is
+//! theirs).
 //! Connections are spread round-robin over the members, clients over the
 //! connections. Each figure is the median over rounds; ratios are kvd/etcd.
 //!
@@ -86,6 +88,10 @@ struct Run {
     /// Watch only, sorted: each event's arrival after the first event of
     /// its revision on the same member (the fan-out inside one member).
     within: Vec<Duration>,
+    /// Watch only, sorted: each put's own latency, sent to answered. One
+    /// put feeds 100 samples, so the watch p99 is about the second-slowest
+    /// of its 200 puts: this tells a slow commit from a slow delivery.
+    puts: Vec<Duration>,
 }
 
 impl Run {
@@ -264,6 +270,7 @@ async fn watch_latency(conns: &[Client], members: usize, put_conn: Client, puts:
     let v = vec![b'v'; 32];
     let mut sent: BTreeMap<i64, Instant> = BTreeMap::new();
     let mut put_conn = put_conn;
+    let mut puts_lat = Vec::with_capacity(puts);
     let start = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     for _ in 0..puts {
@@ -276,8 +283,10 @@ async fn watch_latency(conns: &[Client], members: usize, put_conn: Client, puts:
             .header()
             .map(|h| h.revision())
             .expect("header");
+        puts_lat.push(t.elapsed());
         sent.insert(rev, t);
     }
+    puts_lat.sort();
     let expected = puts * CLIENTS;
     let mut lat = Vec::with_capacity(expected);
     let mut arrivals: Vec<(i64, Instant, usize)> = Vec::with_capacity(expected);
@@ -335,6 +344,7 @@ async fn watch_latency(conns: &[Client], members: usize, put_conn: Client, puts:
         spread,
         member_lag,
         within,
+        puts: puts_lat,
     }
 }
 
@@ -530,6 +540,13 @@ async fn main() {
                 .collect::<Vec<_>>()
                 .join(" / ")
         };
+        let puts = |r: &Run| {
+            format!(
+                "{:.2} / {:.2}",
+                ms(pct(&r.puts, 0.5)),
+                ms(pct(&r.puts, 0.99))
+            )
+        };
         println!(
             "  of which inside one member, p50 / p99 ms: kvd {}, etcd {}",
             within(&k[watch]),
@@ -539,6 +556,11 @@ async fn main() {
             "  each member's first event after the earliest member's, p50 ms: kvd {}, etcd {}",
             lag(&k[watch]),
             e.as_ref().map_or("-".to_string(), |e| lag(&e[watch]))
+        );
+        println!(
+            "watch run's puts (sent to answered), p50 / p99 ms: kvd {}, etcd {}",
+            puts(&k[watch]),
+            e.as_ref().map_or("-".to_string(), |e| puts(&e[watch]))
         );
     }
     if keys == 0 {
