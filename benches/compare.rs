@@ -513,55 +513,34 @@ async fn main() {
     }
     let watch = WORKLOADS.len() - 1;
     if !k[watch].spread.is_empty() {
-        let spread = |r: &Run| {
-            format!(
-                "{:.2} / {:.2}",
-                ms(pct(&r.spread, 0.5)),
-                ms(pct(&r.spread, 0.99))
-            )
+        // One line per figure: kvd's, then the other column's ("-" alone).
+        let line = |label: &str, figure: &dyn Fn(&Run) -> String| {
+            let other = e.as_ref().map_or("-".to_string(), |e| figure(&e[watch]));
+            println!("{label}: kvd {}, etcd {other}", figure(&k[watch]));
         };
-        let etcd = e.as_ref().map(|e| spread(&e[watch]));
-        println!(
-            "\nwatch delivery spread (an event after the first of its revision), p50 / p99 ms: kvd {}, etcd {}",
-            spread(&k[watch]),
-            etcd.as_deref().unwrap_or("-")
+        let p50_p99 =
+            |lat: &[Duration]| format!("{:.2} / {:.2}", ms(pct(lat, 0.5)), ms(pct(lat, 0.99)));
+        println!();
+        line(
+            "watch delivery spread (an event after the first of its revision), p50 / p99 ms",
+            &|r| p50_p99(&r.spread),
         );
-        let within = |r: &Run| {
-            format!(
-                "{:.2} / {:.2}",
-                ms(pct(&r.within, 0.5)),
-                ms(pct(&r.within, 0.99))
-            )
-        };
-        let lag = |r: &Run| {
-            r.member_lag
-                .iter()
-                .map(|d| format!("{:.2}", ms(*d)))
-                .collect::<Vec<_>>()
-                .join(" / ")
-        };
-        let puts = |r: &Run| {
-            format!(
-                "{:.2} / {:.2}",
-                ms(pct(&r.puts, 0.5)),
-                ms(pct(&r.puts, 0.99))
-            )
-        };
-        println!(
-            "  of which inside one member, p50 / p99 ms: kvd {}, etcd {}",
-            within(&k[watch]),
-            e.as_ref().map_or("-".to_string(), |e| within(&e[watch]))
+        line("  of which inside one member, p50 / p99 ms", &|r| {
+            p50_p99(&r.within)
+        });
+        line(
+            "  each member's first event after the earliest member's, p50 ms",
+            &|r| {
+                r.member_lag
+                    .iter()
+                    .map(|d| format!("{:.2}", ms(*d)))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            },
         );
-        println!(
-            "  each member's first event after the earliest member's, p50 ms: kvd {}, etcd {}",
-            lag(&k[watch]),
-            e.as_ref().map_or("-".to_string(), |e| lag(&e[watch]))
-        );
-        println!(
-            "watch run's puts (sent to answered), p50 / p99 ms: kvd {}, etcd {}",
-            puts(&k[watch]),
-            e.as_ref().map_or("-".to_string(), |e| puts(&e[watch]))
-        );
+        line("watch run's puts (sent to answered), p50 / p99 ms", &|r| {
+            p50_p99(&r.puts)
+        });
     }
     if keys == 0 {
         return;
