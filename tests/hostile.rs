@@ -871,8 +871,43 @@ async fn garbage_on_the_peer_port_closes_that_connection_and_nothing_else() {
     )
     .await;
 
+    // A snapshot message on the Raft stream, with nothing staged behind
+    // it: refused, and the member's data stays.
+    c.put("kept/before-snapshot", "v", None).await.expect("put");
+    let mut snapshot = raft::eraftpb::Message::default();
+    snapshot.set_msg_type(raft::eraftpb::MessageType::MsgSnapshot);
+    snapshot.from = leader_id;
+    snapshot.to = target_id;
+    snapshot.term = term;
+    let meta = snapshot.mut_snapshot().mut_metadata();
+    meta.index = 1 << 30;
+    meta.term = term;
+    meta.mut_conf_state().voters = vec![leader_id, target_id];
+    assert_eq!(
+        sent_and_closed(port, b'R', &frame(&snapshot.write_to_bytes().expect("encode"))).await,
+        MALFORMED
+    );
+
+    // A stream that never sends its first frame is closed after a few
+    // seconds instead of holding a slot.
+    let (_endpoint, conn) = peer_connection(port).await;
+    let mut stream = conn.open_uni().await.expect("open stream");
+    stream.write_all(b"R").await.expect("kind");
+    match tokio::time::timeout(Duration::from_secs(15), conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+            assert_eq!(close.error_code.into_inner(), MALFORMED)
+        }
+        Ok(other) => panic!("connection ended otherwise: {other:?}"),
+        Err(_) => panic!("a silent stream was kept open"),
+    }
+
     // Every member is up and the cluster serves through each of them.
     cluster.assert_running();
+    let kept = c
+        .get("kept/before-snapshot", Some(GetOptions::new().with_serializable()))
+        .await
+        .expect("read on the target");
+    assert_eq!(kept.kvs().len(), 1, "the member's data survived");
     for i in 0..3 {
         let mut c = cluster.client(i).await;
         c.put(format!("still/{i}"), "up", None)

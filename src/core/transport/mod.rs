@@ -55,6 +55,17 @@ pub const ALPN: &[u8] = b"kvd-raft/1";
 const MAX_INBOUND_CONNECTIONS: usize = 256;
 /// Messages queued per peer before new ones are dropped (Raft retries).
 const PEER_QUEUE: usize = 4096;
+/// Unidirectional streams a peer may keep open on one connection.
+const MAX_UNI_STREAMS: u32 = 4;
+/// Bidirectional streams a peer may keep open on one connection.
+const MAX_BIDI_STREAMS: u32 = 2;
+/// Streams, over all connections, whose first frame is still being read:
+/// before it, nobody knows which member (if any) the sender speaks for, so
+/// what they may hold is bounded by this times the largest frame.
+const MAX_UNADMITTED_STREAMS: usize = 16;
+/// Time a new stream has to deliver its kind byte and first frame (an
+/// honest member sends them at once); then the connection is closed.
+const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(5);
 
 const KIND_RAFT: u8 = b'R';
 const KIND_SNAPSHOT: u8 = b'S';
@@ -90,6 +101,8 @@ pub struct Transport {
     max_frame: usize,
     /// Bounds concurrent inbound connections ([`MAX_INBOUND_CONNECTIONS`]).
     inbound: Arc<Semaphore>,
+    /// Bounds streams not yet admitted ([`MAX_UNADMITTED_STREAMS`]).
+    unadmitted: Arc<Semaphore>,
     /// This member's fingerprint when members pin each other (no peer CA).
     fingerprint: Option<String>,
     /// Rebuilds the TLS configuration when a peer certificate file changes.
@@ -132,6 +145,7 @@ impl Transport {
             rt: tokio::runtime::Handle::current(),
             max_frame: max_frame(max_request_bytes),
             inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
+            unadmitted: Arc::new(Semaphore::new(MAX_UNADMITTED_STREAMS)),
             fingerprint: configs.pinned_fingerprint,
             reload,
         })
@@ -313,9 +327,22 @@ impl Transport {
     }
 
     async fn serve_connection(self, conn: quinn::Connection) {
+        // With pins, a certificate no member holds (while every member has
+        // published its own) may ask who is in the cluster (a removed
+        // member learns it was removed so), but not speak Raft.
+        let stranger = self.fingerprint.is_some()
+            && !pins::may_be_a_member(&self.storage, pins::peer_fingerprint(&conn).as_deref());
         loop {
             tokio::select! {
                 uni = conn.accept_uni() => match uni {
+                    Ok(_) if stranger => {
+                        tracing::warn!(
+                            remote = %conn.remote_address(),
+                            "refusing a peer: its certificate is pinned for no member"
+                        );
+                        conn.close(frame::CLOSE_MALFORMED.into(), b"not a member");
+                        return;
+                    }
                     Ok(stream) => {
                         let this = self.clone();
                         let conn = conn.clone();
@@ -363,21 +390,63 @@ impl Transport {
         let _ = send.finish();
     }
 
+    /// Reads a new stream's kind byte and first frame, within
+    /// [`FIRST_FRAME_DEADLINE`] and one of the [`MAX_UNADMITTED_STREAMS`]
+    /// permits; `None` when the stream ended, failed or ran out of time
+    /// (the connection is then closed).
+    async fn first_frame(
+        &self,
+        conn: &quinn::Connection,
+        stream: &mut quinn::RecvStream,
+    ) -> Option<(u8, Message)> {
+        let read = async {
+            let _permit = self.unadmitted.acquire().await.ok()?;
+            let mut kind = [0u8; 1];
+            stream.read_exact(&mut kind).await.ok()?;
+            if kind[0] != KIND_RAFT && kind[0] != KIND_SNAPSHOT {
+                frame::refuse(conn, &FrameError::UnknownStream(kind[0]));
+                return None;
+            }
+            match read_frame(stream, self.max_frame).await {
+                Ok(Some(m)) => Some((kind[0], m)),
+                Ok(None) => None,
+                Err(e) => {
+                    frame::refuse(conn, &e);
+                    None
+                }
+            }
+        };
+        match tokio::time::timeout(FIRST_FRAME_DEADLINE, read).await {
+            Ok(first) => first,
+            Err(_) => {
+                tracing::warn!(
+                    remote = %conn.remote_address(),
+                    "closing peer connection: no first frame within {FIRST_FRAME_DEADLINE:?}"
+                );
+                conn.close(frame::CLOSE_MALFORMED.into(), b"too slow");
+                None
+            }
+        }
+    }
+
     async fn receive_uni(self, conn: quinn::Connection, mut stream: quinn::RecvStream) {
         let Some(node) = self.node.get() else {
             return;
         };
-        let mut kind = [0u8; 1];
-        if stream.read_exact(&mut kind).await.is_err() {
+        let Some((kind, first)) = self.first_frame(&conn, &mut stream).await else {
             return;
-        }
+        };
+        let mut first = Some(first);
         let mut speaker = None;
-        match kind[0] {
+        match kind {
             KIND_RAFT => loop {
-                let m = match read_frame(&mut stream, self.max_frame).await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => return,
-                    Err(e) => return frame::refuse(&conn, &e),
+                let m = match first.take() {
+                    Some(m) => m,
+                    None => match read_frame(&mut stream, self.max_frame).await {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return,
+                        Err(e) => return frame::refuse(&conn, &e),
+                    },
                 };
                 // One stream speaks for one member, checked once.
                 if speaker != Some(m.from) {
@@ -387,6 +456,16 @@ impl Transport {
                     }
                     speaker = Some(m.from);
                 }
+                // A snapshot comes on a stream of its own, staged before it
+                // is stepped; one named here has nothing behind it.
+                if m.get_msg_type() == MessageType::MsgSnapshot {
+                    tracing::warn!(
+                        remote = %conn.remote_address(),
+                        "closing peer connection: a snapshot message on the raft stream"
+                    );
+                    conn.close(frame::CLOSE_MALFORMED.into(), b"snapshot on the raft stream");
+                    return;
+                }
                 match node.send(Event::Step(Box::new(m))) {
                     // A full queue drops the message; Raft retransmits.
                     Ok(()) | Err(crate::core::errors::EtcdError::TooManyRequests) => {}
@@ -394,12 +473,14 @@ impl Transport {
                 }
             },
             KIND_SNAPSHOT => {
-                let m = match read_frame(&mut stream, self.max_frame).await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => return,
-                    Err(e) => return frame::refuse(&conn, &e),
+                let Some(m) = first else {
+                    return;
                 };
                 if !self.admit(&conn, m.from) {
+                    return;
+                }
+                if m.get_msg_type() != MessageType::MsgSnapshot {
+                    conn.close(frame::CLOSE_MALFORMED.into(), b"not a snapshot");
                     return;
                 }
                 match self.receiver.receive(&m, &mut stream).await {

@@ -59,3 +59,22 @@ pub fn check(s: &Storage, id: u64, fp: Option<&str>) -> Result<(), PinError> {
         _ => Ok(()),
     }
 }
+
+/// Whether a peer presenting `fp` could speak for any member: some member
+/// holds that pin, or some member has not published one yet (taken on
+/// first use). A stranger's Raft and snapshot streams are refused on this
+/// at once, before anything it sends is read. A storage error answers yes:
+/// the per-stream [`check`] still runs.
+pub fn may_be_a_member(s: &Storage, fp: Option<&str>) -> bool {
+    let Some(fp) = fp else {
+        return false;
+    };
+    let Ok(list) = members::list(s) else {
+        return true;
+    };
+    let read = s.db.read_tx();
+    list.iter().any(|m| match pinned(&read, s, m.id) {
+        Ok(Some(pin)) => pin == fp,
+        Ok(None) | Err(_) => true,
+    })
+}

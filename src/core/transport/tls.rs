@@ -426,8 +426,16 @@ impl ServerCertVerifier for NamedServer {
     signatures_by_inner!();
 }
 
+/// QUIC settings of every peer connection. A member opens one stream of
+/// each kind per connection (the `R` stream, a snapshot's `S` stream on a
+/// connection of its own, one `M` request), so a peer may keep at most
+/// [`super::MAX_UNI_STREAMS`] unidirectional and
+/// [`super::MAX_BIDI_STREAMS`] bidirectional streams open (quinn's default,
+/// 100 each, would let one connection hold 100 partial frames).
 pub(super) fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(super::MAX_UNI_STREAMS));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(super::MAX_BIDI_STREAMS));
     t.keep_alive_interval(Some(Duration::from_millis(500)));
     if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(5)) {
         t.max_idle_timeout(Some(idle));
