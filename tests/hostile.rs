@@ -848,20 +848,30 @@ async fn garbage_on_the_peer_port_closes_that_connection_and_nothing_else() {
     poison.to = target_id;
     poison.term = term;
     poison.commit = 1 << 40;
+    // An empty proposal, which a follower would forward and raft-rs on the
+    // leader would stop on (the other shapes raft-rs cannot take are
+    // covered by `core::raft::admit`'s tests).
+    let mut empty = raft::eraftpb::Message::default();
+    empty.set_msg_type(raft::eraftpb::MessageType::MsgPropose);
+    empty.from = leader_id;
+    empty.to = target_id;
     let (_endpoint, conn) = peer_connection(port).await;
     let mut stream = conn.open_uni().await.expect("open stream");
     let mut bytes = vec![b'R'];
     bytes.extend(frame(&wrong.write_to_bytes().expect("encode")));
     bytes.extend(frame(&poison.write_to_bytes().expect("encode")));
+    bytes.extend(frame(&empty.write_to_bytes().expect("encode")));
     stream.write_all(&bytes).await.expect("send messages");
     stream.finish().expect("finish");
     wait_for(
-        "the member logs the dropped heartbeat",
+        "the member logs the dropped heartbeat and proposal",
         Duration::from_secs(10),
         || {
             let log = cluster.members[target].server.log();
             async move {
-                if log.contains("dropping a heartbeat whose commit index is beyond") {
+                if log.contains("dropping a heartbeat whose commit index is beyond")
+                    && log.contains("dropping an empty proposal")
+                {
                     Ok(())
                 } else {
                     Err("not yet".to_string())

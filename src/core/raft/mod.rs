@@ -15,6 +15,7 @@
 //! - `snapshot`: state-machine snapshots, staged and applied crash-safely;
 //! - `logging`: raft-rs's slog records into tracing.
 
+mod admit;
 mod apply;
 pub mod handle;
 pub mod log;
@@ -427,27 +428,14 @@ impl RaftTask {
     }
 
     /// Steps a message from a peer into Raft, after the checks raft-rs
-    /// leaves to its user: a message for another member is dropped, and so
-    /// is a heartbeat claiming a commit index beyond this member's log,
-    /// which raft-rs would treat as fatal (`commit_to` panics); no honest
-    /// leader sends one.
+    /// leaves to its user ([`admit::refusal`]): a message it could not
+    /// handle without stopping the member is logged and dropped.
     fn step(&mut self, m: Message) {
-        if m.to != self.me() {
+        if let Some(why) = admit::refusal(&self.raw.raft, &m) {
             tracing::warn!(
                 from = format_args!("{:x}", m.from),
-                to = format_args!("{:x}", m.to),
-                "dropping a raft message addressed to another member"
-            );
-            return;
-        }
-        if m.get_msg_type() == raft::eraftpb::MessageType::MsgHeartbeat
-            && m.commit > self.raw.raft.raft_log.last_index()
-        {
-            tracing::warn!(
-                from = format_args!("{:x}", m.from),
-                commit = m.commit,
-                last_index = self.raw.raft.raft_log.last_index(),
-                "dropping a heartbeat whose commit index is beyond this member's log"
+                kind = ?m.get_msg_type(),
+                "dropping {why}"
             );
             return;
         }
