@@ -204,10 +204,11 @@ impl Election for ElectionService {
         let client = self.ctx.self_client().await?;
         let ctx = self.ctx.clone();
         let (tx, rx) = mpsc::channel(OBSERVE_BUFFER);
+        let gone = tx.clone();
         tokio::spawn(async move {
             let mut client = client;
             let prefix = prefix_of(&req.name);
-            let result: Result<(), Status> = async {
+            let observing = async {
                 // A canceled watch (a compaction between the read and the
                 // watch) starts over from a fresh read of the leader.
                 'observe: loop {
@@ -282,8 +283,14 @@ impl Election for ElectionService {
                         }
                     }
                 }
-            }
-            .await;
+            };
+            // The caller going away ends the task even while it waits for a
+            // first candidate or a change that may never come (etcd ends
+            // the loop on the stream's context).
+            let result: Result<(), Status> = tokio::select! {
+                result = observing => result,
+                () = gone.closed() => Ok(()),
+            };
             if let Err(status) = result {
                 let _ = tx.send(Err(status)).await;
             }
