@@ -3,7 +3,8 @@
 //! crate: a lock waits for its holder, is released by unlock or by the end
 //! of the holder's lease; an election's leader is the first candidate,
 //! proclaims new values that observers see, and hands over on resign;
-//! etcd's errors for the wrong leader key, no leader and unknown leases.
+//! etcd's errors for the wrong leader key, no leader and unknown leases;
+//! an observer that goes away leaves no watcher behind.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -163,4 +164,51 @@ async fn an_election_leads_proclaims_observes_and_hands_over() {
         tonic::Code::Unknown,
         "election: not leader",
     );
+}
+
+/// A watcher gauge from the member's `/metrics`.
+async fn watchers(port: u16) -> f64 {
+    let resp = common::http_get(port, "/metrics")
+        .await
+        .expect("GET /metrics");
+    let name = "etcd_debugging_mvcc_watcher_total";
+    resp.body
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_observer_that_goes_away_leaves_no_watcher_behind() {
+    let cluster = Cluster::start(1).await;
+    let port = cluster.members[0].client_port;
+    let c = cluster.client(0).await;
+    let before = watchers(port).await;
+    // Elections with no candidate: each observer waits for a first one.
+    let mut observers = Vec::new();
+    for i in 0..20 {
+        let mut e = c.election_client();
+        observers.push(e.observe(format!("nobody-{i}")).await.expect("observe"));
+    }
+    wait_for("every observer watches", WAIT, || async move {
+        let now = watchers(port).await;
+        if now >= before + 20.0 {
+            Ok(())
+        } else {
+            Err(format!("{now} watchers"))
+        }
+    })
+    .await;
+    drop(observers);
+    wait_for("the observers' watchers are gone", WAIT, || async move {
+        let now = watchers(port).await;
+        if now <= before {
+            Ok(())
+        } else {
+            Err(format!("{now} watchers, {before} before"))
+        }
+    })
+    .await;
 }
