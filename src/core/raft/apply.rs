@@ -480,15 +480,14 @@ fn apply_op(
         });
     }
     if let Op::Publish(attrs) = op {
-        let mut member = match tx.get(&s.members, members::key(attrs.member_id))? {
-            Some(v) => {
-                PbMember::decode(v.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?
-            }
-            None => PbMember {
-                id: attrs.member_id,
-                ..Default::default()
-            },
+        // A member removed before its publish was applied (or an id that
+        // never was one) gets no record back (etcd skips the attributes of
+        // a removed member).
+        let Some(v) = tx.get(&s.members, members::key(attrs.member_id))? else {
+            return Err(EtcdError::MemberNotFound);
         };
+        let mut member =
+            PbMember::decode(v.as_ref()).map_err(|e| EtcdError::Internal(e.to_string()))?;
         member.name = attrs.name.clone();
         member.client_ur_ls = attrs.client_urls.clone();
         tx.insert(

@@ -366,3 +366,40 @@ fn the_raft_log_is_compacted_a_step_per_call_down_to_the_catch_up_entries() {
     assert_eq!(log.snapshot_index(), target);
     assert_eq!(log.last_index().expect("last"), last);
 }
+
+/// A publish for an id with no member record (removed before its publish
+/// was applied, or never a member) creates no record and pins nothing.
+#[tokio::test]
+async fn a_publish_for_an_unknown_member_creates_no_record() {
+    use crate::core::raft::proposal::MemberAttributes;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (storage, node, thread) = start_on(dir.path());
+    put(&node, "elected").await;
+    let publish = |id: u64| {
+        Op::Publish(MemberAttributes {
+            member_id: id,
+            name: format!("m{id:x}"),
+            client_urls: vec!["http://127.0.0.1:1".to_string()],
+            peer_fingerprint: "ab".repeat(32),
+        })
+    };
+    let answer = node.propose(publish(ME), Duration::from_secs(5)).await;
+    assert!(matches!(answer, Ok(ApplyResponse::Done)), "{answer:?}");
+    let answer = node.propose(publish(0xdead), Duration::from_secs(5)).await;
+    assert!(
+        matches!(answer, Err(EtcdError::MemberNotFound)),
+        "{answer:?}"
+    );
+    assert!(crate::core::members::get(&storage, 0xdead)
+        .expect("read")
+        .is_none());
+    let read = storage.db.read_tx();
+    assert!(crate::core::members::pinned(&read, &storage, 0xdead)
+        .expect("read")
+        .is_none());
+    assert!(crate::core::members::get(&storage, ME)
+        .expect("read")
+        .is_some_and(|m| m.name == format!("m{ME:x}")));
+    drop(read);
+    stop(node, thread).await;
+}

@@ -64,6 +64,10 @@ pub async fn publish(node: NodeHandle, attrs: MemberAttributes, timeout: Duratio
                 tracing::info!("published member attributes");
                 return;
             }
+            Err(crate::core::errors::EtcdError::MemberNotFound) => {
+                tracing::warn!("not publishing member attributes: this member was removed");
+                return;
+            }
             Err(e) => {
                 tracing::debug!("publish: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
