@@ -881,6 +881,23 @@ async fn garbage_on_the_peer_port_closes_that_connection_and_nothing_else() {
     )
     .await;
 
+    // A message from an id that is not a member, even over a certificate
+    // of the cluster's CA.
+    let mut stranger = raft::eraftpb::Message::default();
+    stranger.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    stranger.from = 0xdead_beef;
+    stranger.to = target_id;
+    stranger.term = term;
+    assert_eq!(
+        sent_and_closed(
+            port,
+            b'R',
+            &frame(&stranger.write_to_bytes().expect("encode"))
+        )
+        .await,
+        MALFORMED
+    );
+
     // A snapshot message on the Raft stream, with nothing staged behind
     // it: refused, and the member's data stays.
     c.put("kept/before-snapshot", "v", None).await.expect("put");
@@ -894,7 +911,12 @@ async fn garbage_on_the_peer_port_closes_that_connection_and_nothing_else() {
     meta.term = term;
     meta.mut_conf_state().voters = vec![leader_id, target_id];
     assert_eq!(
-        sent_and_closed(port, b'R', &frame(&snapshot.write_to_bytes().expect("encode"))).await,
+        sent_and_closed(
+            port,
+            b'R',
+            &frame(&snapshot.write_to_bytes().expect("encode"))
+        )
+        .await,
         MALFORMED
     );
 
@@ -914,7 +936,10 @@ async fn garbage_on_the_peer_port_closes_that_connection_and_nothing_else() {
     // Every member is up and the cluster serves through each of them.
     cluster.assert_running();
     let kept = c
-        .get("kept/before-snapshot", Some(GetOptions::new().with_serializable()))
+        .get(
+            "kept/before-snapshot",
+            Some(GetOptions::new().with_serializable()),
+        )
         .await
         .expect("read on the target");
     assert_eq!(kept.kvs().len(), 1, "the member's data survived");

@@ -179,13 +179,21 @@ impl Transport {
         }
     }
 
-    /// With pinning: whether `conn`'s peer may speak as member `id`;
-    /// refuses (closes) the connection otherwise.
+    /// Whether `conn`'s peer may speak as member `id`: `id` is a member
+    /// (etcd refuses removed members' messages too) and, with pinning,
+    /// the connection's certificate is the one pinned for it. Refuses
+    /// (closes) the connection otherwise.
     fn admit(&self, conn: &quinn::Connection, id: u64) -> bool {
-        if self.fingerprint.is_none() {
-            return true;
-        }
-        match pins::check(&self.storage, id, pins::peer_fingerprint(conn).as_deref()) {
+        let checked = if self.fingerprint.is_none() {
+            match members::get(&self.storage, id) {
+                Ok(Some(_)) => Ok(()),
+                Ok(None) => Err(pins::PinError::NotMember(id)),
+                Err(e) => Err(pins::PinError::Storage(format!("{e:#}"))),
+            }
+        } else {
+            pins::check(&self.storage, id, pins::peer_fingerprint(conn).as_deref())
+        };
+        match checked {
             Ok(()) => true,
             Err(e) => {
                 tracing::warn!(remote = %conn.remote_address(), "refusing a peer: {e}");
@@ -463,7 +471,10 @@ impl Transport {
                         remote = %conn.remote_address(),
                         "closing peer connection: a snapshot message on the raft stream"
                     );
-                    conn.close(frame::CLOSE_MALFORMED.into(), b"snapshot on the raft stream");
+                    conn.close(
+                        frame::CLOSE_MALFORMED.into(),
+                        b"snapshot on the raft stream",
+                    );
                     return;
                 }
                 match node.send(Event::Step(Box::new(m))) {
