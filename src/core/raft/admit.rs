@@ -74,8 +74,7 @@ pub(super) fn refusal<S: Storage>(raft: &Raft<S>, m: &Message) -> Option<&'stati
             Some("a vote for a request this member has not sent")
         }
         MsgTransferLeader
-            if raft.state != StateRole::Leader
-                || !raft.prs().conf().voters().contains(m.from) =>
+            if raft.state != StateRole::Leader || !raft.prs().conf().voters().contains(m.from) =>
         {
             Some("a leader transfer that is not for this leader")
         }

@@ -78,7 +78,10 @@ impl Net {
             out.extend(rd.take_messages());
             if !rd.snapshot().is_empty() {
                 let snapshot = rd.snapshot().clone();
-                n.mut_store().wl().apply_snapshot(snapshot).expect("snapshot");
+                n.mut_store()
+                    .wl()
+                    .apply_snapshot(snapshot)
+                    .expect("snapshot");
             }
             Self::apply(n, rd.take_committed_entries());
             n.mut_store().wl().append(rd.entries()).expect("append");
@@ -110,7 +113,11 @@ impl Net {
                 let Some(n) = self.nodes.get_mut(&m.to) else {
                     continue;
                 };
-                assert_eq!(refusal(&n.raft, &m), None, "an honest message refused: {m:?}");
+                assert_eq!(
+                    refusal(&n.raft, &m),
+                    None,
+                    "an honest message refused: {m:?}"
+                );
                 self.kinds.insert(m.get_msg_type() as i32);
                 let _ = n.step(m);
             }
@@ -154,7 +161,11 @@ fn every_message_of_an_honest_cluster_passes() {
         net.settle();
     }
     let applied = net.get(1).raft.raft_log.applied;
-    net.get(1).mut_store().wl().compact(applied).expect("compact");
+    net.get(1)
+        .mut_store()
+        .wl()
+        .compact(applied)
+        .expect("compact");
     net.cut.clear();
     net.tick(5);
     // A leader transfer, then a leader cut off and replaced.
@@ -167,10 +178,16 @@ fn every_message_of_an_honest_cluster_passes() {
     net.cut.clear();
     net.tick(20);
     let leader = net.leader();
-    net.get(leader).propose(vec![], b"end".to_vec()).expect("propose");
+    net.get(leader)
+        .propose(vec![], b"end".to_vec())
+        .expect("propose");
     net.tick(5);
 
-    let commits: BTreeSet<u64> = net.nodes.values().map(|n| n.raft.raft_log.committed).collect();
+    let commits: BTreeSet<u64> = net
+        .nodes
+        .values()
+        .map(|n| n.raft.raft_log.committed)
+        .collect();
     assert_eq!(commits.len(), 1, "every member has the same log");
     use MessageType::*;
     for kind in [
@@ -188,7 +205,10 @@ fn every_message_of_an_honest_cluster_passes() {
         MsgSnapshot,
         MsgTimeoutNow,
     ] {
-        assert!(net.kinds.contains(&(kind as i32)), "no {kind:?} was exchanged");
+        assert!(
+            net.kinds.contains(&(kind as i32)),
+            "no {kind:?} was exchanged"
+        );
     }
 }
 
@@ -229,16 +249,19 @@ fn messages_that_would_stop_raft_rs_are_refused() {
             m.commit = m.index;
             m
         }),
-        ("an answer to a read index, without a term, past the log", |net| {
-            let mut m = message(net, MsgReadIndexResp, 1, 2);
-            m.term = 0;
-            m.index = net.get(2).raft.raft_log.last_index() + 10;
-            m.entries.push(Entry {
-                data: b"ctx".to_vec().into(),
-                ..Default::default()
-            });
-            m
-        }),
+        (
+            "an answer to a read index, without a term, past the log",
+            |net| {
+                let mut m = message(net, MsgReadIndexResp, 1, 2);
+                m.term = 0;
+                m.index = net.get(2).raft.raft_log.last_index() + 10;
+                m.entries.push(Entry {
+                    data: b"ctx".to_vec().into(),
+                    ..Default::default()
+                });
+                m
+            },
+        ),
         ("a snapshot naming a member voter and learner", |net| {
             let mut m = message(net, MsgSnapshot, 1, 2);
             let last = net.get(2).raft.raft_log.last_index();
@@ -256,7 +279,10 @@ fn messages_that_would_stop_raft_rs_are_refused() {
         net.settle();
         let m = make(&mut net);
         let to = m.to;
-        assert!(refusal(&net.get(to).raft, &m).is_some(), "{what}: not refused");
+        assert!(
+            refusal(&net.get(to).raft, &m).is_some(),
+            "{what}: not refused"
+        );
         let stepped = catch_unwind(AssertUnwindSafe(|| {
             let _ = net.get(to).step(m);
             net.settle();
