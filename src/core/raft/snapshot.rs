@@ -59,6 +59,9 @@ const REPLICATED_META: [&[u8]; 4] = [
 const END: u8 = 0xFF;
 /// File written in a staging directory once its snapshot is complete.
 const COMPLETE: &str = "complete";
+/// Longest wait for the next record of an incoming snapshot; a sender
+/// silent for longer loses the receive (and may send it again).
+const RECORD_STALL: std::time::Duration = std::time::Duration::from_secs(30);
 /// Bytes per write on the stream and per transaction when applying.
 const CHUNK: usize = 1024 * 1024;
 
@@ -162,6 +165,8 @@ pub struct SnapshotReceiver {
     dir: PathBuf,
     /// One receive at a time.
     busy: Arc<AsyncMutex<()>>,
+    /// Longest wait for the next record ([`RECORD_STALL`]).
+    stall: std::time::Duration,
 }
 
 impl SnapshotReceiver {
@@ -170,6 +175,7 @@ impl SnapshotReceiver {
         Self {
             dir: staging_dir(data_dir),
             busy: Arc::new(AsyncMutex::new(())),
+            stall: RECORD_STALL,
         }
     }
 
@@ -242,7 +248,14 @@ impl SnapshotReceiver {
         let mut batch = db.batch();
         let mut pending = 0usize;
         let mut records = 0u64;
-        while let Some((kind, k, v)) = read_record(input).await? {
+        // A sender that stops sending would hold the one receive slot.
+        let stall = self.stall;
+        let stalled =
+            |_| anyhow::anyhow!("snapshot from member {:x} stalled for {stall:?}", m.from);
+        while let Some((kind, k, v)) = tokio::time::timeout(stall, read_record(input))
+            .await
+            .map_err(stalled)??
+        {
             let Some(ks) = handles.get(kind as usize) else {
                 return Err(FrameError::UnknownKeyspace(kind).into());
             };
@@ -327,11 +340,21 @@ pub fn staging_dir(data_dir: &Path) -> PathBuf {
 /// # Errors
 /// A missing or unreadable staging database, storage errors.
 pub fn apply_staged(s: &Storage, data_dir: &Path, meta: &SnapshotMetadata) -> anyhow::Result<()> {
+    // Only a snapshot received whole replaces the state (opening a missing
+    // staging database would create an empty one).
+    let dir = staging_dir(data_dir).join(staging_name(meta));
+    if !dir.join(COMPLETE).exists() {
+        anyhow::bail!(
+            "snapshot {} (term {}) is not staged here; the state is left as it was",
+            meta.index,
+            meta.term
+        );
+    }
     let mut tx = s.db.write_tx();
     tx.insert(&s.meta, META_RESTORING, meta.write_to_bytes()?);
     tx.commit()?;
     s.sync()?;
-    let staged = Database::builder(staging_dir(data_dir).join(staging_name(meta))).open()?;
+    let staged = Database::builder(&dir).open()?;
     for name in STATE_KEYSPACES {
         let Some(ks) = live(s, name) else {
             continue;
@@ -460,5 +483,43 @@ mod tests {
             .await
             .expect("staged");
         assert!(staging_dir(dir.path()).join("11-3").join(COMPLETE).exists());
+    }
+
+    /// A snapshot that was never staged (or not wholly) leaves the state
+    /// alone instead of replacing it with an empty database.
+    #[test]
+    fn applying_a_snapshot_that_is_not_staged_changes_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data = dir.path().join("data");
+        let s = Storage::open(&data).expect("open");
+        s.kv.inner().insert(b"k", b"v").expect("insert");
+        let meta = snapshot_message(50).get_snapshot().get_metadata().clone();
+        let err = apply_staged(&s, dir.path(), &meta).expect_err("applied");
+        assert!(err.to_string().contains("not staged"), "{err}");
+        // A staging directory without its completion mark is not staged.
+        std::fs::create_dir_all(staging_dir(dir.path()).join("50-3")).expect("mkdir");
+        assert!(apply_staged(&s, dir.path(), &meta).is_err());
+        assert!(s.kv.get(b"k").expect("get").is_some());
+        assert!(interrupted_restore(&s).expect("meta").is_none());
+    }
+
+    /// A sender that goes silent mid-snapshot loses the receive slot.
+    #[tokio::test]
+    async fn a_stalled_snapshot_gives_up() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut receiver = SnapshotReceiver::new(dir.path());
+        receiver.stall = std::time::Duration::from_millis(200);
+        let (mut tx, mut rx) = tokio::io::duplex(1024);
+        let head = record("meta", META_STORAGE_FORMAT, &STORAGE_FORMAT.to_be_bytes());
+        tokio::io::AsyncWriteExt::write_all(&mut tx, &head)
+            .await
+            .expect("write");
+        let err = receiver
+            .receive(&snapshot_message(12), &mut rx)
+            .await
+            .expect_err("a silent sender staged a snapshot");
+        assert!(err.to_string().contains("stalled"), "{err}");
+        assert!(!staging_dir(dir.path()).join("12-3").exists());
+        drop(tx);
     }
 }
