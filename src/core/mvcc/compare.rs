@@ -11,31 +11,49 @@ const CMP_GREATER: i32 = 1;
 const CMP_LESS: i32 = 2;
 const CMP_NOT_EQUAL: i32 = 3;
 
+/// Whether `kv` satisfies `c`. Only the union variant that matches `c`'s
+/// target counts; any other (or none) compares against 0 or the empty
+/// value, and an unknown target compares equal (etcd 3.4's `compareKV`).
 pub(crate) fn compare_kv(c: &PbCompare, kv: &PbKeyValue) -> bool {
-    let ord = match c.target_union.as_ref() {
-        Some(PbTargetUnion::Value(v)) if c.target == PbCompareTarget::Value as i32 => {
-            kv.value.as_slice().cmp(v.as_slice())
-        }
-        _ => {
-            let want = match c.target_union.as_ref() {
-                Some(PbTargetUnion::Version(v))
-                | Some(PbTargetUnion::CreateRevision(v))
-                | Some(PbTargetUnion::ModRevision(v))
-                | Some(PbTargetUnion::Lease(v)) => *v,
-                _ => 0,
+    let union = c.target_union.as_ref();
+    let number = |have: i64, want: Option<i64>| have.cmp(&want.unwrap_or(0));
+    let ord = match PbCompareTarget::try_from(c.target) {
+        Ok(PbCompareTarget::Value) => {
+            let want = match union {
+                Some(PbTargetUnion::Value(v)) => v.as_slice(),
+                _ => &[],
             };
-            let have = match PbCompareTarget::try_from(c.target) {
-                Ok(PbCompareTarget::Version) => kv.version,
-                Ok(PbCompareTarget::Create) => kv.create_revision,
-                Ok(PbCompareTarget::Mod) => kv.mod_revision,
-                Ok(PbCompareTarget::Lease) => kv.lease,
-                Ok(PbCompareTarget::Value) => {
-                    return compare_result(c.result, kv.value.as_slice().cmp(&[][..]))
-                }
-                Err(_) => return true,
-            };
-            have.cmp(&want)
+            kv.value.as_slice().cmp(want)
         }
+        Ok(PbCompareTarget::Create) => number(
+            kv.create_revision,
+            match union {
+                Some(PbTargetUnion::CreateRevision(v)) => Some(*v),
+                _ => None,
+            },
+        ),
+        Ok(PbCompareTarget::Mod) => number(
+            kv.mod_revision,
+            match union {
+                Some(PbTargetUnion::ModRevision(v)) => Some(*v),
+                _ => None,
+            },
+        ),
+        Ok(PbCompareTarget::Version) => number(
+            kv.version,
+            match union {
+                Some(PbTargetUnion::Version(v)) => Some(*v),
+                _ => None,
+            },
+        ),
+        Ok(PbCompareTarget::Lease) => number(
+            kv.lease,
+            match union {
+                Some(PbTargetUnion::Lease(v)) => Some(*v),
+                _ => None,
+            },
+        ),
+        Err(_) => Ordering::Equal,
     };
     compare_result(c.result, ord)
 }
@@ -47,5 +65,65 @@ fn compare_result(result: i32, ord: Ordering) -> bool {
         CMP_GREATER => ord == Ordering::Greater,
         CMP_LESS => ord == Ordering::Less,
         _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv() -> PbKeyValue {
+        PbKeyValue {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            create_revision: 5,
+            mod_revision: 9,
+            version: 3,
+            lease: 0,
+        }
+    }
+
+    fn compare(target: i32, union: Option<PbTargetUnion>, result: i32) -> PbCompare {
+        PbCompare {
+            result,
+            target,
+            key: b"k".to_vec(),
+            range_end: Vec::new(),
+            target_union: union,
+        }
+    }
+
+    #[test]
+    fn only_the_union_matching_the_target_counts_as_etcd_does() {
+        let mod_target = PbCompareTarget::Mod as i32;
+        // MOD against a CreateRevision union: mod revision 9 against 0.
+        let c = compare(
+            mod_target,
+            Some(PbTargetUnion::CreateRevision(9)),
+            CMP_EQUAL,
+        );
+        assert!(!compare_kv(&c, &kv()));
+        let c = compare(
+            mod_target,
+            Some(PbTargetUnion::CreateRevision(9)),
+            CMP_GREATER,
+        );
+        assert!(compare_kv(&c, &kv()));
+        let c = compare(mod_target, Some(PbTargetUnion::ModRevision(9)), CMP_EQUAL);
+        assert!(compare_kv(&c, &kv()));
+        // VALUE without a value union: against the empty value.
+        let value = PbCompareTarget::Value as i32;
+        let c = compare(value, Some(PbTargetUnion::Version(3)), CMP_GREATER);
+        assert!(compare_kv(&c, &kv()));
+        // An unknown target compares equal.
+        for (result, expected) in [
+            (CMP_EQUAL, true),
+            (CMP_NOT_EQUAL, false),
+            (CMP_GREATER, false),
+            (CMP_LESS, false),
+        ] {
+            let c = compare(42, Some(PbTargetUnion::Version(3)), result);
+            assert_eq!(compare_kv(&c, &kv()), expected, "result {result}");
+        }
     }
 }
