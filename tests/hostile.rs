@@ -660,6 +660,63 @@ async fn ten_thousand_watches_on_one_stream_cost_little_and_all_see_the_event() 
     drop(w);
 }
 
+/// A client that opens many watches on one stream and then stops reading
+/// pins a bounded share of what is written (the stream's byte budget), not
+/// every revision its watches match.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_that_stops_reading_pins_a_bounded_amount_of_memory() {
+    const WATCHES: usize = 1_000;
+    const PUTS: usize = 2_000;
+    let (mut cluster, c) = single(&[]).await;
+    let channel = raw::channel(&cluster.endpoint(0)).await;
+    let key = |i: usize| format!("stalled/{:04}", i % WATCHES);
+    let mut w = RawWatch::open(&channel, WatchOptions::new().with_key(key(0))).await;
+    for i in 1..WATCHES {
+        w.create(WatchOptions::new().with_key(key(i))).await;
+    }
+    let mut created = 0;
+    while created < WATCHES {
+        let r = w.next().await;
+        assert!(r.created && !r.canceled, "{r:?}");
+        created += 1;
+    }
+    let value = vec![b'v'; 100 * 1024];
+    let write = |key: &dyn Fn(usize) -> String| {
+        let puts: Vec<_> = (0..PUTS)
+            .map(|i| {
+                let (mut kv, k, v) = (c.kv_client(), key(i), value.clone());
+                async move { kv.put(k, v, None).await.expect("put") }
+            })
+            .collect();
+        futures::StreamExt::count(futures::StreamExt::buffer_unordered(
+            futures::stream::iter(puts),
+            16,
+        ))
+    };
+    // The same writes to keys nobody watches first: the storage engine's
+    // memtables and caches grow to their bounds (about 100 MiB, see
+    // `core::storage`) on them, not on the measured writes.
+    write(&|i| format!("unwatched/{:04}", i % WATCHES)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // From here on the client reads nothing.
+    let before = rss(&cluster, 0);
+    write(&key).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let grown = rss(&cluster, 0).saturating_sub(before);
+    eprintln!(
+        "{} MiB written to {WATCHES} watches nobody reads: RSS grew {} MiB",
+        PUTS * value.len() / (1024 * 1024),
+        grown / (1024 * 1024)
+    );
+    assert!(
+        grown < 100 * 1024 * 1024,
+        "a stream nobody reads grew the member by {} MiB",
+        grown / (1024 * 1024)
+    );
+    cluster.assert_running();
+    drop(w);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_thousand_watch_streams_opened_and_dropped_leave_memory_flat() {
     const STREAMS: usize = 100_000;

@@ -207,9 +207,9 @@ impl State {
         let Published {
             revision,
             mut events,
+            bytes,
             prev_read,
             prev_generation,
-            ..
         } = p;
         if revision <= self.current {
             return;
@@ -241,7 +241,12 @@ impl State {
                     if revision < w.next_rev {
                         continue; // already sent (several events matched) or before its start
                     }
-                    if w.queued.load(Ordering::Relaxed) >= cfg.watcher_queue {
+                    let charge = if w.queued.load(Ordering::Relaxed) < cfg.watcher_queue {
+                        w.tx.charge(revision, bytes, cfg.stream_queue_bytes)
+                    } else {
+                        None
+                    };
+                    let Some(charge) = charge else {
                         w.state = WatcherState::Unsynced;
                         w.next_rev = revision;
                         METRICS.slow_watchers.inc();
@@ -251,12 +256,13 @@ impl State {
                             next_rev: revision,
                         });
                         continue;
-                    }
+                    };
                     w.queued.fetch_add(1, Ordering::Relaxed);
                     let _ = w.tx.send(StreamItem::Events {
                         watcher: id,
                         revision,
                         events: events.clone(),
+                        charge,
                     });
                     w.next_rev = revision + 1;
                 }

@@ -64,7 +64,6 @@ use std::time::Duration;
 use etcd_client::proto::{PbEvent, PbKeyValue};
 
 use prost::Message as _;
-use tokio::sync::mpsc as tmpsc;
 
 use crate::core::errors::EtcdError;
 use crate::core::metrics::METRICS;
@@ -73,10 +72,12 @@ use crate::core::raft::{EventSink, RevisionEvents};
 use crate::core::storage::Storage;
 
 mod dispatch;
+mod stream;
 #[cfg(test)]
 mod tests;
 
 use dispatch::{single_key, Published, Shared, State, Watcher, WatcherState};
+pub use stream::{Charge, StreamSender};
 
 /// Tuning of the hub; [`WatchConfig::default`] holds etcd's values where
 /// etcd has one.
@@ -90,6 +91,11 @@ pub struct WatchConfig {
     /// moved off the live path (etcd's `chanBufLen`, 128, which etcd applies
     /// per stream).
     pub watcher_queue: usize,
+    /// Bytes of revisions one stream's queue may hold, all its watchers
+    /// together (each revision counted once); past it, a watcher with a
+    /// new revision leaves the live path and reads history, so a client
+    /// that stops reading pins at most this much.
+    pub stream_queue_bytes: usize,
     /// Revisions a catching-up watcher keeps while its stream reads history;
     /// more means another round from disk, never a lost event.
     pub rejoin_buffer: usize,
@@ -109,6 +115,7 @@ impl Default for WatchConfig {
         Self {
             progress_interval: Duration::from_secs(600),
             watcher_queue: 128,
+            stream_queue_bytes: 16 * 1024 * 1024,
             rejoin_buffer: 256,
             catch_up_revisions: 1000,
             catch_up_bytes: 1024 * 1024,
@@ -135,6 +142,8 @@ pub enum StreamItem {
         revision: i64,
         /// All events of that revision.
         events: Arc<Vec<PbEvent>>,
+        /// What it counts against the stream's byte budget.
+        charge: Option<Charge>,
     },
     /// The watcher left the live path: its queue was full when `next_rev`
     /// was dispatched. The stream catches it up from `next_rev` on.
@@ -153,9 +162,6 @@ pub enum StreamItem {
         revision: i64,
     },
 }
-
-/// The sending side of a stream's channel, as the hub keeps it.
-pub type StreamSender = tmpsc::UnboundedSender<StreamItem>;
 
 /// The result of [`WatchHub::register`].
 #[derive(Debug, Clone)]
@@ -443,6 +449,7 @@ impl WatchHub {
                         watcher: id,
                         revision,
                         events,
+                        charge: None,
                     });
                     next = revision + 1;
                 }
@@ -484,7 +491,8 @@ impl WatchHub {
     /// compact revision, up to the snapshot's current revision or until
     /// [`WatchConfig::catch_up_revisions`] revisions /
     /// [`WatchConfig::catch_up_bytes`] bytes were read (never splitting a
-    /// revision). Events get `prev_kv` (the key's value at the revision
+    /// revision; the bytes count each copy of an event handed to a query,
+    /// since the step holds them all until sent). Events get `prev_kv` (the key's value at the revision
     /// before) for queries that ask, looked up through the `hist` index.
     ///
     /// Blocking (storage reads): run it on a blocking thread.
@@ -525,7 +533,8 @@ impl WatchHub {
                 revisions += 1;
                 last_main = main;
             }
-            bytes += event.encoded_len();
+            let size = event.encoded_len();
+            bytes += size;
             let Some(kv) = event.kv.as_ref() else {
                 continue;
             };
@@ -534,6 +543,8 @@ impl WatchHub {
                 if main < q.from || !q.range.contains(&kv.key) {
                     continue;
                 }
+                // Each copy is memory the step holds until it is sent.
+                bytes += size;
                 let mut ev = event.clone();
                 if q.prev_kv {
                     let cache_key = (kv.key.clone(), main);

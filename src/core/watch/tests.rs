@@ -25,7 +25,7 @@ fn hub(config: WatchConfig) -> (tempfile::TempDir, Arc<WatchHub>) {
     (dir, hub)
 }
 
-fn next(rx: &mut tmpsc::UnboundedReceiver<StreamItem>) -> StreamItem {
+fn next(rx: &mut tokio::sync::mpsc::UnboundedReceiver<StreamItem>) -> StreamItem {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         if let Ok(item) = rx.try_recv() {
@@ -50,7 +50,7 @@ fn full_queue_moves_watcher_off_the_live_path_and_rejoin_replays_buffer() {
         rejoin_buffer: 8,
         ..WatchConfig::default()
     });
-    let (tx, mut rx) = tmpsc::unbounded_channel();
+    let (tx, mut rx) = StreamSender::channel();
     let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0, false);
     assert_eq!(reg.behind, None);
     for rev in 2..=4 {
@@ -94,7 +94,7 @@ fn rejoin_buffer_overflow_means_another_round() {
         rejoin_buffer: 1,
         ..WatchConfig::default()
     });
-    let (tx, _rx) = tmpsc::unbounded_channel();
+    let (tx, _rx) = StreamSender::channel();
     let reg = hub.register(&tx, KeyRange::new(b"k", b"\0"), 1, false);
     hub.publish(vec![(2, vec![put("k", 2)])]);
     while hub.current() < 2 {
@@ -113,7 +113,7 @@ fn rejoin_buffer_overflow_means_another_round() {
 #[test]
 fn a_gap_takes_every_watcher_off_the_live_path() {
     let (_dir, hub) = hub(WatchConfig::default());
-    let (tx, mut rx) = tmpsc::unbounded_channel();
+    let (tx, mut rx) = StreamSender::channel();
     let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0, false);
     hub.publish(vec![(5, vec![put("k", 5)])]);
     match next(&mut rx) {
@@ -131,7 +131,7 @@ fn a_batch_is_dispatched_in_order_and_what_overflows_the_queue_is_read_from_disk
         dispatch_queue_bytes: 140,
         ..WatchConfig::default()
     });
-    let (tx, mut rx) = tmpsc::unbounded_channel();
+    let (tx, mut rx) = StreamSender::channel();
     let reg = hub.register(&tx, KeyRange::new(b"k", b""), 0, false);
     hub.publish((2..=4).map(|rev| (rev, vec![put("k", rev)])).collect());
     for rev in 2..=3 {
@@ -164,7 +164,7 @@ fn revisions_nobody_watches_move_the_dispatched_revision_without_the_dispatcher(
 
     // A watch starting at or below the skipped revisions reads them from
     // history; one starting after them is on the live path.
-    let (tx, mut rx) = tmpsc::unbounded_channel();
+    let (tx, mut rx) = StreamSender::channel();
     let old = hub.register(&tx, KeyRange::new(b"k", b""), 2, false);
     assert_eq!(old.behind, Some(2));
     let live = hub.register(&tx, KeyRange::new(b"k", b""), 4, false);
@@ -181,6 +181,45 @@ fn revisions_nobody_watches_move_the_dispatched_revision_without_the_dispatcher(
         } => {
             assert_eq!((watcher, revision), (live.id, 4));
         }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// All watchers of a stream share its byte budget: a revision queued for
+/// several of them counts once, and past the budget a watcher with a new
+/// revision leaves the live path; handled items give their bytes back.
+#[test]
+fn a_streams_watchers_share_one_byte_budget() {
+    let (_dir, hub) = hub(WatchConfig {
+        stream_queue_bytes: 1,
+        ..WatchConfig::default()
+    });
+    let (tx, mut rx) = StreamSender::channel();
+    let a = hub.register(&tx, KeyRange::new(b"a", b""), 0, false);
+    let b = hub.register(&tx, KeyRange::new(b"b", b""), 0, false);
+    // One revision for both watchers: charged once, both get it.
+    hub.publish(vec![(2, vec![put("a", 2), put("b", 2)])]);
+    let mut first = Vec::new();
+    for _ in 0..2 {
+        match next(&mut rx) {
+            item @ StreamItem::Events { revision: 2, .. } => first.push(item),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // The budget is spent while those items are held: the next revision
+    // sends its watcher off the live path.
+    hub.publish(vec![(3, vec![put("a", 3)])]);
+    match next(&mut rx) {
+        StreamItem::Behind { watcher, next_rev } => assert_eq!((watcher, next_rev), (a.id, 3)),
+        other => panic!("unexpected {other:?}"),
+    }
+    // Once handled, the budget is free again for the other watcher.
+    drop(first);
+    hub.publish(vec![(4, vec![put("b", 4)])]);
+    match next(&mut rx) {
+        StreamItem::Events {
+            watcher, revision, ..
+        } => assert_eq!((watcher, revision), (b.id, 4)),
         other => panic!("unexpected {other:?}"),
     }
 }

@@ -232,7 +232,7 @@ impl StreamTask {
         fragment_bytes: usize,
         out: mpsc::Sender<Result<PbWatchResponse, Status>>,
     ) -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = StreamSender::channel();
         Self {
             hub,
             status,
@@ -346,8 +346,7 @@ impl StreamTask {
         Ok(())
     }
 
-    /// A create that failed: etcd answers `created` + `canceled` with watch
-    /// id -1.
+    /// A create that failed: etcd answers `created` + `canceled`, id -1.
     async fn reject(&self, reason: &str) -> Result<(), Closed> {
         self.send(PbWatchResponse {
             header: Some(self.header(self.hub.current())),
@@ -469,6 +468,7 @@ impl StreamTask {
                     watcher,
                     revision,
                     events,
+                    ..
                 } => {
                     if let Some(local) = self.locals.get_mut(&watcher) {
                         local.queued.fetch_sub(1, Ordering::Relaxed);
