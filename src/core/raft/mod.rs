@@ -76,7 +76,12 @@ pub fn start(
     };
     raft_cfg.validate()?;
     let logger = slog::Logger::root(crate::core::raft::logging::TracingDrain, slog::o!());
-    let raw = RawNode::new(&raft_cfg, log, &logger)?;
+    // raft-rs stops on a stored state it cannot take (a commit index past
+    // the log, from a damaged disk): an error here, not a panic.
+    let raw = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        RawNode::new(&raft_cfg, log, &logger)
+    }))
+    .map_err(|_| anyhow::anyhow!("raft refused the stored state (see the log above)"))??;
     let status = Arc::new(NodeStatus::new(cfg.member_id, cfg.cluster_id));
     status.set_progress(raw.raft.term, raw.raft.raft_log.last_index());
     status.set_learner(raw.raft.prs().conf().learners().contains(&cfg.member_id.0));

@@ -59,6 +59,27 @@ fn bootstrap_entries() -> Vec<Entry> {
 }
 
 /// Starts the task on `dir` (bootstrapping it the first time).
+/// The lone test member's configuration, data under `dir`.
+fn node_config(dir: &std::path::Path, storage: &Storage) -> NodeConfig {
+    NodeConfig {
+        member_id: MemberId(ME),
+        cluster_id: ClusterId(7),
+        tick: Duration::from_millis(10),
+        election_ticks: 10,
+        snapshot_count: 10_000,
+        auto_promote: false,
+        data_dir: dir.to_path_buf(),
+        events: Arc::new(NoWatchers),
+        lessor: Arc::new(Lessor::default()),
+        auth: Arc::new(crate::core::auth::AuthStore::new(
+            storage.clone(),
+            Duration::from_secs(300),
+            4,
+            false,
+        )),
+    }
+}
+
 fn start_on(dir: &std::path::Path) -> (Storage, NodeHandle, std::thread::JoinHandle<()>) {
     let storage = Storage::open(dir).expect("open storage");
     let source = SnapshotSource::new(storage.clone());
@@ -69,29 +90,36 @@ fn start_on(dir: &std::path::Path) -> (Storage, NodeHandle, std::thread::JoinHan
         }
     };
     let (handle, thread) = start(
-        NodeConfig {
-            member_id: MemberId(ME),
-            cluster_id: ClusterId(7),
-            tick: Duration::from_millis(10),
-            election_ticks: 10,
-            snapshot_count: 10_000,
-            auto_promote: false,
-            data_dir: dir.to_path_buf(),
-            events: Arc::new(NoWatchers),
-            lessor: Arc::new(Lessor::default()),
-            auth: Arc::new(crate::core::auth::AuthStore::new(
-                storage.clone(),
-                Duration::from_secs(300),
-                4,
-                false,
-            )),
-        },
+        node_config(dir, &storage),
         storage.clone(),
         log,
         Box::new(NoPeers),
     )
     .expect("start the raft task");
     (storage, handle, thread)
+}
+
+/// A stored commit index past the end of the log (a damaged disk) is an
+/// error from `start`, not a panic inside raft-rs.
+#[test]
+fn a_stored_commit_past_the_log_is_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let storage = Storage::open(dir.path()).expect("open storage");
+    let source = SnapshotSource::new(storage.clone());
+    let mut log =
+        RaftLog::bootstrap(storage.clone(), source, bootstrap_entries()).expect("bootstrap");
+    let mut hs = log.hard_state().clone();
+    hs.commit = 10_000;
+    log.set_hard_state(&hs).expect("hard state");
+    storage.sync().expect("sync");
+    let started = start(
+        node_config(dir.path(), &storage),
+        storage,
+        log,
+        Box::new(NoPeers),
+    );
+    let err = started.err().expect("started on a damaged state");
+    assert!(err.to_string().contains("stored state"), "{err}");
 }
 
 async fn put(node: &NodeHandle, key: &str) -> i64 {

@@ -313,16 +313,18 @@ fn is_ours(name: &str) -> bool {
     let Some((stamp, rev)) = rest.split_once("-rev") else {
         return false;
     };
-    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    // Bytes, not `str` slices: a name with a multi-byte character must not
+    // be cut inside it.
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(|b| b.is_ascii_digit());
     let b = stamp.as_bytes();
     b.len() == 20
-        && digits(&stamp[..8])
+        && digits(&b[..8])
         && b[8] == b'T'
-        && digits(&stamp[9..15])
+        && digits(&b[9..15])
         && b[15] == b'.'
-        && digits(&stamp[16..19])
+        && digits(&b[16..19])
         && b[19] == b'Z'
-        && digits(rev)
+        && digits(rev.as_bytes())
 }
 
 /// Removes all but the newest `keep` snapshots named by `save_in_dir`
@@ -361,6 +363,8 @@ mod tests {
             "kvd-snapshot-20261203T091500.123Z-rev.db",
             "kvd-snapshot-20261203T091500.123Z-rev54.db.part",
             ".kvd-snapshot-20261203T091500.123Z.db",
+            // A multi-byte character across a field's edge.
+            "kvd-snapshot-2026120\u{e9}091500.123Z-rev54.db",
         ] {
             assert!(!is_ours(other), "{other}");
         }
