@@ -1,6 +1,7 @@
 //! The KV service over gRPC, with the `etcd-client` crate: revisions,
 //! ranges, deletes, transactions, compaction and etcd's exact errors, on a
-//! single member and through the followers of a 3-member cluster.
+//! single member and through the followers of a 3-member cluster, and
+//! etcd 3.7's streamed range.
 //!
 //! Every scenario works under its own key prefix and asserts revisions
 //! relative to the store's revision when it starts, so that the 3-member test
@@ -1621,4 +1622,116 @@ async fn three_members_linearizable_reads_see_acknowledged_writes() {
 
 fn value_of(resp: &GetResponse) -> String {
     value(&resp.kvs()[0])
+}
+
+/// The chunks of a `RangeStream` answer, each as `(keys, header revision,
+/// more, count)`.
+async fn stream_chunks(
+    c: &Client,
+    key: &str,
+    options: GetOptions,
+) -> Result<Vec<(Vec<String>, Option<i64>, bool, i64)>, etcd_client::Error> {
+    let mut s = c.kv_client().get_stream(key, Some(options)).await?;
+    let mut chunks = Vec::new();
+    while let Some(r) = s.message().await? {
+        let keys = r
+            .kvs()
+            .iter()
+            .map(|kv| kv.key_str().unwrap().to_string())
+            .collect();
+        chunks.push((keys, r.header().map(|h| h.revision()), r.more(), r.count()));
+    }
+    Ok(chunks)
+}
+
+/// etcd 3.7's `RangeStream`: chunks in key order, read from one revision,
+/// the header, `more` and `count` on the last chunk only; etcd's refusals.
+#[tokio::test(flavor = "multi_thread")]
+async fn range_stream_sends_chunks_of_one_revision_and_the_header_last() {
+    const KEYS: usize = 3_000;
+    let cluster = Cluster::start(1).await;
+    let mut c = cluster.client(0).await;
+    let value = "v".repeat(1024);
+    let mut kv = c.kv_client();
+    let puts: Vec<_> = (0..KEYS)
+        .map(|i| {
+            let mut kv = kv.clone();
+            let value = value.clone();
+            async move { kv.put(format!("stream/{i:05}"), value, None).await }
+        })
+        .collect();
+    for r in futures::future::join_all(puts).await {
+        r.expect("put");
+    }
+    let rev = current_revision(&mut c).await;
+    let all: Vec<String> = (0..KEYS).map(|i| format!("stream/{i:05}")).collect();
+
+    let chunks = stream_chunks(&c, "stream/", GetOptions::new().with_prefix())
+        .await
+        .expect("range stream");
+    assert!(chunks.len() > 2, "{} chunks", chunks.len());
+    let keys: Vec<String> = chunks.iter().flat_map(|c| c.0.clone()).collect();
+    assert_eq!(keys, all);
+    let (last, rest) = chunks.split_last().unwrap();
+    assert_eq!((last.1, last.2, last.3), (Some(rev), false, KEYS as i64));
+    for (_, header, more, count) in rest {
+        assert_eq!((*header, *more, *count), (None, false, 0));
+    }
+    assert_eq!(rest[0].0.len(), 10, "etcd's first chunk");
+
+    // A limit: its keys, then `more` and the whole count.
+    let limited = stream_chunks(
+        &c,
+        "stream/",
+        GetOptions::new().with_prefix().with_limit(1234),
+    )
+    .await
+    .expect("limited stream");
+    let keys: Vec<String> = limited.iter().flat_map(|c| c.0.clone()).collect();
+    assert_eq!(keys, all[..1234]);
+    let last = limited.last().unwrap();
+    assert_eq!((last.2, last.3), (true, KEYS as i64));
+
+    // Writes during the stream are not in it.
+    let mut s = kv
+        .get_stream("stream/", Some(GetOptions::new().with_prefix()))
+        .await
+        .expect("stream");
+    let first = s.message().await.expect("first chunk").expect("a chunk");
+    put(&mut c, "stream/99999", "late").await;
+    let mut seen = first.kvs().len();
+    let mut header = None;
+    while let Some(r) = s.message().await.expect("chunk") {
+        assert!(r.kvs().iter().all(|kv| kv.key() != b"stream/99999"));
+        seen += r.kvs().len();
+        header = r.header().map(|h| h.revision());
+    }
+    assert_eq!((seen, header), (KEYS, Some(rev)));
+
+    // Count only: one chunk.
+    let counted = stream_chunks(
+        &c,
+        "stream/",
+        GetOptions::new().with_prefix().with_count_only(),
+    )
+    .await
+    .expect("count");
+    assert_eq!(counted.len(), 1);
+    assert_eq!(counted[0].3, KEYS as i64 + 1);
+
+    // etcd refuses sorting and revision filters on a stream.
+    let sorted = GetOptions::new()
+        .with_prefix()
+        .with_sort(SortTarget::Mod, SortOrder::Descend);
+    assert_status(
+        stream_chunks(&c, "stream/", sorted).await,
+        Code::Unimplemented,
+        "RangeStream does not support custom sort orders",
+    );
+    let filtered = GetOptions::new().with_prefix().with_min_mod_revision(2);
+    assert_status(
+        stream_chunks(&c, "stream/", filtered).await,
+        Code::Unimplemented,
+        "RangeStream does not support revision filters",
+    );
 }

@@ -1,25 +1,20 @@
 //! `etcdserverpb.KV`: Range, Put, DeleteRange, Txn, Compact with etcd's
 //! validation (`api/v3rpc/key.go`) and semantics.
 
-use std::pin::Pin;
-
 use etcd_client::proto::{
     PbCompactionRequest, PbCompactionResponse, PbDeleteRequest, PbDeleteResponse, PbKvService,
-    PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbRangeStreamResponse,
-    PbTxnOpRequest, PbTxnRequest, PbTxnRequestOp, PbTxnResponse,
+    PbPutRequest, PbPutResponse, PbRangeRequest, PbRangeResponse, PbTxnOpRequest, PbTxnRequest,
+    PbTxnRequestOp, PbTxnResponse,
 };
-use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::core::alarm;
+use crate::core::api::range_stream::{self, RangeStream};
 use crate::core::api::ApiContext;
 use crate::core::auth::Identity;
 use crate::core::errors::EtcdError;
 use crate::core::mvcc::{self, ApplyResponse, KeyRange};
 use crate::core::raft::proposal::Op;
-
-/// Keys per message of `RangeStream`.
-const RANGE_STREAM_CHUNK: usize = 1000;
 
 /// The KV service.
 pub struct KvService {
@@ -63,8 +58,6 @@ impl KvService {
     }
 }
 
-type RangeStream = Pin<Box<dyn Stream<Item = Result<PbRangeStreamResponse, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl PbKvService for KvService {
     async fn range(
@@ -93,23 +86,8 @@ impl PbKvService for KvService {
             return Err(EtcdError::EmptyKey.into());
         }
         self.ctx.check_range(&who, request.get_ref())?;
-        let mut resp = self.do_range(request.get_ref()).await?;
-        let kvs = std::mem::take(&mut resp.kvs);
-        let mut chunks: Vec<Result<PbRangeStreamResponse, Status>> = Vec::new();
-        let mut first = Some(resp);
-        for part in kvs.chunks(RANGE_STREAM_CHUNK) {
-            let mut r = first.take().unwrap_or_default();
-            r.kvs = part.to_vec();
-            chunks.push(Ok(PbRangeStreamResponse {
-                range_response: Some(r),
-            }));
-        }
-        if let Some(r) = first {
-            chunks.push(Ok(PbRangeStreamResponse {
-                range_response: Some(r),
-            }));
-        }
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        let stream = range_stream::start(self.ctx.clone(), who, request.into_inner()).await?;
+        Ok(Response::new(stream))
     }
 
     async fn put(&self, request: Request<PbPutRequest>) -> Result<Response<PbPutResponse>, Status> {

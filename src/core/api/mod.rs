@@ -19,6 +19,7 @@ pub mod lease;
 pub mod listener;
 pub mod lock;
 pub mod maintenance;
+pub mod range_stream;
 pub mod ui;
 pub mod v2;
 pub mod watch;

@@ -173,6 +173,67 @@ pub fn header(revision: i64) -> PbResponseHeader {
     }
 }
 
+/// One page of a streamed range (etcd 3.7's `RangeStream`) at the
+/// reader's current revision: the first `limit` (at least 1) live
+/// key-values of `range` in key order, and whether more follow. Unlike
+/// [`range`] it neither counts the rest nor reads past the page (one key
+/// more, to know), so paging through a million keys costs one walk.
+/// Values are left empty with `keys_only`.
+///
+/// # Errors
+/// Storage errors, a corrupt record.
+pub fn range_page<R: Readable>(
+    r: &R,
+    s: &Storage,
+    range: &KeyRange,
+    limit: usize,
+    keys_only: bool,
+) -> Result<(Vec<PbKeyValue>, bool), EtcdError> {
+    if range.is_empty() {
+        return Ok((Vec::new(), false));
+    }
+    let iter = match &range.end {
+        Some(end) => r.range(&s.kv, range.start.as_slice()..end.as_slice()),
+        None => r.range(&s.kv, range.start.as_slice()..),
+    };
+    let limit = limit.max(1);
+    let mut kvs = Vec::new();
+    let mut batch: Vec<(Vec<u8>, CurrentRecord)> = Vec::new();
+    let mut taken = 0usize;
+    let mut more = false;
+    for item in iter {
+        if taken == limit {
+            more = true;
+            break;
+        }
+        let (k, v) = item.into_inner()?;
+        let rec = decode_current(&v)?;
+        if keys_only {
+            kvs.push(rec.to_kv(k.to_vec(), Vec::new()));
+        } else {
+            batch.push((k.to_vec(), rec));
+            if batch.len() >= VALUE_BATCH {
+                visit_with_values(r, s, &mut batch, &mut |kv| kvs.push(kv))?;
+            }
+        }
+        taken += 1;
+    }
+    visit_with_values(r, s, &mut batch, &mut |kv| kvs.push(kv))?;
+    Ok((kvs, more))
+}
+
+/// How many live keys `range` holds at the reader's current revision
+/// (a key walk; no record is decoded).
+///
+/// # Errors
+/// Storage errors.
+pub fn count_current<R: Readable>(r: &R, s: &Storage, range: &KeyRange) -> Result<i64, EtcdError> {
+    if range.is_empty() {
+        return Ok(0);
+    }
+    scan_current_counting(r, s, range, Some(0), false, &mut |_| {})
+}
+
 /// As [`scan_current`], decoding and visiting only the first `decode`
 /// key-values (all when `None`); returns how many keys the range holds.
 /// Values are read from history only when `values` is set.
