@@ -1663,7 +1663,7 @@ async fn range_stream_sends_chunks_of_one_revision_and_the_header_last() {
     for r in futures::future::join_all(puts).await {
         r.expect("put");
     }
-    let rev = current_revision(&mut c).await;
+    let rev = current_revision(&c).await;
     let all: Vec<String> = (0..KEYS).map(|i| format!("stream/{i:05}")).collect();
 
     let chunks = stream_chunks(&c, "stream/", GetOptions::new().with_prefix())

@@ -199,9 +199,8 @@ pub fn range_page<R: Readable>(
     let limit = limit.max(1);
     let mut kvs = Vec::new();
     let mut batch: Vec<(Vec<u8>, CurrentRecord)> = Vec::new();
-    let mut taken = 0usize;
     let mut more = false;
-    for item in iter {
+    for (taken, item) in iter.enumerate() {
         if taken == limit {
             more = true;
             break;
@@ -216,7 +215,6 @@ pub fn range_page<R: Readable>(
                 visit_with_values(r, s, &mut batch, &mut |kv| kvs.push(kv))?;
             }
         }
-        taken += 1;
     }
     visit_with_values(r, s, &mut batch, &mut |kv| kvs.push(kv))?;
     Ok((kvs, more))
