@@ -35,6 +35,51 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
 }
 
+/// Time a new stream has to deliver its kind byte and first frame (an
+/// honest member sends them at once); then the connection is closed.
+pub const FIRST_FRAME_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a new stream's kind byte (one of `kinds`) and first frame of at
+/// most `max` bytes, within [`FIRST_FRAME_DEADLINE`] and holding one of
+/// the `unadmitted` permits meanwhile; `None` when the stream ended,
+/// failed or ran out of time (the connection is then closed).
+pub(super) async fn first_frame(
+    conn: &quinn::Connection,
+    stream: &mut quinn::RecvStream,
+    unadmitted: &tokio::sync::Semaphore,
+    kinds: &[u8],
+    max: usize,
+) -> Option<(u8, Message)> {
+    let read = async {
+        let _permit = unadmitted.acquire().await.ok()?;
+        let mut kind = [0u8; 1];
+        stream.read_exact(&mut kind).await.ok()?;
+        if !kinds.contains(&kind[0]) {
+            refuse(conn, &FrameError::UnknownStream(kind[0]));
+            return None;
+        }
+        match read_frame(stream, max).await {
+            Ok(Some(m)) => Some((kind[0], m)),
+            Ok(None) => None,
+            Err(e) => {
+                refuse(conn, &e);
+                None
+            }
+        }
+    };
+    match tokio::time::timeout(FIRST_FRAME_DEADLINE, read).await {
+        Ok(first) => first,
+        Err(_) => {
+            tracing::warn!(
+                remote = %conn.remote_address(),
+                "closing peer connection: no first frame within {FIRST_FRAME_DEADLINE:?}"
+            );
+            conn.close(CLOSE_MALFORMED.into(), b"too slow");
+            None
+        }
+    }
+}
+
 /// Logs bad input from a peer and closes its connection; the member keeps
 /// serving everyone else.
 pub(super) fn refuse(conn: &quinn::Connection, e: &FrameError) {

@@ -63,9 +63,6 @@ const MAX_BIDI_STREAMS: u32 = 2;
 /// before it, nobody knows which member (if any) the sender speaks for, so
 /// what they may hold is bounded by this times the largest frame.
 const MAX_UNADMITTED_STREAMS: usize = 16;
-/// Time a new stream has to deliver its kind byte and first frame (an
-/// honest member sends them at once); then the connection is closed.
-const FIRST_FRAME_DEADLINE: Duration = Duration::from_secs(5);
 
 const KIND_RAFT: u8 = b'R';
 const KIND_SNAPSHOT: u8 = b'S';
@@ -398,50 +395,14 @@ impl Transport {
         let _ = send.finish();
     }
 
-    /// Reads a new stream's kind byte and first frame, within
-    /// [`FIRST_FRAME_DEADLINE`] and one of the [`MAX_UNADMITTED_STREAMS`]
-    /// permits; `None` when the stream ended, failed or ran out of time
-    /// (the connection is then closed).
-    async fn first_frame(
-        &self,
-        conn: &quinn::Connection,
-        stream: &mut quinn::RecvStream,
-    ) -> Option<(u8, Message)> {
-        let read = async {
-            let _permit = self.unadmitted.acquire().await.ok()?;
-            let mut kind = [0u8; 1];
-            stream.read_exact(&mut kind).await.ok()?;
-            if kind[0] != KIND_RAFT && kind[0] != KIND_SNAPSHOT {
-                frame::refuse(conn, &FrameError::UnknownStream(kind[0]));
-                return None;
-            }
-            match read_frame(stream, self.max_frame).await {
-                Ok(Some(m)) => Some((kind[0], m)),
-                Ok(None) => None,
-                Err(e) => {
-                    frame::refuse(conn, &e);
-                    None
-                }
-            }
-        };
-        match tokio::time::timeout(FIRST_FRAME_DEADLINE, read).await {
-            Ok(first) => first,
-            Err(_) => {
-                tracing::warn!(
-                    remote = %conn.remote_address(),
-                    "closing peer connection: no first frame within {FIRST_FRAME_DEADLINE:?}"
-                );
-                conn.close(frame::CLOSE_MALFORMED.into(), b"too slow");
-                None
-            }
-        }
-    }
-
     async fn receive_uni(self, conn: quinn::Connection, mut stream: quinn::RecvStream) {
         let Some(node) = self.node.get() else {
             return;
         };
-        let Some((kind, first)) = self.first_frame(&conn, &mut stream).await else {
+        let kinds = [KIND_RAFT, KIND_SNAPSHOT];
+        let first =
+            frame::first_frame(&conn, &mut stream, &self.unadmitted, &kinds, self.max_frame);
+        let Some((kind, first)) = first.await else {
             return;
         };
         let mut first = Some(first);
