@@ -1236,11 +1236,34 @@ async fn txn_errors(c: &mut Client, p: &str) {
         Code::InvalidArgument,
         "etcdserver: duplicate key given in txn request",
     );
+    // A nested txn's delete, then a later sibling's put of that key
+    // (etcd checks siblings in order).
+    assert_status(
+        c.txn(Txn::new().and_then(vec![
+            TxnOp::txn(Txn::new().and_then(vec![TxnOp::delete(a.as_str(), None)])),
+            TxnOp::txn(Txn::new().and_then(vec![TxnOp::put(a.as_str(), "1", None)])),
+        ]))
+        .await,
+        Code::InvalidArgument,
+        "etcdserver: duplicate key given in txn request",
+    );
     assert_eq!(
         current_revision(c).await,
         base,
         "rejected txns wrote nothing"
     );
+    // etcd's check sees no key in a delete whose range end is "\0" (its
+    // interval [key, "\0") is empty), so a put beside it passes. The
+    // delete starts past every test key.
+    c.txn(Txn::new().and_then(vec![
+        TxnOp::delete(
+            "\u{7f}\u{7f}end",
+            Some(DeleteOptions::new().with_from_key()),
+        ),
+        TxnOp::put(b.as_str(), "beside", None),
+    ]))
+    .await
+    .expect("a from-key delete beside a put");
 
     // The same key in both branches is fine: only one branch runs.
     let resp = c

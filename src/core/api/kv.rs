@@ -269,10 +269,14 @@ fn check_intervals(ops: &[PbTxnRequestOp]) -> Result<Writes, EtcdError> {
     };
     for op in ops {
         if let Some(PbTxnOpRequest::RequestDeleteRange(d)) = &op.request {
-            w.dels.push(KeyRange::new(&d.key, &d.range_end));
+            // etcd's interval for a range end of "\0" is [key, "\0"),
+            // which holds no key: this check lets such a delete pass with
+            // any put (the delete itself still runs from the key on).
+            if d.range_end != [0] {
+                w.dels.push(KeyRange::new(&d.key, &d.range_end));
+            }
         }
     }
-    let mut nested_dels = Vec::new();
     for op in ops {
         let Some(PbTxnOpRequest::RequestTxn(t)) = &op.request else {
             continue;
@@ -294,10 +298,11 @@ fn check_intervals(ops: &[PbTxnRequestOp]) -> Result<Writes, EtcdError> {
                 w.puts.push(k.clone());
             }
         }
-        nested_dels.extend(then.dels);
-        nested_dels.extend(otherwise.dels);
+        // As etcd: a nested txn's deletes apply to the puts of the
+        // siblings after it.
+        w.dels.extend(then.dels);
+        w.dels.extend(otherwise.dels);
     }
-    w.dels.extend(nested_dels);
     for op in ops {
         if let Some(PbTxnOpRequest::RequestPut(p)) = &op.request {
             if w.puts.contains(&p.key) || w.deleted(&p.key) {
