@@ -95,6 +95,7 @@ pub fn start(
         status: status.clone(),
         applied: applied_rx,
         compact_done: compact_rx,
+        peer_bytes: Arc::default(),
     };
     let failed = status.clone();
     let mut task = RaftTask {
@@ -425,7 +426,7 @@ impl RaftTask {
                 let _ = reply.send(r);
             }
             Event::SnapshotStatus(id, status) => self.raw.report_snapshot(id.0, status),
-            Event::Step(m) => self.step(*m),
+            Event::Step(m, _bytes) => self.step(*m),
             Event::Unreachable(id) => self.raw.report_unreachable(id.0),
             Event::Shutdown => return false,
         }

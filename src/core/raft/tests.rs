@@ -188,6 +188,7 @@ async fn a_full_event_queue_refuses_instead_of_blocking() {
         status: Arc::new(NodeStatus::new(MemberId(ME), ClusterId(7))),
         applied: watch::channel(LogIndex(0)).1,
         compact_done: watch::channel(Revision(0)).1,
+        peer_bytes: Arc::default(),
     };
     node.send(Event::Shutdown).expect("room for one");
     assert!(matches!(
@@ -430,4 +431,36 @@ async fn a_publish_for_an_unknown_member_creates_no_record() {
         .is_some_and(|m| m.name == format!("m{ME:x}")));
     drop(read);
     stop(node, thread).await;
+}
+
+/// Peer messages are bounded by bytes as well as by count: past the
+/// budget they are dropped, and a handled message gives its bytes back.
+#[tokio::test]
+async fn peer_messages_share_a_byte_budget() {
+    use crate::core::raft::handle::PEER_QUEUE_BYTES;
+    let (tx, rx) = mpsc::sync_channel(16);
+    let node = NodeHandle {
+        tx,
+        status: Arc::new(NodeStatus::new(MemberId(ME), ClusterId(7))),
+        applied: watch::channel(LogIndex(0)).1,
+        compact_done: watch::channel(Revision(0)).1,
+        peer_bytes: Arc::default(),
+    };
+    let big = PEER_QUEUE_BYTES / 2 + 1;
+    node.send_step(Message::default(), big)
+        .expect("room for one");
+    assert!(matches!(
+        node.send_step(Message::default(), big),
+        Err(EtcdError::TooManyRequests)
+    ));
+    // Small messages still fit beside it.
+    node.send_step(Message::default(), 1024)
+        .expect("a small one");
+    // Handling the big one frees its bytes.
+    drop(rx.recv().expect("the big message"));
+    node.send_step(Message::default(), big).expect("room again");
+    // Alone, even a message larger than the budget is taken.
+    let _ = rx.try_iter().count();
+    node.send_step(Message::default(), 2 * PEER_QUEUE_BYTES)
+        .expect("one message, however large");
 }

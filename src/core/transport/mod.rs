@@ -438,7 +438,8 @@ impl Transport {
                     );
                     return;
                 }
-                match node.send(Event::Step(Box::new(m))) {
+                let bytes = protobuf::Message::compute_size(&m) as usize;
+                match node.send_step(m, bytes) {
                     // A full queue drops the message; Raft retransmits.
                     Ok(()) | Err(crate::core::errors::EtcdError::TooManyRequests) => {}
                     Err(_) => return,
@@ -457,7 +458,8 @@ impl Transport {
                 }
                 match self.receiver.receive(&m, &mut stream).await {
                     Ok(()) => {
-                        let _ = node.send_eventually(Event::Step(Box::new(m))).await;
+                        let bytes = protobuf::Message::compute_size(&m) as usize;
+                        let _ = node.send_step_eventually(m, bytes).await;
                     }
                     Err(e) => {
                         tracing::warn!(
