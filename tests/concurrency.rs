@@ -16,6 +16,8 @@ use common::{assert_status, wait_for, Cluster};
 use etcd_client::{LockOptions, ProclaimOptions, ResignOptions};
 
 const WAIT: Duration = Duration::from_secs(10);
+/// The member's watcher gauge.
+const WATCHERS: &str = "etcd_debugging_mvcc_watcher_total";
 
 /// Waits until a second key exists under `prefix`: the second locker or
 /// candidate has written its key and is waiting behind the first.
@@ -166,26 +168,12 @@ async fn an_election_leads_proclaims_observes_and_hands_over() {
     );
 }
 
-/// A watcher gauge from the member's `/metrics`.
-async fn watchers(port: u16) -> f64 {
-    let resp = common::http_get(port, "/metrics")
-        .await
-        .expect("GET /metrics");
-    let name = "etcd_debugging_mvcc_watcher_total";
-    resp.body
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn an_observer_that_goes_away_leaves_no_watcher_behind() {
     let cluster = Cluster::start(1).await;
     let port = cluster.members[0].client_port;
     let c = cluster.client(0).await;
-    let before = watchers(port).await;
+    let before = common::metric(port, WATCHERS).await;
     // Elections with no candidate: each observer waits for a first one.
     let mut observers = Vec::new();
     for i in 0..20 {
@@ -193,7 +181,7 @@ async fn an_observer_that_goes_away_leaves_no_watcher_behind() {
         observers.push(e.observe(format!("nobody-{i}")).await.expect("observe"));
     }
     wait_for("every observer watches", WAIT, || async move {
-        let now = watchers(port).await;
+        let now = common::metric(port, WATCHERS).await;
         if now >= before + 20.0 {
             Ok(())
         } else {
@@ -203,7 +191,7 @@ async fn an_observer_that_goes_away_leaves_no_watcher_behind() {
     .await;
     drop(observers);
     wait_for("the observers' watchers are gone", WAIT, || async move {
-        let now = watchers(port).await;
+        let now = common::metric(port, WATCHERS).await;
         if now <= before {
             Ok(())
         } else {

@@ -24,9 +24,7 @@ use etcd_client::{
 };
 use tokio::io::AsyncReadExt;
 
-use common::{
-    against_etcd, check_golden, connect, current_revision, etcdctl, http_get, wait_for, Cluster,
-};
+use common::{against_etcd, check_golden, connect, current_revision, etcdctl, wait_for, Cluster};
 
 /// How long one watch response may take to arrive.
 const MESSAGE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -111,17 +109,6 @@ async fn delete(client: &Client, key: &str, options: Option<DeleteOptions>) -> i
         .header()
         .expect("header")
         .revision()
-}
-
-/// A counter from the member's `/metrics` (0 when absent).
-async fn metric(port: u16, name: &str) -> f64 {
-    let resp = http_get(port, "/metrics").await.expect("GET /metrics");
-    resp.body
-        .lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// Asserts that `revisions` is exactly `first..=last`.
@@ -723,7 +710,7 @@ async fn a_watcher_that_never_reads_slows_down_nobody() {
     for _ in 0..2 {
         fast.push(watch(&fast_client, "s/", options()).await);
     }
-    let unsynced_before = metric(port, "kvd_watch_unsynced_total").await;
+    let unsynced_before = common::metric(port, "kvd_watch_unsynced_total").await;
     let first = current_revision(&writer).await + 1;
     let value = "v".repeat(4096);
     let mut tasks = Vec::new();
@@ -763,7 +750,7 @@ async fn a_watcher_that_never_reads_slows_down_nobody() {
         assert_contiguous(&revisions, first, last);
     }
     if !against_etcd() {
-        let unsynced = metric(port, "kvd_watch_unsynced_total").await;
+        let unsynced = common::metric(port, "kvd_watch_unsynced_total").await;
         assert!(
             unsynced > unsynced_before,
             "the stalled watcher was never moved off the live path"
@@ -992,7 +979,7 @@ async fn etcdctl_watch_matches_etcd() {
     // Live: start watching, wait until the member counts the watcher, write.
     transcript.push_str("$ etcdctl watch --prefix live/ --prev-kv\n");
     let watchers = |want: f64| async move {
-        let now = metric(port, "etcd_debugging_mvcc_watcher_total").await;
+        let now = common::metric(port, "etcd_debugging_mvcc_watcher_total").await;
         if now == want {
             Ok(())
         } else {

@@ -803,6 +803,18 @@ impl HttpResponse {
     }
 }
 
+/// A counter or gauge from the member's `/metrics` on client port `port`
+/// (0 when absent).
+pub async fn metric(port: u16, name: &str) -> f64 {
+    let resp = http_get(port, "/metrics").await.expect("GET /metrics");
+    resp.body
+        .lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// A plain HTTP/1.1 GET on 127.0.0.1:`port` (the client port).
 pub async fn http_get(port: u16, path: &str) -> Result<HttpResponse, String> {
     let fut = async {

@@ -1,5 +1,5 @@
 //! Tests of [`super::refusal`]: every message of an honest in-memory
-//! cluster (raft-rs nodes on `MemStorage`, kvd's Raft settings) passes it,
+//! cluster (raft-rs nodes on `MemStorage`, with kvd's `raft_config`) passes it,
 //! and each hostile message it refuses would have stopped raft-rs.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -13,17 +13,7 @@ use raft::{RawNode, StateRole};
 use super::refusal;
 
 fn node(id: u64, voters: &[u64]) -> RawNode<MemStorage> {
-    let cfg = raft::Config {
-        id,
-        election_tick: 10,
-        heartbeat_tick: 1,
-        max_size_per_msg: 1024 * 1024,
-        max_inflight_msgs: 256,
-        check_quorum: true,
-        pre_vote: true,
-        read_only_option: raft::ReadOnlyOption::Safe,
-        ..Default::default()
-    };
+    let cfg = crate::core::raft::raft_config(id, 10, 0);
     let storage = MemStorage::new_with_conf_state(ConfState::from((voters.to_vec(), vec![])));
     let logger = slog::Logger::root(slog::Discard, slog::o!());
     RawNode::new(&cfg, storage, &logger).expect("raw node")

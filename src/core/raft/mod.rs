@@ -49,6 +49,25 @@ pub use handle::{
     RevisionEvents, EVENT_QUEUE, MAX_PENDING_PROPOSALS,
 };
 
+/// kvd's raft-rs settings for member `id`: a heartbeat every tick, an
+/// election after `election_ticks` ticks, pre-vote and check-quorum on,
+/// ReadIndex reads (`ReadOnlyOption::Safe`), appends of at most 1 MiB and
+/// 256 in flight; `applied` is the state machine's applied index.
+pub(super) fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft::Config {
+    raft::Config {
+        id,
+        election_tick: election_ticks,
+        heartbeat_tick: 1,
+        applied,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        check_quorum: true,
+        pre_vote: true,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    }
+}
+
 /// Starts the Raft task on its own thread.
 ///
 /// # Errors
@@ -62,18 +81,7 @@ pub fn start(
     let applied_index = storage.meta_u64(storage::META_APPLIED_INDEX)?;
     let mut log = log;
     log.ensure_commit(applied_index)?;
-    let raft_cfg = raft::Config {
-        id: cfg.member_id.0,
-        election_tick: cfg.election_ticks,
-        heartbeat_tick: 1,
-        applied: applied_index,
-        max_size_per_msg: 1024 * 1024,
-        max_inflight_msgs: 256,
-        check_quorum: true,
-        pre_vote: true,
-        read_only_option: raft::ReadOnlyOption::Safe,
-        ..Default::default()
-    };
+    let raft_cfg = raft_config(cfg.member_id.0, cfg.election_ticks, applied_index);
     raft_cfg.validate()?;
     let logger = slog::Logger::root(crate::core::raft::logging::TracingDrain, slog::o!());
     // raft-rs stops on a stored state it cannot take (a commit index past

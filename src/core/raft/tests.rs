@@ -180,16 +180,21 @@ async fn a_lone_member_applies_persists_and_does_not_reapply_after_restart() {
     stop(node, thread).await;
 }
 
-#[tokio::test]
-async fn a_full_event_queue_refuses_instead_of_blocking() {
-    let (tx, _rx) = mpsc::sync_channel(1);
-    let node = NodeHandle {
+/// A handle whose events go to `tx`, with no Raft task behind it.
+fn detached_handle(tx: mpsc::SyncSender<Event>) -> NodeHandle {
+    NodeHandle {
         tx,
         status: Arc::new(NodeStatus::new(MemberId(ME), ClusterId(7))),
         applied: watch::channel(LogIndex(0)).1,
         compact_done: watch::channel(Revision(0)).1,
         peer_bytes: Arc::default(),
-    };
+    }
+}
+
+#[tokio::test]
+async fn a_full_event_queue_refuses_instead_of_blocking() {
+    let (tx, _rx) = mpsc::sync_channel(1);
+    let node = detached_handle(tx);
     node.send(Event::Shutdown).expect("room for one");
     assert!(matches!(
         node.send(Event::Shutdown),
@@ -439,13 +444,7 @@ async fn a_publish_for_an_unknown_member_creates_no_record() {
 async fn peer_messages_share_a_byte_budget() {
     use crate::core::raft::handle::PEER_QUEUE_BYTES;
     let (tx, rx) = mpsc::sync_channel(16);
-    let node = NodeHandle {
-        tx,
-        status: Arc::new(NodeStatus::new(MemberId(ME), ClusterId(7))),
-        applied: watch::channel(LogIndex(0)).1,
-        compact_done: watch::channel(Revision(0)).1,
-        peer_bytes: Arc::default(),
-    };
+    let node = detached_handle(tx);
     let big = PEER_QUEUE_BYTES / 2 + 1;
     node.send_step(Message::default(), big)
         .expect("room for one");
