@@ -4,6 +4,7 @@
 pub mod alarm;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod client;
 pub mod config;
 pub mod errors;

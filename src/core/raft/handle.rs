@@ -3,7 +3,7 @@
 //! the [`NodeStatus`] the API reports, and the two seams the task calls out
 //! through ([`EventSink`] for watchers, [`Outbox`] for peers).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
@@ -11,6 +11,7 @@ use etcd_client::proto::{PbEvent, PbMember};
 use raft::eraftpb::{ConfChange, Message};
 use tokio::sync::{oneshot, watch};
 
+use crate::core::budget::{ByteBudget, Held};
 use crate::core::errors::EtcdError;
 use crate::core::lease::Lessor;
 use crate::core::mvcc::ApplyResponse;
@@ -69,7 +70,7 @@ pub enum Event {
     SnapshotStatus(MemberId, raft::SnapshotStatus),
     /// A Raft message from a peer, with its share of the peer byte budget
     /// (given back when the task has handled it).
-    Step(Box<Message>, PeerBytes),
+    Step(Box<Message>, Held),
     /// The transport could not reach this peer.
     Unreachable(MemberId),
     /// Stop the task.
@@ -175,20 +176,6 @@ pub const EVENT_QUEUE: usize = 8192;
 /// [`EVENT_QUEUE`] slots with frames of the largest size.
 pub const PEER_QUEUE_BYTES: usize = 64 * 1024 * 1024;
 
-/// A peer message's bytes counted in [`NodeHandle::peer_bytes`]; given
-/// back on drop.
-#[derive(Debug)]
-pub struct PeerBytes {
-    held: Arc<AtomicUsize>,
-    bytes: usize,
-}
-
-impl Drop for PeerBytes {
-    fn drop(&mut self) {
-        self.held.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
-}
-
 /// Proposals waiting for their entry to be applied on this member (and,
 /// separately, reads waiting for their read index); beyond this, new ones
 /// are refused with "too many requests" (etcd bounds the same backlog
@@ -207,7 +194,7 @@ pub struct NodeHandle {
     /// Revision up to which history has been physically compacted.
     pub compact_done: watch::Receiver<Revision>,
     /// Bytes of peer messages queued ([`PEER_QUEUE_BYTES`]).
-    pub(super) peer_bytes: Arc<AtomicUsize>,
+    pub(super) peer_bytes: ByteBudget,
 }
 
 impl NodeHandle {
@@ -230,15 +217,11 @@ impl NodeHandle {
     /// As [`Self::send`]; [`EtcdError::TooManyRequests`] also when the
     /// byte budget is spent (the message is dropped).
     pub fn send_step(&self, m: Message, bytes: usize) -> Result<(), EtcdError> {
-        let held = self.peer_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let share = PeerBytes {
-            held: self.peer_bytes.clone(),
-            bytes,
-        };
-        if held > 0 && held + bytes > PEER_QUEUE_BYTES {
-            return Err(EtcdError::TooManyRequests);
-        }
-        self.send(Event::Step(Box::new(m), share))
+        let held = self
+            .peer_bytes
+            .try_take(bytes, PEER_QUEUE_BYTES)
+            .ok_or(EtcdError::TooManyRequests)?;
+        self.send(Event::Step(Box::new(m), held))
     }
 
     /// As [`Self::send_step`], waiting while the queue or the byte budget
@@ -247,17 +230,12 @@ impl NodeHandle {
     /// # Errors
     /// [`EtcdError::Stopped`] when the task has ended.
     pub async fn send_step_eventually(&self, m: Message, bytes: usize) -> Result<(), EtcdError> {
-        while self.peer_bytes.load(Ordering::Relaxed) + bytes > PEER_QUEUE_BYTES
-            && self.peer_bytes.load(Ordering::Relaxed) > 0
-        {
+        loop {
+            if let Some(held) = self.peer_bytes.try_take(bytes, PEER_QUEUE_BYTES) {
+                return self.send_eventually(Event::Step(Box::new(m), held)).await;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        self.peer_bytes.fetch_add(bytes, Ordering::Relaxed);
-        let share = PeerBytes {
-            held: self.peer_bytes.clone(),
-            bytes,
-        };
-        self.send_eventually(Event::Step(Box::new(m), share)).await
     }
 
     /// Queues an event that must not be dropped (a snapshot's outcome,

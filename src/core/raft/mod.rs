@@ -103,7 +103,7 @@ pub fn start(
         status: status.clone(),
         applied: applied_rx,
         compact_done: compact_rx,
-        peer_bytes: Arc::default(),
+        peer_bytes: crate::core::budget::ByteBudget::default(),
     };
     let failed = status.clone();
     let mut task = RaftTask {

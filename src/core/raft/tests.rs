@@ -187,7 +187,7 @@ fn detached_handle(tx: mpsc::SyncSender<Event>) -> NodeHandle {
         status: Arc::new(NodeStatus::new(MemberId(ME), ClusterId(7))),
         applied: watch::channel(LogIndex(0)).1,
         compact_done: watch::channel(Revision(0)).1,
-        peer_bytes: Arc::default(),
+        peer_bytes: crate::core::budget::ByteBudget::default(),
     }
 }
 

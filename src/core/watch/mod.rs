@@ -77,7 +77,7 @@ mod stream;
 mod tests;
 
 use dispatch::{single_key, Published, Shared, State, Watcher, WatcherState};
-pub use stream::{Charge, StreamSender};
+pub use stream::StreamSender;
 
 /// Tuning of the hub; [`WatchConfig::default`] holds etcd's values where
 /// etcd has one.
@@ -143,7 +143,7 @@ pub enum StreamItem {
         /// All events of that revision.
         events: Arc<Vec<PbEvent>>,
         /// What it counts against the stream's byte budget.
-        charge: Option<Charge>,
+        charge: Option<crate::core::budget::Held>,
     },
     /// The watcher left the live path: its queue was full when `next_rev`
     /// was dispatched. The stream catches it up from `next_rev` on.
@@ -492,8 +492,9 @@ impl WatchHub {
     /// [`WatchConfig::catch_up_revisions`] revisions /
     /// [`WatchConfig::catch_up_bytes`] bytes were read (never splitting a
     /// revision; the bytes count each copy of an event handed to a query,
-    /// since the step holds them all until sent). Events get `prev_kv` (the key's value at the revision
-    /// before) for queries that ask, looked up through the `hist` index.
+    /// since the step holds them all until sent). Events get `prev_kv` (the
+    /// key's value at the revision before) for queries that ask, looked up
+    /// through the `hist` index.
     ///
     /// Blocking (storage reads): run it on a blocking thread.
     ///

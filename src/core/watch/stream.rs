@@ -2,51 +2,37 @@
 //! stream's byte budget that bounds what a client that stops reading can
 //! pin in memory (see [`super::WatchConfig::stream_queue_bytes`]).
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc as tmpsc;
 
 use super::StreamItem;
+use crate::core::budget::{ByteBudget, Held};
 
 /// The sending side of a stream's channel, as the hub keeps it, with the
 /// stream's byte budget (shared by all its watchers).
 #[derive(Debug, Clone)]
 pub struct StreamSender {
     tx: tmpsc::UnboundedSender<StreamItem>,
-    budget: Arc<StreamBudget>,
-}
-
-/// What a stream's queue holds, bytes, counting each revision once however
-/// many of its watchers it is queued for (consecutive items of one
-/// revision share its events).
-#[derive(Debug, Default)]
-struct StreamBudget {
-    bytes: AtomicUsize,
+    /// What the stream's queue holds, bytes, counting each revision once
+    /// however many of its watchers it is queued for (consecutive items of
+    /// one revision share its events).
+    budget: ByteBudget,
     /// The last revision charged.
-    last_revision: AtomicI64,
-}
-
-/// Bytes charged to a stream's budget by one [`StreamItem::Events`];
-/// given back when the item is dropped (handled, or its stream gone).
-#[derive(Debug)]
-pub struct Charge {
-    budget: Arc<StreamBudget>,
-    bytes: usize,
-}
-
-impl Drop for Charge {
-    fn drop(&mut self) {
-        self.budget.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
-    }
+    last_revision: Arc<AtomicI64>,
 }
 
 impl StreamSender {
     /// A new stream's channel.
     pub fn channel() -> (Self, tmpsc::UnboundedReceiver<StreamItem>) {
         let (tx, rx) = tmpsc::unbounded_channel();
-        let budget = Arc::new(StreamBudget::default());
-        (Self { tx, budget }, rx)
+        let sender = Self {
+            tx,
+            budget: ByteBudget::default(),
+            last_revision: Arc::default(),
+        };
+        (sender, rx)
     }
 
     /// Queues `item` to the stream.
@@ -62,25 +48,12 @@ impl StreamSender {
     /// when the stream holds more than `limit` bytes already, so that the
     /// watcher leaves the live path and reads history instead. A stream
     /// holding nothing always takes one revision, however large.
-    pub(super) fn charge(
-        &self,
-        revision: i64,
-        bytes: usize,
-        limit: usize,
-    ) -> Option<Option<Charge>> {
-        let b = &self.budget;
-        if b.last_revision.load(Ordering::Relaxed) == revision {
+    pub(super) fn charge(&self, revision: i64, bytes: usize, limit: usize) -> Option<Option<Held>> {
+        if self.last_revision.load(Ordering::Relaxed) == revision {
             return Some(None);
         }
-        let held = b.bytes.load(Ordering::Relaxed);
-        if held > 0 && held.saturating_add(bytes) > limit {
-            return None;
-        }
-        b.last_revision.store(revision, Ordering::Relaxed);
-        b.bytes.fetch_add(bytes, Ordering::Relaxed);
-        Some(Some(Charge {
-            budget: b.clone(),
-            bytes,
-        }))
+        let held = self.budget.try_take(bytes, limit)?;
+        self.last_revision.store(revision, Ordering::Relaxed);
+        Some(Some(held))
     }
 }
