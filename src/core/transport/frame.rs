@@ -20,17 +20,18 @@ pub fn max_frame(max_request_bytes: usize) -> usize {
     max_request_bytes.saturating_add(FRAME_OVERHEAD)
 }
 
-/// Reads and decodes one Raft message frame of at most `max` bytes;
-/// `Ok(None)` at a clean end of stream.
+/// Reads and decodes one Raft message frame of at most `max` bytes:
+/// the message and its encoded size in bytes (what it counts against the
+/// Raft queue's byte budget); `Ok(None)` at a clean end of stream.
 ///
 /// # Errors
 /// As [`read_field`], and [`FrameError::Undecodable`].
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: usize,
-) -> Result<Option<Message>, FrameError> {
+) -> Result<Option<(Message, usize)>, FrameError> {
     match read_field(r, max).await? {
-        Some(bytes) => Ok(Some(Message::parse_from_bytes(&bytes)?)),
+        Some(bytes) => Ok(Some((Message::parse_from_bytes(&bytes)?, bytes.len()))),
         None => Ok(None),
     }
 }
@@ -41,15 +42,16 @@ pub const FIRST_FRAME_DEADLINE: std::time::Duration = std::time::Duration::from_
 
 /// Reads a new stream's kind byte (one of `kinds`) and first frame of at
 /// most `max` bytes, within [`FIRST_FRAME_DEADLINE`] and holding one of
-/// the `unadmitted` permits meanwhile; `None` when the stream ended,
-/// failed or ran out of time (the connection is then closed).
+/// the `unadmitted` permits meanwhile: the kind, the message and its size
+/// in bytes; `None` when the stream ended, failed or ran out of time (the
+/// connection is then closed).
 pub(super) async fn first_frame(
     conn: &quinn::Connection,
     stream: &mut quinn::RecvStream,
     unadmitted: &tokio::sync::Semaphore,
     kinds: &[u8],
     max: usize,
-) -> Option<(u8, Message)> {
+) -> Option<(u8, (Message, usize))> {
     let read = async {
         let _permit = unadmitted.acquire().await.ok()?;
         let mut kind = [0u8; 1];
@@ -59,7 +61,7 @@ pub(super) async fn first_frame(
             return None;
         }
         match read_frame(stream, max).await {
-            Ok(Some(m)) => Some((kind[0], m)),
+            Ok(Some(frame)) => Some((kind[0], frame)),
             Ok(None) => None,
             Err(e) => {
                 refuse(conn, &e);

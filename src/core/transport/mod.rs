@@ -409,10 +409,10 @@ impl Transport {
         let mut speaker = None;
         match kind {
             KIND_RAFT => loop {
-                let m = match first.take() {
-                    Some(m) => m,
+                let (m, bytes) = match first.take() {
+                    Some(frame) => frame,
                     None => match read_frame(&mut stream, self.max_frame).await {
-                        Ok(Some(m)) => m,
+                        Ok(Some(frame)) => frame,
                         Ok(None) => return,
                         Err(e) => return frame::refuse(&conn, &e),
                     },
@@ -438,7 +438,6 @@ impl Transport {
                     );
                     return;
                 }
-                let bytes = protobuf::Message::compute_size(&m) as usize;
                 match node.send_step(m, bytes) {
                     // A full queue drops the message; Raft retransmits.
                     Ok(()) | Err(crate::core::errors::EtcdError::TooManyRequests) => {}
@@ -446,7 +445,7 @@ impl Transport {
                 }
             },
             KIND_SNAPSHOT => {
-                let Some(m) = first else {
+                let Some((m, bytes)) = first else {
                     return;
                 };
                 if !self.admit(&conn, m.from) {
@@ -458,7 +457,6 @@ impl Transport {
                 }
                 match self.receiver.receive(&m, &mut stream).await {
                     Ok(()) => {
-                        let bytes = protobuf::Message::compute_size(&m) as usize;
                         let _ = node.send_step_eventually(m, bytes).await;
                     }
                     Err(e) => {
