@@ -182,11 +182,7 @@ impl Transport {
     /// (closes) the connection otherwise.
     fn admit(&self, conn: &quinn::Connection, id: u64) -> bool {
         let checked = if self.fingerprint.is_none() {
-            match members::get(&self.storage, id) {
-                Ok(Some(_)) => Ok(()),
-                Ok(None) => Err(pins::PinError::NotMember(id)),
-                Err(e) => Err(pins::PinError::Storage(format!("{e:#}"))),
-            }
+            pins::check_member(&self.storage, id)
         } else {
             pins::check(&self.storage, id, pins::peer_fingerprint(conn).as_deref())
         };

@@ -50,13 +50,22 @@ pub enum PinError {
 /// [`PinError`].
 pub fn check(s: &Storage, id: u64, fp: Option<&str>) -> Result<(), PinError> {
     let fp = fp.ok_or(PinError::NoCertificate)?;
-    let known = members::get(s, id).map_err(|e| PinError::Storage(format!("{e:#}")))?;
-    if known.is_none() {
-        return Err(PinError::NotMember(id));
-    }
+    check_member(s, id)?;
     match pinned(&s.db.read_tx(), s, id).map_err(|e| PinError::Storage(e.to_string()))? {
         Some(pin) if pin != fp => Err(PinError::Mismatch(id)),
         _ => Ok(()),
+    }
+}
+
+/// Whether `id` is a member of the cluster (with or without pins).
+///
+/// # Errors
+/// [`PinError::NotMember`], or [`PinError::Storage`].
+pub fn check_member(s: &Storage, id: u64) -> Result<(), PinError> {
+    match members::get(s, id) {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(PinError::NotMember(id)),
+        Err(e) => Err(PinError::Storage(format!("{e:#}"))),
     }
 }
 
