@@ -15,44 +15,25 @@ const CMP_NOT_EQUAL: i32 = 3;
 /// target counts; any other (or none) compares against 0 or the empty
 /// value, and an unknown target compares equal (etcd 3.4's `compareKV`).
 pub(crate) fn compare_kv(c: &PbCompare, kv: &PbKeyValue) -> bool {
-    let union = c.target_union.as_ref();
-    let number = |have: i64, want: Option<i64>| have.cmp(&want.unwrap_or(0));
-    let ord = match PbCompareTarget::try_from(c.target) {
-        Ok(PbCompareTarget::Value) => {
-            let want = match union {
-                Some(PbTargetUnion::Value(v)) => v.as_slice(),
-                _ => &[],
-            };
-            kv.value.as_slice().cmp(want)
-        }
-        Ok(PbCompareTarget::Create) => number(
-            kv.create_revision,
-            match union {
-                Some(PbTargetUnion::CreateRevision(v)) => Some(*v),
-                _ => None,
-            },
-        ),
-        Ok(PbCompareTarget::Mod) => number(
-            kv.mod_revision,
-            match union {
-                Some(PbTargetUnion::ModRevision(v)) => Some(*v),
-                _ => None,
-            },
-        ),
-        Ok(PbCompareTarget::Version) => number(
-            kv.version,
-            match union {
-                Some(PbTargetUnion::Version(v)) => Some(*v),
-                _ => None,
-            },
-        ),
-        Ok(PbCompareTarget::Lease) => number(
-            kv.lease,
-            match union {
-                Some(PbTargetUnion::Lease(v)) => Some(*v),
-                _ => None,
-            },
-        ),
+    use PbCompareTarget as T;
+    use PbTargetUnion as U;
+    let target = T::try_from(c.target);
+    let want = match (target, c.target_union.as_ref()) {
+        (Ok(T::Create), Some(U::CreateRevision(v)))
+        | (Ok(T::Mod), Some(U::ModRevision(v)))
+        | (Ok(T::Version), Some(U::Version(v)))
+        | (Ok(T::Lease), Some(U::Lease(v))) => *v,
+        _ => 0,
+    };
+    let ord = match target {
+        Ok(T::Value) => match c.target_union.as_ref() {
+            Some(U::Value(v)) => kv.value.as_slice().cmp(v.as_slice()),
+            _ => kv.value.as_slice().cmp(&[][..]),
+        },
+        Ok(T::Create) => kv.create_revision.cmp(&want),
+        Ok(T::Mod) => kv.mod_revision.cmp(&want),
+        Ok(T::Version) => kv.version.cmp(&want),
+        Ok(T::Lease) => kv.lease.cmp(&want),
         Err(_) => Ordering::Equal,
     };
     compare_result(c.result, ord)
