@@ -24,11 +24,6 @@ pub type RangeStream = Pin<Box<dyn Stream<Item = Result<PbRangeStreamResponse, S
 /// Keys in the first chunk (etcd's `initialStreamChunkLimit`).
 const FIRST_CHUNK_KEYS: usize = 10;
 
-// etcdserverpb.RangeRequest sort order and target.
-const SORT_NONE: i32 = 0;
-const SORT_ASCEND: i32 = 1;
-const TARGET_KEY: i32 = 0;
-
 /// Checks `req` (etcd's `checkRangeStreamRequest`) and starts the stream:
 /// a linearizable request waits for the read barrier first, then every
 /// chunk is read from one snapshot taken after it.
@@ -41,19 +36,13 @@ pub async fn start(
     who: Identity,
     mut req: PbRangeRequest,
 ) -> Result<RangeStream, Status> {
-    let default_order = req.sort_order == SORT_NONE
-        || (req.sort_target == TARGET_KEY && req.sort_order == SORT_ASCEND);
-    if !default_order {
+    if !mvcc::read::default_ordering(&req) {
         return Err(Status::new(
             Code::Unimplemented,
             "RangeStream does not support custom sort orders",
         ));
     }
-    if req.min_mod_revision != 0
-        || req.max_mod_revision != 0
-        || req.min_create_revision != 0
-        || req.max_create_revision != 0
-    {
+    if mvcc::read::has_revision_filters(&req) {
         return Err(Status::new(
             Code::Unimplemented,
             "RangeStream does not support revision filters",

@@ -82,10 +82,7 @@ pub fn range<R: Readable>(
     }
     METRICS.ranges.inc();
     let range = KeyRange::new(&req.key, &req.range_end);
-    let filters = req.min_mod_revision != 0
-        || req.max_mod_revision != 0
-        || req.min_create_revision != 0
-        || req.max_create_revision != 0;
+    let filters = has_revision_filters(req);
     let mut sort_order = req.sort_order;
     if req.sort_target != TARGET_KEY && sort_order == SORT_NONE {
         sort_order = SORT_ASCEND;
@@ -162,6 +159,21 @@ pub fn range<R: Readable>(
         more,
         count,
     })
+}
+
+/// Whether `req` asks for its keys in key order (etcd's
+/// `IsDefaultOrdering`: no sort order, or ascending by key).
+pub fn default_ordering(req: &PbRangeRequest) -> bool {
+    req.sort_order == SORT_NONE || (req.sort_target == TARGET_KEY && req.sort_order == SORT_ASCEND)
+}
+
+/// Whether `req` filters by mod or create revision (etcd's
+/// `HasRevisionFilters`).
+pub fn has_revision_filters(req: &PbRangeRequest) -> bool {
+    req.min_mod_revision != 0
+        || req.max_mod_revision != 0
+        || req.min_create_revision != 0
+        || req.max_create_revision != 0
 }
 
 /// A response header with only the revision set; the API layer adds the
