@@ -17,8 +17,10 @@
 //! Client and server share the machine, so the watchers' readers compete
 //! with the server for CPU: phase 2 measures the whole system, not the
 //! server alone. With `/usr/bin/etcd` present (Debian `etcd-server`) the
-//! same runs against etcd, side by side. Run with `make bench` or
-//! `cargo bench --bench watch_load`.
+//! same runs against etcd, side by side; with
+//! `KVD_BENCH_AGAINST=<path of another kvd binary>` against that build too
+//! (A/B of a change). Run with `make bench` or `cargo bench --bench
+//! watch_load`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -29,7 +31,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{Client, WatchStream};
 
 mod common;
-use common::{connect, metric, start};
+use common::{connect, cpu_of, metric, start};
 
 const WRITERS: usize = 32;
 const CONNS: usize = 8;
@@ -186,6 +188,7 @@ async fn run(name: &str, bin: &str, is_etcd: bool) {
     let watchers = (STREAMS * WATCHES_PER_STREAM) as u64;
     for (what, closed) in [("closed loop", true), ("steady", false)] {
         let before = delivered.load(Ordering::Relaxed);
+        let cpu0 = cpu_of(server.child.id()).expect("/proc/<pid>/stat");
         let t0 = Instant::now();
         let load = if closed {
             closed_loop(&conns).await
@@ -206,15 +209,17 @@ async fn run(name: &str, bin: &str, is_etcd: bool) {
         }
         let total = delivered.load(Ordering::Relaxed) - before;
         let all = t0.elapsed();
+        let cpu = cpu_of(server.child.id()).expect("/proc/<pid>/stat") - cpu0;
         let base = if closed { &base_closed } else { &base_steady };
         println!(
-            "{name:<5}   events delivered while writing {:>9.0}/s; all {} of {} events after {:.1} s ({:.0}/s); put throughput {:+.1}% vs no watchers; slow watchers now {}",
+            "{name:<5}   events delivered while writing {:>9.0}/s; all {} of {} events after {:.1} s ({:.0}/s); put throughput {:+.1}% vs no watchers; server CPU {:.2} µs per event; slow watchers now {}",
             during as f64 / load.elapsed.as_secs_f64(),
             total,
             expected,
             all.as_secs_f64(),
             total as f64 / all.as_secs_f64(),
             (load.puts_per_s / base.puts_per_s - 1.0) * 100.0,
+            cpu.as_secs_f64() * 1e6 / total.max(1) as f64,
             metric(port, "etcd_debugging_mvcc_slow_watcher_total"),
         );
     }
@@ -253,6 +258,9 @@ async fn main() {
         "watch load: {STREAMS} streams x {WATCHES_PER_STREAM} watchers on one key; puts of {VALUE_BYTES} B by {WRITERS} writers over {CONNS} connections; 1 member"
     );
     run("kvd", env!("CARGO_BIN_EXE_kvd"), false).await;
+    if let Ok(against) = std::env::var("KVD_BENCH_AGAINST") {
+        run("kvd (against)", &against, false).await;
+    }
     if std::path::Path::new("/usr/bin/etcd").exists() {
         run("etcd", "/usr/bin/etcd", true).await;
     } else {

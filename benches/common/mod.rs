@@ -97,6 +97,18 @@ pub fn rss_of(pid: u32) -> Option<u64> {
         .map(|kb| kb * 1024)
 }
 
+/// CPU time (user + system) process `pid` has used so far, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks of 10 ms:
+/// `sysconf(_SC_CLK_TCK)` is 100 on Linux).
+pub fn cpu_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count after its ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// Starts `bin` (kvd, or etcd when `is_etcd`) as a one-member cluster on
 /// free ports with etcd's flags.
 pub fn start(bin: &str, is_etcd: bool) -> Server {
