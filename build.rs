@@ -1,7 +1,9 @@
 //! Build steps: (1) the gRPC code of etcd's lock, election and auth
 //! services from `proto/` (the etcd-client crate generates them but keeps
 //! their server traits or some of their messages private), with etcd's
-//! header and key-value types taken from etcd-client; (2) the descriptors
+//! header and key-value types taken from etcd-client, and the Watch
+//! service's server, whose responses carry pre-encoded events
+//! (`core::api::watch::WatchOut`); (2) the descriptors
 //! of every etcd v3 service (`proto/gateway`, lock, election) for the JSON
 //! gateway, as `$OUT_DIR/gateway.bin`; (3) a check of the vendored h2 (see
 //! vendor/h2/KVD-PATCH.md): the build fails when Cargo.lock shows the
@@ -26,11 +28,20 @@ fn main() -> ExitCode {
             "::etcd_client::proto::PbResponseHeader",
         )
         .extern_path(".mvccpb.KeyValue", "::etcd_client::proto::PbKeyValue")
+        .extern_path(
+            ".etcdserverpb.WatchRequest",
+            "::etcd_client::proto::PbWatchRequest",
+        )
+        .extern_path(
+            ".etcdserverpb.WatchResponse",
+            "crate::core::api::watch::WatchOut",
+        )
         .compile_protos(
             &[
                 "proto/v3lockpb/v3lock.proto",
                 "proto/v3electionpb/v3election.proto",
                 "proto/etcdserverpb/auth.proto",
+                "proto/etcdserverpb/watch.proto",
             ],
             &["proto"],
         );

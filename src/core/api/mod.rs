@@ -29,9 +29,7 @@ use std::time::Duration;
 use etcd_client::proto::{PbAlarmRequest, PbResponseHeader};
 use std::sync::Arc;
 
-use etcd_client::proto::{
-    PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer, PbWatchServer,
-};
+use etcd_client::proto::{PbClusterServer, PbKvServer, PbLeaseServer, PbMaintenanceServer};
 
 use tonic::Status;
 
@@ -222,7 +220,7 @@ pub fn router(
         .max_decoding_message_size(limit),
     )
     .add_service(
-        PbWatchServer::new(watch::WatchService {
+        watch::WatchServer::new(watch::WatchService {
             ctx: ctx.clone(),
             hub: hub.clone(),
         })

@@ -38,7 +38,8 @@ pub mod pb {
     pub mod authpb {
         tonic::include_proto!("authpb");
     }
-    /// `etcdserverpb`: the Auth service.
+    /// `etcdserverpb`: the Auth service, and the Watch service's server
+    /// (its responses are `core::api::watch::WatchOut`).
     pub mod etcdserverpb {
         tonic::include_proto!("etcdserverpb");
     }

@@ -14,7 +14,7 @@ use crate::core::metrics::METRICS;
 use crate::core::mvcc::read::prev_at;
 use crate::core::mvcc::{KeyRange, EVENT_PUT};
 use crate::core::storage::Storage;
-use crate::core::watch::{HubId, StreamItem, StreamSender, WatchConfig};
+use crate::core::watch::{HubId, SharedEvents, StreamItem, StreamSender, WatchConfig};
 
 /// One applied revision on its way to the dispatcher.
 pub(super) struct Published {
@@ -93,7 +93,7 @@ pub(super) enum WatcherState {
     CatchingUp {
         /// Revisions dispatched since the round began (at most
         /// `rejoin_buffer`).
-        buffer: Vec<(i64, Arc<Vec<PbEvent>>)>,
+        buffer: Vec<(i64, Arc<SharedEvents>)>,
         /// The buffer overflowed (or revisions were lost): the round cannot
         /// end in a rejoin.
         overflow: bool,
@@ -231,7 +231,7 @@ impl State {
                 fill_prev(storage, revision, &mut events, &missing);
             }
         }
-        let events = Arc::new(events);
+        let events = Arc::new(SharedEvents::new(events));
         for id in matched {
             let Some(w) = self.watchers.get_mut(&id) else {
                 continue;

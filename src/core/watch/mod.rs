@@ -72,11 +72,13 @@ use crate::core::raft::{EventSink, RevisionEvents};
 use crate::core::storage::Storage;
 
 mod dispatch;
+mod shared;
 mod stream;
 #[cfg(test)]
 mod tests;
 
 use dispatch::{single_key, Published, Shared, State, Watcher, WatcherState};
+pub use shared::{event_record, SharedEvents};
 pub use stream::StreamSender;
 
 /// Tuning of the hub; [`WatchConfig::default`] holds etcd's values where
@@ -140,8 +142,8 @@ pub enum StreamItem {
         watcher: HubId,
         /// The events' revision.
         revision: i64,
-        /// All events of that revision.
-        events: Arc<Vec<PbEvent>>,
+        /// All events of that revision, encoded once for every stream.
+        events: Arc<SharedEvents>,
         /// What it counts against the stream's byte budget.
         charge: Option<crate::core::budget::Held>,
     },

@@ -32,26 +32,29 @@
 //!   split into several responses, all but the last with `fragment` set.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use etcd_client::proto::{
-    PbEvent, PbResponseHeader, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse, PbWatchService,
-};
+use bytes::Bytes;
+use etcd_client::proto::{PbResponseHeader, PbWatchRequest, PbWatchRequestUnion, PbWatchResponse};
 use futures::{Stream, StreamExt};
-use prost::Message as _;
+use rustc_hash::FxHashMap;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-mod fragment;
+mod local;
+mod wire;
 
-pub use fragment::fragments;
+use local::{Local, Pending};
+
+pub use crate::core::auth::pb::etcdserverpb::watch_server::{Watch as WatchRpc, WatchServer};
+pub use wire::{fragments, WatchOut};
 
 use crate::core::api::guard::WatchGuard;
 use crate::core::api::{ApiContext, GRPC_OVERHEAD_BYTES};
 use crate::core::errors::EtcdError;
-use crate::core::mvcc::{KeyRange, EVENT_DELETE, EVENT_PUT};
+use crate::core::mvcc::KeyRange;
 use crate::core::raft::NodeStatus;
 use crate::core::watch::{HistoryQuery, HubId, Rejoin, StreamItem, StreamSender, WatchHub};
 
@@ -63,8 +66,10 @@ pub struct WatchService {
     pub hub: Arc<WatchHub>,
 }
 
-/// Responses buffered between a stream task and the gRPC transport.
-const OUT_BUFFER: usize = 16;
+/// Batches of responses (one per turn of the stream task, see
+/// [`StreamTask::send_queued`]) buffered between a stream task and the gRPC
+/// transport.
+const OUT_BATCHES: usize = 4;
 
 /// Most queued items handled (and coalesced) per turn of a stream's loop.
 const MAX_ITEMS_PER_TURN: usize = 512;
@@ -91,17 +96,29 @@ pub const REASON_DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the 
 /// `mvcc.ErrEmptyWatcherRange`).
 pub const REASON_EMPTY_RANGE: &str = "mvcc: watcher range is empty";
 
-type ResponseStream = ReceiverStream<Result<PbWatchResponse, Status>>;
+type ResponseStream = std::pin::Pin<Box<dyn Stream<Item = Result<WatchOut, Status>> + Send>>;
+
+/// The responses of a stream task's batches, one at a time, as tonic sends
+/// them.
+fn responses(batches: mpsc::Receiver<Result<Vec<WatchOut>, Status>>) -> ResponseStream {
+    Box::pin(ReceiverStream::new(batches).flat_map(|batch| {
+        let (ok, err) = match batch {
+            Ok(batch) => (batch, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
+        futures::stream::iter(ok.into_iter().map(Ok).chain(err.map(Err)))
+    }))
+}
 
 #[tonic::async_trait]
-impl PbWatchService for WatchService {
+impl WatchRpc for WatchService {
     type WatchStream = ResponseStream;
 
     async fn watch(
         &self,
         request: Request<Streaming<PbWatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        let (out, rx) = mpsc::channel(OUT_BUFFER);
+        let (out, rx) = mpsc::channel(OUT_BATCHES);
         self.ctx.identity(&request).await?; // a bad token fails the stream
         let mut task = StreamTask::new(
             self.hub.clone(),
@@ -111,86 +128,12 @@ impl PbWatchService for WatchService {
         );
         task.guard = WatchGuard::new(self.ctx.auth.clone(), &request);
         tokio::spawn(task.run(request.into_inner()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(responses(rx)))
     }
 }
 
 /// The client went away: stop the stream.
 struct Closed;
-
-/// One watch of a stream.
-struct Local {
-    /// The client-visible id.
-    watch_id: i64,
-    /// The watched keys.
-    range: KeyRange,
-    /// `filters` has NOPUT.
-    no_put: bool,
-    /// `filters` has NODELETE.
-    no_delete: bool,
-    /// Send `prev_kv` with each event.
-    prev_kv: bool,
-    /// Split large responses.
-    fragment: bool,
-    /// Periodic progress notifications asked.
-    progress_notify: bool,
-    /// No event was sent since the last progress tick (etcd's
-    /// `sws.progress[id]`).
-    progress_due: bool,
-    /// Items the hub queued for this watch and not yet handled.
-    queued: Arc<AtomicUsize>,
-    /// `Some(first revision not sent)` while off the live path.
-    behind: Option<i64>,
-}
-
-impl Local {
-    /// Whether this watch reports `e` (key range and filters).
-    fn wants(&self, e: &PbEvent) -> bool {
-        let in_range = e.kv.as_ref().is_some_and(|kv| self.range.contains(&kv.key));
-        let filtered =
-            (self.no_put && e.r#type == EVENT_PUT) || (self.no_delete && e.r#type == EVENT_DELETE);
-        in_range && !filtered
-    }
-
-    /// The event as this watch sends it (`prev_kv` only when asked).
-    fn shape(&self, mut e: PbEvent) -> PbEvent {
-        if !self.prev_kv {
-            e.prev_kv = None;
-        }
-        e
-    }
-
-    /// The events of a shared revision this watch reports, copied.
-    fn select(&self, events: &[PbEvent]) -> Vec<PbEvent> {
-        events
-            .iter()
-            .filter(|e| self.wants(e))
-            .map(|e| self.shape(e.clone()))
-            .collect()
-    }
-
-    /// The events of a catch-up read this watch reports (already its own).
-    fn select_owned(&self, events: Vec<PbEvent>) -> Vec<PbEvent> {
-        events
-            .into_iter()
-            .filter(|e| self.wants(e))
-            .map(|e| self.shape(e))
-            .collect()
-    }
-}
-
-/// Events of one watch gathered from consecutive queued revisions, sent as
-/// one response (etcd does the same for unsynced watchers).
-struct Pending {
-    /// The watch.
-    watcher: HubId,
-    /// The newest revision gathered (the response's header revision).
-    revision: i64,
-    /// The events, in revision order.
-    events: Vec<PbEvent>,
-    /// Their encoded size so far.
-    bytes: usize,
-}
 
 /// Longest a watch creation waits for the dispatcher to reach the store's
 /// revision (it normally is there, or within a millisecond).
@@ -204,15 +147,18 @@ pub struct StreamTask {
     status: Arc<NodeStatus>,
     /// Responses at least this large are fragmented for watches that ask.
     fragment_bytes: usize,
-    /// Toward the gRPC transport.
-    out: mpsc::Sender<Result<PbWatchResponse, Status>>,
+    /// Toward the gRPC transport, a turn's responses at a time.
+    out: mpsc::Sender<Result<Vec<WatchOut>, Status>>,
+    /// Responses queued this turn, not yet handed to `out`.
+    outbox: Vec<WatchOut>,
     /// The hub's way into this stream (given to every registration).
     tx: StreamSender,
     /// The hub's side of `tx`, until `run` takes it.
     rx: Option<mpsc::UnboundedReceiver<StreamItem>>,
-    /// Watches by hub id.
-    locals: HashMap<HubId, Local>,
-    /// Hub ids by watch id.
+    /// Watches by hub id (ids the hub hands out, so a fast hash is safe).
+    locals: FxHashMap<HubId, Local>,
+    /// Hub ids by watch id (chosen by the client: SipHash, which it cannot
+    /// make collide).
     ids: HashMap<i64, HubId>,
     /// Next automatic watch id (etcd ≥ 3.5: per stream, from 0, skipping
     /// ids in use).
@@ -230,7 +176,7 @@ impl StreamTask {
         hub: Arc<WatchHub>,
         status: Arc<NodeStatus>,
         fragment_bytes: usize,
-        out: mpsc::Sender<Result<PbWatchResponse, Status>>,
+        out: mpsc::Sender<Result<Vec<WatchOut>, Status>>,
     ) -> Self {
         let (tx, rx) = StreamSender::channel();
         Self {
@@ -238,9 +184,10 @@ impl StreamTask {
             status,
             fragment_bytes,
             out,
+            outbox: Vec::new(),
             tx,
             rx: Some(rx),
-            locals: HashMap::new(),
+            locals: FxHashMap::default(),
             ids: HashMap::new(),
             next_watch_id: 0,
             progress_all_pending: false,
@@ -276,7 +223,10 @@ impl StreamTask {
                     }
                 },
                 item = rx.recv() => match item {
-                    Some(item) => self.on_items(item, &mut rx).await,
+                    Some(item) => {
+                        self.on_items(item, &mut rx);
+                        Ok(())
+                    }
                     None => Err(Closed),
                 },
                 _ = ticker.tick() => {
@@ -291,7 +241,7 @@ impl StreamTask {
                     Err(Closed)
                 }
             };
-            if step.is_err() {
+            if step.is_err() || self.send_queued().await.is_err() {
                 return;
             }
             if self.progress_all_pending && self.locals.values().all(|l| l.behind.is_none()) {
@@ -313,41 +263,45 @@ impl StreamTask {
         self.locals.keys().copied().collect()
     }
 
-    /// Sends one response; gives up when the member stops, so that a client
-    /// that does not read cannot hold up shutdown.
-    async fn send(&self, response: PbWatchResponse) -> Result<(), Closed> {
+    /// Queues one response; the turn's responses go out together at its
+    /// end ([`Self::send_queued`]).
+    fn send(&mut self, response: impl Into<WatchOut>) {
+        self.outbox.push(response.into());
+    }
+
+    /// Hands the responses queued this turn to the gRPC transport as one
+    /// batch (one channel send and one wake, however many responses);
+    /// waits while the client reads slower, and gives up when the member
+    /// stops, so that a client that does not read cannot hold up shutdown.
+    async fn send_queued(&mut self) -> Result<(), Closed> {
+        if self.outbox.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.outbox);
         tokio::select! {
-            sent = self.out.send(Ok(response)) => sent.map_err(|_| Closed),
+            sent = self.out.send(Ok(batch)) => sent.map_err(|_| Closed),
             _ = self.hub.stopped() => Err(Closed),
         }
     }
 
     /// Sends an event response, split as etcd's `sendFragments` when the
     /// watch asked for fragments and it is too large.
-    async fn send_events(
-        &self,
-        watch_id: i64,
-        revision: i64,
-        events: Vec<PbEvent>,
-        fragment: bool,
-    ) -> Result<(), Closed> {
-        let response = PbWatchResponse {
+    fn send_events(&mut self, watch_id: i64, revision: i64, events: Vec<Bytes>, fragment: bool) {
+        let head = PbWatchResponse {
             header: Some(self.header(revision)),
             watch_id,
-            events,
             ..Default::default()
         };
         if !fragment {
-            return self.send(response).await;
+            return self.send(WatchOut::new(head, events));
         }
-        for part in fragments(response, self.fragment_bytes) {
-            self.send(part).await?;
+        for part in fragments(head, events, self.fragment_bytes) {
+            self.send(part);
         }
-        Ok(())
     }
 
     /// A create that failed: etcd answers `created` + `canceled`, id -1.
-    async fn reject(&self, reason: &str) -> Result<(), Closed> {
+    fn reject(&mut self, reason: &str) -> Result<(), Closed> {
         self.send(PbWatchResponse {
             header: Some(self.header(self.hub.current())),
             watch_id: -1,
@@ -355,8 +309,8 @@ impl StreamTask {
             canceled: true,
             cancel_reason: reason.to_string(),
             ..Default::default()
-        })
-        .await
+        });
+        Ok(())
     }
 
     async fn on_request(&mut self, req: PbWatchRequest) -> Result<(), Closed> {
@@ -364,14 +318,14 @@ impl StreamTask {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
                 let key = if c.key.is_empty() { vec![0] } else { c.key };
                 if let Err(reason) = self.guard.check(&key, &c.range_end) {
-                    return self.reject(&reason).await;
+                    return self.reject(&reason);
                 }
                 if c.start_revision < 0 {
-                    return self.reject(&EtcdError::Compacted.to_string()).await;
+                    return self.reject(&EtcdError::Compacted.to_string());
                 }
                 let bounded = !c.range_end.is_empty() && c.range_end != [0];
                 if bounded && key.as_slice() >= c.range_end.as_slice() {
-                    return self.reject(REASON_EMPTY_RANGE).await;
+                    return self.reject(REASON_EMPTY_RANGE);
                 }
                 let watch_id = if c.watch_id == 0 {
                     while self.ids.contains_key(&self.next_watch_id) {
@@ -380,7 +334,7 @@ impl StreamTask {
                     self.next_watch_id += 1;
                     self.next_watch_id - 1
                 } else if self.ids.contains_key(&c.watch_id) {
-                    return self.reject(REASON_DUPLICATE_ID).await;
+                    return self.reject(REASON_DUPLICATE_ID);
                 } else {
                     c.watch_id
                 };
@@ -409,8 +363,8 @@ impl StreamTask {
                     watch_id,
                     created: true,
                     ..Default::default()
-                })
-                .await
+                });
+                Ok(())
             }
             Some(PbWatchRequestUnion::CancelRequest(c)) => {
                 let Some(id) = self.ids.remove(&c.watch_id) else {
@@ -423,19 +377,18 @@ impl StreamTask {
                     watch_id: c.watch_id,
                     canceled: true,
                     ..Default::default()
-                })
-                .await
+                });
+                Ok(())
             }
             Some(PbWatchRequestUnion::ProgressRequest(_)) => {
                 if self.locals.is_empty() {
                     // Nothing can be pending: answer at once.
-                    return self
-                        .send(PbWatchResponse {
-                            header: Some(self.header(self.hub.current())),
-                            watch_id: -1,
-                            ..Default::default()
-                        })
-                        .await;
+                    self.send(PbWatchResponse {
+                        header: Some(self.header(self.hub.current())),
+                        watch_id: -1,
+                        ..Default::default()
+                    });
+                    return Ok(());
                 }
                 if !self.hub.progress(&self.tx, &self.hub_ids(), -1) {
                     self.progress_all_pending = true;
@@ -452,13 +405,9 @@ impl StreamTask {
     /// events come), consecutive revisions of a watch are sent together, so
     /// that a busy stream spends less per event. A progress item first
     /// flushes everything gathered before it.
-    async fn on_items(
-        &mut self,
-        first: StreamItem,
-        rx: &mut mpsc::UnboundedReceiver<StreamItem>,
-    ) -> Result<(), Closed> {
+    fn on_items(&mut self, first: StreamItem, rx: &mut mpsc::UnboundedReceiver<StreamItem>) {
         let mut pending: Vec<Pending> = Vec::new();
-        let mut index: HashMap<HubId, usize> = HashMap::new();
+        let mut index: FxHashMap<HubId, usize> = FxHashMap::default();
         let mut next = Some(first);
         let mut handled = 0;
         let mut gathered = 0usize;
@@ -486,10 +435,14 @@ impl StreamTask {
                             });
                             let p = &mut pending[at];
                             p.revision = revision;
-                            let bytes = selected.iter().map(|e| e.encoded_len() + 4).sum::<usize>();
+                            let bytes = selected.iter().map(Bytes::len).sum::<usize>();
                             p.bytes += bytes;
                             gathered += bytes;
-                            p.events.extend(selected);
+                            if p.events.is_empty() {
+                                p.events = selected;
+                            } else {
+                                p.events.extend(selected);
+                            }
                             if p.bytes >= COALESCE_BYTES {
                                 index.remove(&watcher);
                                 let full = std::mem::replace(
@@ -501,7 +454,7 @@ impl StreamTask {
                                         bytes: 0,
                                     },
                                 );
-                                self.flush(full).await?;
+                                self.flush(full);
                             }
                         }
                     } // else: canceled since
@@ -516,15 +469,14 @@ impl StreamTask {
                 StreamItem::Progress { watch_id, revision } => {
                     index.clear();
                     for p in std::mem::take(&mut pending) {
-                        self.flush(p).await?;
+                        self.flush(p);
                     }
                     if watch_id == -1 || self.ids.contains_key(&watch_id) {
                         self.send(PbWatchResponse {
                             header: Some(self.header(revision)),
                             watch_id,
                             ..Default::default()
-                        })
-                        .await?;
+                        });
                     }
                 }
             }
@@ -534,21 +486,20 @@ impl StreamTask {
             }
         }
         for p in pending {
-            self.flush(p).await?;
+            self.flush(p);
         }
-        Ok(())
     }
 
-    /// Sends gathered events, if any, and if their watch still exists.
-    async fn flush(&self, p: Pending) -> Result<(), Closed> {
+    /// Queues gathered events, if any, and if their watch still exists.
+    fn flush(&mut self, p: Pending) {
         if p.events.is_empty() {
-            return Ok(());
+            return;
         }
         let Some(local) = self.locals.get(&p.watcher) else {
-            return Ok(());
+            return;
         };
-        self.send_events(local.watch_id, p.revision, p.events, local.fragment)
-            .await
+        let (watch_id, fragment) = (local.watch_id, local.fragment);
+        self.send_events(watch_id, p.revision, p.events, fragment);
     }
 
     /// etcd's progress ticker: a notification for each `progress_notify`
@@ -598,15 +549,15 @@ impl StreamTask {
                 Ok(Err(EtcdError::ApplyingSnapshot)) => {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
-                Ok(Err(e)) => return self.fail(&behind, &e.to_string()).await,
-                Err(e) => return self.fail(&behind, &format!("etcdserver: {e}")).await,
+                Ok(Err(e)) => return self.fail(&behind, &e.to_string()),
+                Err(e) => return self.fail(&behind, &format!("etcdserver: {e}")),
             }
         };
         // First settle every watch (rejoin while the buffers are fresh),
         // then send: how fast the client reads must not decide whether a
         // watch can rejoin. What a rejoin queues comes out of the channel
         // only after this step, so after the responses sent below.
-        let mut outgoing: Vec<PbWatchResponse> = Vec::new();
+        let mut outgoing: Vec<WatchOut> = Vec::new();
         let header = self.header(chunk.current);
         for (i, (id, from)) in behind.iter().enumerate() {
             let Some(local) = self.locals.get_mut(id) else {
@@ -619,13 +570,16 @@ impl StreamTask {
                 self.locals.remove(id);
                 self.ids.remove(&watch_id);
                 self.hub.cancel(&[*id]);
-                outgoing.push(PbWatchResponse {
-                    header: Some(self.header(0)),
-                    watch_id,
-                    compact_revision: chunk.compacted,
-                    canceled: true,
-                    ..Default::default()
-                });
+                outgoing.push(
+                    PbWatchResponse {
+                        header: Some(self.header(0)),
+                        watch_id,
+                        compact_revision: chunk.compacted,
+                        canceled: true,
+                        ..Default::default()
+                    }
+                    .into(),
+                );
                 continue;
             }
             let events = chunk
@@ -646,27 +600,26 @@ impl StreamTask {
                 continue;
             }
             local.progress_due = false;
-            let response = PbWatchResponse {
+            let head = PbWatchResponse {
                 header: Some(header),
                 watch_id: local.watch_id,
-                events: selected,
                 ..Default::default()
             };
             if local.fragment {
-                outgoing.extend(fragments(response, self.fragment_bytes));
+                outgoing.extend(fragments(head, selected, self.fragment_bytes));
             } else {
-                outgoing.push(response);
+                outgoing.push(WatchOut::new(head, selected));
             }
         }
         for response in outgoing {
-            self.send(response).await?;
+            self.send(response);
         }
         Ok(())
     }
 
     /// A catch-up read failed (storage fault): cancel the watches concerned
     /// with the error as reason, rather than leave them silent.
-    async fn fail(&mut self, behind: &[(HubId, i64)], reason: &str) -> Result<(), Closed> {
+    fn fail(&mut self, behind: &[(HubId, i64)], reason: &str) -> Result<(), Closed> {
         tracing::error!("watch catch-up: {reason}");
         for (id, _) in behind {
             let Some(local) = self.locals.remove(id) else {
@@ -680,8 +633,7 @@ impl StreamTask {
                 canceled: true,
                 cancel_reason: reason.to_string(),
                 ..Default::default()
-            })
-            .await?;
+            });
         }
         Ok(())
     }
