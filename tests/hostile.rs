@@ -1014,4 +1014,61 @@ async fn garbage_on_the_peer_port_closes_that_connection_and_nothing_else() {
         .server
         .log()
         .contains("closing peer connection"));
+
+    // A stream admitted while its member was one is cut once that member
+    // is removed: its next message closes the connection.
+    let other = 3 - leader - target;
+    let other_id = cluster.member_id(other).await;
+    let mut beat = raft::eraftpb::Message::default();
+    beat.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeatResponse);
+    beat.from = other_id;
+    beat.to = target_id;
+    beat.term = term;
+    let beat = frame(&beat.write_to_bytes().expect("encode"));
+    let (_endpoint, conn) = peer_connection(port).await;
+    let mut stream = conn.open_uni().await.expect("open stream");
+    stream.write_all(b"R").await.expect("kind");
+    stream.write_all(&beat).await.expect("first message");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        conn.close_reason().is_none(),
+        "a member's message was refused: {:?}",
+        conn.close_reason()
+    );
+    let mut lc = cluster.client(leader).await;
+    lc.member_remove(other_id).await.expect("member remove");
+    wait_for(
+        "the target applies the removal",
+        Duration::from_secs(10),
+        || {
+            let mut c = c.clone();
+            async move {
+                let members = c.member_list().await.map_err(|e| e.to_string())?;
+                if members.members().len() == 2 {
+                    Ok(())
+                } else {
+                    Err(format!("{} members", members.members().len()))
+                }
+            }
+        },
+    )
+    .await;
+    let _ = stream.write_all(&beat).await;
+    match tokio::time::timeout(Duration::from_secs(5), conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(close)) => {
+            assert_eq!(close.error_code.into_inner(), MALFORMED)
+        }
+        Ok(other) => panic!("connection ended otherwise: {other:?}"),
+        Err(_) => panic!("a removed member's stream was kept open"),
+    }
+    // The removed member stops by itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while cluster.members[other].server.exit_status().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "removed member still running"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cluster.kill(other);
 }

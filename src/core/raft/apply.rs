@@ -143,13 +143,15 @@ impl RaftTask {
             ConfChangeType::RemoveNode => {
                 tx.remove(&s.members, members::key(node));
                 tx.remove(&s.auth, members::pin_key(node));
-                if node != self.me() {
-                    self.outbox.remove_peer(MemberId(node));
-                }
             }
         }
         storage::set_applied_index(&mut tx, &s, index);
         tx.commit()?;
+        // After the commit: the transport checks open streams against the
+        // stored members.
+        if cc.get_change_type() == ConfChangeType::RemoveNode && node != self.me() {
+            self.outbox.remove_peer(MemberId(node));
+        }
         self.raw.mut_store().set_conf_state(&cs)?;
         self.promoting.remove(&node);
         self.status.set_learner(cs.learners.contains(&self.me()));

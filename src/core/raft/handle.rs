@@ -390,6 +390,7 @@ pub trait Outbox: Send + 'static {
     fn send(&self, msgs: Vec<Message>);
     /// Starts (or re-targets) sending to member `id`.
     fn add_peer(&self, id: MemberId, peer_urls: Vec<String>);
-    /// Stops sending to member `id`.
+    /// Stops sending to member `id`, and stops taking its messages; called
+    /// once its removal is committed to storage.
     fn remove_peer(&self, id: MemberId);
 }

@@ -22,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -100,6 +101,10 @@ pub struct Transport {
     inbound: Arc<Semaphore>,
     /// Bounds streams not yet admitted ([`MAX_UNADMITTED_STREAMS`]).
     unadmitted: Arc<Semaphore>,
+    /// Members removed so far: a Raft stream admitted before the latest
+    /// removal is admitted again at its next message, so that a removed
+    /// member's open stream is cut (etcd drops removed members' messages).
+    removals: Arc<AtomicU64>,
     /// This member's fingerprint when members pin each other (no peer CA).
     fingerprint: Option<String>,
     /// Rebuilds the TLS configuration when a peer certificate file changes.
@@ -143,6 +148,7 @@ impl Transport {
             max_frame: max_frame(max_request_bytes),
             inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
             unadmitted: Arc::new(Semaphore::new(MAX_UNADMITTED_STREAMS)),
+            removals: Arc::default(),
             fingerprint: configs.pinned_fingerprint,
             reload,
         })
@@ -230,11 +236,14 @@ impl Transport {
             .spawn(async move { this.send_loop(id, urls, rx).await });
     }
 
-    /// Stops sending to member `id` (it was removed).
+    /// Stops sending to member `id` (it was removed) and has every open
+    /// Raft stream checked again before its next message is taken. Call it
+    /// once the removal is committed to storage, where that check looks.
     pub fn remove_peer(&self, id: u64) {
         if let Ok(mut peers) = self.peers.write() {
             peers.remove(&id);
         }
+        self.removals.fetch_add(1, Ordering::Release);
     }
 
     /// Starts accepting peers; inbound messages are stepped into `node`.
@@ -403,6 +412,7 @@ impl Transport {
         };
         let mut first = Some(first);
         let mut speaker = None;
+        let mut admitted_at = 0;
         match kind {
             KIND_RAFT => loop {
                 let (m, bytes) = match first.take() {
@@ -413,13 +423,19 @@ impl Transport {
                         Err(e) => return frame::refuse(&conn, &e),
                     },
                 };
-                // One stream speaks for one member, checked once.
-                if speaker != Some(m.from) {
-                    if speaker.is_some() || !self.admit(&conn, m.from) {
-                        conn.close(frame::CLOSE_MALFORMED.into(), b"one member per stream");
+                // One stream speaks for one member, checked at its first
+                // message and again after any member's removal.
+                if speaker.is_some_and(|s| s != m.from) {
+                    conn.close(frame::CLOSE_MALFORMED.into(), b"one member per stream");
+                    return;
+                }
+                let removals = self.removals.load(Ordering::Acquire);
+                if speaker.is_none() || admitted_at != removals {
+                    if !self.admit(&conn, m.from) {
                         return;
                     }
                     speaker = Some(m.from);
+                    admitted_at = removals;
                 }
                 // A snapshot comes on a stream of its own, staged before it
                 // is stepped; one named here has nothing behind it.
