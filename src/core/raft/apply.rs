@@ -180,6 +180,7 @@ impl RaftTask {
     /// then resets the Raft log after it (crash-safe, see `core::raft::snapshot`).
     pub(super) fn apply_snapshot(&mut self, meta: &SnapshotMetadata) -> anyhow::Result<()> {
         tracing::info!(index = meta.index, term = meta.term, "applying snapshot");
+        let before: Vec<u64> = members::list(&self.storage)?.iter().map(|m| m.id).collect();
         snapshot::apply_staged(&self.storage, &self.data_dir, meta)?;
         self.raw.mut_store().apply_snapshot(meta)?;
         self.storage.sync()?;
@@ -187,10 +188,17 @@ impl RaftTask {
         METRICS.snapshot_applied.inc();
         self.applied = meta.index;
         self.applied_tx.send_replace(LogIndex(meta.index));
-        // Peers and lease clocks follow the new state.
-        for m in members::list(&self.storage)? {
+        // Peers and lease clocks follow the new state: members the
+        // snapshot no longer holds were removed in the entries it replaced.
+        let after = members::list(&self.storage)?;
+        for m in &after {
             if m.id != self.me() {
                 self.outbox.add_peer(MemberId(m.id), m.peer_ur_ls.clone());
+            }
+        }
+        for id in before {
+            if id != self.me() && !after.iter().any(|m| m.id == id) {
+                self.outbox.remove_peer(MemberId(id));
             }
         }
         // Clocks of exactly the snapshot's leases: a lease revoked in the
