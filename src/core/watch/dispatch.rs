@@ -231,6 +231,14 @@ impl State {
                 fill_prev(storage, revision, &mut events, &missing);
             }
         }
+        // What a queued revision holds: its decoded events, and the
+        // encodings the streams make of them (without `prev_kv`, and with
+        // it when events carry one), each about the estimate's size.
+        let held = if events.iter().any(|e| e.prev_kv.is_some()) {
+            bytes.saturating_mul(3)
+        } else {
+            bytes.saturating_mul(2)
+        };
         let events = Arc::new(SharedEvents::new(events));
         for id in matched {
             let Some(w) = self.watchers.get_mut(&id) else {
@@ -242,7 +250,7 @@ impl State {
                         continue; // already sent (several events matched) or before its start
                     }
                     let charge = if w.queued.load(Ordering::Relaxed) < cfg.watcher_queue {
-                        w.tx.charge(revision, bytes, cfg.stream_queue_bytes)
+                        w.tx.charge(revision, held, cfg.stream_queue_bytes)
                     } else {
                         None
                     };

@@ -94,7 +94,8 @@ pub struct WatchConfig {
     /// per stream).
     pub watcher_queue: usize,
     /// Bytes of revisions one stream's queue may hold, all its watchers
-    /// together (each revision counted once); past it, a watcher with a
+    /// together (each revision counted once, with the encodings streams
+    /// make of its events: two or three times its size); past it, a watcher with a
     /// new revision leaves the live path and reads history, so a client
     /// that stops reading pins at most this much.
     pub stream_queue_bytes: usize,
