@@ -231,15 +231,8 @@ impl State {
                 fill_prev(storage, revision, &mut events, &missing);
             }
         }
-        // What a queued revision holds: its decoded events, and the
-        // encodings the streams make of them (without `prev_kv`, and with
-        // it when events carry one), each about the estimate's size.
-        let held = if events.iter().any(|e| e.prev_kv.is_some()) {
-            bytes.saturating_mul(3)
-        } else {
-            bytes.saturating_mul(2)
-        };
         let events = Arc::new(SharedEvents::new(events));
+        let held = events.held_bytes(bytes);
         for id in matched {
             let Some(w) = self.watchers.get_mut(&id) else {
                 continue;

@@ -35,6 +35,19 @@ impl SharedEvents {
         &self.events
     }
 
+    /// Bytes this revision can come to hold while queued, given `estimate`
+    /// (the size of its decoded events): the events, and the encodings the
+    /// streams make of them, each about as large (one without `prev_kv`, and
+    /// one with it when the events carry one).
+    pub fn held_bytes(&self, estimate: usize) -> usize {
+        let copies = if self.events.iter().any(|e| e.prev_kv.is_some()) {
+            3
+        } else {
+            2
+        };
+        estimate.saturating_mul(copies)
+    }
+
     /// Event `i` as a `WatchResponse.events` field record (tag, length,
     /// `mvccpb.Event`), with its `prev_kv` when `prev_kv` is set and the
     /// event has one; `None` past the last event. Encoded once per shape,

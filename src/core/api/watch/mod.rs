@@ -212,7 +212,10 @@ impl StreamTask {
             let catching_up = self.locals.values().any(|l| l.behind.is_some());
             let step: Result<(), Closed> = tokio::select! {
                 req = inbound.next(), if inbound_open => match req {
-                    Some(Ok(req)) => self.on_request(req).await,
+                    Some(Ok(req)) => {
+                        self.on_request(req).await;
+                        Ok(())
+                    }
                     Some(Err(e)) => {
                         tracing::debug!("watch stream receive: {e}");
                         Err(Closed)
@@ -233,7 +236,10 @@ impl StreamTask {
                     self.on_progress_tick();
                     Ok(())
                 }
-                _ = std::future::ready(()), if catching_up => self.catch_up_step().await,
+                _ = std::future::ready(()), if catching_up => {
+                    self.catch_up_step().await;
+                    Ok(())
+                }
                 _ = self.out.closed() => Err(Closed),
                 _ = self.hub.stopped() => {
                     // Best effort: a client that does not read gets nothing.
@@ -301,7 +307,7 @@ impl StreamTask {
     }
 
     /// A create that failed: etcd answers `created` + `canceled`, id -1.
-    fn reject(&mut self, reason: &str) -> Result<(), Closed> {
+    fn reject(&mut self, reason: &str) {
         self.send(PbWatchResponse {
             header: Some(self.header(self.hub.current())),
             watch_id: -1,
@@ -310,10 +316,9 @@ impl StreamTask {
             cancel_reason: reason.to_string(),
             ..Default::default()
         });
-        Ok(())
     }
 
-    async fn on_request(&mut self, req: PbWatchRequest) -> Result<(), Closed> {
+    async fn on_request(&mut self, req: PbWatchRequest) {
         match req.request_union {
             Some(PbWatchRequestUnion::CreateRequest(c)) => {
                 let key = if c.key.is_empty() { vec![0] } else { c.key };
@@ -364,11 +369,10 @@ impl StreamTask {
                     created: true,
                     ..Default::default()
                 });
-                Ok(())
             }
             Some(PbWatchRequestUnion::CancelRequest(c)) => {
                 let Some(id) = self.ids.remove(&c.watch_id) else {
-                    return Ok(()); // etcd: an unknown id gets no answer
+                    return; // etcd: an unknown id gets no answer
                 };
                 self.locals.remove(&id);
                 self.hub.cancel(&[id]);
@@ -378,7 +382,6 @@ impl StreamTask {
                     canceled: true,
                     ..Default::default()
                 });
-                Ok(())
             }
             Some(PbWatchRequestUnion::ProgressRequest(_)) => {
                 if self.locals.is_empty() {
@@ -388,14 +391,13 @@ impl StreamTask {
                         watch_id: -1,
                         ..Default::default()
                     });
-                    return Ok(());
+                    return;
                 }
                 if !self.hub.progress(&self.tx, &self.hub_ids(), -1) {
                     self.progress_all_pending = true;
                 }
-                Ok(())
             }
-            None => Ok(()),
+            None => {}
         }
     }
 
@@ -519,7 +521,7 @@ impl StreamTask {
 
     /// Reads one chunk of history for the watches off the live path, sends
     /// it, and puts the watches that reached the end back on the live path.
-    async fn catch_up_step(&mut self) -> Result<(), Closed> {
+    async fn catch_up_step(&mut self) {
         let behind: Vec<(HubId, i64)> = self
             .locals
             .iter()
@@ -614,12 +616,11 @@ impl StreamTask {
         for response in outgoing {
             self.send(response);
         }
-        Ok(())
     }
 
     /// A catch-up read failed (storage fault): cancel the watches concerned
     /// with the error as reason, rather than leave them silent.
-    fn fail(&mut self, behind: &[(HubId, i64)], reason: &str) -> Result<(), Closed> {
+    fn fail(&mut self, behind: &[(HubId, i64)], reason: &str) {
         tracing::error!("watch catch-up: {reason}");
         for (id, _) in behind {
             let Some(local) = self.locals.remove(id) else {
@@ -635,7 +636,6 @@ impl StreamTask {
                 ..Default::default()
             });
         }
-        Ok(())
     }
 }
 
