@@ -141,6 +141,21 @@ fn every_message_of_an_honest_cluster_passes() {
         net.get(via).propose(vec![], vec![i]).expect("propose");
         net.settle();
     }
+    // Batches of proposals, as the Raft task steps them
+    // (`batch::ProposalBatch`): forwarded by a follower, and on the leader.
+    for via in [3, 1] {
+        let before = net.get(1).raft.raft_log.committed;
+        let mut batch = crate::core::raft::batch::ProposalBatch::default();
+        for i in 0..5u8 {
+            let (reply, _answer) = tokio::sync::oneshot::channel();
+            batch.push(u64::from(i), vec![i], reply);
+        }
+        let (m, waiting) = batch.take(via).expect("a batch");
+        assert_eq!(waiting.len(), 5);
+        net.get(via).step(m).expect("step the batch");
+        net.settle();
+        assert_eq!(net.get(1).raft.raft_log.committed, before + 5, "via {via}");
+    }
     // A read index through a follower.
     net.get(3).read_index(b"read".to_vec());
     net.settle();

@@ -17,6 +17,7 @@
 
 mod admit;
 mod apply;
+mod batch;
 pub mod handle;
 pub mod log;
 pub mod logging;
@@ -119,6 +120,7 @@ pub fn start(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
         proposals: HashMap::new(),
+        batch: batch::ProposalBatch::default(),
         reads_queued: Vec::new(),
         reads: HashMap::new(),
         reads_waiting: Vec::new(),
@@ -181,6 +183,8 @@ struct RaftTask {
     next_id: u64,
     /// Proposals waiting to be applied, by id.
     proposals: HashMap<u64, oneshot::Sender<ProposalResult>>,
+    /// Proposals of this drain of the queue, stepped together.
+    batch: batch::ProposalBatch,
     /// ReadIndex requests not yet sent: one ReadIndex serves all of them
     /// (etcd's `linearizableReadLoop` batches the same way), with the
     /// leases the keep-alives among them renew.
@@ -299,6 +303,7 @@ impl RaftTask {
                             return Ok(());
                         }
                     }
+                    self.step_proposals();
                     self.send_reads();
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
@@ -361,7 +366,7 @@ impl RaftTask {
     fn handle(&mut self, ev: Event) -> bool {
         match ev {
             Event::Propose { op, auth, reply } => {
-                if self.proposals.len() >= MAX_PENDING_PROPOSALS {
+                if self.proposals.len() + self.batch.len() >= MAX_PENDING_PROPOSALS {
                     let _ = reply.send(Err(EtcdError::TooManyRequests));
                     return true;
                 }
@@ -376,14 +381,8 @@ impl RaftTask {
                     auth_revision,
                 }
                 .encode_to_vec();
-                match self.raw.propose(Vec::new(), data) {
-                    Ok(()) => {
-                        METRICS.proposals.inc();
-                        self.proposals.insert(id, reply);
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(EtcdError::NoLeader));
-                    }
+                if self.batch.push(id, data, reply) {
+                    self.step_proposals();
                 }
             }
             Event::ReadIndex { renew, reply } => {

@@ -1,0 +1,141 @@
+//! Proposals of one drain of the event queue, stepped into raft-rs as one
+//! `MsgPropose`.
+//!
+//! raft-rs's `RawNode::propose` steps one entry at a time, and a leader
+//! broadcasts an append to every follower after each step: 26 proposals in
+//! a Ready meant 26 `MsgAppend`s per follower, 26 answers back, and a
+//! commit broadcast for each answer that moved the commit index. Stepped
+//! together (raft-rs `Raft::step`, `MsgPropose` with many entries), they
+//! leave as one append per follower; a follower forwards them to its leader
+//! as one message too. A batch stops growing at [`MAX_BATCH_BYTES`] (but
+//! holds at least one entry), so a forwarded batch fits the peer frame limit
+//! (`transport::max_frame`) like any single request.
+
+use raft::eraftpb::{Entry, Message, MessageType};
+use tokio::sync::oneshot;
+
+use super::{ProposalResult, RaftTask};
+use crate::core::errors::EtcdError;
+use crate::core::metrics::METRICS;
+
+/// Encoded entry bytes after which a batch is stepped, as raft-rs's
+/// `max_size_per_msg` (`raft_config`).
+pub(super) const MAX_BATCH_BYTES: usize = 1024 * 1024;
+
+/// A stepped proposal waiting for its entry: its id and its client's answer.
+pub(super) type Waiting = (u64, oneshot::Sender<ProposalResult>);
+
+/// Proposals not yet stepped, in arrival order.
+#[derive(Default)]
+pub(super) struct ProposalBatch {
+    entries: Vec<Entry>,
+    waiting: Vec<Waiting>,
+    bytes: usize,
+}
+
+impl ProposalBatch {
+    /// Adds the encoded `RaftRequest` `data` of proposal `id`, answered
+    /// through `reply`; true when the batch should now be stepped.
+    pub(super) fn push(
+        &mut self,
+        id: u64,
+        data: Vec<u8>,
+        reply: oneshot::Sender<ProposalResult>,
+    ) -> bool {
+        self.bytes += data.len();
+        self.entries.push(Entry {
+            data: data.into(),
+            ..Entry::default()
+        });
+        self.waiting.push((id, reply));
+        self.bytes >= MAX_BATCH_BYTES
+    }
+
+    /// Proposals held.
+    pub(super) fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The batch as a `MsgPropose` from member `from` (the shape raft-rs's
+    /// `RawNode::propose` builds, with every entry), and its waiting
+    /// proposals in entry order; `None` when empty. Leaves the batch empty.
+    pub(super) fn take(&mut self, from: u64) -> Option<(Message, Vec<Waiting>)> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = from;
+        m.set_entries(std::mem::take(&mut self.entries).into());
+        self.bytes = 0;
+        Some((m, std::mem::take(&mut self.waiting)))
+    }
+}
+
+impl RaftTask {
+    /// Steps the queued proposals as one `MsgPropose` (`batch`); they wait
+    /// for their entries to apply, or all get `NoLeader` when raft-rs drops
+    /// them (no leader known, a leadership transfer, removed from the
+    /// cluster).
+    pub(super) fn step_proposals(&mut self) {
+        let Some((msg, waiting)) = self.batch.take(self.me()) else {
+            return;
+        };
+        if self.raw.step(msg).is_ok() {
+            for (id, reply) in waiting {
+                METRICS.proposals.inc();
+                self.proposals.insert(id, reply);
+            }
+        } else {
+            for (_, reply) in waiting {
+                let _ = reply.send(Err(EtcdError::NoLeader));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(batch: &mut ProposalBatch, id: u64, bytes: usize) -> bool {
+        let (reply, _answer) = oneshot::channel();
+        batch.push(id, vec![id as u8; bytes], reply)
+    }
+
+    #[test]
+    fn a_batch_steps_every_entry_in_order_and_empties() {
+        let mut batch = ProposalBatch::default();
+        assert!(batch.take(1).is_none(), "an empty batch steps nothing");
+        for id in 1..=3 {
+            assert!(!push(&mut batch, id, 10));
+        }
+        assert_eq!(batch.len(), 3);
+        let (m, waiting) = batch.take(7).expect("a batch");
+        assert_eq!(m.get_msg_type(), MessageType::MsgPropose);
+        assert_eq!(
+            (m.from, m.term),
+            (7, 0),
+            "a local proposal, as RawNode::propose"
+        );
+        let firsts: Vec<u8> = m.entries.iter().map(|e| e.data[0]).collect();
+        assert_eq!(firsts, [1, 2, 3]);
+        let ids: Vec<u64> = waiting.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        assert_eq!(batch.len(), 0);
+        assert!(batch.take(7).is_none());
+    }
+
+    #[test]
+    fn a_batch_is_full_at_its_byte_limit_and_starts_over() {
+        let mut batch = ProposalBatch::default();
+        assert!(!push(&mut batch, 1, MAX_BATCH_BYTES - 1));
+        assert!(push(&mut batch, 2, 1), "full at MAX_BATCH_BYTES");
+        batch.take(1).expect("a batch");
+        // One entry larger than the limit still goes alone.
+        assert!(push(&mut batch, 3, MAX_BATCH_BYTES + 1));
+        let (m, _) = batch.take(1).expect("a batch");
+        assert_eq!(m.entries.len(), 1);
+        assert!(!push(&mut batch, 4, 1), "the byte count starts over");
+    }
+}
