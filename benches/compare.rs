@@ -38,7 +38,7 @@ use etcd_client::{Client, GetOptions, Txn, TxnOp, WatchOptions};
 use rand::Rng;
 
 mod common;
-use common::{dir_bytes, start_cluster, Cluster};
+use common::{cpu_of, dir_bytes, start_cluster, Cluster};
 
 const ETCD: &str = "/usr/bin/etcd";
 const KEY_SPACE: u64 = 100_000;
@@ -85,6 +85,10 @@ struct Run {
     /// times (followers learn the commit after the leader) or from the
     /// fan-out inside one member.
     member_lag: Vec<Duration>,
+    /// CPU the members spent per request (user + system, all members,
+    /// from `/proc/<pid>/stat`): steadier than throughput on a shared host
+    /// for an A/B run.
+    cpu_per_req: Duration,
     /// Watch only, sorted: each event's arrival after the first event of
     /// its revision on the same member (the fan-out inside one member).
     within: Vec<Duration>,
@@ -345,6 +349,7 @@ async fn watch_latency(conns: &[Client], members: usize, put_conn: Client, puts:
         member_lag,
         within,
         puts: puts_lat,
+        ..Run::default()
     }
 }
 
@@ -380,30 +385,35 @@ async fn round(bin: &str, is_etcd: bool, total: usize) -> Vec<Run> {
     let leader = leader_connection(&cluster).await;
     let on = selected();
     let mut runs = vec![Run::default(); WORKLOADS.len()];
-    if on[0] {
-        runs[0] = put_workload(std::slice::from_ref(&leader), 1, total / 10).await;
-    }
-    if on[1] {
-        runs[1] = put_workload(&conns, CLIENTS, total).await;
-    }
-    if on[2] {
-        runs[2] = range_workload(&conns, total, false).await;
-    }
-    if on[3] {
-        runs[3] = range_workload(&conns, total, true).await;
-    }
-    if on[4] {
-        runs[4] = txn_put_workload(&conns, total).await;
-    }
-    if on[5] {
-        runs[5] = keepalive_workload(&conns, total).await;
-    }
-    if on[6] {
-        let put_conn = Client::connect([cluster.endpoints()[0].clone()], None)
-            .await
-            .expect("connect");
-        let members = cluster.endpoints().len();
-        runs[6] = watch_latency(&conns, members, put_conn, 200).await;
+    let cpu = || -> Duration {
+        cluster
+            .members
+            .iter()
+            .filter_map(|m| cpu_of(m.child.id()))
+            .sum()
+    };
+    for (w, run) in runs.iter_mut().enumerate() {
+        if !on[w] {
+            continue;
+        }
+        let cpu0 = cpu();
+        *run = match w {
+            0 => put_workload(std::slice::from_ref(&leader), 1, total / 10).await,
+            1 => put_workload(&conns, CLIENTS, total).await,
+            2 => range_workload(&conns, total, false).await,
+            3 => range_workload(&conns, total, true).await,
+            4 => txn_put_workload(&conns, total).await,
+            5 => keepalive_workload(&conns, total).await,
+            _ => {
+                let put_conn = Client::connect([cluster.endpoints()[0].clone()], None)
+                    .await
+                    .expect("connect");
+                let members = cluster.endpoints().len();
+                watch_latency(&conns, members, put_conn, 200).await
+            }
+        };
+        let requests = run.lat.len().max(1) as u32;
+        run.cpu_per_req = cpu().saturating_sub(cpu0) / requests;
     }
     runs
 }
@@ -511,6 +521,23 @@ async fn main() {
             ),
         }
     }
+    let cpu_line: Vec<String> = WORKLOADS
+        .iter()
+        .enumerate()
+        .filter(|(w, _)| k[*w].per_s > 0.0)
+        .map(|(w, name)| {
+            let us = |r: &Run| r.cpu_per_req.as_secs_f64() * 1e6;
+            match &e {
+                Some(e) => format!("{name} {:.0} / {:.0}", us(&k[w]), us(&e[w])),
+                None => format!("{name} {:.0}", us(&k[w])),
+            }
+        })
+        .collect();
+    println!();
+    println!(
+        "members' CPU per request, µs (kvd / etcd; a watch run's per event): {}",
+        cpu_line.join("; ")
+    );
     let watch = WORKLOADS.len() - 1;
     if !k[watch].spread.is_empty() {
         // One line per figure: kvd's, then the other column's ("-" alone).
