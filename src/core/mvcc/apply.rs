@@ -287,7 +287,16 @@ impl<'a, 'tx> Applier<'a, 'tx> {
                     if r.revision > self.revs.current {
                         return Err(EtcdError::FutureRevision);
                     }
-                    if r.revision > 0 && r.revision < self.revs.compacted {
+                    // etcd's `checkRequestRange`: any revision but 0 below
+                    // the first readable one (the compact revision, -1
+                    // before the first compaction) is compacted, negative
+                    // ones included.
+                    let first = if self.revs.compacted == 0 {
+                        -1
+                    } else {
+                        self.revs.compacted
+                    };
+                    if r.revision != 0 && r.revision < first {
                         return Err(EtcdError::Compacted);
                     }
                 }
