@@ -142,10 +142,10 @@ fn every_message_of_an_honest_cluster_passes() {
         net.settle();
     }
     // Batches of proposals, as the Raft task steps them
-    // (`batch::ProposalBatch`): forwarded by a follower, and on the leader.
+    // (`propose::ProposalBatch`): forwarded by a follower, and on the leader.
     for via in [3, 1] {
         let before = net.get(1).raft.raft_log.committed;
-        let mut batch = crate::core::raft::batch::ProposalBatch::default();
+        let mut batch = crate::core::raft::propose::ProposalBatch::default();
         for i in 0..5u8 {
             let (reply, _answer) = tokio::sync::oneshot::channel();
             batch.push(u64::from(i), vec![i], reply);

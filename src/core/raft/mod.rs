@@ -11,17 +11,19 @@
 //! - `apply`: committed entries into the state machine, conf changes and
 //!   snapshots, with the applied index in the same transaction;
 //! - `log`: raft-rs's `Storage` over fjall;
+//! - `propose`: what the task proposes: a drain's proposals as one
+//!   `MsgPropose`, and lease expiries;
 //! - `proposal`: what a Raft log entry holds, decoded without ever failing;
 //! - `snapshot`: state-machine snapshots, staged and applied crash-safely;
 //! - `logging`: raft-rs's slog records into tracing.
 
 mod admit;
 mod apply;
-mod batch;
 pub mod handle;
 pub mod log;
 pub mod logging;
 pub mod proposal;
+mod propose;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -30,7 +32,6 @@ use std::collections::HashMap;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use etcd_client::proto::PbLeaseRevokeRequest;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Message};
 use raft::{RawNode, StateRole};
@@ -41,7 +42,7 @@ use crate::core::lease::Lessor;
 use crate::core::metrics::METRICS;
 use crate::core::mvcc::compaction::Compactor;
 use crate::core::raft::log::RaftLog;
-use crate::core::raft::proposal::{ConfChangeContext, Op, RaftRequest};
+use crate::core::raft::proposal::{ConfChangeContext, RaftRequest};
 use crate::core::storage::{self, Storage};
 use crate::core::types::{LeaseId, LogIndex, Revision};
 
@@ -120,7 +121,7 @@ pub fn start(
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64),
         proposals: HashMap::new(),
-        batch: batch::ProposalBatch::default(),
+        batch: propose::ProposalBatch::default(),
         reads_queued: Vec::new(),
         reads: HashMap::new(),
         reads_waiting: Vec::new(),
@@ -184,7 +185,7 @@ struct RaftTask {
     /// Proposals waiting to be applied, by id.
     proposals: HashMap<u64, oneshot::Sender<ProposalResult>>,
     /// Proposals of this drain of the queue, stepped together.
-    batch: batch::ProposalBatch,
+    batch: propose::ProposalBatch,
     /// ReadIndex requests not yet sent: one ReadIndex serves all of them
     /// (etcd's `linearizableReadLoop` batches the same way), with the
     /// leases the keep-alives among them renew.
@@ -338,28 +339,6 @@ impl RaftTask {
             self.on_ready()?;
         }
         Ok(())
-    }
-
-    /// As leader, proposes the revoke of every lease past its deadline.
-    fn expire_leases(&mut self) {
-        if self.raw.raft.state != StateRole::Leader {
-            return;
-        }
-        for id in self.lessor.take_expired() {
-            let op = Op::LeaseRevoke(PbLeaseRevokeRequest { id: id.0 });
-            let data = RaftRequest {
-                id: 0,
-                origin: 0,
-                op: Some(op),
-                ..RaftRequest::default()
-            }
-            .encode_to_vec();
-            if let Err(e) = self.raw.propose(Vec::new(), data) {
-                tracing::warn!("cannot propose expiry of lease {id}: {e}");
-            } else {
-                tracing::info!("lease {id} expired; revoking");
-            }
-        }
     }
 
     /// Handles one event; false on shutdown.

@@ -1,8 +1,8 @@
-//! Proposals of one drain of the event queue, stepped into raft-rs as one
-//! `MsgPropose`.
+//! What the Raft task proposes: client proposals and lease expiries.
 //!
-//! raft-rs's `RawNode::propose` steps one entry at a time, and a leader
-//! broadcasts an append to every follower after each step: 26 proposals in
+//! Proposals of one drain of the event queue are stepped into raft-rs as
+//! one `MsgPropose`. raft-rs's `RawNode::propose` steps one entry at a
+//! time, and a leader broadcasts an append to every follower after each step: 26 proposals in
 //! a Ready meant 26 `MsgAppend`s per follower, 26 answers back, and a
 //! commit broadcast for each answer that moved the commit index. Stepped
 //! together (raft-rs `Raft::step`, `MsgPropose` with many entries), they
@@ -11,12 +11,16 @@
 //! holds at least one entry), so a forwarded batch fits the peer frame limit
 //! (`transport::max_frame`) like any single request.
 
+use etcd_client::proto::PbLeaseRevokeRequest;
+use prost::Message as _;
 use raft::eraftpb::{Entry, Message, MessageType};
+use raft::StateRole;
 use tokio::sync::oneshot;
 
 use super::{ProposalResult, RaftTask};
 use crate::core::errors::EtcdError;
 use crate::core::metrics::METRICS;
+use crate::core::raft::proposal::{Op, RaftRequest};
 
 /// Encoded entry bytes after which a batch is stepped, as raft-rs's
 /// `max_size_per_msg` (`raft_config`).
@@ -73,6 +77,28 @@ impl ProposalBatch {
 }
 
 impl RaftTask {
+    /// As leader, proposes the revoke of every lease past its deadline.
+    pub(super) fn expire_leases(&mut self) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        for id in self.lessor.take_expired() {
+            let op = Op::LeaseRevoke(PbLeaseRevokeRequest { id: id.0 });
+            let data = RaftRequest {
+                id: 0,
+                origin: 0,
+                op: Some(op),
+                ..RaftRequest::default()
+            }
+            .encode_to_vec();
+            if let Err(e) = self.raw.propose(Vec::new(), data) {
+                tracing::warn!("cannot propose expiry of lease {id}: {e}");
+            } else {
+                tracing::info!("lease {id} expired; revoking");
+            }
+        }
+    }
+
     /// Steps the queued proposals as one `MsgPropose` (`batch`); they wait
     /// for their entries to apply, or all get `NoLeader` when raft-rs drops
     /// them (no leader known, a leadership transfer, removed from the
