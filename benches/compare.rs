@@ -18,6 +18,10 @@
 //! theirs).
 //! Connections are spread round-robin over the members, clients over the
 //! connections. Each figure is the median over rounds; ratios are kvd/etcd.
+//! After each workload the bench waits until the members are quiet (at
+//! most 15 s), so that one workload's background work (an LSM's flushes and
+//! compactions) does not run in the next; its CPU counts in the members'
+//! CPU per request of the workload that caused it.
 //!
 //! Environment: `KVD_BENCH_ROUNDS` (default 2), `KVD_BENCH_TOTAL`
 //! (requests per many-client workload, default 20000), `KVD_BENCH_KEYS`
@@ -86,8 +90,9 @@ struct Run {
     /// fan-out inside one member.
     member_lag: Vec<Duration>,
     /// CPU the members spent per request (user + system, all members,
-    /// from `/proc/<pid>/stat`): steadier than throughput on a shared host
-    /// for an A/B run.
+    /// from `/proc/<pid>/stat`), from the workload's start until they are
+    /// quiet again: steadier than throughput on a shared host for an A/B
+    /// run.
     cpu_per_req: Duration,
     /// Watch only, sorted: each event's arrival after the first event of
     /// its revision on the same member (the fan-out inside one member).
@@ -412,10 +417,29 @@ async fn round(bin: &str, is_etcd: bool, total: usize) -> Vec<Run> {
                 watch_latency(&conns, members, put_conn, 200).await
             }
         };
+        // The members' background work after a workload (an LSM's flushes
+        // and compactions) is that workload's: it counts in its CPU per
+        // request, and the next workload starts on quiet members.
+        settle(&cpu).await;
         let requests = run.lat.len().max(1) as u32;
         run.cpu_per_req = cpu().saturating_sub(cpu0) / requests;
     }
     runs
+}
+
+/// Waits until the members are quiet: under 20 ms of CPU between them in
+/// 250 ms (`cpu` is their CPU so far), or 15 s at most.
+async fn settle(cpu: &dyn Fn() -> Duration) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut last = cpu();
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = cpu();
+        if now.saturating_sub(last) < Duration::from_millis(20) {
+            return;
+        }
+        last = now;
+    }
 }
 
 /// The median (by throughput) of each workload's runs over rounds.
