@@ -464,23 +464,6 @@ async fn limits_ranges_empty_keys_and_leases_get_etcds_answers() {
             .len(),
         1
     );
-    // Inside a txn etcd checks the revision first (`checkRequestRange`):
-    // below the first readable revision (-1 before any compaction) it is
-    // compacted, negative or not.
-    assert_status(
-        c.txn(Txn::new().and_then(vec![TxnOp::get(
-            "k/0",
-            Some(GetOptions::new().with_revision(-5)),
-        )]))
-        .await,
-        Code::OutOfRange,
-        "etcdserver: mvcc: required revision has been compacted",
-    );
-    assert_eq!(
-        current_revision(&c).await,
-        rev,
-        "a refused txn writes nothing"
-    );
     // Empty keys.
     let empty = "etcdserver: key is not provided";
     assert_status(c.get("", None).await, Code::InvalidArgument, empty);

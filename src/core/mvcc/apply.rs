@@ -287,16 +287,7 @@ impl<'a, 'tx> Applier<'a, 'tx> {
                     if r.revision > self.revs.current {
                         return Err(EtcdError::FutureRevision);
                     }
-                    // etcd's `checkRequestRange`: any revision but 0 below
-                    // the first readable one (the compact revision, -1
-                    // before the first compaction) is compacted, negative
-                    // ones included.
-                    let first = if self.revs.compacted == 0 {
-                        -1
-                    } else {
-                        self.revs.compacted
-                    };
-                    if r.revision != 0 && r.revision < first {
+                    if r.revision > 0 && r.revision < self.revs.compacted {
                         return Err(EtcdError::Compacted);
                     }
                 }
