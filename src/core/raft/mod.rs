@@ -360,9 +360,10 @@ impl RaftTask {
                     auth_revision,
                 }
                 .encode_to_vec();
-                if self.batch.push(id, data, reply) {
+                if !self.batch.fits(data.len()) {
                     self.step_proposals();
                 }
+                self.batch.push(id, data, reply);
             }
             Event::ReadIndex { renew, reply } => {
                 if self.raw.raft.leader_id == 0 {

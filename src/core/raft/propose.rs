@@ -7,9 +7,10 @@
 //! commit broadcast for each answer that moved the commit index. Stepped
 //! together (raft-rs `Raft::step`, `MsgPropose` with many entries), they
 //! leave as one append per follower; a follower forwards them to its leader
-//! as one message too. A batch stops growing at [`MAX_BATCH_BYTES`] (but
-//! holds at least one entry), so a forwarded batch fits the peer frame limit
-//! (`transport::max_frame`) like any single request.
+//! as one message too. A batch holds at most [`MAX_BATCH_BYTES`] of
+//! entries, or one entry larger than that, so a batch a follower forwards
+//! fits the peer frame limit (`transport::max_frame`) as a single request
+//! does.
 
 use etcd_client::proto::PbLeaseRevokeRequest;
 use prost::Message as _;
@@ -38,21 +39,22 @@ pub(super) struct ProposalBatch {
 }
 
 impl ProposalBatch {
+    /// Whether `len` more bytes of entry keep the batch within
+    /// [`MAX_BATCH_BYTES`]; an empty batch takes an entry of any size.
+    pub(super) fn fits(&self, len: usize) -> bool {
+        self.entries.is_empty() || self.bytes + len <= MAX_BATCH_BYTES
+    }
+
     /// Adds the encoded `RaftRequest` `data` of proposal `id`, answered
-    /// through `reply`; true when the batch should now be stepped.
-    pub(super) fn push(
-        &mut self,
-        id: u64,
-        data: Vec<u8>,
-        reply: oneshot::Sender<ProposalResult>,
-    ) -> bool {
+    /// through `reply` (the caller steps the batch first when it does not
+    /// [`fit`](Self::fits)).
+    pub(super) fn push(&mut self, id: u64, data: Vec<u8>, reply: oneshot::Sender<ProposalResult>) {
         self.bytes += data.len();
         self.entries.push(Entry {
             data: data.into(),
             ..Entry::default()
         });
         self.waiting.push((id, reply));
-        self.bytes >= MAX_BATCH_BYTES
     }
 
     /// Proposals held.
@@ -124,9 +126,9 @@ impl RaftTask {
 mod tests {
     use super::*;
 
-    fn push(batch: &mut ProposalBatch, id: u64, bytes: usize) -> bool {
+    fn push(batch: &mut ProposalBatch, id: u64, bytes: usize) {
         let (reply, _answer) = oneshot::channel();
-        batch.push(id, vec![id as u8; bytes], reply)
+        batch.push(id, vec![id as u8; bytes], reply);
     }
 
     #[test]
@@ -134,7 +136,7 @@ mod tests {
         let mut batch = ProposalBatch::default();
         assert!(batch.take(1).is_none(), "an empty batch steps nothing");
         for id in 1..=3 {
-            assert!(!push(&mut batch, id, 10));
+            push(&mut batch, id, 10);
         }
         assert_eq!(batch.len(), 3);
         let (m, waiting) = batch.take(7).expect("a batch");
@@ -153,15 +155,21 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_full_at_its_byte_limit_and_starts_over() {
+    fn a_batch_holds_its_byte_limit_or_one_larger_entry() {
         let mut batch = ProposalBatch::default();
-        assert!(!push(&mut batch, 1, MAX_BATCH_BYTES - 1));
-        assert!(push(&mut batch, 2, 1), "full at MAX_BATCH_BYTES");
+        assert!(batch.fits(MAX_BATCH_BYTES - 1));
+        push(&mut batch, 1, MAX_BATCH_BYTES - 1);
+        assert!(batch.fits(1), "exactly MAX_BATCH_BYTES fits");
+        assert!(!batch.fits(2));
+        push(&mut batch, 2, 1);
+        assert!(!batch.fits(1), "full");
         batch.take(1).expect("a batch");
-        // One entry larger than the limit still goes alone.
-        assert!(push(&mut batch, 3, MAX_BATCH_BYTES + 1));
+        // An empty batch takes one entry of any size, and then nothing more.
+        assert!(batch.fits(MAX_BATCH_BYTES + 1));
+        push(&mut batch, 3, MAX_BATCH_BYTES + 1);
+        assert!(!batch.fits(1));
         let (m, _) = batch.take(1).expect("a batch");
         assert_eq!(m.entries.len(), 1);
-        assert!(!push(&mut batch, 4, 1), "the byte count starts over");
+        assert!(batch.fits(MAX_BATCH_BYTES), "the byte count starts over");
     }
 }
