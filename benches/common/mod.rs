@@ -206,13 +206,48 @@ pub fn dir_bytes(path: &std::path::Path) -> u64 {
         .unwrap_or(0)
 }
 
-fn spawn(bin: &str, args: &[String]) -> Child {
+/// Starts `bin` with `args`, its standard error appended to `log` (so a
+/// member that does not come up can say why).
+fn spawn(bin: &str, args: &[String], log: &std::path::Path) -> Child {
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("server log");
     Command::new(bin)
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn server")
+}
+
+/// Waits until a put goes through `m` (20 s at most); otherwise panics with
+/// whether the process is still running and the end of its log.
+async fn connect_member(m: &mut Server) {
+    let port = m.client_port;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut c) = Client::connect([format!("127.0.0.1:{port}")], None).await {
+            if c.put("warmup", "x", None).await.is_ok() {
+                return;
+            }
+        }
+        if Instant::now() >= deadline {
+            let state = match m.child.try_wait() {
+                Ok(Some(status)) => format!("exited: {status}"),
+                _ => "still running".to_string(),
+            };
+            let log = std::fs::read_to_string(m._dir.path().join("server.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "server on {port} did not come up ({state}); its log ends:\n{}",
+                tail.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 impl Server {
@@ -222,7 +257,7 @@ impl Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let (bin, args) = self.command.as_ref().expect("a cluster member");
-        self.child = spawn(bin, args);
+        self.child = spawn(bin, args, &self._dir.path().join("server.log"));
     }
 
     /// This member's data dir.
@@ -267,17 +302,17 @@ pub async fn start_cluster(bin: &str, is_etcd: bool, n: usize, extra: &[&str]) -
             args.push(value);
         }
         args.extend(extra.iter().map(|a| a.to_string()));
+        let log = dir.path().join("server.log");
         members.push(Server {
-            child: spawn(bin, &args),
+            child: spawn(bin, &args, &log),
             client_port: *c,
             peer_port: *p,
             _dir: dir,
             command: Some((bin.to_string(), args)),
         });
     }
-    let cluster = Cluster { members };
-    for m in &cluster.members {
-        connect(m.client_port).await;
+    for m in &mut members {
+        connect_member(m).await;
     }
-    cluster
+    Cluster { members }
 }
