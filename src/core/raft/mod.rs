@@ -61,7 +61,7 @@ pub(super) fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft:
         election_tick: election_ticks,
         heartbeat_tick: 1,
         applied,
-        max_size_per_msg: 1024 * 1024,
+        max_size_per_msg: propose::MAX_BATCH_BYTES as u64,
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,

@@ -2,15 +2,15 @@
 //!
 //! Proposals of one drain of the event queue are stepped into raft-rs as
 //! one `MsgPropose`. raft-rs's `RawNode::propose` steps one entry at a
-//! time, and a leader broadcasts an append to every follower after each step: 26 proposals in
-//! a Ready meant 26 `MsgAppend`s per follower, 26 answers back, and a
-//! commit broadcast for each answer that moved the commit index. Stepped
-//! together (raft-rs `Raft::step`, `MsgPropose` with many entries), they
-//! leave as one append per follower; a follower forwards them to its leader
-//! as one message too. A batch holds at most [`MAX_BATCH_BYTES`] of
-//! entries, or one entry larger than that, so a batch a follower forwards
-//! fits the peer frame limit (`transport::max_frame`) as a single request
-//! does.
+//! time, and a leader broadcasts an append to every follower after each
+//! step: the ~20 proposals of a Ready meant ~20 `MsgAppend`s per follower,
+//! as many answers back, and a commit broadcast for each answer that moved
+//! the commit index. Stepped together (raft-rs `Raft::step`, `MsgPropose`
+//! with many entries), they leave as one append per follower; a follower
+//! forwards them to its leader as one message too. A batch holds at most
+//! [`MAX_BATCH_BYTES`] of entries, or one entry larger than that, so a
+//! batch a follower forwards fits the peer frame limit
+//! (`transport::max_frame`) as a single request does.
 
 use etcd_client::proto::PbLeaseRevokeRequest;
 use prost::Message as _;
@@ -23,8 +23,8 @@ use crate::core::errors::EtcdError;
 use crate::core::metrics::METRICS;
 use crate::core::raft::proposal::{Op, RaftRequest};
 
-/// Encoded entry bytes after which a batch is stepped, as raft-rs's
-/// `max_size_per_msg` (`raft_config`).
+/// Most encoded entry bytes in a batch of more than one entry; also the
+/// most raft-rs puts in one append (`max_size_per_msg` in `raft_config`).
 pub(super) const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// A stepped proposal waiting for its entry: its id and its client's answer.
@@ -110,10 +110,8 @@ impl RaftTask {
             return;
         };
         if self.raw.step(msg).is_ok() {
-            for (id, reply) in waiting {
-                METRICS.proposals.inc();
-                self.proposals.insert(id, reply);
-            }
+            METRICS.proposals.inc_by(waiting.len() as u64);
+            self.proposals.extend(waiting);
         } else {
             for (_, reply) in waiting {
                 let _ = reply.send(Err(EtcdError::NoLeader));
