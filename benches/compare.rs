@@ -42,7 +42,7 @@ use etcd_client::{Client, GetOptions, Txn, TxnOp, WatchOptions};
 use rand::Rng;
 
 mod common;
-use common::{cpu_of, dir_bytes, start_cluster, Cluster};
+use common::{dir_bytes, start_cluster, Cluster};
 
 const ETCD: &str = "/usr/bin/etcd";
 const KEY_SPACE: u64 = 100_000;
@@ -390,18 +390,11 @@ async fn round(bin: &str, is_etcd: bool, total: usize) -> Vec<Run> {
     let leader = leader_connection(&cluster).await;
     let on = selected();
     let mut runs = vec![Run::default(); WORKLOADS.len()];
-    let cpu = || -> Duration {
-        cluster
-            .members
-            .iter()
-            .filter_map(|m| cpu_of(m.child.id()))
-            .sum()
-    };
     for (w, run) in runs.iter_mut().enumerate() {
         if !on[w] {
             continue;
         }
-        let cpu0 = cpu();
+        let cpu0 = cluster.cpu();
         *run = match w {
             0 => put_workload(std::slice::from_ref(&leader), 1, total / 10).await,
             1 => put_workload(&conns, CLIENTS, total).await,
@@ -420,21 +413,21 @@ async fn round(bin: &str, is_etcd: bool, total: usize) -> Vec<Run> {
         // The members' background work after a workload (an LSM's flushes
         // and compactions) is that workload's: it counts in its CPU per
         // request, and the next workload starts on quiet members.
-        settle(&cpu).await;
+        settle(&cluster).await;
         let requests = run.lat.len().max(1) as u32;
-        run.cpu_per_req = cpu().saturating_sub(cpu0) / requests;
+        run.cpu_per_req = cluster.cpu().saturating_sub(cpu0) / requests;
     }
     runs
 }
 
 /// Waits until the members are quiet: under 20 ms of CPU between them in
-/// 250 ms (`cpu` is their CPU so far), or 15 s at most.
-async fn settle(cpu: &dyn Fn() -> Duration) {
+/// 250 ms, or 15 s at most.
+async fn settle(cluster: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(15);
-    let mut last = cpu();
+    let mut last = cluster.cpu();
     while Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = cpu();
+        let now = cluster.cpu();
         if now.saturating_sub(last) < Duration::from_millis(20) {
             return;
         }

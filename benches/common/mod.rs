@@ -151,10 +151,8 @@ pub fn start(bin: &str, is_etcd: bool) -> Server {
 pub async fn connect(port: u16) -> Client {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(mut c) = Client::connect([format!("127.0.0.1:{port}")], None).await {
-            if c.put("warmup", "x", None).await.is_ok() {
-                return c;
-            }
+        if let Some(c) = put_through(port).await {
+            return c;
         }
         assert!(
             Instant::now() < deadline,
@@ -162,6 +160,15 @@ pub async fn connect(port: u16) -> Client {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A client on `port` if a put goes through now.
+async fn put_through(port: u16) -> Option<Client> {
+    let mut c = Client::connect([format!("127.0.0.1:{port}")], None)
+        .await
+        .ok()?;
+    c.put("warmup", "x", None).await.ok()?;
+    Some(c)
 }
 
 /// A cluster of server processes (kvd or etcd) on free ports, killed and
@@ -183,6 +190,14 @@ impl Cluster {
     /// Resident memory of every member, bytes.
     pub fn rss(&self) -> Vec<u64> {
         self.members.iter().map(Server::rss).collect()
+    }
+
+    /// CPU (user + system) all members have used so far.
+    pub fn cpu(&self) -> Duration {
+        self.members
+            .iter()
+            .filter_map(|m| cpu_of(m.child.id()))
+            .sum()
     }
 }
 
@@ -228,10 +243,8 @@ async fn connect_member(m: &mut Server) {
     let port = m.client_port;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(mut c) = Client::connect([format!("127.0.0.1:{port}")], None).await {
-            if c.put("warmup", "x", None).await.is_ok() {
-                return;
-            }
+        if put_through(port).await.is_some() {
+            return;
         }
         if Instant::now() >= deadline {
             let state = match m.child.try_wait() {
