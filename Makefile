@@ -69,8 +69,8 @@ lint: deps
 bench: deps
 	$(CARGO) bench --bench put_load --bench watch_load --bench snapshot_catchup --bench proxy_load
 
-# kvd and etcd side by side (Debian etcd-server's /usr/bin/etcd): fresh
-# 3-member clusters in alternating rounds under etcd benchmark's workloads,
+# kvd and etcd side by side (Debian etcd-server's /usr/bin/etcd): a fresh
+# 3-member cluster of each per round, each workload run on both back to back,
 # then one member of each with KVD_BENCH_KEYS keys for memory and disk.
 # Prints a table of kvd/etcd ratios.
 bench-compare: deps

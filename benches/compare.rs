@@ -1,6 +1,8 @@
-//! kvd and etcd side by side (`make bench-compare`): fresh 3-member
-//! clusters of each, in alternating rounds, under the same load generator
-//! (the etcd-client crate with etcd's `benchmark` tool's key encoding and
+//! kvd and etcd side by side (`make bench-compare`): in each round a fresh
+//! 3-member cluster of each, both up, each workload run on one and then
+//! on the other (which goes first alternates from workload to workload
+//! and from round to round), under the same load generator (the
+//! etcd-client crate with etcd's `benchmark` tool's key encoding and
 //! client model), then one member of each loaded with many keys for memory
 //! and disk.
 //!
@@ -17,7 +19,9 @@
 //! the run's puts themselves, since the tail of the watch samples is
 //! theirs).
 //! Connections are spread round-robin over the members, clients over the
-//! connections. Each figure is the median over rounds; ratios are kvd/etcd.
+//! connections. Each figure is the median over rounds; each ratio
+//! (kvd/etcd) is the median over rounds of that round's pair, whose two
+//! runs are seconds apart, so the drift of a shared host cancels in it.
 //! After each workload the bench waits until the members are quiet (at
 //! most 15 s), so that one workload's background work (an LSM's flushes and
 //! compactions) does not run in the next; its CPU counts in the members'
@@ -384,40 +388,117 @@ fn selected() -> Vec<bool> {
     }
 }
 
-async fn round(bin: &str, is_etcd: bool, total: usize) -> Vec<Run> {
-    let cluster = start_cluster(bin, is_etcd, 3, &[]).await;
-    let conns = connections(&cluster, CONNS).await;
-    let leader = leader_connection(&cluster).await;
-    let on = selected();
-    let mut runs = vec![Run::default(); WORKLOADS.len()];
-    for (w, run) in runs.iter_mut().enumerate() {
-        if !on[w] {
-            continue;
+/// A fresh 3-member cluster of one system, connected as the workloads
+/// need it.
+struct Subject {
+    cluster: Cluster,
+    conns: Vec<Client>,
+    leader: Client,
+}
+
+impl Subject {
+    async fn start(bin: &str, is_etcd: bool) -> Self {
+        let cluster = start_cluster(bin, is_etcd, 3, &[]).await;
+        let conns = connections(&cluster, CONNS).await;
+        let leader = leader_connection(&cluster).await;
+        Self {
+            cluster,
+            conns,
+            leader,
         }
+    }
+
+    /// Workload `w` (an index into [`WORKLOADS`]), then waits for quiet
+    /// members.
+    async fn run(&self, w: usize, total: usize) -> Run {
+        let (cluster, conns) = (&self.cluster, &self.conns);
         let cpu0 = cluster.cpu();
-        *run = match w {
-            0 => put_workload(std::slice::from_ref(&leader), 1, total / 10).await,
-            1 => put_workload(&conns, CLIENTS, total).await,
-            2 => range_workload(&conns, total, false).await,
-            3 => range_workload(&conns, total, true).await,
-            4 => txn_put_workload(&conns, total).await,
-            5 => keepalive_workload(&conns, total).await,
+        let mut run = match w {
+            0 => put_workload(std::slice::from_ref(&self.leader), 1, total / 10).await,
+            1 => put_workload(conns, CLIENTS, total).await,
+            2 => range_workload(conns, total, false).await,
+            3 => range_workload(conns, total, true).await,
+            4 => txn_put_workload(conns, total).await,
+            5 => keepalive_workload(conns, total).await,
             _ => {
                 let put_conn = Client::connect([cluster.endpoints()[0].clone()], None)
                     .await
                     .expect("connect");
                 let members = cluster.endpoints().len();
-                watch_latency(&conns, members, put_conn, 200).await
+                watch_latency(conns, members, put_conn, 200).await
             }
         };
         // The members' background work after a workload (an LSM's flushes
         // and compactions) is that workload's: it counts in its CPU per
         // request, and the next workload starts on quiet members.
-        settle(&cluster).await;
+        settle(cluster).await;
         let requests = run.lat.len().max(1) as u32;
         run.cpu_per_req = cluster.cpu().saturating_sub(cpu0) / requests;
+        run
+    }
+}
+
+/// One round: a fresh cluster of each system, both up for the whole
+/// round, and each workload run on one and then at once on the other, so
+/// that the two figures of a pair are seconds apart rather than a round
+/// apart (drift on a shared host moves them together). Which system goes
+/// first alternates from workload to workload, and `other_first` flips
+/// that by round. Runs of the first system, then of the second;
+/// the second is empty without `other`.
+async fn round(
+    kvd: &str,
+    other: Option<(&str, bool)>,
+    other_first: bool,
+    total: usize,
+) -> (Vec<Run>, Vec<Run>) {
+    let k = Subject::start(kvd, false).await;
+    let o = match other {
+        Some((bin, is_etcd)) => Some(Subject::start(bin, is_etcd).await),
+        None => None,
+    };
+    // Neither system's start-up work runs in the other's first workload.
+    settle(&k.cluster).await;
+    if let Some(o) = &o {
+        settle(&o.cluster).await;
+    }
+    let on = selected();
+    let mut runs = (vec![Run::default(); WORKLOADS.len()], Vec::new());
+    if o.is_some() {
+        runs.1 = vec![Run::default(); WORKLOADS.len()];
+    }
+    for w in (0..WORKLOADS.len()).filter(|w| on[*w]) {
+        match &o {
+            Some(o) if other_first ^ (w % 2 == 1) => {
+                runs.1[w] = o.run(w, total).await;
+                runs.0[w] = k.run(w, total).await;
+            }
+            Some(o) => {
+                runs.0[w] = k.run(w, total).await;
+                runs.1[w] = o.run(w, total).await;
+            }
+            None => runs.0[w] = k.run(w, total).await,
+        }
     }
     runs
+}
+
+/// The median over rounds of each workload's paired ratio (`figure` of
+/// kvd's run over the other's run of the same round).
+fn paired_ratios(k: &[Vec<Run>], e: &[Vec<Run>], figure: impl Fn(&Run) -> f64) -> Vec<f64> {
+    (0..WORKLOADS.len())
+        .map(|w| {
+            let mut ratios: Vec<f64> = k
+                .iter()
+                .zip(e)
+                .map(|(kr, er)| figure(&kr[w]) / figure(&er[w]).max(1e-9))
+                .collect();
+            ratios.sort_by(f64::total_cmp);
+            // An even count averages the middle two: the lower one alone
+            // would lean every ratio below 1.
+            let n = ratios.len();
+            (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0
+        })
+        .collect()
 }
 
 /// Waits until the members are quiet: under 20 ms of CPU between them in
@@ -491,8 +572,8 @@ async fn main() {
     };
     let with_etcd = with_etcd || against.is_some();
     let pairing = match (&against, with_etcd) {
-        (Some(path), _) => format!(", kvd and {path} alternating"),
-        (None, true) => ", kvd and etcd alternating".to_string(),
+        (Some(path), _) => format!(", each workload on kvd and {path} back to back"),
+        (None, true) => ", each workload on kvd and etcd back to back".to_string(),
         (None, false) => " (kvd only: no /usr/bin/etcd)".to_string(),
     };
     println!(
@@ -500,15 +581,36 @@ async fn main() {
     );
     let (mut k_rounds, mut e_rounds) = (Vec::new(), Vec::new());
     for r in 0..rounds {
-        eprintln!("round {}: kvd", r + 1);
-        k_rounds.push(round(kvd, false, total).await);
-        if with_etcd {
-            eprintln!("round {}: {other}", r + 1);
-            e_rounds.push(round(other, other_is_etcd, total).await);
-        }
+        let other_first = r % 2 == 1;
+        eprintln!(
+            "round {}: {}",
+            r + 1,
+            match (with_etcd, other_first) {
+                (false, _) => "kvd".to_string(),
+                (true, false) => format!("kvd and {other}, kvd first in the first workload"),
+                (true, true) => format!("kvd and {other}, {other} first in the first workload"),
+            }
+        );
+        let (k, e) = round(
+            kvd,
+            with_etcd.then_some((other, other_is_etcd)),
+            other_first,
+            total,
+        )
+        .await;
+        k_rounds.push(k);
+        e_rounds.push(e);
     }
     let k = medians(&k_rounds);
     let e = with_etcd.then(|| medians(&e_rounds));
+    let (ratio_per_s, ratio_p99) = if with_etcd {
+        (
+            paired_ratios(&k_rounds, &e_rounds, |r| r.per_s),
+            paired_ratios(&k_rounds, &e_rounds, |r| ms(r.pct(0.99))),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     println!(
         "| workload | kvd req/s | kvd p50/p99 ms | etcd req/s | etcd p50/p99 ms | kvd/etcd req/s | kvd/etcd p99 |"
     );
@@ -526,8 +628,8 @@ async fn main() {
                     er.per_s,
                     ms(er.pct(0.5)),
                     ms(er.pct(0.99)),
-                    kr.per_s / er.per_s,
-                    ms(kr.pct(0.99)) / ms(er.pct(0.99)).max(1e-9),
+                    ratio_per_s[w],
+                    ratio_p99[w],
                 );
             }
             None => println!(
@@ -555,6 +657,26 @@ async fn main() {
         "members' CPU per request, µs (kvd / etcd; a watch run's per event): {}",
         cpu_line.join("; ")
     );
+    if with_etcd && rounds > 1 {
+        // The spread of the pairs behind each median ratio.
+        let by_round: Vec<String> = WORKLOADS
+            .iter()
+            .enumerate()
+            .filter(|(w, _)| k[*w].per_s > 0.0)
+            .map(|(w, name)| {
+                let pairs: Vec<String> = k_rounds
+                    .iter()
+                    .zip(&e_rounds)
+                    .map(|(kr, er)| format!("{:.2}", kr[w].per_s / er[w].per_s.max(1e-9)))
+                    .collect();
+                format!("{name} {}", pairs.join(" "))
+            })
+            .collect();
+        println!(
+            "kvd/etcd req/s of each round's pair: {}",
+            by_round.join("; ")
+        );
+    }
     let watch = WORKLOADS.len() - 1;
     if !k[watch].spread.is_empty() {
         // One line per figure: kvd's, then the other column's ("-" alone).
