@@ -19,9 +19,13 @@
 //! the run's puts themselves, since the tail of the watch samples is
 //! theirs).
 //! Connections are spread round-robin over the members, clients over the
-//! connections. Each figure is the median over rounds; each ratio
-//! (kvd/etcd) is the median over rounds of that round's pair, whose two
-//! runs are seconds apart, so the drift of a shared host cancels in it.
+//! connections. Each system's figures are its median round's (by
+//! throughput; the lower middle one for an even count); each ratio
+//! (kvd/etcd) is the median over rounds of that round's pair (the mean of
+//! the middle two for an even count), whose two runs are seconds apart,
+//! so that the drift of a shared host mostly cancels in it. With an odd
+//! number of rounds one system goes first once more often per workload.
+//! Only the selected workloads are printed.
 //! After each workload the bench waits until the members are quiet (at
 //! most 15 s), so that one workload's background work (an LSM's flushes and
 //! compactions) does not run in the next; its CPU counts in the members'
@@ -439,12 +443,12 @@ impl Subject {
 }
 
 /// One round: a fresh cluster of each system, both up for the whole
-/// round, and each workload run on one and then at once on the other, so
-/// that the two figures of a pair are seconds apart rather than a round
-/// apart (drift on a shared host moves them together). Which system goes
-/// first alternates from workload to workload, and `other_first` flips
-/// that by round. Runs of the first system, then of the second;
-/// the second is empty without `other`.
+/// round, and each selected workload run on one and immediately after on
+/// the other, so that the two figures of a pair are seconds apart rather
+/// than a round apart (drift on a shared host moves them together). Which
+/// system goes first alternates from one selected workload to the next,
+/// and `other_first` flips that by round. Returns (kvd's runs, the other
+/// system's runs); the second is empty without `other`.
 async fn round(
     kvd: &str,
     other: Option<(&str, bool)>,
@@ -466,17 +470,22 @@ async fn round(
     if o.is_some() {
         runs.1 = vec![Run::default(); WORKLOADS.len()];
     }
-    for w in (0..WORKLOADS.len()).filter(|w| on[*w]) {
-        match &o {
-            Some(o) if other_first ^ (w % 2 == 1) => {
-                runs.1[w] = o.run(w, total).await;
-                runs.0[w] = k.run(w, total).await;
-            }
-            Some(o) => {
-                runs.0[w] = k.run(w, total).await;
-                runs.1[w] = o.run(w, total).await;
-            }
-            None => runs.0[w] = k.run(w, total).await,
+    let picked = (0..WORKLOADS.len()).filter(|w| on[*w]);
+    for (i, w) in picked.enumerate() {
+        let Some(o) = &o else {
+            runs.0[w] = k.run(w, total).await;
+            continue;
+        };
+        // Each run starts with both clusters quiet: what one left running
+        // must not land in its partner's run.
+        if other_first ^ (i % 2 == 1) {
+            settle(&k.cluster).await;
+            runs.1[w] = o.run(w, total).await;
+            runs.0[w] = k.run(w, total).await;
+        } else {
+            settle(&o.cluster).await;
+            runs.0[w] = k.run(w, total).await;
+            runs.1[w] = o.run(w, total).await;
         }
     }
     runs
@@ -502,7 +511,7 @@ fn paired_ratios(k: &[Vec<Run>], e: &[Vec<Run>], figure: impl Fn(&Run) -> f64) -
 }
 
 /// Waits until the members are quiet: under 20 ms of CPU between them in
-/// 250 ms, or 15 s at most.
+/// 250 ms, or 15 s at most (then says so).
 async fn settle(cluster: &Cluster) {
     let deadline = Instant::now() + Duration::from_secs(15);
     let mut last = cluster.cpu();
@@ -514,6 +523,7 @@ async fn settle(cluster: &Cluster) {
         }
         last = now;
     }
+    eprintln!("members still busy after 15 s; going on");
 }
 
 /// The median (by throughput) of each workload's runs over rounds.
@@ -587,8 +597,8 @@ async fn main() {
             r + 1,
             match (with_etcd, other_first) {
                 (false, _) => "kvd".to_string(),
-                (true, false) => format!("kvd and {other}, kvd first in the first workload"),
-                (true, true) => format!("kvd and {other}, {other} first in the first workload"),
+                (true, false) => format!("kvd and {other}, kvd first in the first pair"),
+                (true, true) => format!("kvd and {other}, {other} first in the first pair"),
             }
         );
         let (k, e) = round(
@@ -615,7 +625,8 @@ async fn main() {
         "| workload | kvd req/s | kvd p50/p99 ms | etcd req/s | etcd p50/p99 ms | kvd/etcd req/s | kvd/etcd p99 |"
     );
     println!("|---|---|---|---|---|---|---|");
-    for (w, name) in WORKLOADS.iter().enumerate() {
+    let on = selected();
+    for (w, name) in WORKLOADS.iter().enumerate().filter(|(w, _)| on[*w]) {
         let kr = &k[w];
         match &e {
             Some(e) => {
@@ -672,10 +683,12 @@ async fn main() {
                 format!("{name} {}", pairs.join(" "))
             })
             .collect();
-        println!(
-            "kvd/etcd req/s of each round's pair: {}",
-            by_round.join("; ")
-        );
+        if !by_round.is_empty() {
+            println!(
+                "kvd/etcd req/s of each round's pair: {}",
+                by_round.join("; ")
+            );
+        }
     }
     let watch = WORKLOADS.len() - 1;
     if !k[watch].spread.is_empty() {
