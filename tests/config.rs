@@ -332,3 +332,68 @@ async fn data_dir_from_environment_is_honoured() {
     assert_eq!(resp.kvs().len(), 1);
     assert_eq!(resp.kvs()[0].value(), b"dir");
 }
+
+/// The scheduling policy (`sched(7)`: 0 SCHED_OTHER, 3 SCHED_BATCH) of each
+/// thread of process `pid`, by thread name.
+fn thread_policies(pid: u32) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let stat =
+            std::fs::read_to_string(task.expect("task").path().join("stat")).expect("task stat");
+        let (head, rest) = stat.rsplit_once(')').expect("comm");
+        let name = head.split_once('(').expect("comm").1.to_string();
+        // Fields after the name start at field 3 (state); policy is 41.
+        let policy = rest
+            .split_whitespace()
+            .nth(41 - 3)
+            .expect("policy field")
+            .parse()
+            .expect("policy");
+        out.push((name, policy));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn member_threads_run_under_batch_scheduling_unless_turned_off() {
+    if kvd_only("member_threads_run_under_batch_scheduling_unless_turned_off") {
+        return;
+    }
+    const SCHED_OTHER: u32 = 0;
+    const SCHED_BATCH: u32 = 3;
+    for (extra, want) in [
+        (None, SCHED_BATCH),
+        (Some("--batch-scheduling=false"), SCHED_OTHER),
+    ] {
+        let dir = TestDir::new();
+        let (client_port, peer_port) = (free_port(), free_port());
+        let mut args = single_member_args(
+            "n1",
+            &dir.path().join("data"),
+            client_port,
+            peer_port,
+            "sched-token",
+        );
+        args.extend(extra.map(String::from));
+        let mut server = Server::start(ServerSpec::new(
+            args,
+            dir.path(),
+            &dir.path().join("server.log"),
+        ));
+        wait_single_ready(&mut server, client_port).await;
+        let mut client = common::connect(&[format!("http://127.0.0.1:{client_port}")]).await;
+        client.put("k", "v", None).await.expect("put");
+
+        let threads = thread_policies(server.pid().expect("running"));
+        for name in ["raft", "tokio-rt-worker", "fjall:worker"] {
+            assert!(
+                threads.iter().any(|(n, _)| n == name),
+                "no {name} thread in {threads:?}"
+            );
+        }
+        assert!(
+            threads.iter().all(|(_, policy)| *policy == want),
+            "with {extra:?} every thread's policy is {want}: {threads:?}"
+        );
+    }
+}

@@ -254,6 +254,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// SIGKILL and reap. No-op when not running.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -123,6 +123,12 @@ pub struct ServeArgs {
     #[arg(long, env = "KVD_AUTO_PROMOTE", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub auto_promote: Option<bool>,
 
+    /// Run the member's threads under Linux's SCHED_BATCH policy (no
+    /// wake-up preemption: more work per thread switch; kvd only)
+    /// [default: true]
+    #[arg(long, env = "KVD_BATCH_SCHEDULING", value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub batch_scheduling: Option<bool>,
+
     /// TLS and auth token flags.
     #[command(flatten)]
     pub security: security::SecurityArgs,
@@ -182,6 +188,7 @@ impl ServeArgs {
             max_txn_ops: self.max_txn_ops,
             log_level: self.log_level.clone(),
             auto_promote: self.auto_promote,
+            batch_scheduling: self.batch_scheduling,
             client_transport_security: self.security.client_block(),
             peer_transport_security: self.security.peer_block(),
             cipher_suites: self.security.cipher_suite_list(),

@@ -135,6 +135,9 @@ pub struct ServeOptions {
     pub log_level: Option<String>,
     /// `auto-promote`: promote caught-up learners (kvd only).
     pub auto_promote: Option<bool>,
+    /// `batch-scheduling`: the member's threads under SCHED_BATCH (kvd
+    /// only; default true). Read by the binary before any thread starts.
+    pub batch_scheduling: Option<bool>,
     /// `client-transport-security`: the client port's TLS.
     pub client_transport_security: Option<TransportSecurity>,
     /// `peer-transport-security`: the peer port's TLS.
@@ -218,6 +221,7 @@ impl ServeOptions {
             max_txn_ops: self.max_txn_ops.or(lower.max_txn_ops),
             log_level: self.log_level.or(lower.log_level),
             auto_promote: self.auto_promote.or(lower.auto_promote),
+            batch_scheduling: self.batch_scheduling.or(lower.batch_scheduling),
             client_transport_security: or_block(
                 self.client_transport_security,
                 lower.client_transport_security,
