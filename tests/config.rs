@@ -371,7 +371,9 @@ async fn member_threads_run_under_batch_scheduling_unless_turned_off() {
     if batch_allowed {
         cases.push((None, SCHED_BATCH));
     } else {
-        eprintln!("this machine refuses SCHED_BATCH (chrt -b): checking the default policy only");
+        eprintln!(
+            "this machine refuses SCHED_BATCH (chrt -b): checking --batch-scheduling=false only"
+        );
     }
     for (extra, want) in cases {
         let dir = TestDir::new();
