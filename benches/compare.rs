@@ -476,14 +476,12 @@ async fn round(
             runs.0[w] = k.run(w, total).await;
             continue;
         };
-        // Each run starts with both clusters quiet: what one left running
-        // must not land in its partner's run.
+        // Both clusters are quiet here: each run ends by waiting for its
+        // own (`Subject::run`), and both were settled after start-up.
         if other_first ^ (i % 2 == 1) {
-            settle(&k.cluster).await;
             runs.1[w] = o.run(w, total).await;
             runs.0[w] = k.run(w, total).await;
         } else {
-            settle(&o.cluster).await;
             runs.0[w] = k.run(w, total).await;
             runs.1[w] = o.run(w, total).await;
         }
@@ -491,16 +489,25 @@ async fn round(
     runs
 }
 
-/// The median over rounds of each workload's paired ratio (`figure` of
-/// kvd's run over the other's run of the same round).
+/// Workload `w`'s ratio in each round, in round order: `figure` of kvd's
+/// run over the other's run of the same round.
+fn pair_ratios(
+    k: &[Vec<Run>],
+    e: &[Vec<Run>],
+    w: usize,
+    figure: &impl Fn(&Run) -> f64,
+) -> Vec<f64> {
+    k.iter()
+        .zip(e)
+        .map(|(kr, er)| figure(&kr[w]) / figure(&er[w]).max(1e-9))
+        .collect()
+}
+
+/// The median over rounds of each workload's [`pair_ratios`].
 fn paired_ratios(k: &[Vec<Run>], e: &[Vec<Run>], figure: impl Fn(&Run) -> f64) -> Vec<f64> {
     (0..WORKLOADS.len())
         .map(|w| {
-            let mut ratios: Vec<f64> = k
-                .iter()
-                .zip(e)
-                .map(|(kr, er)| figure(&kr[w]) / figure(&er[w]).max(1e-9))
-                .collect();
+            let mut ratios = pair_ratios(k, e, w, &figure);
             ratios.sort_by(f64::total_cmp);
             // An even count averages the middle two: the lower one alone
             // would lean every ratio below 1.
@@ -675,10 +682,9 @@ async fn main() {
             .enumerate()
             .filter(|(w, _)| k[*w].per_s > 0.0)
             .map(|(w, name)| {
-                let pairs: Vec<String> = k_rounds
+                let pairs: Vec<String> = pair_ratios(&k_rounds, &e_rounds, w, &|r: &Run| r.per_s)
                     .iter()
-                    .zip(&e_rounds)
-                    .map(|(kr, er)| format!("{:.2}", kr[w].per_s / er[w].per_s.max(1e-9)))
+                    .map(|ratio| format!("{ratio:.2}"))
                     .collect();
                 format!("{name} {}", pairs.join(" "))
             })

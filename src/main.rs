@@ -125,7 +125,7 @@ fn serve_main(args: &ServeArgs) -> ExitCode {
 /// runs on an idle core, or when the running one sleeps, and finds more
 /// work waiting when it does. Paired A/B, 4 rounds (ARCHITECTURE.md,
 /// "Performance notes"): CPU per request 10–30% lower, throughput
-/// +6% (one client) to +22%, and the watch p99 lower too.
+/// +6% (one client) to +22%, the watch p99 no worse.
 /// `--batch-scheduling=false` keeps the default policy. Best effort:
 /// where the policy cannot be set, the threads keep the default one.
 fn batch_scheduling() {
