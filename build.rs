@@ -5,11 +5,12 @@
 //! service's server, whose responses carry pre-encoded events
 //! (`core::api::watch::WatchOut`); (2) the descriptors
 //! of every etcd v3 service (`proto/gateway`, lock, election) for the JSON
-//! gateway, as `$OUT_DIR/gateway.bin`; (3) a check of the vendored h2 (see
-//! vendor/h2/KVD-PATCH.md): the build fails when Cargo.lock shows the
-//! `[patch.crates-io] h2` unused or an h2 taken from crates.io instead,
-//! which a dependency bump can cause silently (Cargo only warns). The
-//! patched h2 is what lets etcd's Go clients talk to kvd at all; (4) the web
+//! gateway, as `$OUT_DIR/gateway.bin`; (3) a check of the vendored h2 and
+//! fjall (see `vendor/*/KVD-PATCH.md`): the build fails when Cargo.lock
+//! shows a `[patch.crates-io]` entry unused or the crate taken from
+//! crates.io instead, which a dependency bump can cause silently (Cargo
+//! only warns). The patched h2 is what lets etcd's Go clients talk to kvd
+//! at all; the patched fjall keeps a storage worker from spinning; (4) the web
 //! console's assets (`ui/`), each gzipped, listed in `$OUT_DIR/ui_assets.rs`
 //! for `include_bytes!` (the console is embedded in the binary).
 
@@ -64,16 +65,16 @@ fn main() -> ExitCode {
         // No lock file yet (a fresh checkout resolves one first).
         return ExitCode::SUCCESS;
     };
-    match check_h2(&lock) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(problem) => {
+    for name in VENDORED {
+        if let Err(problem) = check_vendored(&lock, name) {
             eprintln!(
-                "error: {problem}; kvd needs its patched h2 (vendor/h2/KVD-PATCH.md): \
-                 update vendor/h2 to the h2 version the dependencies now ask for and re-apply the patch"
+                "error: {problem}; kvd needs its patched {name} (vendor/{name}/KVD-PATCH.md): \
+                 update vendor/{name} to the version the dependencies now ask for and re-apply the patch"
             );
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
     }
+    ExitCode::SUCCESS
 }
 
 /// Runs protoc (`$PROTOC`, else `protoc` on the path, as prost-build does)
@@ -168,23 +169,30 @@ fn ui_assets() -> Result<(), String> {
     std::fs::write(out.join("ui_assets.rs"), table).map_err(|e| format!("ui_assets.rs: {e}"))
 }
 
-/// `Err` when the patch is unused or an h2 comes from a registry.
-fn check_h2(lock: &str) -> Result<(), String> {
+/// The crates kvd builds from `vendor/<name>` with a patch of its own.
+const VENDORED: [&str; 2] = ["h2", "fjall"];
+
+/// `Err` when the patch of crate `name` is unused or the crate comes from a
+/// registry.
+fn check_vendored(lock: &str, name: &str) -> Result<(), String> {
+    let quoted = format!("\"{name}\"");
     for block in lock.split("[[").skip(1) {
         let mut lines = block.lines();
         let kind = lines.next().unwrap_or_default();
-        let name = block
+        let block_name = block
             .lines()
             .find_map(|l| l.strip_prefix("name = "))
             .unwrap_or_default();
-        if name != "\"h2\"" {
+        if block_name != quoted {
             continue;
         }
         if kind.starts_with("patch.unused") {
-            return Err("the [patch.crates-io] h2 in Cargo.toml is unused".to_string());
+            return Err(format!(
+                "the [patch.crates-io] {name} in Cargo.toml is unused"
+            ));
         }
         if block.lines().any(|l| l.starts_with("source = ")) {
-            return Err("an h2 from crates.io is in the build".to_string());
+            return Err(format!("a {name} from crates.io is in the build"));
         }
     }
     Ok(())
