@@ -57,6 +57,10 @@ where
     /// Stream state handler
     streams: Streams<B, P>,
 
+    /// kvd patch: this poll's writes were put off to the next poll
+    /// (server only; vendor/h2/KVD-PATCH.md).
+    flush_deferred: bool,
+
     /// A `tracing` span tracking the lifetime of the connection.
     span: tracing::Span,
 
@@ -167,6 +171,7 @@ where
                 ping_pong: PingPong::new(),
                 settings: Settings::new(config.settings),
                 streams,
+                flush_deferred: false,
                 span,
                 _phantom: PhantomData,
             },
@@ -319,6 +324,19 @@ where
                         Poll::Ready(result) => result,
                         // The connection is not ready to make progress
                         Poll::Pending => {
+                            // kvd patch (vendor/h2/KVD-PATCH.md): a server
+                            // puts its writes off by one poll. A response
+                            // wakes this task, and tokio runs a task woken
+                            // by a worker before the others that are ready,
+                            // so each response left in a write of its own;
+                            // one poll later, the responses of every task
+                            // ready now leave together.
+                            if P::r#dyn().is_server() && !self.inner.flush_deferred {
+                                self.inner.flush_deferred = true;
+                                cx.waker().wake_by_ref();
+                                return Poll::Pending;
+                            }
+                            self.inner.flush_deferred = false;
                             // Ensure all window updates have been sent.
                             //
                             // This will also handle flushing `self.codec`
