@@ -250,13 +250,23 @@ fn worker_tick(ctx: &WorkerState) -> crate::Result<bool> {
         WorkerMessage::Compact(keyspace) => {
             // NOTE: Let one worker prioritize flushing if there are pending flushes
             //
-            // kvd patch (vendor/fjall/KVD-PATCH.md): defer only while a flush
-            // is queued. Upstream defers always, so while the other workers
-            // are busy worker #0 takes the request back off the channel at
-            // once and spins on it, a whole core for as long as they work.
-            if ctx.pool_size > 1 && ctx.worker_id == 0 && ctx.supervisor.flush_manager.len() > 0 {
-                ctx.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
-                return Ok(false);
+            // kvd patch (vendor/fjall/KVD-PATCH.md): worker #0 compacts
+            // only when no flush is queued and no other compaction runs, so
+            // that it stays free for flushes. Otherwise it puts the request
+            // back: at once while a flush is queued (that flush's message is
+            // ahead of it on the channel), after a short sleep while another
+            // worker compacts. Upstream always put it back at once, so worker
+            // #0 took it straight back off the channel and spun on it, a
+            // whole core for as long as the other workers were busy.
+            if ctx.pool_size > 1 && ctx.worker_id == 0 {
+                let flush_queued = ctx.supervisor.flush_manager.len() > 0;
+                if flush_queued || ctx.stats.active_compaction_count.load(Relaxed) > 0 {
+                    if !flush_queued {
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    ctx.sender.try_send(WorkerMessage::Compact(keyspace)).ok();
+                    return Ok(false);
+                }
             }
 
             run_compaction(&keyspace, &ctx.supervisor.snapshot_tracker, &ctx.stats)?;
