@@ -19,8 +19,10 @@
 //! the run's puts themselves, since the tail of the watch samples is
 //! theirs).
 //! Connections are spread round-robin over the members, clients over the
-//! connections. Each system's figures are its median round's (by
-//! throughput; the lower middle one for an even count); each ratio
+//! connections. Each system's requests/s, CPU per request and watch
+//! details are its median round's (by throughput; the lower middle one for
+//! an even count), its p50 and p99 each their own median over rounds (the
+//! round of median throughput need not have the median tail); each ratio
 //! (kvd/etcd) is the median over rounds of that round's pair (the mean of
 //! the middle two for an even count), whose two runs are seconds apart,
 //! so that the drift of a shared host mostly cancels in it. With an odd
@@ -544,6 +546,17 @@ fn medians(rounds: &[Vec<Run>]) -> Vec<Run> {
         .collect()
 }
 
+/// The medians over `rounds` of workload `w`'s p50 and of its p99, in ms.
+fn latency_medians(rounds: &[Vec<Run>], w: usize) -> (f64, f64) {
+    let median = |p: f64| {
+        let mut v: Vec<f64> = rounds.iter().map(|r| ms(r[w].pct(p))).collect();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        (v[(n - 1) / 2] + v[n / 2]) / 2.0
+    };
+    (median(0.5), median(0.99))
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
@@ -638,24 +651,21 @@ async fn main() {
         match &e {
             Some(e) => {
                 let er = &e[w];
+                // Each column is its own median over the rounds: the round
+                // of median throughput need not have the median tail.
+                let (kl, el) = (latency_medians(&k_rounds, w), latency_medians(&e_rounds, w));
                 println!(
                     "| {name} | {:.0} | {:.2} / {:.2} | {:.0} | {:.2} / {:.2} | {:.2} | {:.2} |",
-                    kr.per_s,
-                    ms(kr.pct(0.5)),
-                    ms(kr.pct(0.99)),
-                    er.per_s,
-                    ms(er.pct(0.5)),
-                    ms(er.pct(0.99)),
-                    ratio_per_s[w],
-                    ratio_p99[w],
+                    kr.per_s, kl.0, kl.1, er.per_s, el.0, el.1, ratio_per_s[w], ratio_p99[w],
                 );
             }
-            None => println!(
-                "| {name} | {:.0} | {:.2} / {:.2} | - | - | - | - |",
-                kr.per_s,
-                ms(kr.pct(0.5)),
-                ms(kr.pct(0.99)),
-            ),
+            None => {
+                let kl = latency_medians(&k_rounds, w);
+                println!(
+                    "| {name} | {:.0} | {:.2} / {:.2} | - | - | - | - |",
+                    kr.per_s, kl.0, kl.1
+                );
+            }
         }
     }
     let cpu_line: Vec<String> = WORKLOADS
@@ -682,18 +692,24 @@ async fn main() {
             .enumerate()
             .filter(|(w, _)| k[*w].per_s > 0.0)
             .map(|(w, name)| {
-                let pairs: Vec<String> = pair_ratios(&k_rounds, &e_rounds, w, &|r: &Run| r.per_s)
-                    .iter()
-                    .map(|ratio| format!("{ratio:.2}"))
-                    .collect();
-                format!("{name} {}", pairs.join(" "))
+                // The watch run's rate is fixed; its figure is the tail.
+                let (what, pairs) = if w == WORKLOADS.len() - 1 {
+                    (
+                        "p99",
+                        pair_ratios(&k_rounds, &e_rounds, w, &|r: &Run| ms(r.pct(0.99))),
+                    )
+                } else {
+                    (
+                        "req/s",
+                        pair_ratios(&k_rounds, &e_rounds, w, &|r: &Run| r.per_s),
+                    )
+                };
+                let pairs: Vec<String> = pairs.iter().map(|ratio| format!("{ratio:.2}")).collect();
+                format!("{name} ({what}) {}", pairs.join(" "))
             })
             .collect();
         if !by_round.is_empty() {
-            println!(
-                "kvd/etcd req/s of each round's pair: {}",
-                by_round.join("; ")
-            );
+            println!("kvd/etcd of each round's pair: {}", by_round.join("; "));
         }
     }
     let watch = WORKLOADS.len() - 1;
