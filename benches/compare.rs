@@ -508,15 +508,26 @@ fn pair_ratios(
 /// The median over rounds of each workload's [`pair_ratios`].
 fn paired_ratios(k: &[Vec<Run>], e: &[Vec<Run>], figure: impl Fn(&Run) -> f64) -> Vec<f64> {
     (0..WORKLOADS.len())
-        .map(|w| {
-            let mut ratios = pair_ratios(k, e, w, &figure);
-            ratios.sort_by(f64::total_cmp);
-            // An even count averages the middle two: the lower one alone
-            // would lean every ratio below 1.
-            let n = ratios.len();
-            (ratios[(n - 1) / 2] + ratios[n / 2]) / 2.0
-        })
+        .map(|w| median(pair_ratios(k, e, w, &figure)))
         .collect()
+}
+
+/// The median of `v` (not empty). An even count averages the middle two:
+/// the lower one alone would lean every ratio below 1.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    (v[(n - 1) / 2] + v[n / 2]) / 2.0
+}
+
+/// A run's throughput, requests/s.
+fn per_s(r: &Run) -> f64 {
+    r.per_s
+}
+
+/// A run's p99 latency, ms.
+fn p99_ms(r: &Run) -> f64 {
+    ms(r.pct(0.99))
 }
 
 /// Waits until the members are quiet: under 20 ms of CPU between them in
@@ -548,13 +559,8 @@ fn medians(rounds: &[Vec<Run>]) -> Vec<Run> {
 
 /// The medians over `rounds` of workload `w`'s p50 and of its p99, in ms.
 fn latency_medians(rounds: &[Vec<Run>], w: usize) -> (f64, f64) {
-    let median = |p: f64| {
-        let mut v: Vec<f64> = rounds.iter().map(|r| ms(r[w].pct(p))).collect();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        (v[(n - 1) / 2] + v[n / 2]) / 2.0
-    };
-    (median(0.5), median(0.99))
+    let at = |p: f64| median(rounds.iter().map(|r| ms(r[w].pct(p))).collect());
+    (at(0.5), at(0.99))
 }
 
 fn ms(d: Duration) -> f64 {
@@ -635,8 +641,8 @@ async fn main() {
     let e = with_etcd.then(|| medians(&e_rounds));
     let (ratio_per_s, ratio_p99) = if with_etcd {
         (
-            paired_ratios(&k_rounds, &e_rounds, |r| r.per_s),
-            paired_ratios(&k_rounds, &e_rounds, |r| ms(r.pct(0.99))),
+            paired_ratios(&k_rounds, &e_rounds, per_s),
+            paired_ratios(&k_rounds, &e_rounds, p99_ms),
         )
     } else {
         (Vec::new(), Vec::new())
@@ -694,15 +700,9 @@ async fn main() {
             .map(|(w, name)| {
                 // The watch run's rate is fixed; its figure is the tail.
                 let (what, pairs) = if w == WORKLOADS.len() - 1 {
-                    (
-                        "p99",
-                        pair_ratios(&k_rounds, &e_rounds, w, &|r: &Run| ms(r.pct(0.99))),
-                    )
+                    ("p99", pair_ratios(&k_rounds, &e_rounds, w, &p99_ms))
                 } else {
-                    (
-                        "req/s",
-                        pair_ratios(&k_rounds, &e_rounds, w, &|r: &Run| r.per_s),
-                    )
+                    ("req/s", pair_ratios(&k_rounds, &e_rounds, w, &per_s))
                 };
                 let pairs: Vec<String> = pairs.iter().map(|ratio| format!("{ratio:.2}")).collect();
                 format!("{name} ({what}) {}", pairs.join(" "))
