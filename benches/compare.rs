@@ -38,8 +38,9 @@
 //! (keys of the memory run, default 300000; 0 skips it), `KVD_BENCH_ONLY`
 //! (workload numbers to run, e.g. `2`; default all), `KVD_BENCH_ETCD=0`
 //! (kvd only), `KVD_BENCH_AGAINST=<path of another kvd binary>` (A/B: that
-//! build takes etcd's column, e.g. a copy of `target/release/kvd` from
-//! before a change). Without `/usr/bin/etcd` (Debian `etcd-server`) only kvd
+//! build takes etcd's column, e.g. a copy of `target/release/kvd` made by
+//! `cargo bench --no-run` before a change, as the bench builds kvd).
+//! Without `/usr/bin/etcd` (Debian `etcd-server`) only kvd
 //! runs.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // bench code: a panic is a failed run
@@ -598,8 +599,8 @@ async fn main() {
     let total = env_usize("KVD_BENCH_TOTAL", 20_000);
     let keys = env_usize("KVD_BENCH_KEYS", 300_000);
     let kvd = env!("CARGO_BIN_EXE_kvd");
-    let with_etcd = std::path::Path::new(ETCD).exists()
-        && std::env::var("KVD_BENCH_ETCD").as_deref() != Ok("0");
+    let etcd_installed = std::path::Path::new(ETCD).exists();
+    let with_etcd = etcd_installed && std::env::var("KVD_BENCH_ETCD").as_deref() != Ok("0");
     // The second column: etcd, or another kvd build (A/B).
     let against = std::env::var("KVD_BENCH_AGAINST").ok();
     let (other, other_is_etcd) = match &against {
@@ -610,7 +611,8 @@ async fn main() {
     let pairing = match (&against, with_etcd) {
         (Some(path), _) => format!(", each workload on kvd and {path} back to back"),
         (None, true) => ", each workload on kvd and etcd back to back".to_string(),
-        (None, false) => " (kvd only: no /usr/bin/etcd)".to_string(),
+        (None, false) if etcd_installed => " (kvd only: KVD_BENCH_ETCD=0)".to_string(),
+        (None, false) => format!(" (kvd only: no {ETCD})"),
     };
     println!(
         "bench-compare: 3 members on 127.0.0.1, {rounds} round(s), {total} requests per workload{pairing}"
