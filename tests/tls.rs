@@ -681,6 +681,76 @@ async fn without_a_peer_ca_members_pin_each_other() {
     cluster.assert_running();
 }
 
+/// Strangers (without a peer CA: certificates no member pinned) get a few
+/// connection slots of their own, for a few seconds each: hundreds of them
+/// held open do not keep members from connecting.
+#[tokio::test(flavor = "multi_thread")]
+async fn strangers_get_a_few_slots_for_a_few_seconds() {
+    let _serial = serial().await;
+    let dir = TestDir::new();
+    let mut cluster = Cluster::start(3).await;
+    let target = cluster.leader_index().await;
+    let port = cluster.members[target].peer_port;
+    let stranger = Ca::new(dir.path(), "stranger");
+    let (cert, key) = stranger.issue("s", Some("member"), Usage::Peer, Validity::Current);
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(identity(&cert, &key));
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    // More than the members' own pool of 256, all at once, all idle.
+    let started = std::time::Instant::now();
+    let attempts = futures::future::join_all((0..300).map(|_| {
+        let connecting = endpoint.connect(addr, "127.0.0.1").unwrap();
+        async move { tokio::time::timeout(Duration::from_secs(10), connecting).await }
+    }))
+    .await;
+    let conns: Vec<quinn::Connection> = attempts
+        .into_iter()
+        .filter_map(|a| a.ok().and_then(Result::ok))
+        .collect();
+    assert_eq!(conns.len(), 300, "every handshake completes");
+
+    // Meanwhile a member restarts: the target accepts its connections.
+    let other = (target + 1) % 3;
+    cluster.restart(other);
+    cluster.wait_ready().await;
+    let mut c = cluster.client(other).await;
+    c.put("after-strangers", "v", None).await.unwrap();
+    let mut t = cluster.client(target).await;
+    let got = t
+        .get(
+            "after-strangers",
+            Some(etcd_client::GetOptions::new().with_serializable()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(got.kvs().len(), 1);
+
+    // Every stranger is closed: at once for want of a slot, or once its
+    // time is up, at most 16 of them. (A close frame lost among 300 on one
+    // socket leaves the client to time out: the member had stopped
+    // answering its keep-alives, so it had closed the connection too.)
+    let (mut busy, mut time_up, mut lost) = (0, 0, 0);
+    for conn in &conns {
+        let left = Duration::from_secs(30).saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, conn.closed()).await {
+            Ok(quinn::ConnectionError::ApplicationClosed(close)) => match &close.reason[..] {
+                b"too many strangers" => busy += 1,
+                b"time is up" => time_up += 1,
+                other => panic!("closed: {}", String::from_utf8_lossy(other)),
+            },
+            Ok(quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset) => lost += 1,
+            other => panic!("a stranger's connection: {other:?}"),
+        }
+    }
+    eprintln!(
+        "strangers: {busy} refused for want of a slot, {time_up} closed when their time was up, \
+         {lost} closed without a reason received"
+    );
+    assert!(busy + 16 + lost >= 300, "{busy} refused");
+    assert!(time_up <= 16, "{time_up} strangers held a slot");
+    cluster.assert_running();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_renewed_peer_ca_takes_effect_without_a_restart() {
     let _serial = serial().await;

@@ -1,6 +1,7 @@
 //! URLs as members and clients write them: peer and client URLs
 //! (`scheme://host:port`), the `--initial-cluster` list, and the form-only
-//! check of a peer URL another machine will use. Shared by `serve`,
+//! check of a peer URL another machine will use, and the resolution of a
+//! peer URL to the address the transport dials. Shared by `serve`,
 //! `member`, `backup restore` and `proxy`; errors carry no flag names (the
 //! modes add them).
 
@@ -255,4 +256,24 @@ pub fn lower_first(s: &str) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// Resolves a peer URL (`http://`, `https://` or `quic://` host:port) to a
+/// socket address.
+///
+/// # Errors
+/// An unparsable URL, a missing port, or a name that does not resolve.
+pub async fn resolve_url(url: &str) -> anyhow::Result<SocketAddr> {
+    let u = url::Url::parse(url)?;
+    let host = u
+        .host_str()
+        .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?
+        .to_string();
+    let port = u
+        .port()
+        .ok_or_else(|| anyhow::anyhow!("no port in {url}"))?;
+    let mut addrs = tokio::net::lookup_host(format!("{host}:{port}")).await?;
+    addrs
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{url} does not resolve"))
 }

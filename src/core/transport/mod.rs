@@ -30,7 +30,7 @@ use etcd_client::proto::{PbMemberListResponse, PbResponseHeader};
 use prost::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 
 pub mod frame;
 pub mod pins;
@@ -60,6 +60,12 @@ const PEER_QUEUE: usize = 4096;
 const MAX_UNI_STREAMS: u32 = 4;
 /// Bidirectional streams a peer may keep open on one connection.
 const MAX_BIDI_STREAMS: u32 = 2;
+/// Connections open at once from strangers (with pins, a certificate no
+/// member holds), besides [`MAX_INBOUND_CONNECTIONS`]: they may only ask
+/// for the member list, so they never hold the members' slots.
+const MAX_STRANGERS: usize = 16;
+/// How long a stranger's connection may stay open.
+const STRANGER_LIFETIME: Duration = Duration::from_secs(10);
 /// Streams, over all connections, whose first frame is still being read:
 /// before it, nobody knows which member (if any) the sender speaks for, so
 /// what they may hold is bounded by this times the largest frame.
@@ -99,6 +105,8 @@ pub struct Transport {
     max_frame: usize,
     /// Bounds concurrent inbound connections ([`MAX_INBOUND_CONNECTIONS`]).
     inbound: Arc<Semaphore>,
+    /// Bounds strangers' connections ([`MAX_STRANGERS`]).
+    strangers: Arc<Semaphore>,
     /// Bounds streams not yet admitted ([`MAX_UNADMITTED_STREAMS`]).
     unadmitted: Arc<Semaphore>,
     /// Members removed so far: a Raft stream admitted before the latest
@@ -147,6 +155,7 @@ impl Transport {
             rt: tokio::runtime::Handle::current(),
             max_frame: max_frame(max_request_bytes),
             inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
+            strangers: Arc::new(Semaphore::new(MAX_STRANGERS)),
             unadmitted: Arc::new(Semaphore::new(MAX_UNADMITTED_STREAMS)),
             removals: Arc::default(),
             fingerprint: configs.pinned_fingerprint,
@@ -328,22 +337,38 @@ impl Transport {
             let this = self.clone();
             self.rt.spawn(async move {
                 match incoming.await {
-                    Ok(conn) => this.serve_connection(conn).await,
+                    Ok(conn) => this.serve_connection(conn, permit).await,
                     Err(e) => tracing::debug!("peer handshake failed: {e}"),
                 }
-                drop(permit);
             });
         }
     }
 
-    async fn serve_connection(self, conn: quinn::Connection) {
+    /// Serves one inbound connection, holding `slot` (an inbound permit)
+    /// until it ends.
+    async fn serve_connection(self, conn: quinn::Connection, slot: OwnedSemaphorePermit) {
         // With pins, a certificate no member holds (while every member has
         // published its own) may ask who is in the cluster (a removed
-        // member learns it was removed so), but not speak Raft.
+        // member learns it was removed so), but not speak Raft, and only
+        // in a slot of its own for a short while.
         let stranger = self.fingerprint.is_some()
             && !pins::may_be_a_member(&self.storage, pins::peer_fingerprint(&conn).as_deref());
+        let _slot = if stranger {
+            drop(slot);
+            match self.strangers.clone().try_acquire_owned() {
+                Ok(own) => own,
+                Err(_) => return conn.close(0u32.into(), b"too many strangers"),
+            }
+        } else {
+            slot
+        };
+        let time_up = tokio::time::sleep(STRANGER_LIFETIME);
+        tokio::pin!(time_up);
         loop {
             tokio::select! {
+                () = &mut time_up, if stranger => {
+                    return conn.close(0u32.into(), b"time is up");
+                }
                 uni = conn.accept_uni() => match uni {
                     Ok(_) if stranger => {
                         tracing::warn!(
@@ -616,7 +641,7 @@ impl Transport {
     }
 
     async fn dial(&self, url: &str) -> anyhow::Result<quinn::Connection> {
-        let addr = resolve_url(url).await?;
+        let addr = crate::core::urls::resolve_url(url).await?;
         // The member's certificate must be valid for the host of its peer
         // URL (checked with a peer CA; auto TLS accepts any).
         let host = url::Url::parse(url)?
@@ -662,24 +687,4 @@ impl Outbox for Transport {
     fn remove_peer(&self, id: MemberId) {
         Transport::remove_peer(self, id.0);
     }
-}
-
-/// Resolves a peer URL (`http://`, `https://` or `quic://` host:port) to a
-/// socket address.
-///
-/// # Errors
-/// An unparsable URL, a missing port, or a name that does not resolve.
-pub async fn resolve_url(url: &str) -> anyhow::Result<SocketAddr> {
-    let u = url::Url::parse(url)?;
-    let host = u
-        .host_str()
-        .ok_or_else(|| anyhow::anyhow!("no host in {url}"))?
-        .to_string();
-    let port = u
-        .port()
-        .ok_or_else(|| anyhow::anyhow!("no port in {url}"))?;
-    let mut addrs = tokio::net::lookup_host(format!("{host}:{port}")).await?;
-    addrs
-        .next()
-        .ok_or_else(|| anyhow::anyhow!("{url} does not resolve"))
 }
