@@ -10,7 +10,9 @@
 //!   empty keys, leases, watch ids, 10,000 watches on a stream, 100,000
 //!   streams opened and dropped);
 //! - garbage on the peer port (undecodable frames, lengths of 4 GiB, unknown
-//!   stream kinds, a heartbeat that would make raft-rs panic).
+//!   stream kinds, a heartbeat that would make raft-rs panic);
+//! - a flood of QUIC handshakes from an address that never answers, on the
+//!   peer port of a member while it restarts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -1070,4 +1072,120 @@ async fn garbage_on_the_peer_port_closes_that_connection_and_nothing_else() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     cluster.kill(other);
+}
+
+/// `n` QUIC Initial packets, each of a connection of its own (its own
+/// connection id), as a client sends them to a member's peer port: caught
+/// on a socket that never answers.
+async fn captured_initials(n: usize) -> Vec<Vec<u8>> {
+    let sink = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("sink");
+    let mut endpoint =
+        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
+    endpoint.set_default_client_config(
+        kvd::core::transport::auto_tls_client_config().expect("client config"),
+    );
+    let mut out = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 2048];
+    // Held until every packet is caught: a dropped attempt would send its
+    // close instead.
+    let mut attempts = Vec::with_capacity(n);
+    for _ in 0..n {
+        attempts.push(
+            endpoint
+                .connect(sink.local_addr().expect("addr"), "kvd")
+                .expect("connect"),
+        );
+        let (len, _) = tokio::time::timeout(Duration::from_secs(5), sink.recv_from(&mut buf))
+            .await
+            .expect("an Initial packet")
+            .expect("recv");
+        out.push(buf[..len].to_vec());
+    }
+    // Long-header Initial packets, padded to 1,200 bytes as QUIC requires.
+    assert!(out.iter().all(|p| p[0] & 0xF0 == 0xC0 && p.len() >= 1_200));
+    out
+}
+
+/// Half-open handshakes cannot fill a member's peer connection slots: a
+/// flood of Initial packets from an address that never answers (300 new
+/// connection ids a second) on the peer port of a member that restarts.
+/// Without QUIC's retry each held a slot for up to the idle timeout, and
+/// hundreds of connections were refused for want of one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_half_open_handshakes_does_not_keep_peers_out() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader_index().await;
+    let victim = (leader + 1) % 3;
+    let port = cluster.members[victim].peer_port;
+    // 7 s of fresh connection ids at 300 a second, then reused: a member
+    // forgets a handshake after its 5 s idle timeout.
+    let initials = captured_initials(2_100).await;
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = {
+        let flooding = flooding.clone();
+        tokio::spawn(async move {
+            let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+            // Another loopback address than the members': nothing there
+            // answers what the member sends back.
+            let from = std::net::UdpSocket::bind("127.0.0.2:0").expect("flood socket");
+            let mut sent = 0usize;
+            for burst in initials.chunks(300).cycle() {
+                if !flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                for packet in burst {
+                    let _ = from.send_to(packet, to);
+                    sent += 1;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            sent
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.restart(victim);
+    cluster.wait_ready().await;
+    let mut c = cluster.client(leader).await;
+    c.put("after-the-flood", "v", None).await.expect("put");
+    let mut v = cluster.client(victim).await;
+    wait_for(
+        "the restarted member catches up under the flood",
+        Duration::from_secs(20),
+        || {
+            let mut v = v.clone();
+            async move {
+                let got = v
+                    .get(
+                        "after-the-flood",
+                        Some(GetOptions::new().with_serializable()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if got.kvs().is_empty() {
+                    Err("not yet".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
+    .await;
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sent = flood.await.expect("flood task");
+    // No handshake of the flood took a slot (without the retry, hundreds
+    // of connections were refused for want of one).
+    let log = cluster.members[victim].server.log();
+    let refused = log.matches("refusing a peer connection").count();
+    assert_eq!(
+        refused, 0,
+        "{refused} connections refused for want of a slot"
+    );
+    eprintln!("{sent} Initial packets sent to the member's peer port");
+    assert!(sent >= 900, "the flood sent only {sent} packets");
+    v.put("victim-writes", "v", None)
+        .await
+        .expect("put through the victim");
+    cluster.assert_running();
 }

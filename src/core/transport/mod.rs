@@ -326,6 +326,16 @@ impl Transport {
 
     async fn accept_loop(self) {
         while let Some(incoming) = self.endpoint.accept().await {
+            // A handshake holds a slot for up to the idle timeout: only a
+            // sender that has shown it receives at its address (QUIC's
+            // stateless retry, one round trip) may start one, so that
+            // packets from forged or silent addresses hold nothing.
+            if !incoming.remote_address_validated() {
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
             let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
                 tracing::warn!(
                     remote = %incoming.remote_address(),
