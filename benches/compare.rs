@@ -31,7 +31,9 @@
 //! After each workload the bench waits until the members are quiet (at
 //! most 15 s), so that one workload's background work (an LSM's flushes and
 //! compactions) does not run in the next; its CPU counts in the members'
-//! CPU per request of the workload that caused it.
+//! CPU per request of the workload that caused it. The load generator's
+//! own CPU per request is printed too: it runs on the same cores, so the
+//! more it spends, the closer a throughput ratio is pulled towards 1.
 //!
 //! Environment: `KVD_BENCH_ROUNDS` (default 2), `KVD_BENCH_TOTAL`
 //! (requests per many-client workload, default 20000), `KVD_BENCH_KEYS`
@@ -53,7 +55,14 @@ use etcd_client::{Client, GetOptions, Txn, TxnOp, WatchOptions};
 use rand::Rng;
 
 mod common;
-use common::{dir_bytes, start_cluster, Cluster};
+
+/// The load generator allocates as kvd does (mimalloc, `src/main.rs`):
+/// it shares the host's cores with the members it measures, so the less
+/// CPU it spends per request, the more of the host the members get.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+use common::{cpu_of, dir_bytes, start_cluster, Cluster};
 
 const ETCD: &str = "/usr/bin/etcd";
 const KEY_SPACE: u64 = 100_000;
@@ -105,6 +114,10 @@ struct Run {
     /// quiet again: steadier than throughput on a shared host for an A/B
     /// run.
     cpu_per_req: Duration,
+    /// CPU this process (the load generator) spent per request over the
+    /// workload itself: it shares the cores with the members, so it
+    /// dilutes a throughput ratio on a small host.
+    generator_cpu_per_req: Duration,
     /// Watch only, sorted: each event's arrival after the first event of
     /// its revision on the same member (the fan-out inside one member).
     within: Vec<Duration>,
@@ -420,6 +433,7 @@ impl Subject {
     async fn run(&self, w: usize, total: usize) -> Run {
         let (cluster, conns) = (&self.cluster, &self.conns);
         let cpu0 = cluster.cpu();
+        let own0 = cpu_of(std::process::id());
         let mut run = match w {
             0 => put_workload(std::slice::from_ref(&self.leader), 1, total / 10).await,
             1 => put_workload(conns, CLIENTS, total).await,
@@ -435,12 +449,16 @@ impl Subject {
                 watch_latency(conns, members, put_conn, 200).await
             }
         };
+        let own = cpu_of(std::process::id());
         // The members' background work after a workload (an LSM's flushes
         // and compactions) is that workload's: it counts in its CPU per
         // request, and the next workload starts on quiet members.
         settle(cluster).await;
         let requests = run.lat.len().max(1) as u32;
         run.cpu_per_req = cluster.cpu().saturating_sub(cpu0) / requests;
+        if let (Some(own0), Some(own)) = (own0, own) {
+            run.generator_cpu_per_req = own.saturating_sub(own0) / requests;
+        }
         run
     }
 }
@@ -545,6 +563,22 @@ async fn settle(cluster: &Cluster) {
         last = now;
     }
     eprintln!("members still busy after 15 s; going on");
+}
+
+/// `workload µs` (or `workload kvd µs / other µs`) for every workload that
+/// ran, joined by `; `: the CPU time `of` gives for each run.
+fn per_request_line(k: &[Run], e: Option<&[Run]>, of: impl Fn(&Run) -> Duration) -> String {
+    let us = |r: &Run| of(r).as_secs_f64() * 1e6;
+    WORKLOADS
+        .iter()
+        .enumerate()
+        .filter(|(w, _)| k[*w].per_s > 0.0)
+        .map(|(w, name)| match e {
+            Some(e) => format!("{name} {:.0} / {:.0}", us(&k[w]), us(&e[w])),
+            None => format!("{name} {:.0}", us(&k[w])),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The median (by throughput) of each workload's runs over rounds.
@@ -676,22 +710,14 @@ async fn main() {
             }
         }
     }
-    let cpu_line: Vec<String> = WORKLOADS
-        .iter()
-        .enumerate()
-        .filter(|(w, _)| k[*w].per_s > 0.0)
-        .map(|(w, name)| {
-            let us = |r: &Run| r.cpu_per_req.as_secs_f64() * 1e6;
-            match &e {
-                Some(e) => format!("{name} {:.0} / {:.0}", us(&k[w]), us(&e[w])),
-                None => format!("{name} {:.0}", us(&k[w])),
-            }
-        })
-        .collect();
     println!();
     println!(
         "members' CPU per request, µs (kvd / etcd; a watch run's per event): {}",
-        cpu_line.join("; ")
+        per_request_line(&k, e.as_deref(), |r| r.cpu_per_req)
+    );
+    println!(
+        "the load generator's own CPU per request, µs (same cores; kvd / etcd): {}",
+        per_request_line(&k, e.as_deref(), |r| r.generator_cpu_per_req)
     );
     if with_etcd && rounds > 1 {
         // The spread of the pairs behind each median ratio.
