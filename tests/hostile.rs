@@ -11,8 +11,9 @@
 //!   streams opened and dropped);
 //! - garbage on the peer port (undecodable frames, lengths of 4 GiB, unknown
 //!   stream kinds, a heartbeat that would make raft-rs panic);
-//! - a flood of QUIC handshakes from an address that never answers, on the
-//!   peer port of a member while it restarts.
+//! - a flood of QUIC handshakes from an address that never answers, and
+//!   handshakes that one host stalls after QUIC's retry, on the peer port
+//!   of a member while it restarts.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failed test
 
@@ -1185,6 +1186,144 @@ async fn a_flood_of_half_open_handshakes_does_not_keep_peers_out() {
     eprintln!("{sent} Initial packets sent to the member's peer port");
     assert!(sent >= 900, "the flood sent only {sent} packets");
     v.put("victim-writes", "v", None)
+        .await
+        .expect("put through the victim");
+    cluster.assert_running();
+}
+
+/// A relay in front of `to` for QUIC clients that stall their handshakes:
+/// each client's first `pass` datagrams go on from an address of its own on
+/// 127.0.0.2 (with `pass` 2: the Initial, then the Initial that echoes the
+/// retry token), every answer comes back, and the client's later datagrams
+/// (the end of its handshake) are dropped. The member then holds a
+/// validated handshake that never finishes, until its idle timeout.
+/// Returns the relay's address.
+async fn stalling_relay(to: std::net::SocketAddr, pass: usize) -> std::net::SocketAddr {
+    use std::sync::Arc;
+    use tokio::net::UdpSocket;
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.expect("relay"));
+    let addr = front.local_addr().expect("relay addr");
+    tokio::spawn(async move {
+        let mut clients =
+            std::collections::HashMap::<std::net::SocketAddr, (Arc<UdpSocket>, usize)>::new();
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((len, client)) = front.recv_from(&mut buf).await {
+            let (upstream, sent) = match clients.entry(client) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let upstream =
+                        Arc::new(UdpSocket::bind("127.0.0.2:0").await.expect("upstream"));
+                    let (back, front) = (upstream.clone(), front.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 65_536];
+                        while let Ok((len, _)) = back.recv_from(&mut buf).await {
+                            let _ = front.send_to(&buf[..len], client).await;
+                        }
+                    });
+                    e.insert((upstream, 0))
+                }
+            };
+            if *sent < pass {
+                let _ = upstream.send_to(&buf[..len], to).await;
+                *sent += 1;
+            }
+        }
+    });
+    addr
+}
+
+/// One host cannot fill a member's peer connection slots with handshakes
+/// it stalls after QUIC's retry (so its address is validated): 200 new
+/// stalled handshakes a second from 127.0.0.2, each held by the member for
+/// seconds, while that member restarts. The member refuses that host's
+/// handshakes beyond its per-address bound, no connection is refused for
+/// want of a slot, and the other members reconnect, replicate to it and
+/// take writes through it. Without the bound the host held every slot:
+/// about 900 connections were refused for want of one.
+#[tokio::test(flavor = "multi_thread")]
+async fn stalled_handshakes_from_one_host_do_not_keep_peers_out() {
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader_index().await;
+    let victim = (leader + 1) % 3;
+    let port = cluster.members[victim].peer_port;
+    let relay = stalling_relay(format!("127.0.0.1:{port}").parse().expect("addr"), 2).await;
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let flood = {
+        let flooding = flooding.clone();
+        tokio::spawn(async move {
+            let config = kvd::core::transport::auto_tls_client_config().expect("client config");
+            // Each attempt on an endpoint (a client address) of its own,
+            // dropped after 6 s, when the member has given up on it.
+            let mut held = std::collections::VecDeque::new();
+            let mut attempts = 0usize;
+            while flooding.load(std::sync::atomic::Ordering::Relaxed) {
+                for _ in 0..20 {
+                    let mut endpoint =
+                        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr"))
+                            .expect("client endpoint");
+                    endpoint.set_default_client_config(config.clone());
+                    let connecting = endpoint.connect(relay, "kvd").expect("connect");
+                    held.push_back((Instant::now(), endpoint, connecting));
+                    attempts += 1;
+                }
+                while held
+                    .front()
+                    .is_some_and(|(at, _, _)| at.elapsed() > Duration::from_secs(6))
+                {
+                    held.pop_front();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            attempts
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.restart(victim);
+    cluster.wait_ready().await;
+    let mut c = cluster.client(leader).await;
+    c.put("after-the-stall", "v", None).await.expect("put");
+    let mut v = cluster.client(victim).await;
+    wait_for(
+        "the restarted member catches up while one host stalls handshakes",
+        Duration::from_secs(20),
+        || {
+            let mut v = v.clone();
+            async move {
+                let got = v
+                    .get(
+                        "after-the-stall",
+                        Some(GetOptions::new().with_serializable()),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if got.kvs().is_empty() {
+                    Err("not yet".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
+    .await;
+    // Keep stalling for a while with the member up, then look at its log.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    flooding.store(false, std::sync::atomic::Ordering::Relaxed);
+    let attempts = flood.await.expect("flood task");
+    let log = cluster.members[victim].server.log();
+    let over_bound = log.matches("refusing a peer handshake").count();
+    let no_slot = log.matches("refusing a peer connection").count();
+    eprintln!(
+        "{attempts} stalled handshakes attempted; {over_bound} refused over the per-address bound, {no_slot} for want of a slot"
+    );
+    assert_eq!(
+        no_slot, 0,
+        "{no_slot} connections refused for want of a slot"
+    );
+    assert!(
+        over_bound > 0,
+        "the stalled handshakes never reached the bound: the test did not stall any"
+    );
+    v.put("victim-writes-after-the-stall", "v", None)
         .await
         .expect("put through the victim");
     cluster.assert_running();

@@ -30,8 +30,9 @@ use etcd_client::proto::{PbMemberListResponse, PbResponseHeader};
 use prost::Message as _;
 use raft::eraftpb::{Message, MessageType};
 use raft::SnapshotStatus;
-use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
+mod admission;
 pub mod frame;
 pub mod pins;
 pub mod tls;
@@ -50,22 +51,12 @@ use crate::core::types::MemberId;
 
 /// The ALPN protocol of the peer port.
 pub const ALPN: &[u8] = b"kvd-raft/1";
-/// Concurrent inbound peer connections; more are refused at once. Each peer
-/// uses one for Raft messages plus short-lived ones for snapshots and
-/// member-list requests, so this is far above any real cluster's need.
-const MAX_INBOUND_CONNECTIONS: usize = 256;
 /// Messages queued per peer before new ones are dropped (Raft retries).
 const PEER_QUEUE: usize = 4096;
 /// Unidirectional streams a peer may keep open on one connection.
 const MAX_UNI_STREAMS: u32 = 4;
 /// Bidirectional streams a peer may keep open on one connection.
 const MAX_BIDI_STREAMS: u32 = 2;
-/// Connections open at once from strangers (with pins, a certificate no
-/// member holds), besides [`MAX_INBOUND_CONNECTIONS`]: they may only ask
-/// for the member list, so they never hold the members' slots.
-const MAX_STRANGERS: usize = 16;
-/// How long a stranger's connection may stay open.
-const STRANGER_LIFETIME: Duration = Duration::from_secs(10);
 /// Streams, over all connections, whose first frame is still being read:
 /// before it, nobody knows which member (if any) the sender speaks for, so
 /// what they may hold is bounded by this times the largest frame.
@@ -103,10 +94,13 @@ pub struct Transport {
     rt: tokio::runtime::Handle,
     /// Largest Raft message frame accepted from a peer, bytes.
     max_frame: usize,
-    /// Bounds concurrent inbound connections ([`MAX_INBOUND_CONNECTIONS`]).
+    /// Bounds concurrent inbound connections ([`admission::MAX_INBOUND_CONNECTIONS`]).
     inbound: Arc<Semaphore>,
-    /// Bounds strangers' connections ([`MAX_STRANGERS`]).
+    /// Bounds strangers' connections ([`admission::MAX_STRANGERS`]).
     strangers: Arc<Semaphore>,
+    /// Bounds handshakes in flight per address
+    /// ([`admission::MAX_HANDSHAKES_PER_ADDRESS`]).
+    handshakes: admission::Handshakes,
     /// Bounds streams not yet admitted ([`MAX_UNADMITTED_STREAMS`]).
     unadmitted: Arc<Semaphore>,
     /// Members removed so far: a Raft stream admitted before the latest
@@ -154,8 +148,9 @@ impl Transport {
             receiver,
             rt: tokio::runtime::Handle::current(),
             max_frame: max_frame(max_request_bytes),
-            inbound: Arc::new(Semaphore::new(MAX_INBOUND_CONNECTIONS)),
-            strangers: Arc::new(Semaphore::new(MAX_STRANGERS)),
+            inbound: Arc::new(Semaphore::new(admission::MAX_INBOUND_CONNECTIONS)),
+            strangers: Arc::new(Semaphore::new(admission::MAX_STRANGERS)),
+            handshakes: admission::Handshakes::default(),
             unadmitted: Arc::new(Semaphore::new(MAX_UNADMITTED_STREAMS)),
             removals: Arc::default(),
             fingerprint: configs.pinned_fingerprint,
@@ -322,88 +317,6 @@ impl Transport {
             }
         }
         Err(last)
-    }
-
-    async fn accept_loop(self) {
-        while let Some(incoming) = self.endpoint.accept().await {
-            // A handshake holds a slot for up to the idle timeout: only a
-            // sender that has shown it receives at its address (QUIC's
-            // stateless retry, one round trip) may start one, so that
-            // packets from forged or silent addresses hold nothing.
-            if !incoming.remote_address_validated() {
-                if let Err(e) = incoming.retry() {
-                    e.into_incoming().refuse();
-                }
-                continue;
-            }
-            let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    remote = %incoming.remote_address(),
-                    "refusing a peer connection: {MAX_INBOUND_CONNECTIONS} already open"
-                );
-                incoming.refuse();
-                continue;
-            };
-            let this = self.clone();
-            self.rt.spawn(async move {
-                match incoming.await {
-                    Ok(conn) => this.serve_connection(conn, permit).await,
-                    Err(e) => tracing::debug!("peer handshake failed: {e}"),
-                }
-            });
-        }
-    }
-
-    /// Serves one inbound connection, holding `slot` (an inbound permit)
-    /// until it ends.
-    async fn serve_connection(self, conn: quinn::Connection, slot: OwnedSemaphorePermit) {
-        // With pins, a certificate no member holds (while every member has
-        // published its own) may ask who is in the cluster (a removed
-        // member learns it was removed so), but not speak Raft, and only
-        // in a slot of its own for a short while.
-        let stranger = self.fingerprint.is_some()
-            && !pins::may_be_a_member(&self.storage, pins::peer_fingerprint(&conn).as_deref());
-        let _slot = if stranger {
-            drop(slot);
-            match self.strangers.clone().try_acquire_owned() {
-                Ok(own) => own,
-                Err(_) => return conn.close(0u32.into(), b"too many strangers"),
-            }
-        } else {
-            slot
-        };
-        let time_up = tokio::time::sleep(STRANGER_LIFETIME);
-        tokio::pin!(time_up);
-        loop {
-            tokio::select! {
-                () = &mut time_up, if stranger => {
-                    return conn.close(0u32.into(), b"time is up");
-                }
-                uni = conn.accept_uni() => match uni {
-                    Ok(_) if stranger => {
-                        tracing::warn!(
-                            remote = %conn.remote_address(),
-                            "refusing a peer: its certificate is pinned for no member"
-                        );
-                        conn.close(frame::CLOSE_MALFORMED.into(), b"not a member");
-                        return;
-                    }
-                    Ok(stream) => {
-                        let this = self.clone();
-                        let conn = conn.clone();
-                        self.rt.spawn(async move { this.receive_uni(conn, stream).await });
-                    }
-                    Err(_) => return,
-                },
-                bi = conn.accept_bi() => match bi {
-                    Ok((send, recv)) => {
-                        let this = self.clone();
-                        self.rt.spawn(async move { this.answer_bi(send, recv).await });
-                    }
-                    Err(_) => return,
-                },
-            }
-        }
     }
 
     async fn answer_bi(self, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {

@@ -1,0 +1,257 @@
+//! Who gets a connection on the peer port, and for how long.
+//!
+//! Every bound here is there because the peer port is open to anyone who
+//! can send UDP to it, before any certificate is seen:
+//! - an Initial packet from an address not yet validated gets QUIC's
+//!   stateless retry and holds nothing ([`Transport::accept_loop`]);
+//! - a validated sender may have [`MAX_HANDSHAKES_PER_ADDRESS`] handshakes
+//!   in flight (an IPv6 sender counts by its /64), so that one host
+//!   stalling handshakes cannot take the slots members reconnect into;
+//! - all connections share [`MAX_INBOUND_CONNECTIONS`] slots;
+//! - with pins, a certificate no member holds (a stranger) moves to one of
+//!   [`MAX_STRANGERS`] slots of its own for [`STRANGER_LIFETIME`].
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{frame, pins, Transport};
+
+/// Concurrent inbound peer connections; more are refused at once. Each peer
+/// uses one for Raft messages plus short-lived ones for snapshots and
+/// member-list requests, so this is far above any real cluster's need.
+pub(super) const MAX_INBOUND_CONNECTIONS: usize = 256;
+/// Connections open at once from strangers (with pins, a certificate no
+/// member holds), besides [`MAX_INBOUND_CONNECTIONS`]: they may only ask
+/// for the member list, so they never hold the members' slots.
+pub(super) const MAX_STRANGERS: usize = 16;
+/// How long a stranger's connection may stay open.
+const STRANGER_LIFETIME: Duration = Duration::from_secs(10);
+/// Handshakes in flight from one sender (an IPv4 address or an IPv6 /64);
+/// more are refused at once. A member dials each peer once, plus a
+/// snapshot or member-list connection now and then, so even a cluster
+/// whose members all share one address (a local cluster on 127.0.0.1)
+/// stays far below it; a host that stalls handshakes (each may last up to
+/// the 5 s idle timeout) holds at most this many slots.
+pub(super) const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
+
+/// Handshakes in flight by sender. Entries exist only while a handshake
+/// runs, and each handshake also holds an inbound slot, so the map holds
+/// at most [`MAX_INBOUND_CONNECTIONS`] entries.
+#[derive(Clone, Default)]
+pub(super) struct Handshakes(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One handshake counted in [`Handshakes`] until dropped.
+pub(super) struct Handshake {
+    handshakes: Handshakes,
+    sender: IpAddr,
+}
+
+impl Handshakes {
+    /// Counts a handshake from `addr`, or `None` when that sender already
+    /// has [`MAX_HANDSHAKES_PER_ADDRESS`] in flight.
+    pub(super) fn begin(&self, addr: IpAddr) -> Option<Handshake> {
+        let sender = sender(addr);
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let n = map.entry(sender).or_insert(0);
+        if *n >= MAX_HANDSHAKES_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Handshake {
+            handshakes: self.clone(),
+            sender,
+        })
+    }
+
+    /// Handshakes in flight from `addr`'s sender.
+    #[cfg(test)]
+    fn in_flight(&self, addr: IpAddr) -> usize {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&sender(addr)).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for Handshake {
+    fn drop(&mut self) {
+        let mut map = self
+            .handshakes
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.sender) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.sender);
+            }
+        }
+    }
+}
+
+/// Who counts as one sender: an IPv4 address (an IPv4-mapped IPv6 address
+/// as its IPv4 one), or an IPv6 address's /64 (one host usually holds a
+/// whole /64).
+fn sender(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(prefix.into())
+            }
+        },
+    }
+}
+
+impl Transport {
+    /// Accepts peer connections until the endpoint closes, within the
+    /// bounds of the module's docs.
+    pub(super) async fn accept_loop(self) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            // A handshake holds a slot for up to the idle timeout: only a
+            // sender that has shown it receives at its address (QUIC's
+            // stateless retry, one round trip) may start one, so that
+            // packets from forged or silent addresses hold nothing.
+            if !incoming.remote_address_validated() {
+                if let Err(e) = incoming.retry() {
+                    e.into_incoming().refuse();
+                }
+                continue;
+            }
+            let remote = incoming.remote_address();
+            let Some(handshake) = self.handshakes.begin(remote.ip()) else {
+                tracing::warn!(
+                    %remote,
+                    "refusing a peer handshake: {MAX_HANDSHAKES_PER_ADDRESS} already in flight from its address"
+                );
+                incoming.refuse();
+                continue;
+            };
+            let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    %remote,
+                    "refusing a peer connection: {MAX_INBOUND_CONNECTIONS} already open"
+                );
+                incoming.refuse();
+                continue;
+            };
+            let this = self.clone();
+            self.rt.spawn(async move {
+                let handshaken = incoming.await;
+                drop(handshake);
+                match handshaken {
+                    Ok(conn) => this.serve_connection(conn, permit).await,
+                    Err(e) => tracing::debug!("peer handshake failed: {e}"),
+                }
+            });
+        }
+    }
+
+    /// Serves one inbound connection, holding `slot` (an inbound permit)
+    /// until it ends.
+    async fn serve_connection(self, conn: quinn::Connection, slot: OwnedSemaphorePermit) {
+        // With pins, a certificate no member holds (while every member has
+        // published its own) may ask who is in the cluster (a removed
+        // member learns it was removed so), but not speak Raft, and only
+        // in a slot of its own for a short while.
+        let stranger = self.fingerprint.is_some()
+            && !pins::may_be_a_member(&self.storage, pins::peer_fingerprint(&conn).as_deref());
+        let _slot = if stranger {
+            drop(slot);
+            match self.strangers.clone().try_acquire_owned() {
+                Ok(own) => own,
+                Err(_) => return conn.close(0u32.into(), b"too many strangers"),
+            }
+        } else {
+            slot
+        };
+        let time_up = tokio::time::sleep(STRANGER_LIFETIME);
+        tokio::pin!(time_up);
+        loop {
+            tokio::select! {
+                () = &mut time_up, if stranger => {
+                    return conn.close(0u32.into(), b"time is up");
+                }
+                uni = conn.accept_uni() => match uni {
+                    Ok(_) if stranger => {
+                        tracing::warn!(
+                            remote = %conn.remote_address(),
+                            "refusing a peer: its certificate is pinned for no member"
+                        );
+                        conn.close(frame::CLOSE_MALFORMED.into(), b"not a member");
+                        return;
+                    }
+                    Ok(stream) => {
+                        let this = self.clone();
+                        let conn = conn.clone();
+                        self.rt.spawn(async move { this.receive_uni(conn, stream).await });
+                    }
+                    Err(_) => return,
+                },
+                bi = conn.accept_bi() => match bi {
+                    Ok((send, recv)) => {
+                        let this = self.clone();
+                        self.rt.spawn(async move { this.answer_bi(send, recv).await });
+                    }
+                    Err(_) => return,
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sender_has_a_bounded_number_of_handshakes_in_flight() {
+        let handshakes = Handshakes::default();
+        let a: IpAddr = "192.0.2.1".parse().expect("addr");
+        let b: IpAddr = "192.0.2.2".parse().expect("addr");
+        let mut held: Vec<Handshake> = (0..MAX_HANDSHAKES_PER_ADDRESS)
+            .map(|_| handshakes.begin(a).expect("within the bound"))
+            .collect();
+        assert!(handshakes.begin(a).is_none(), "one past the bound");
+        // Another sender is not affected.
+        let other = handshakes.begin(b).expect("another address");
+        held.pop();
+        assert_eq!(handshakes.in_flight(a), MAX_HANDSHAKES_PER_ADDRESS - 1);
+        assert!(
+            handshakes.begin(a).is_some(),
+            "a finished handshake frees one"
+        );
+        drop(held);
+        drop(other);
+        assert_eq!(handshakes.in_flight(a), 0);
+        assert!(
+            handshakes.0.lock().expect("lock").is_empty(),
+            "no entry left"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_by_its_slash_64() {
+        let handshakes = Handshakes::default();
+        let held: Vec<Handshake> = (0..MAX_HANDSHAKES_PER_ADDRESS)
+            .map(|i| {
+                let addr: IpAddr = format!("2001:db8:0:1::{:x}", i + 1).parse().expect("addr");
+                handshakes.begin(addr).expect("within the bound")
+            })
+            .collect();
+        let same_64: IpAddr = "2001:db8:0:1:ffff::1".parse().expect("addr");
+        assert!(handshakes.begin(same_64).is_none());
+        let next_64: IpAddr = "2001:db8:0:2::1".parse().expect("addr");
+        assert!(handshakes.begin(next_64).is_some());
+        // An IPv4-mapped address counts as its IPv4 address.
+        let v4: IpAddr = "198.51.100.7".parse().expect("addr");
+        let mapped: IpAddr = "::ffff:198.51.100.7".parse().expect("addr");
+        let _one = handshakes.begin(v4).expect("v4");
+        assert_eq!(handshakes.in_flight(mapped), 1);
+        drop(held);
+    }
+}
