@@ -38,7 +38,10 @@
 //! Environment: `KVD_BENCH_ROUNDS` (default 2), `KVD_BENCH_TOTAL`
 //! (requests per many-client workload, default 20000), `KVD_BENCH_KEYS`
 //! (keys of the memory run, default 300000; 0 skips it), `KVD_BENCH_ONLY`
-//! (workload numbers to run, e.g. `2`; default all), `KVD_BENCH_ETCD=0`
+//! (workload numbers to run, e.g. `2`; default all),
+//! `KVD_BENCH_WATCH_PUTS` (puts of the watch run, one every 10 ms, default
+//! 200: its p99 is about the second-slowest put's; more give a steadier
+//! tail), `KVD_BENCH_ETCD=0`
 //! (kvd only), `KVD_BENCH_AGAINST=<path of another kvd binary>` (A/B: that
 //! build takes etcd's column, e.g. a copy of `target/release/kvd` made by
 //! `cargo bench --no-run` before a change, as the bench builds kvd).
@@ -446,7 +449,8 @@ impl Subject {
                     .await
                     .expect("connect");
                 let members = cluster.endpoints().len();
-                watch_latency(conns, members, put_conn, 200).await
+                let puts = env_usize("KVD_BENCH_WATCH_PUTS", 200);
+                watch_latency(conns, members, put_conn, puts).await
             }
         };
         let own = cpu_of(std::process::id());
