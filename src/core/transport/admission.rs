@@ -4,9 +4,12 @@
 //! can send UDP to it, before any certificate is seen:
 //! - an Initial packet from an address not yet validated gets QUIC's
 //!   stateless retry and holds nothing ([`Transport::accept_loop`]);
-//! - a validated sender may have [`MAX_HANDSHAKES_PER_ADDRESS`] handshakes
-//!   in flight (an IPv6 sender counts by its /64), so that one host
-//!   stalling handshakes cannot take the slots members reconnect into;
+//! - a handshake must end within [`HANDSHAKE_TIMEOUT`] (quinn's idle timer
+//!   alone restarts with every packet the sender sends);
+//! - a validated address may have [`MAX_HANDSHAKES_PER_ADDRESS`] handshakes
+//!   in flight, and an IPv6 /64 [`MAX_HANDSHAKES_PER_NET64`], so that a
+//!   host stalling handshakes from its address (or from the /64 a host
+//!   usually holds) cannot take the slots members reconnect into;
 //! - all connections share [`MAX_INBOUND_CONNECTIONS`] slots;
 //! - with pins, a certificate no member holds (a stranger) moves to one of
 //!   [`MAX_STRANGERS`] slots of its own for [`STRANGER_LIFETIME`].
@@ -14,7 +17,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -30,48 +33,70 @@ pub(super) const MAX_INBOUND_CONNECTIONS: usize = 256;
 pub(super) const MAX_STRANGERS: usize = 16;
 /// How long a stranger's connection may stay open.
 const STRANGER_LIFETIME: Duration = Duration::from_secs(10);
-/// Handshakes in flight from one sender (an IPv4 address or an IPv6 /64);
-/// more are refused at once. A member dials each peer once, plus a
-/// snapshot or member-list connection now and then, so even a cluster
-/// whose members all share one address (a local cluster on 127.0.0.1)
-/// stays far below it; a host that stalls handshakes (each may last up to
-/// the 5 s idle timeout) holds at most this many slots.
+/// How long a peer's handshake may take, from its validated Initial on
+/// (the peer port's idle timeout; a member on any link finishes in a few
+/// round trips).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Handshakes in flight from one address; more are refused at once. A
+/// member dials each peer once at a time (plus a snapshot or member-list
+/// connection now and then), so even a cluster whose members all share one
+/// address (a local cluster on 127.0.0.1) stays far below it, while a host
+/// that stalls handshakes holds at most this many slots, each for at most
+/// [`HANDSHAKE_TIMEOUT`].
 pub(super) const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
+/// Handshakes in flight from one IPv6 /64 (a host is usually given a whole
+/// /64, and may send from any address in it); a subnet shared by several
+/// members has room for each.
+pub(super) const MAX_HANDSHAKES_PER_NET64: usize = 64;
+/// Least time between two warnings about refused handshakes (the others
+/// are counted into the next one), so that a flood does not flood the log.
+const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(1);
 
-/// Handshakes in flight by sender. Entries exist only while a handshake
-/// runs, and each handshake also holds an inbound slot, so the map holds
-/// at most [`MAX_INBOUND_CONNECTIONS`] entries.
+/// What a handshake counts against: its address, and for IPv6 its /64.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Sender {
+    Address(IpAddr),
+    Net64(u64),
+}
+
+/// Handshakes in flight by [`Sender`]. Entries exist only while a
+/// handshake runs, and each handshake also holds an inbound slot, so the
+/// map holds at most 2 × [`MAX_INBOUND_CONNECTIONS`] entries.
 #[derive(Clone, Default)]
-pub(super) struct Handshakes(Arc<Mutex<HashMap<IpAddr, usize>>>);
+pub(super) struct Handshakes(Arc<Mutex<HashMap<Sender, usize>>>);
 
 /// One handshake counted in [`Handshakes`] until dropped.
 pub(super) struct Handshake {
     handshakes: Handshakes,
-    sender: IpAddr,
+    senders: Vec<Sender>,
 }
 
 impl Handshakes {
-    /// Counts a handshake from `addr`, or `None` when that sender already
-    /// has [`MAX_HANDSHAKES_PER_ADDRESS`] in flight.
+    /// Counts a handshake from `addr`, or `None` when its address (or its
+    /// IPv6 /64) already has as many in flight as it may.
     pub(super) fn begin(&self, addr: IpAddr) -> Option<Handshake> {
-        let sender = sender(addr);
+        let senders = senders(addr);
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = map.entry(sender).or_insert(0);
-        if *n >= MAX_HANDSHAKES_PER_ADDRESS {
+        let full = senders
+            .iter()
+            .any(|s| map.get(s).copied().unwrap_or(0) >= bound(*s));
+        if full {
             return None;
         }
-        *n += 1;
+        for s in &senders {
+            *map.entry(*s).or_insert(0) += 1;
+        }
         Some(Handshake {
             handshakes: self.clone(),
-            sender,
+            senders,
         })
     }
 
-    /// Handshakes in flight from `addr`'s sender.
+    /// Handshakes in flight from `addr`'s address.
     #[cfg(test)]
     fn in_flight(&self, addr: IpAddr) -> usize {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        map.get(&sender(addr)).copied().unwrap_or(0)
+        map.get(&senders(addr)[0]).copied().unwrap_or(0)
     }
 }
 
@@ -82,28 +107,66 @@ impl Drop for Handshake {
             .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = map.get_mut(&self.sender) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.sender);
+        for s in &self.senders {
+            if let Some(n) = map.get_mut(s) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(s);
+                }
             }
         }
     }
 }
 
-/// Who counts as one sender: an IPv4 address (an IPv4-mapped IPv6 address
-/// as its IPv4 one), or an IPv6 address's /64 (one host usually holds a
-/// whole /64).
-fn sender(addr: IpAddr) -> IpAddr {
+/// What a handshake from `addr` counts against: the address (an
+/// IPv4-mapped IPv6 address as its IPv4 one), and for IPv6 its /64.
+fn senders(addr: IpAddr) -> Vec<Sender> {
     match addr {
-        IpAddr::V4(_) => addr,
+        IpAddr::V4(_) => vec![Sender::Address(addr)],
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(prefix.into())
-            }
+            Some(v4) => vec![Sender::Address(IpAddr::V4(v4))],
+            None => vec![
+                Sender::Address(addr),
+                Sender::Net64((u128::from(v6) >> 64) as u64),
+            ],
         },
+    }
+}
+
+fn bound(sender: Sender) -> usize {
+    match sender {
+        Sender::Address(_) => MAX_HANDSHAKES_PER_ADDRESS,
+        Sender::Net64(_) => MAX_HANDSHAKES_PER_NET64,
+    }
+}
+
+/// Warns about refused handshakes at most once per
+/// [`REFUSAL_WARNING_EVERY`], with the number refused since the last one.
+#[derive(Default)]
+struct RefusalWarnings {
+    last: Option<Instant>,
+    refused: u64,
+}
+
+impl RefusalWarnings {
+    fn refused(&mut self, remote: std::net::SocketAddr) {
+        self.refused += 1;
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|at| now.duration_since(at) < REFUSAL_WARNING_EVERY)
+        {
+            return;
+        }
+        tracing::warn!(
+            %remote,
+            refused = self.refused,
+            "refusing a peer handshake: its address already has \
+             {MAX_HANDSHAKES_PER_ADDRESS} in flight (or its IPv6 /64 \
+             {MAX_HANDSHAKES_PER_NET64})"
+        );
+        self.last = Some(now);
+        self.refused = 0;
     }
 }
 
@@ -111,6 +174,7 @@ impl Transport {
     /// Accepts peer connections until the endpoint closes, within the
     /// bounds of the module's docs.
     pub(super) async fn accept_loop(self) {
+        let mut warnings = RefusalWarnings::default();
         while let Some(incoming) = self.endpoint.accept().await {
             // A handshake holds a slot for up to the idle timeout: only a
             // sender that has shown it receives at its address (QUIC's
@@ -124,10 +188,7 @@ impl Transport {
             }
             let remote = incoming.remote_address();
             let Some(handshake) = self.handshakes.begin(remote.ip()) else {
-                tracing::warn!(
-                    %remote,
-                    "refusing a peer handshake: {MAX_HANDSHAKES_PER_ADDRESS} already in flight from its address"
-                );
+                warnings.refused(remote);
                 incoming.refuse();
                 continue;
             };
@@ -141,11 +202,13 @@ impl Transport {
             };
             let this = self.clone();
             self.rt.spawn(async move {
-                let handshaken = incoming.await;
+                // A timed-out handshake is dropped, which closes it.
+                let handshaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, incoming).await;
                 drop(handshake);
                 match handshaken {
-                    Ok(conn) => this.serve_connection(conn, permit).await,
-                    Err(e) => tracing::debug!("peer handshake failed: {e}"),
+                    Ok(Ok(conn)) => this.serve_connection(conn, permit).await,
+                    Ok(Err(e)) => tracing::debug!("peer handshake failed: {e}"),
+                    Err(_) => tracing::debug!(%remote, "peer handshake timed out"),
                 }
             });
         }
@@ -235,23 +298,34 @@ mod tests {
     }
 
     #[test]
-    fn an_ipv6_host_counts_by_its_slash_64() {
+    fn an_ipv6_slash_64_has_a_bound_of_its_own() {
         let handshakes = Handshakes::default();
-        let held: Vec<Handshake> = (0..MAX_HANDSHAKES_PER_ADDRESS)
-            .map(|i| {
-                let addr: IpAddr = format!("2001:db8:0:1::{:x}", i + 1).parse().expect("addr");
-                handshakes.begin(addr).expect("within the bound")
-            })
+        // One address of a /64: the per-address bound.
+        let one: IpAddr = "2001:db8:0:1::1".parse().expect("addr");
+        let mut held: Vec<Handshake> = (0..MAX_HANDSHAKES_PER_ADDRESS)
+            .map(|_| handshakes.begin(one).expect("within the bound"))
             .collect();
+        assert!(handshakes.begin(one).is_none());
+        // Other addresses of the same /64, up to the /64's bound.
+        let mut i = 2u32;
+        while held.len() < MAX_HANDSHAKES_PER_NET64 {
+            let addr: IpAddr = format!("2001:db8:0:1::{i:x}").parse().expect("addr");
+            held.push(handshakes.begin(addr).expect("within the /64's bound"));
+            i += 1;
+        }
         let same_64: IpAddr = "2001:db8:0:1:ffff::1".parse().expect("addr");
-        assert!(handshakes.begin(same_64).is_none());
+        assert!(handshakes.begin(same_64).is_none(), "the /64 is full");
         let next_64: IpAddr = "2001:db8:0:2::1".parse().expect("addr");
         assert!(handshakes.begin(next_64).is_some());
         // An IPv4-mapped address counts as its IPv4 address.
         let v4: IpAddr = "198.51.100.7".parse().expect("addr");
         let mapped: IpAddr = "::ffff:198.51.100.7".parse().expect("addr");
-        let _one = handshakes.begin(v4).expect("v4");
+        let one_v4 = handshakes.begin(v4).expect("v4");
         assert_eq!(handshakes.in_flight(mapped), 1);
-        drop(held);
+        drop((held, one_v4));
+        assert!(
+            handshakes.0.lock().expect("lock").is_empty(),
+            "no entry left"
+        );
     }
 }
