@@ -1109,6 +1109,42 @@ async fn captured_initials(n: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// Restarts member `victim`, writes `key` through member `leader`, and
+/// waits (20 s at most) until a serializable read on the restarted member
+/// sees it. Returns a client of the restarted member.
+async fn restart_and_catch_up(
+    cluster: &mut Cluster,
+    victim: usize,
+    leader: usize,
+    key: &str,
+) -> Client {
+    cluster.restart(victim);
+    cluster.wait_ready().await;
+    let mut c = cluster.client(leader).await;
+    c.put(key, "v", None).await.expect("put");
+    let v = cluster.client(victim).await;
+    wait_for(
+        "the restarted member catches up",
+        Duration::from_secs(20),
+        || {
+            let mut v = v.clone();
+            async move {
+                let got = v
+                    .get(key, Some(GetOptions::new().with_serializable()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if got.kvs().is_empty() {
+                    Err("not yet".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
+    .await;
+    v
+}
+
 /// Half-open handshakes cannot fill a member's peer connection slots: a
 /// flood of Initial packets from an address that never answers (300 new
 /// connection ids a second) on the peer port of a member that restarts.
@@ -1146,33 +1182,7 @@ async fn a_flood_of_half_open_handshakes_does_not_keep_peers_out() {
         })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
-    cluster.restart(victim);
-    cluster.wait_ready().await;
-    let mut c = cluster.client(leader).await;
-    c.put("after-the-flood", "v", None).await.expect("put");
-    let mut v = cluster.client(victim).await;
-    wait_for(
-        "the restarted member catches up under the flood",
-        Duration::from_secs(20),
-        || {
-            let mut v = v.clone();
-            async move {
-                let got = v
-                    .get(
-                        "after-the-flood",
-                        Some(GetOptions::new().with_serializable()),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if got.kvs().is_empty() {
-                    Err("not yet".to_string())
-                } else {
-                    Ok(())
-                }
-            }
-        },
-    )
-    .await;
+    let mut v = restart_and_catch_up(&mut cluster, victim, leader, "after-the-flood").await;
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
     let sent = flood.await.expect("flood task");
     // No handshake of the flood took a slot (without the retry, hundreds
@@ -1306,33 +1316,7 @@ async fn stalled_handshakes_from_one_host_do_not_keep_peers_out() {
         })
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    cluster.restart(victim);
-    cluster.wait_ready().await;
-    let mut c = cluster.client(leader).await;
-    c.put("after-the-stall", "v", None).await.expect("put");
-    let mut v = cluster.client(victim).await;
-    wait_for(
-        "the restarted member catches up while one host stalls handshakes",
-        Duration::from_secs(20),
-        || {
-            let mut v = v.clone();
-            async move {
-                let got = v
-                    .get(
-                        "after-the-stall",
-                        Some(GetOptions::new().with_serializable()),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if got.kvs().is_empty() {
-                    Err("not yet".to_string())
-                } else {
-                    Ok(())
-                }
-            }
-        },
-    )
-    .await;
+    let mut v = restart_and_catch_up(&mut cluster, victim, leader, "after-the-stall").await;
     // Keep stalling for a while with the member up, then look at its log.
     tokio::time::sleep(Duration::from_secs(3)).await;
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
