@@ -720,7 +720,7 @@ async fn main() {
         per_request_line(&k, e.as_deref(), |r| r.cpu_per_req)
     );
     println!(
-        "the load generator's own CPU per request, µs (same cores; kvd / etcd): {}",
+        "the load generator's own CPU per request, µs (same cores; kvd / etcd; a watch run's per event): {}",
         per_request_line(&k, e.as_deref(), |r| r.generator_cpu_per_req)
     );
     if with_etcd && rounds > 1 {

@@ -1109,6 +1109,22 @@ async fn captured_initials(n: usize) -> Vec<Vec<u8>> {
     out
 }
 
+/// How many refusals a member's `log` reports in its warnings containing
+/// `what`: they come at most once a second, each with `refused=<n>`, the
+/// refusals since the last.
+fn refusals(log: &str, what: &str) -> u64 {
+    log.lines()
+        .filter(|l| l.contains(what))
+        .map(|l| {
+            l.split("refused=")
+                .nth(1)
+                .and_then(|n| n.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .expect("a refusal warning carries its count")
+        })
+        .sum()
+}
+
 /// Restarts member `victim`, writes `key` through member `leader`, and
 /// waits (20 s at most) until a serializable read on the restarted member
 /// sees it. Returns a client of the restarted member.
@@ -1188,7 +1204,7 @@ async fn a_flood_of_half_open_handshakes_does_not_keep_peers_out() {
     // No handshake of the flood took a slot (without the retry, hundreds
     // of connections were refused for want of one).
     let log = cluster.members[victim].server.log();
-    let refused = log.matches("refusing a peer connection").count();
+    let refused = refusals(&log, "refusing a peer connection");
     assert_eq!(
         refused, 0,
         "{refused} connections refused for want of a slot"
@@ -1322,20 +1338,8 @@ async fn stalled_handshakes_from_one_host_do_not_keep_peers_out() {
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
     let attempts = flood.await.expect("flood task");
     let log = cluster.members[victim].server.log();
-    // Refusals are warned about once a second, each warning with the
-    // number refused since the last.
-    let over_bound: u64 = log
-        .lines()
-        .filter(|l| l.contains("refusing a peer handshake"))
-        .filter_map(|l| l.split("refused=").nth(1))
-        .filter_map(|n| {
-            n.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
-    let no_slot = log.matches("refusing a peer connection").count();
+    let over_bound = refusals(&log, "refusing a peer handshake");
+    let no_slot = refusals(&log, "refusing a peer connection");
     eprintln!(
         "{attempts} stalled handshakes attempted; {over_bound} refused over the per-address bound, {no_slot} for want of a slot"
     );

@@ -12,7 +12,9 @@
 //!   usually holds) cannot take the slots members reconnect into;
 //! - all connections share [`MAX_INBOUND_CONNECTIONS`] slots;
 //! - with pins, a certificate no member holds (a stranger) moves to one of
-//!   [`MAX_STRANGERS`] slots of its own for [`STRANGER_LIFETIME`].
+//!   [`MAX_STRANGERS`] slots of its own for [`STRANGER_LIFETIME`];
+//! - refusals are warned about at most once a second per kind, with their
+//!   count.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,10 +35,10 @@ pub(super) const MAX_INBOUND_CONNECTIONS: usize = 256;
 pub(super) const MAX_STRANGERS: usize = 16;
 /// How long a stranger's connection may stay open.
 const STRANGER_LIFETIME: Duration = Duration::from_secs(10);
-/// How long a peer's handshake may take, from its validated Initial on
-/// (the peer port's idle timeout; a member on any link finishes in a few
+/// How long a peer's handshake may take, from its validated Initial on:
+/// the peer port's idle timeout (a member on any link finishes in a few
 /// round trips).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+const HANDSHAKE_TIMEOUT: Duration = super::tls::IDLE_TIMEOUT;
 /// Handshakes in flight from one address; more are refused at once. A
 /// member dials each peer once at a time (plus a snapshot or member-list
 /// connection now and then), so even a cluster whose members all share one
@@ -48,8 +50,9 @@ pub(super) const MAX_HANDSHAKES_PER_ADDRESS: usize = 16;
 /// /64, and may send from any address in it); a subnet shared by several
 /// members has room for each.
 pub(super) const MAX_HANDSHAKES_PER_NET64: usize = 64;
-/// Least time between two warnings about refused handshakes (the others
-/// are counted into the next one), so that a flood does not flood the log.
+/// Least time between two warnings about refused handshakes or
+/// connections of one kind (the others are counted into the next one), so
+/// that a flood does not flood the log.
 const REFUSAL_WARNING_EVERY: Duration = Duration::from_secs(1);
 
 /// What a handshake counts against: its address, and for IPv6 its /64.
@@ -140,8 +143,8 @@ fn bound(sender: Sender) -> usize {
     }
 }
 
-/// Warns about refused handshakes at most once per
-/// [`REFUSAL_WARNING_EVERY`], with the number refused since the last one.
+/// Paces the warnings about one kind of refusal: at most one per
+/// [`REFUSAL_WARNING_EVERY`], carrying the number refused since the last.
 #[derive(Default)]
 struct RefusalWarnings {
     last: Option<Instant>,
@@ -149,24 +152,19 @@ struct RefusalWarnings {
 }
 
 impl RefusalWarnings {
-    fn refused(&mut self, remote: std::net::SocketAddr) {
+    /// Counts one refusal; `Some(refusals since the last warning, this one
+    /// included)` when it is time to warn.
+    fn refused(&mut self) -> Option<u64> {
         self.refused += 1;
         let now = Instant::now();
         if self
             .last
             .is_some_and(|at| now.duration_since(at) < REFUSAL_WARNING_EVERY)
         {
-            return;
+            return None;
         }
-        tracing::warn!(
-            %remote,
-            refused = self.refused,
-            "refusing a peer handshake: its address already has \
-             {MAX_HANDSHAKES_PER_ADDRESS} in flight (or its IPv6 /64 \
-             {MAX_HANDSHAKES_PER_NET64})"
-        );
         self.last = Some(now);
-        self.refused = 0;
+        Some(std::mem::take(&mut self.refused))
     }
 }
 
@@ -174,7 +172,8 @@ impl Transport {
     /// Accepts peer connections until the endpoint closes, within the
     /// bounds of the module's docs.
     pub(super) async fn accept_loop(self) {
-        let mut warnings = RefusalWarnings::default();
+        let (mut over_bound, mut no_slot) =
+            (RefusalWarnings::default(), RefusalWarnings::default());
         while let Some(incoming) = self.endpoint.accept().await {
             // A handshake holds a slot for up to the idle timeout: only a
             // sender that has shown it receives at its address (QUIC's
@@ -188,15 +187,26 @@ impl Transport {
             }
             let remote = incoming.remote_address();
             let Some(handshake) = self.handshakes.begin(remote.ip()) else {
-                warnings.refused(remote);
+                if let Some(refused) = over_bound.refused() {
+                    tracing::warn!(
+                        %remote,
+                        refused,
+                        "refusing a peer handshake: its address already has \
+                         {MAX_HANDSHAKES_PER_ADDRESS} in flight (or its IPv6 /64 \
+                         {MAX_HANDSHAKES_PER_NET64})"
+                    );
+                }
                 incoming.refuse();
                 continue;
             };
             let Ok(permit) = self.inbound.clone().try_acquire_owned() else {
-                tracing::warn!(
-                    %remote,
-                    "refusing a peer connection: {MAX_INBOUND_CONNECTIONS} already open"
-                );
+                if let Some(refused) = no_slot.refused() {
+                    tracing::warn!(
+                        %remote,
+                        refused,
+                        "refusing a peer connection: {MAX_INBOUND_CONNECTIONS} already open"
+                    );
+                }
                 incoming.refuse();
                 continue;
             };

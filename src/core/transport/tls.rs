@@ -426,6 +426,10 @@ impl ServerCertVerifier for NamedServer {
     signatures_by_inner!();
 }
 
+/// How long a peer connection (or a handshake) may go without a packet
+/// from the other side.
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// QUIC settings of every peer connection. A member opens one stream of
 /// each kind per connection (the `R` stream, a snapshot's `S` stream on a
 /// connection of its own, one `M` request), so a peer may keep at most
@@ -437,7 +441,7 @@ pub(super) fn transport_config() -> Arc<quinn::TransportConfig> {
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(super::MAX_UNI_STREAMS));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(super::MAX_BIDI_STREAMS));
     t.keep_alive_interval(Some(Duration::from_millis(500)));
-    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(5)) {
+    if let Ok(idle) = quinn::IdleTimeout::try_from(IDLE_TIMEOUT) {
         t.max_idle_timeout(Some(idle));
     }
     Arc::new(t)
