@@ -40,8 +40,9 @@
 //! (keys of the memory run, default 300000; 0 skips it), `KVD_BENCH_ONLY`
 //! (workload numbers to run, e.g. `2`; default all),
 //! `KVD_BENCH_WATCH_PUTS` (puts of the watch run, one every 10 ms, default
-//! 200: its p99 is about the second-slowest put's; more give a steadier
-//! tail), `KVD_BENCH_ETCD=0`
+//! 1000: the watch p99 is about the tenth-slowest put's; with 200, as
+//! until session 19, it was the second-slowest's and swung from 0.7 to 1.7
+//! of etcd's between rounds), `KVD_BENCH_ETCD=0`
 //! (kvd only), `KVD_BENCH_AGAINST=<path of another kvd binary>` (A/B: that
 //! build takes etcd's column, e.g. a copy of `target/release/kvd` made by
 //! `cargo bench --no-run` before a change, as the bench builds kvd).
@@ -125,8 +126,8 @@ struct Run {
     /// its revision on the same member (the fan-out inside one member).
     within: Vec<Duration>,
     /// Watch only, sorted: each put's own latency, sent to answered. One
-    /// put feeds 100 samples, so the watch p99 is about the second-slowest
-    /// of its 200 puts: this tells a slow commit from a slow delivery.
+    /// put feeds 100 samples, so the watch p99 is about the tenth-slowest
+    /// of its 1,000 puts: this tells a slow commit from a slow delivery.
     puts: Vec<Duration>,
 }
 
@@ -449,7 +450,7 @@ impl Subject {
                     .await
                     .expect("connect");
                 let members = cluster.endpoints().len();
-                let puts = env_usize("KVD_BENCH_WATCH_PUTS", 200);
+                let puts = env_usize("KVD_BENCH_WATCH_PUTS", 1_000);
                 watch_latency(conns, members, put_conn, puts).await
             }
         };
