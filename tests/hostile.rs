@@ -1176,8 +1176,9 @@ async fn a_flood_of_half_open_handshakes_does_not_keep_peers_out() {
     // forgets a handshake after its 5 s idle timeout.
     let initials = captured_initials(2_100).await;
     let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let packets = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let flood = {
-        let flooding = flooding.clone();
+        let (flooding, packets) = (flooding.clone(), packets.clone());
         tokio::spawn(async move {
             let to: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
             // Another loopback address than the members': nothing there
@@ -1192,12 +1193,28 @@ async fn a_flood_of_half_open_handshakes_does_not_keep_peers_out() {
                     let _ = from.send_to(packet, to);
                     sent += 1;
                 }
+                packets.store(sent, std::sync::atomic::Ordering::Relaxed);
+                // 300 a second.
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             sent
         })
     };
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for(
+        "the flood has sent a second's packets",
+        Duration::from_secs(10),
+        || {
+            let sent = packets.load(std::sync::atomic::Ordering::Relaxed);
+            async move {
+                if sent >= 300 {
+                    Ok(())
+                } else {
+                    Err(format!("{sent} sent"))
+                }
+            }
+        },
+    )
+    .await;
     let mut v = restart_and_catch_up(&mut cluster, victim, leader, "after-the-flood").await;
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
     let sent = flood.await.expect("flood task");
@@ -1287,6 +1304,27 @@ fn small_client_endpoint() -> quinn::Endpoint {
     quinn::Endpoint::new(config, None, socket, runtime).expect("client endpoint")
 }
 
+/// Waits (15 s at most) until member `victim`'s log has more than `seen`
+/// warnings about handshakes refused over the per-address bound.
+async fn wait_until_refused(cluster: &Cluster, victim: usize, seen: usize) {
+    wait_for(
+        "the member refuses the stalling host's handshakes over its bound",
+        Duration::from_secs(15),
+        || {
+            let log = cluster.members[victim].server.log();
+            let warned = log.matches("refusing a peer handshake").count();
+            async move {
+                if warned > seen {
+                    Ok(())
+                } else {
+                    Err(format!("{warned} warnings"))
+                }
+            }
+        },
+    )
+    .await;
+}
+
 /// One host cannot fill a member's peer connection slots with handshakes
 /// it stalls after QUIC's retry (so its address is validated): 200 new
 /// stalled handshakes a second from 127.0.0.2, each held by the member for
@@ -1331,10 +1369,15 @@ async fn stalled_handshakes_from_one_host_do_not_keep_peers_out() {
             attempts
         })
     };
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_until_refused(&cluster, victim, 0).await;
+    let before = cluster.members[victim]
+        .server
+        .log()
+        .matches("refusing a peer handshake")
+        .count();
     let mut v = restart_and_catch_up(&mut cluster, victim, leader, "after-the-stall").await;
-    // Keep stalling for a while with the member up, then look at its log.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The restarted member, up, refuses the host's handshakes too.
+    wait_until_refused(&cluster, victim, before).await;
     flooding.store(false, std::sync::atomic::Ordering::Relaxed);
     let attempts = flood.await.expect("flood task");
     let log = cluster.members[victim].server.log();
