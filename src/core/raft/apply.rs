@@ -9,6 +9,7 @@ use etcd_client::proto::{PbEvent, PbMember};
 use fjall::Readable;
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, SnapshotMetadata};
+use tokio::runtime::Runtime;
 
 use crate::core::alarm;
 use crate::core::auth::{self, apply::AuthEffect};
@@ -178,13 +179,28 @@ impl RaftTask {
 
     /// Replaces the state machine with a snapshot staged by the transport,
     /// then resets the Raft log after it (crash-safe, see `core::raft::snapshot`).
-    pub(super) fn apply_snapshot(&mut self, meta: &SnapshotMetadata) -> anyhow::Result<()> {
+    pub(super) fn apply_snapshot(
+        &mut self,
+        meta: &SnapshotMetadata,
+        rt: &Runtime,
+    ) -> anyhow::Result<()> {
         tracing::info!(index = meta.index, term = meta.term, "applying snapshot");
         let before: Vec<u64> = members::list(&self.storage)?.iter().map(|m| m.id).collect();
-        snapshot::apply_staged(&self.storage, &self.data_dir, meta)?;
+        // Copying a whole state in (and removing the staged copy) takes
+        // seconds for a large one: it runs off this thread, which keeps
+        // driving the peer transport meanwhile (`thread`), so that the
+        // connections stay up and the sender sees the stream acknowledged.
+        let (storage, data_dir, staged) =
+            (self.storage.clone(), self.data_dir.clone(), meta.clone());
+        off_thread(rt, move || {
+            snapshot::apply_staged(&storage, &data_dir, &staged)
+        })?;
         self.raw.mut_store().apply_snapshot(meta)?;
         self.storage.sync()?;
-        snapshot::finish_restore(&self.storage, &self.data_dir, meta.index)?;
+        let (storage, data_dir, index) = (self.storage.clone(), self.data_dir.clone(), meta.index);
+        off_thread(rt, move || {
+            snapshot::finish_restore(&storage, &data_dir, index)
+        })?;
         METRICS.snapshot_applied.inc();
         self.applied = meta.index;
         self.applied_tx.send_replace(LogIndex(meta.index));
@@ -546,4 +562,17 @@ fn apply_op(
     *revs = a.revisions_after();
     *events = std::mem::take(&mut a.events);
     Ok(r)
+}
+
+/// Runs `work` on `rt`'s blocking pool and waits for it, driving `rt`'s
+/// other tasks (the peer transport) meanwhile.
+///
+/// # Errors
+/// `work`'s error; a panic inside it, as an error.
+fn off_thread<T: Send + 'static>(
+    rt: &Runtime,
+    work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    rt.block_on(rt.spawn_blocking(work))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
 }

@@ -4,11 +4,12 @@
 //! through ([`EventSink`] for watchers, [`Outbox`] for peers).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use etcd_client::proto::{PbEvent, PbMember};
 use raft::eraftpb::{ConfChange, Message};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{oneshot, watch};
 
 use crate::core::budget::{ByteBudget, Held};
@@ -186,7 +187,7 @@ pub const MAX_PENDING_PROPOSALS: usize = 16_384;
 #[derive(Clone)]
 pub struct NodeHandle {
     /// Events into the task (bounded: [`EVENT_QUEUE`]).
-    pub(super) tx: mpsc::SyncSender<Event>,
+    pub(super) tx: tokio::sync::mpsc::Sender<Event>,
     /// Shared status.
     pub status: Arc<NodeStatus>,
     /// The applied index, for read-index waits.
@@ -205,9 +206,15 @@ impl NodeHandle {
     /// dropped), [`EtcdError::Stopped`] when the task has ended.
     pub fn send(&self, ev: Event) -> Result<(), EtcdError> {
         self.tx.try_send(ev).map_err(|e| match e {
-            mpsc::TrySendError::Full(_) => EtcdError::TooManyRequests,
-            mpsc::TrySendError::Disconnected(_) => EtcdError::Stopped,
+            TrySendError::Full(_) => EtcdError::TooManyRequests,
+            TrySendError::Closed(_) => EtcdError::Stopped,
         })
+    }
+
+    /// Waits until the Raft task has ended (after [`Event::Shutdown`] or a
+    /// failure): its queue is then closed.
+    pub async fn stopped(&self) {
+        self.tx.closed().await;
     }
 
     /// Queues a peer's message (`bytes` its encoded size) for the Raft task
@@ -248,8 +255,8 @@ impl NodeHandle {
         loop {
             match self.tx.try_send(ev) {
                 Ok(()) => return Ok(()),
-                Err(mpsc::TrySendError::Disconnected(_)) => return Err(EtcdError::Stopped),
-                Err(mpsc::TrySendError::Full(back)) => {
+                Err(TrySendError::Closed(_)) => return Err(EtcdError::Stopped),
+                Err(TrySendError::Full(back)) => {
                     ev = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

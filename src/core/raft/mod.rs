@@ -2,7 +2,8 @@
 //!
 //! Everything else talks to it through [`NodeHandle`] (`handle`), which
 //! sends a closed set of [`Event`]s over a bounded channel. The task runs on
-//! its own OS thread (fsync blocks), ticks every heartbeat interval, drains
+//! its own OS thread (`thread`: fsync blocks, and the peer transport is
+//! driven by the same thread), ticks every heartbeat interval, drains
 //! the queued events before handling one Ready (group commit: one fsync per
 //! Ready, however many proposals it carries), and answers each proposal by
 //! its own id after the entry is committed **and** applied (`apply`).
@@ -15,7 +16,8 @@
 //!   `MsgPropose`, and lease expiries;
 //! - `proposal`: what a Raft log entry holds, decoded without ever failing;
 //! - `snapshot`: state-machine snapshots, staged and applied crash-safely;
-//! - `logging`: raft-rs's slog records into tracing.
+//! - `logging`: raft-rs's slog records into tracing;
+//! - `thread`: the thread and its runtime, shared with the transport.
 
 mod admit;
 mod apply;
@@ -27,15 +29,17 @@ mod propose;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
+pub mod thread;
 
 use std::collections::HashMap;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeType, Message};
 use raft::{RawNode, StateRole};
-use tokio::sync::{oneshot, watch};
+use tokio::runtime::Runtime;
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::core::errors::EtcdError;
 use crate::core::lease::Lessor;
@@ -70,16 +74,20 @@ pub(super) fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft:
     }
 }
 
-/// Starts the Raft task on its own thread.
+/// Starts the Raft task on `thread` (see `thread`); it runs until
+/// [`Event::Shutdown`], a failure it reports in [`NodeStatus`], or the
+/// last [`NodeHandle`] is dropped.
 ///
 /// # Errors
-/// raft-rs rejecting the configuration or the stored state, storage errors.
+/// raft-rs rejecting the configuration or the stored state, storage
+/// errors, a thread that has ended or runs a task already.
 pub fn start(
     cfg: NodeConfig,
     storage: Storage,
     log: RaftLog,
     outbox: Box<dyn Outbox>,
-) -> anyhow::Result<(NodeHandle, std::thread::JoinHandle<()>)> {
+    thread: &mut thread::RaftThread,
+) -> anyhow::Result<NodeHandle> {
     let applied_index = storage.meta_u64(storage::META_APPLIED_INDEX)?;
     let mut log = log;
     log.ensure_commit(applied_index)?;
@@ -95,7 +103,7 @@ pub fn start(
     let status = Arc::new(NodeStatus::new(cfg.member_id, cfg.cluster_id));
     status.set_progress(raw.raft.term, raw.raft.raft_log.last_index());
     status.set_learner(raw.raft.prs().conf().learners().contains(&cfg.member_id.0));
-    let (tx, rx) = mpsc::sync_channel(EVENT_QUEUE);
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     let (applied_tx, applied_rx) = watch::channel(LogIndex(applied_index));
     let compact_done = Revision(storage.meta_u64(storage::META_COMPACT_DONE)? as i64);
     let (compact_tx, compact_rx) = watch::channel(compact_done);
@@ -139,22 +147,21 @@ pub fn start(
         transfer: None,
         data_dir: cfg.data_dir,
     };
-    let thread = std::thread::Builder::new()
-        .name("raft".into())
-        .spawn(move || {
-            // A failed fsync, a corrupt log or a panic inside raft-rs: the
-            // task stops and says why; the server then stops the member,
-            // and a restart recovers from the durable state.
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run(rx)));
-            let failure = match outcome {
-                Ok(Ok(())) => return,
-                Ok(Err(e)) => format!("{e:#}"),
-                Err(panic) => format!("panicked: {}", panic_message(panic.as_ref())),
-            };
-            tracing::error!("raft task stopped: {failure}");
-            failed.failed.send_replace(Some(failure));
-        })?;
-    Ok((handle, thread))
+    thread.run(Box::new(move |rt: &Arc<Runtime>| {
+        // A failed fsync, a corrupt log or a panic inside raft-rs: the
+        // task stops and says why; the server then stops the member, and a
+        // restart recovers from the durable state.
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run(rx, rt.clone())));
+        let failure = match outcome {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(panic) => format!("panicked: {}", panic_message(panic.as_ref())),
+        };
+        tracing::error!("raft task stopped: {failure}");
+        failed.failed.send_replace(Some(failure));
+    }))?;
+    Ok(handle)
 }
 
 /// The text of a panic's payload.
@@ -290,16 +297,27 @@ impl RaftTask {
         self.status.member_id.0
     }
 
-    fn run(&mut self, rx: mpsc::Receiver<Event>) -> anyhow::Result<()> {
+    /// The loop: wait for events (driving the transport meanwhile) until
+    /// the next tick, take what is queued, tick when due, handle the Ready.
+    fn run(&mut self, mut rx: mpsc::Receiver<Event>, rt: Arc<Runtime>) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + self.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(wait) {
-                Ok(ev) => {
+            // The transport's ready tasks run first (the yield), then the
+            // thread sleeps in the runtime until an event or the tick.
+            let first = rt.block_on(async {
+                tokio::task::yield_now().await;
+                tokio::time::timeout(wait, rx.recv()).await
+            });
+            match first {
+                Ok(Some(ev)) => {
                     if !self.handle(ev) {
                         return Ok(());
                     }
-                    for ev in rx.try_iter().take(MAX_EVENTS_PER_READY) {
+                    for _ in 0..MAX_EVENTS_PER_READY {
+                        let Ok(ev) = rx.try_recv() else {
+                            break;
+                        };
                         if !self.handle(ev) {
                             return Ok(());
                         }
@@ -307,8 +325,8 @@ impl RaftTask {
                     self.step_proposals();
                     self.send_reads();
                 }
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
+                Ok(None) => return Ok(()),
+                Err(_elapsed) => {}
             }
             let now = Instant::now();
             if now >= next_tick {
@@ -322,21 +340,21 @@ impl RaftTask {
                     next_tick = now + self.tick;
                 }
             }
-            self.on_ready()?;
-            self.campaign_if_alone()?;
+            self.on_ready(&rt)?;
+            self.campaign_if_alone(&rt)?;
         }
     }
 
     /// A lone voter need not wait an election timeout to lead (once its
     /// configuration is applied).
-    fn campaign_if_alone(&mut self) -> anyhow::Result<()> {
+    fn campaign_if_alone(&mut self, rt: &Runtime) -> anyhow::Result<()> {
         let me = self.me();
         if self.raw.raft.state == StateRole::Follower
             && self.raw.raft.leader_id == 0
             && self.raw.raft.prs().conf().voters().ids().iter().eq([me])
         {
             self.raw.campaign()?;
-            self.on_ready()?;
+            self.on_ready(rt)?;
         }
         Ok(())
     }
@@ -522,7 +540,7 @@ impl RaftTask {
 
     /// Handles a Ready in raft-rs 0.7's documented order (lib.rs,
     /// "Processing the Ready State").
-    fn on_ready(&mut self) -> anyhow::Result<()> {
+    fn on_ready(&mut self, rt: &Runtime) -> anyhow::Result<()> {
         if !self.raw.has_ready() {
             return Ok(());
         }
@@ -530,12 +548,18 @@ impl RaftTask {
         if let Some(ss) = ready.ss() {
             self.on_soft_state(ss.leader_id, ss.raft_state);
         }
-        // 1. Messages that need no persistence go out at once.
-        self.outbox.send(ready.take_messages());
+        // 1. Messages that need no persistence go out at once: the yield
+        //    lets the transport's tasks on this thread write them before
+        //    the apply and the fsync below hold the thread.
+        let messages = ready.take_messages();
+        if !messages.is_empty() {
+            self.outbox.send(messages);
+            rt.block_on(tokio::task::yield_now());
+        }
         // 2. A snapshot from the leader (the log is never compacted yet).
         if !ready.snapshot().is_empty() {
             let meta = ready.snapshot().get_metadata().clone();
-            self.apply_snapshot(&meta)?;
+            self.apply_snapshot(&meta, rt)?;
         }
         // 3. Committed entries (already persisted locally: raft-rs only
         //    hands out entries up to min(committed, persisted)).

@@ -80,7 +80,7 @@ fn node_config(dir: &std::path::Path, storage: &Storage) -> NodeConfig {
     }
 }
 
-fn start_on(dir: &std::path::Path) -> (Storage, NodeHandle, std::thread::JoinHandle<()>) {
+fn start_on(dir: &std::path::Path) -> (Storage, NodeHandle, thread::RaftThread) {
     let storage = Storage::open(dir).expect("open storage");
     let source = SnapshotSource::new(storage.clone());
     let log = match RaftLog::load(storage.clone(), source.clone()).expect("load") {
@@ -89,11 +89,13 @@ fn start_on(dir: &std::path::Path) -> (Storage, NodeHandle, std::thread::JoinHan
             RaftLog::bootstrap(storage.clone(), source, bootstrap_entries()).expect("bootstrap")
         }
     };
-    let (handle, thread) = start(
+    let mut thread = thread::RaftThread::spawn().expect("the raft thread");
+    let handle = start(
         node_config(dir, &storage),
         storage.clone(),
         log,
         Box::new(NoPeers),
+        &mut thread,
     )
     .expect("start the raft task");
     (storage, handle, thread)
@@ -112,11 +114,13 @@ fn a_stored_commit_past_the_log_is_an_error() {
     hs.commit = 10_000;
     log.set_hard_state(&hs).expect("hard state");
     storage.sync().expect("sync");
+    let mut thread = thread::RaftThread::spawn().expect("the raft thread");
     let started = start(
         node_config(dir.path(), &storage),
         storage,
         log,
         Box::new(NoPeers),
+        &mut thread,
     );
     let err = started.err().expect("started on a damaged state");
     assert!(err.to_string().contains("stored state"), "{err}");
@@ -142,14 +146,16 @@ async fn put(node: &NodeHandle, key: &str) -> i64 {
     panic!("no leader after 4 s");
 }
 
-async fn stop(node: NodeHandle, thread: std::thread::JoinHandle<()>) {
+async fn stop(node: NodeHandle, thread: thread::RaftThread) {
     node.send_eventually(Event::Shutdown)
         .await
         .expect("shutdown");
-    tokio::task::spawn_blocking(move || thread.join())
-        .await
-        .expect("join task")
-        .expect("raft thread");
+    thread.finish().await;
+    assert!(
+        node.status.failed.borrow().is_none(),
+        "the raft task failed: {:?}",
+        node.status.failed.borrow()
+    );
 }
 
 #[tokio::test]
@@ -181,7 +187,7 @@ async fn a_lone_member_applies_persists_and_does_not_reapply_after_restart() {
 }
 
 /// A handle whose events go to `tx`, with no Raft task behind it.
-fn detached_handle(tx: mpsc::SyncSender<Event>) -> NodeHandle {
+fn detached_handle(tx: mpsc::Sender<Event>) -> NodeHandle {
     NodeHandle {
         tx,
         status: Arc::new(NodeStatus::new(MemberId(ME), ClusterId(7))),
@@ -193,7 +199,7 @@ fn detached_handle(tx: mpsc::SyncSender<Event>) -> NodeHandle {
 
 #[tokio::test]
 async fn a_full_event_queue_refuses_instead_of_blocking() {
-    let (tx, _rx) = mpsc::sync_channel(1);
+    let (tx, _rx) = mpsc::channel(1);
     let node = detached_handle(tx);
     node.send(Event::Shutdown).expect("room for one");
     assert!(matches!(
@@ -443,7 +449,7 @@ async fn a_publish_for_an_unknown_member_creates_no_record() {
 #[tokio::test]
 async fn peer_messages_share_a_byte_budget() {
     use crate::core::raft::handle::PEER_QUEUE_BYTES;
-    let (tx, rx) = mpsc::sync_channel(16);
+    let (tx, mut rx) = mpsc::channel(16);
     let node = detached_handle(tx);
     let big = PEER_QUEUE_BYTES / 2 + 1;
     node.send_step(Message::default(), big)
@@ -456,10 +462,10 @@ async fn peer_messages_share_a_byte_budget() {
     node.send_step(Message::default(), 1024)
         .expect("a small one");
     // Handling the big one frees its bytes.
-    drop(rx.recv().expect("the big message"));
+    drop(rx.try_recv().expect("the big message"));
     node.send_step(Message::default(), big).expect("room again");
     // Alone, even a message larger than the budget is taken.
-    let _ = rx.try_iter().count();
+    while rx.try_recv().is_ok() {}
     node.send_step(Message::default(), 2 * PEER_QUEUE_BYTES)
         .expect("one message, however large");
 }

@@ -26,6 +26,7 @@ use crate::core::members;
 use crate::core::mvcc;
 use crate::core::raft::proposal::MemberAttributes;
 use crate::core::raft::snapshot::{SnapshotReceiver, SnapshotSource};
+use crate::core::raft::thread::RaftThread;
 use crate::core::raft::{self as raft_task, Event, NodeConfig};
 use crate::core::storage::Storage;
 use crate::core::tls::ServerTls;
@@ -81,7 +82,10 @@ pub async fn run(
         .ok_or_else(|| ServeError::Config("no --listen-peer-urls".into()))?;
     let source = SnapshotSource::new(storage.clone());
     let receiver = SnapshotReceiver::new(&cfg.data_dir);
+    // The Raft thread drives the peer transport too (`core::raft::thread`).
+    let mut raft_thread = RaftThread::spawn()?;
     let transport = Transport::bind(
+        raft_thread.handle(),
         peer_addr,
         storage.clone(),
         source.clone(),
@@ -126,7 +130,7 @@ pub async fn run(
     let tick = cfg.heartbeat_interval.max(Duration::from_millis(1));
     let election_ticks =
         (cfg.election_timeout.as_millis() / tick.as_millis().max(1)).max(2) as usize;
-    let (handle, raft_thread) = raft_task::start(
+    let handle = raft_task::start(
         NodeConfig {
             member_id: MemberId(member_id),
             cluster_id: ClusterId(cluster_id),
@@ -142,6 +146,7 @@ pub async fn run(
         storage.clone(),
         log,
         transport.outbox(),
+        &mut raft_thread,
     )?;
     transport.start(handle.clone());
 
@@ -254,8 +259,9 @@ pub async fn run(
         }
     }
     let _ = handle.send_eventually(Event::Shutdown).await;
-    let _ = tokio::task::spawn_blocking(move || raft_thread.join()).await;
+    handle.stopped().await;
     transport.close();
+    raft_thread.finish().await;
     storage
         .sync()
         .map_err(|e| anyhow::anyhow!("final sync: {e}"))?;

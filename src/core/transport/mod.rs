@@ -89,9 +89,12 @@ pub struct Transport {
     snapshots: SnapshotSource,
     /// Where an incoming snapshot is staged before the Raft task applies it.
     receiver: SnapshotReceiver,
-    /// The runtime the transport's tasks run on (the Raft task's thread,
-    /// which calls [`Outbox`], has none of its own).
+    /// The Raft thread's runtime (`core::raft::thread`): the endpoint, its
+    /// connections and the Raft streams run there, beside the Raft task.
     rt: tokio::runtime::Handle,
+    /// The main runtime: snapshot transfers, which must not hold the Raft
+    /// thread while they read or stage a whole state.
+    bulk_rt: tokio::runtime::Handle,
     /// Largest Raft message frame accepted from a peer, bytes.
     max_frame: usize,
     /// Bounds concurrent inbound connections ([`admission::MAX_INBOUND_CONNECTIONS`]).
@@ -118,11 +121,15 @@ pub struct Transport {
 impl Transport {
     /// Binds the peer endpoint on `addr` (UDP) with a self-signed certificate.
     /// `max_request_bytes` (`--max-request-bytes`) sizes the largest Raft
-    /// message frame accepted from a peer (see [`max_frame`]).
+    /// message frame accepted from a peer (see [`max_frame`]). The endpoint
+    /// and the peer tasks run on `raft_rt` (the Raft thread's runtime);
+    /// snapshot transfers on the runtime calling this.
     ///
     /// # Errors
     /// Certificate generation, TLS configuration or bind errors.
+    #[allow(clippy::too_many_arguments)]
     pub fn bind(
+        raft_rt: &tokio::runtime::Handle,
         addr: SocketAddr,
         storage: Storage,
         snapshots: SnapshotSource,
@@ -137,7 +144,12 @@ impl Transport {
         let (server, client) = (configs.server, configs.client);
         let reload = Arc::new(tls::PeerReload::new(peer_tls.clone(), auto_dir, hosts));
 
-        let endpoint = quinn::Endpoint::server(server, addr)?;
+        // quinn registers the socket with, and spawns its driver on, the
+        // runtime it is created in.
+        let endpoint = {
+            let _on_raft_thread = raft_rt.enter();
+            quinn::Endpoint::server(server, addr)?
+        };
         Ok(Self {
             endpoint,
             client: Arc::new(RwLock::new(client)),
@@ -146,7 +158,8 @@ impl Transport {
             storage,
             snapshots,
             receiver,
-            rt: tokio::runtime::Handle::current(),
+            rt: raft_rt.clone(),
+            bulk_rt: tokio::runtime::Handle::current(),
             max_frame: max_frame(max_request_bytes),
             inbound: Arc::new(Semaphore::new(admission::MAX_INBOUND_CONNECTIONS)),
             strangers: Arc::new(Semaphore::new(admission::MAX_STRANGERS)),
@@ -415,21 +428,27 @@ impl Transport {
                     conn.close(frame::CLOSE_MALFORMED.into(), b"not a snapshot");
                     return;
                 }
-                match self.receiver.receive(&m, &mut stream).await {
-                    Ok(()) => {
-                        let _ = node.send_step_eventually(m, bytes).await;
-                    }
-                    Err(e) => {
-                        tracing::warn!(
-                            remote = %conn.remote_address(),
-                            "snapshot from {:x} failed: {e:#}",
-                            m.from
-                        );
-                        if e.downcast_ref::<FrameError>().is_some() {
-                            conn.close(frame::CLOSE_MALFORMED.into(), b"malformed snapshot");
+                // Staged off the Raft thread (writing and syncing a whole
+                // state takes long).
+                let (receiver, node) = (self.receiver.clone(), node.clone());
+                let staged = self.bulk_rt.spawn(async move {
+                    match receiver.receive(&m, &mut stream).await {
+                        Ok(()) => {
+                            let _ = node.send_step_eventually(m, bytes).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                remote = %conn.remote_address(),
+                                "snapshot from {:x} failed: {e:#}",
+                                m.from
+                            );
+                            if e.downcast_ref::<FrameError>().is_some() {
+                                conn.close(frame::CLOSE_MALFORMED.into(), b"malformed snapshot");
+                            }
                         }
                     }
-                }
+                });
+                let _ = staged.await;
             }
             other => frame::refuse(&conn, &FrameError::UnknownStream(other)),
         }
@@ -593,7 +612,8 @@ impl Outbox for Transport {
         for m in msgs {
             if m.get_msg_type() == MessageType::MsgSnapshot {
                 let this = self.clone();
-                self.rt.spawn(async move { this.send_snapshot(m).await });
+                self.bulk_rt
+                    .spawn(async move { this.send_snapshot(m).await });
                 continue;
             }
             if let Some(p) = peers.get(&m.to) {
