@@ -196,9 +196,9 @@ impl RaftTask {
             snapshot::apply_staged(&storage, &data_dir, &staged)
         })?;
         self.raw.mut_store().apply_snapshot(meta)?;
-        self.storage.sync()?;
         let (storage, data_dir, index) = (self.storage.clone(), self.data_dir.clone(), meta.index);
         off_thread(rt, move || {
+            storage.sync()?;
             snapshot::finish_restore(&storage, &data_dir, index)
         })?;
         METRICS.snapshot_applied.inc();

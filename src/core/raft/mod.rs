@@ -15,6 +15,7 @@
 //! - `propose`: what the task proposes: a drain's proposals as one
 //!   `MsgPropose`, and lease expiries;
 //! - `proposal`: what a Raft log entry holds, decoded without ever failing;
+//! - `reads`: ReadIndex batches and the lease renewals they carry;
 //! - `snapshot`: state-machine snapshots, staged and applied crash-safely;
 //! - `logging`: raft-rs's slog records into tracing;
 //! - `thread`: the thread and its runtime, shared with the transport.
@@ -26,6 +27,7 @@ pub mod log;
 pub mod logging;
 pub mod proposal;
 mod propose;
+mod reads;
 pub mod snapshot;
 #[cfg(test)]
 mod tests;
@@ -50,6 +52,8 @@ use crate::core::raft::proposal::{ConfChangeContext, RaftRequest};
 use crate::core::storage::{self, Storage};
 use crate::core::types::{LeaseId, LogIndex, Revision};
 
+use reads::{read_context, renewals_in, ReadBatch, ReadReply, MAX_READS_PER_BATCH, READ_RETRY};
+
 pub use handle::{
     Event, EventSink, NoWatchers, NodeConfig, NodeHandle, NodeStatus, Outbox, ProposalResult,
     RevisionEvents, EVENT_QUEUE, MAX_PENDING_PROPOSALS,
@@ -58,7 +62,8 @@ pub use handle::{
 /// kvd's raft-rs settings for member `id`: a heartbeat every tick, an
 /// election after `election_ticks` ticks, pre-vote and check-quorum on,
 /// ReadIndex reads (`ReadOnlyOption::Safe`), appends of at most 1 MiB and
-/// 256 in flight; `applied` is the state machine's applied index.
+/// 256 in flight, at most [`MAX_COMMITTED_PER_READY`] of entries applied
+/// per Ready; `applied` is the state machine's applied index.
 pub(super) fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft::Config {
     raft::Config {
         id,
@@ -66,6 +71,7 @@ pub(super) fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft:
         heartbeat_tick: 1,
         applied,
         max_size_per_msg: propose::MAX_BATCH_BYTES as u64,
+        max_committed_size_per_ready: MAX_COMMITTED_PER_READY,
         max_inflight_msgs: 256,
         check_quorum: true,
         pre_vote: true,
@@ -75,8 +81,8 @@ pub(super) fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft:
 }
 
 /// Starts the Raft task on `thread` (see `thread`); it runs until
-/// [`Event::Shutdown`], a failure it reports in [`NodeStatus`], or the
-/// last [`NodeHandle`] is dropped.
+/// [`Event::Shutdown`] or a failure, which it reports in
+/// [`NodeStatus::failed`].
 ///
 /// # Errors
 /// raft-rs rejecting the configuration or the stored state, storage
@@ -231,62 +237,11 @@ struct RaftTask {
     data_dir: std::path::PathBuf,
 }
 
-/// Where a ReadIndex request's read index goes.
-type ReadReply = oneshot::Sender<Result<LogIndex, EtcdError>>;
-
-/// ReadIndex requests sent as one.
-struct ReadBatch {
-    /// The context sent (sent again, unchanged, when no answer comes).
-    ctx: Vec<u8>,
-    /// When it was last sent.
-    sent: Instant,
-    /// Who waits for the read index.
-    replies: Vec<ReadReply>,
-}
-
-/// A ReadIndex unanswered for this long is sent again (etcd's
-/// `readIndexRetryTime`): raft-rs drops one that reaches a leader before
-/// it has committed an entry of its term, or whose message is lost.
-const READ_RETRY: Duration = Duration::from_millis(500);
-
-/// Marks a ReadIndex context that carries lease renewals.
-const RENEW_MARK: u8 = b'L';
-
-/// Most requests one ReadIndex serves (and so most lease ids its context
-/// carries: 8 KiB).
-const MAX_READS_PER_BATCH: usize = 1024;
-
-/// The context of a ReadIndex request: its id (u64 BE, what the read
-/// state is matched by), then, when keep-alives ride on it, [`RENEW_MARK`]
-/// and their lease ids (i64 BE each). raft-rs carries it to the leader
-/// unchanged.
-fn read_context(id: u64, renew: &[LeaseId]) -> Vec<u8> {
-    let mut ctx = id.to_be_bytes().to_vec();
-    if !renew.is_empty() {
-        ctx.push(RENEW_MARK);
-        for lease in renew {
-            ctx.extend_from_slice(&lease.0.to_be_bytes());
-        }
-    }
-    ctx
-}
-
-/// The leases a ReadIndex context renews, if it is one of
-/// [`read_context`]'s (anything else, a peer's odd context included:
-/// none).
-fn renewals_in(ctx: &[u8]) -> Vec<LeaseId> {
-    match ctx {
-        [_, _, _, _, _, _, _, _, RENEW_MARK, leases @ ..]
-            if !leases.is_empty() && leases.len() % 8 == 0 =>
-        {
-            leases
-                .chunks_exact(8)
-                .map(|l| LeaseId(storage::be_i64(l)))
-                .collect()
-        }
-        _ => Vec::new(),
-    }
-}
+/// Most bytes of committed entries one Ready hands out (raft-rs
+/// `max_committed_size_per_ready`; one larger entry still comes alone): a
+/// long tail applied after a restart or a catch-up is applied in steps,
+/// between which the Raft thread drives the peer transport (`thread`).
+const MAX_COMMITTED_PER_READY: u64 = 16 * 1024 * 1024;
 
 /// Most events taken from the queue before handling one Ready.
 const MAX_EVENTS_PER_READY: usize = 4096;
@@ -303,9 +258,13 @@ impl RaftTask {
         let mut next_tick = Instant::now() + self.tick;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
-            // The transport's ready tasks run first (the yield), then the
-            // thread sleeps in the runtime until an event or the tick.
+            // The transport runs first: the first yield runs its ready tasks
+            // and polls the socket, the second the tasks that poll woke (a
+            // peer's packet is stepped in this iteration even when events
+            // are queued); then the thread sleeps in the runtime until an
+            // event or the tick.
             let first = rt.block_on(async {
+                tokio::task::yield_now().await;
                 tokio::task::yield_now().await;
                 tokio::time::timeout(wait, rx.recv()).await
             });

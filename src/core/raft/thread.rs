@@ -15,9 +15,11 @@
 //! can be bound on it and serve a joining member's bootstrap; the task is
 //! then handed over with [`RaftThread::run`]. While the task waits for
 //! events it drives the transport ([`Runtime::block_on`]); while it applies
-//! or fsyncs, the transport waits (bounded by one Ready's work). Snapshot
-//! transfers run on the main runtime, so that streaming a large state
-//! never holds this thread.
+//! or fsyncs, the transport waits: one Ready's work, whose committed
+//! entries are bounded (`MAX_COMMITTED_PER_READY`), while a snapshot's
+//! copy-in runs on the blocking pool and the thread keeps driving. A
+//! snapshot's streaming and staging run on the main runtime; the packets
+//! of a received snapshot's connection are still decrypted here.
 
 use std::sync::Arc;
 
@@ -103,8 +105,8 @@ impl RaftThread {
     }
 
     /// Waits for the Raft task to end (send it `Event::Shutdown` first),
-    /// then ends the thread and its runtime: call it after closing the
-    /// transport.
+    /// then ends the thread and its runtime: call it once the transport
+    /// has closed its connections (`Transport::close`).
     pub async fn finish(mut self) {
         if let Some(exit) = self.exit.take() {
             let _ = exit.send(());
@@ -116,8 +118,8 @@ impl RaftThread {
 }
 
 impl Drop for RaftThread {
-    /// Without [`Self::finish`] (a start that failed): the thread ends once
-    /// any task handed to it ends, and is not waited for.
+    /// Without [`Self::finish`] (a start that failed before a task was
+    /// handed over): the thread ends, and is not waited for.
     fn drop(&mut self) {
         self.work.take();
         self.exit.take();

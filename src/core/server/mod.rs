@@ -260,7 +260,7 @@ pub async fn run(
     }
     let _ = handle.send_eventually(Event::Shutdown).await;
     handle.stopped().await;
-    transport.close();
+    transport.close().await;
     raft_thread.finish().await;
     storage
         .sync()

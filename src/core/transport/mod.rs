@@ -62,6 +62,9 @@ const MAX_BIDI_STREAMS: u32 = 2;
 /// what they may hold is bounded by this times the largest frame.
 const MAX_UNADMITTED_STREAMS: usize = 16;
 
+/// Longest wait for the connections to close at shutdown.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
+
 const KIND_RAFT: u8 = b'R';
 const KIND_SNAPSHOT: u8 = b'S';
 const KIND_MEMBERS: u8 = b'M';
@@ -293,9 +296,13 @@ impl Transport {
         }
     }
 
-    /// Closes the endpoint.
-    pub fn close(&self) {
+    /// Closes the endpoint and waits (at most [`CLOSE_GRACE`]) until its
+    /// connections have told their peers, so that they stop sending here
+    /// at once rather than at the idle timeout. The Raft thread must still
+    /// be running: it drives the connections.
+    pub async fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
     }
 
     /// An [`Outbox`] for the Raft task.
