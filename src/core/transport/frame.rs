@@ -85,6 +85,12 @@ pub(super) async fn first_frame(
 /// Logs bad input from a peer and closes its connection; the member keeps
 /// serving everyone else.
 pub(super) fn refuse(conn: &quinn::Connection, e: &FrameError) {
+    // A connection already closed (a member shutting down closes its own)
+    // cut the frame short: nothing was malformed.
+    if let Some(reason) = conn.close_reason() {
+        tracing::debug!(remote = %conn.remote_address(), "peer connection closed: {reason}");
+        return;
+    }
     tracing::warn!(
         remote = %conn.remote_address(),
         "closing peer connection: {e}"
