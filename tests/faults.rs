@@ -411,3 +411,57 @@ async fn full_cluster_restart_keeps_all_data() {
         assert_eq!(resp.kvs()[0].mod_revision(), revision + 1);
     }
 }
+
+/// A member stopped gracefully closes its peer connections, so that the
+/// leader redials it as soon as it is back, instead of writing into the
+/// dead connection until the peer port's 5 s idle timeout (QUIC's
+/// stateless reset cannot end it: the new process has another reset key).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_follower_back_from_a_graceful_stop_hears_the_leader_at_once() {
+    let _serial = common::serial().await;
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.leader_index().await;
+    let follower = (leader + 1) % 3;
+    let mut c = cluster.client(leader).await;
+    c.put("before", "1", None).await.expect("put");
+    cluster.members[follower].server.terminate();
+    assert!(
+        cluster.members[follower]
+            .server
+            .wait_exit(Duration::from_secs(10))
+            .is_some(),
+        "the follower stops on SIGTERM"
+    );
+    c.put("while-down", "1", None)
+        .await
+        .expect("put with two members");
+    cluster.restart(follower);
+    let restarted = Instant::now();
+    let f = cluster.client(follower).await;
+    // Only the leader's appends bring the put made meanwhile.
+    wait_for(
+        "the restarted follower holds the put made while it was down",
+        Duration::from_secs(15),
+        || {
+            let mut f = f.clone();
+            async move {
+                let got = f
+                    .get("while-down", Some(GetOptions::new().with_serializable()))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if got.kvs().is_empty() {
+                    Err("not yet".to_string())
+                } else {
+                    Ok(())
+                }
+            }
+        },
+    )
+    .await;
+    let took = restarted.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "caught up {took:?} after the restart: the leader kept its old connection"
+    );
+    cluster.assert_running();
+}
