@@ -460,7 +460,7 @@ async fn a_follower_back_from_a_graceful_stop_hears_the_leader_at_once() {
     .await;
     let took = restarted.elapsed();
     assert!(
-        took < Duration::from_secs(3),
+        took < Duration::from_secs(4),
         "caught up {took:?} after the restart: the leader kept its old connection"
     );
     cluster.assert_running();

@@ -354,7 +354,8 @@ impl raft::Storage for RaftLog {
         }
         let max_size = max_size.into().unwrap_or(u64::MAX);
         let snapshot = self.storage.db.read_tx();
-        let mut out = Vec::with_capacity((high - low) as usize);
+        // Reserve for what is asked, not for a long tail a size limit cuts.
+        let mut out = Vec::with_capacity(((high - low) as usize).min(1024));
         let mut size = 0u64;
         for item in snapshot.range(
             &self.storage.raft_log,

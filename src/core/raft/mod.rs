@@ -62,8 +62,9 @@ pub use handle::{
 /// kvd's raft-rs settings for member `id`: a heartbeat every tick, an
 /// election after `election_ticks` ticks, pre-vote and check-quorum on,
 /// ReadIndex reads (`ReadOnlyOption::Safe`), appends of at most 1 MiB and
-/// 256 in flight, at most [`MAX_COMMITTED_PER_READY`] of entries applied
-/// per Ready; `applied` is the state machine's applied index.
+/// 256 in flight, at most [`MAX_COMMITTED_PER_READY`] of committed entries
+/// per Ready (and as much per light ready); `applied` is the state
+/// machine's applied index.
 pub(super) fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft::Config {
     raft::Config {
         id,
@@ -81,8 +82,9 @@ pub(super) fn raft_config(id: u64, election_ticks: usize, applied: u64) -> raft:
 }
 
 /// Starts the Raft task on `thread` (see `thread`); it runs until
-/// [`Event::Shutdown`] or a failure, which it reports in
-/// [`NodeStatus::failed`].
+/// [`Event::Shutdown`], a failure (which it reports in
+/// [`NodeStatus::failed`]), or every [`NodeHandle`] is dropped (the
+/// transport holds one).
 ///
 /// # Errors
 /// raft-rs rejecting the configuration or the stored state, storage
@@ -257,7 +259,13 @@ impl RaftTask {
     fn run(&mut self, mut rx: mpsc::Receiver<Event>, rt: Arc<Runtime>) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + self.tick;
         loop {
-            let wait = next_tick.saturating_duration_since(Instant::now());
+            // Committed entries a size limit left for the next Ready are
+            // handled without waiting for an event or the tick.
+            let wait = if self.raw.has_ready() {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
             // The transport runs first: the first yield runs its ready tasks
             // and polls the socket, the second the tasks that poll woke (a
             // peer's packet is stepped in this iteration even when events

@@ -16,7 +16,8 @@
 //! then handed over with [`RaftThread::run`]. While the task waits for
 //! events it drives the transport ([`Runtime::block_on`]); while it applies
 //! or fsyncs, the transport waits: one Ready's work, whose committed
-//! entries are bounded (`MAX_COMMITTED_PER_READY`), while a snapshot's
+//! entries are bounded (`MAX_COMMITTED_PER_READY`, for the Ready and for
+//! its light ready), while a snapshot's
 //! copy-in runs on the blocking pool and the thread keeps driving. A
 //! snapshot's streaming and staging run on the main runtime; the packets
 //! of a received snapshot's connection are still decrypted here.
@@ -118,8 +119,9 @@ impl RaftThread {
 }
 
 impl Drop for RaftThread {
-    /// Without [`Self::finish`] (a start that failed before a task was
-    /// handed over): the thread ends, and is not waited for.
+    /// Without [`Self::finish`] (the server returning an error): the
+    /// thread is not waited for; it ends at once if no task was handed
+    /// over, otherwise once that task ends.
     fn drop(&mut self) {
         self.work.take();
         self.exit.take();

@@ -85,10 +85,14 @@ pub(super) async fn first_frame(
 /// Logs bad input from a peer and closes its connection; the member keeps
 /// serving everyone else.
 pub(super) fn refuse(conn: &quinn::Connection, e: &FrameError) {
-    // A connection already closed (a member shutting down closes its own)
-    // cut the frame short: nothing was malformed.
-    if let Some(reason) = conn.close_reason() {
-        tracing::debug!(remote = %conn.remote_address(), "peer connection closed: {reason}");
+    // A frame cut short by a connection already closed (a member shutting
+    // down closes its own) is not malformed; anything else is, even when
+    // the sender closed right after it.
+    if let (FrameError::Truncated(_), Some(reason)) = (e, conn.close_reason()) {
+        tracing::debug!(
+            remote = %conn.remote_address(),
+            "peer connection closed inside a frame ({e}): {reason}"
+        );
         return;
     }
     tracing::warn!(

@@ -297,8 +297,10 @@ impl Transport {
     }
 
     /// Closes the endpoint and waits (at most [`CLOSE_GRACE`]) until its
-    /// connections have told their peers, so that they stop sending here
-    /// at once rather than at the idle timeout. The Raft thread must still
+    /// connections have finished closing (each has sent its peer the
+    /// close), so that peers stop sending here at once rather than at the
+    /// idle timeout. A connection that never had a round trip (a peer that
+    /// is down) takes the whole grace. The Raft thread must still
     /// be running: it drives the connections.
     pub async fn close(&self) {
         self.endpoint.close(0u32.into(), b"shutdown");
