@@ -260,8 +260,8 @@ impl RaftTask {
         let mut next_tick = Instant::now() + self.tick;
         loop {
             // Committed entries a size limit left for the next Ready are
-            // handled without waiting for an event or the tick.
-            let wait = if self.raw.has_ready() {
+            // applied without waiting for an event or the tick.
+            let wait = if self.raw.raft.raft_log.committed > self.applied {
                 Duration::ZERO
             } else {
                 next_tick.saturating_duration_since(Instant::now())

@@ -14,6 +14,9 @@ use crate::core::framing::{read_field, FrameError};
 const FRAME_OVERHEAD: usize = 2 * 1024 * 1024;
 /// QUIC application error code when closing a connection over bad input.
 pub const CLOSE_MALFORMED: u32 = 2;
+/// QUIC application close code: a snapshot's receiver has staged it (and
+/// handed it to Raft); its sender may report it delivered.
+pub const CLOSE_SNAPSHOT_STAGED: u32 = 3;
 
 /// The largest Raft message frame for `--max-request-bytes`, bytes.
 pub fn max_frame(max_request_bytes: usize) -> usize {

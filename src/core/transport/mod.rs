@@ -8,7 +8,8 @@
 //! - `S` (unidirectional, on a connection of its own): a Raft snapshot. The
 //!   `MsgSnapshot` frame, then the state machine in chunks (see
 //!   `core::raft::snapshot`), so that a large snapshot never delays the heartbeats
-//!   on the `R` stream.
+//!   on the `R` stream. The receiver closes that connection with code 3
+//!   once it has staged the snapshot; only then is it reported delivered.
 //! - `M` (bidirectional): "who is in the cluster": answered with the member
 //!   list and the answering member's applied index, used by a member joining
 //!   with `--initial-cluster-state existing` (etcd's
@@ -61,6 +62,10 @@ const MAX_BIDI_STREAMS: u32 = 2;
 /// before it, nobody knows which member (if any) the sender speaks for, so
 /// what they may hold is bounded by this times the largest frame.
 const MAX_UNADMITTED_STREAMS: usize = 16;
+
+/// Longest wait, once a snapshot's bytes are acknowledged, for its receiver
+/// to say it has staged it (see `staged`).
+const SNAPSHOT_STAGE_WAIT: Duration = Duration::from_secs(30);
 
 /// Longest wait for the connections to close at shutdown.
 const CLOSE_GRACE: Duration = Duration::from_millis(500);
@@ -443,7 +448,11 @@ impl Transport {
                 let staged = self.bulk_rt.spawn(async move {
                     match receiver.receive(&m, &mut stream).await {
                         Ok(()) => {
-                            let _ = node.send_step_eventually(m, bytes).await;
+                            if node.send_step_eventually(m, bytes).await.is_ok() {
+                                // Only now may the sender report it delivered
+                                // (etcd answers its snapshot POST after saving).
+                                conn.close(frame::CLOSE_SNAPSHOT_STAGED.into(), b"staged");
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(
@@ -518,7 +527,11 @@ impl Transport {
     }
 
     /// Streams the snapshot named in `m` to its recipient on a connection of
-    /// its own, then reports the outcome to Raft.
+    /// its own, then reports the outcome to Raft: delivered once the
+    /// recipient has staged it (`staged`), as etcd's sender waits for the
+    /// answer its receiver gives after saving. Reported earlier, the leader
+    /// probed the recipient while it was still staging, was refused, and
+    /// sent the whole snapshot again.
     async fn send_snapshot(self, m: Message) {
         let to = m.to;
         let urls: Vec<String> = self
@@ -544,9 +557,13 @@ impl Transport {
                         stream.write_all(&head).await?;
                         self.snapshots.stream(&m, &mut stream).await?;
                         stream.finish()?;
-                        stream.stopped().await?;
-                        conn.close(0u32.into(), b"snapshot sent");
-                        return Ok(());
+                        match stream.stopped().await {
+                            // Closed meanwhile: the close says whether it
+                            // was staged.
+                            Ok(_) | Err(quinn::StoppedError::ConnectionLost(_)) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                        return staged(&conn).await;
                     }
                     Err(e) => last = e,
                 }
@@ -638,5 +655,28 @@ impl Outbox for Transport {
 
     fn remove_peer(&self, id: MemberId) {
         Transport::remove_peer(self, id.0);
+    }
+}
+
+/// Waits until the receiver of a snapshot sent on `conn` has staged it: it
+/// closes the connection with [`frame::CLOSE_SNAPSHOT_STAGED`] then. A
+/// receiver of an earlier kvd never says so: after [`SNAPSHOT_STAGE_WAIT`]
+/// the snapshot counts as delivered, as it did for those.
+///
+/// # Errors
+/// The receiver closed the connection otherwise (a malformed or failed
+/// snapshot), or it was lost.
+async fn staged(conn: &quinn::Connection) -> anyhow::Result<()> {
+    let Ok(reason) = tokio::time::timeout(SNAPSHOT_STAGE_WAIT, conn.closed()).await else {
+        conn.close(0u32.into(), b"snapshot sent");
+        return Ok(());
+    };
+    match reason {
+        quinn::ConnectionError::ApplicationClosed(close)
+            if close.error_code == quinn::VarInt::from_u32(frame::CLOSE_SNAPSHOT_STAGED) =>
+        {
+            Ok(())
+        }
+        other => Err(anyhow::anyhow!("the receiver did not stage it: {other}")),
     }
 }
