@@ -439,23 +439,11 @@ async fn a_follower_back_from_a_graceful_stop_hears_the_leader_at_once() {
     let restarted = Instant::now();
     let f = cluster.client(follower).await;
     // Only the leader's appends bring the put made meanwhile.
-    wait_for(
+    common::wait_until_held(
+        &f,
+        "while-down",
         "the restarted follower holds the put made while it was down",
         Duration::from_secs(15),
-        || {
-            let mut f = f.clone();
-            async move {
-                let got = f
-                    .get("while-down", Some(GetOptions::new().with_serializable()))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if got.kvs().is_empty() {
-                    Err("not yet".to_string())
-                } else {
-                    Ok(())
-                }
-            }
-        },
     )
     .await;
     let took = restarted.elapsed();

@@ -1139,23 +1139,11 @@ async fn restart_and_catch_up(
     let mut c = cluster.client(leader).await;
     c.put(key, "v", None).await.expect("put");
     let v = cluster.client(victim).await;
-    wait_for(
+    common::wait_until_held(
+        &v,
+        key,
         "the restarted member catches up",
         Duration::from_secs(20),
-        || {
-            let mut v = v.clone();
-            async move {
-                let got = v
-                    .get(key, Some(GetOptions::new().with_serializable()))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if got.kvs().is_empty() {
-                    Err("not yet".to_string())
-                } else {
-                    Ok(())
-                }
-            }
-        },
     )
     .await;
     v

@@ -763,6 +763,29 @@ where
     }
 }
 
+/// Waits (up to `timeout`) until a serializable read of `key` through
+/// `client` finds it: the member behind `client` has applied it.
+pub async fn wait_until_held(client: &Client, key: &str, what: &str, timeout: Duration) {
+    wait_for(what, timeout, || {
+        let mut c = client.clone();
+        async move {
+            let got = c
+                .get(
+                    key,
+                    Some(etcd_client::GetOptions::new().with_serializable()),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if got.kvs().is_empty() {
+                Err("not yet".to_string())
+            } else {
+                Ok(())
+            }
+        }
+    })
+    .await;
+}
+
 // ---------------------------------------------------------------------------
 // Assertions on errors
 // ---------------------------------------------------------------------------
