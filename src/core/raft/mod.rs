@@ -155,12 +155,11 @@ pub fn start(
         transfer: None,
         data_dir: cfg.data_dir,
     };
-    thread.run(Box::new(move |rt: &Arc<Runtime>| {
+    thread.run(Box::new(move |rt: &Runtime| {
         // A failed fsync, a corrupt log or a panic inside raft-rs: the
         // task stops and says why; the server then stops the member, and a
         // restart recovers from the durable state.
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run(rx, rt.clone())));
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task.run(rx, rt)));
         let failure = match outcome {
             Ok(Ok(())) => return,
             Ok(Err(e)) => format!("{e:#}"),
@@ -256,7 +255,7 @@ impl RaftTask {
 
     /// The loop: wait for events (driving the transport meanwhile) until
     /// the next tick, take what is queued, tick when due, handle the Ready.
-    fn run(&mut self, mut rx: mpsc::Receiver<Event>, rt: Arc<Runtime>) -> anyhow::Result<()> {
+    fn run(&mut self, mut rx: mpsc::Receiver<Event>, rt: &Runtime) -> anyhow::Result<()> {
         let mut next_tick = Instant::now() + self.tick;
         loop {
             // Committed entries a size limit left for the next Ready are
@@ -307,8 +306,8 @@ impl RaftTask {
                     next_tick = now + self.tick;
                 }
             }
-            self.on_ready(&rt)?;
-            self.campaign_if_alone(&rt)?;
+            self.on_ready(rt)?;
+            self.campaign_if_alone(rt)?;
         }
     }
 

@@ -22,14 +22,12 @@
 //! snapshot's streaming and staging run on the main runtime; the packets
 //! of a received snapshot's connection are still decrypted here.
 
-use std::sync::Arc;
-
 use tokio::runtime::{Handle, Runtime};
 use tokio::sync::oneshot;
 
 /// What the Raft thread runs once handed over: the Raft task's loop, given
 /// the runtime to drive while it waits.
-pub type Work = Box<dyn FnOnce(&Arc<Runtime>) + Send>;
+pub type Work = Box<dyn FnOnce(&Runtime) + Send>;
 
 /// The Raft thread and its runtime.
 pub struct RaftThread {
@@ -63,7 +61,7 @@ impl RaftThread {
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => Arc::new(rt),
+                    Ok(rt) => rt,
                     Err(e) => {
                         let _ = handle_tx.send(Err(e));
                         return;

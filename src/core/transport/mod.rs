@@ -445,7 +445,7 @@ impl Transport {
                 // Staged off the Raft thread (writing and syncing a whole
                 // state takes long).
                 let (receiver, node) = (self.receiver.clone(), node.clone());
-                let staged = self.bulk_rt.spawn(async move {
+                let staging = self.bulk_rt.spawn(async move {
                     match receiver.receive(&m, &mut stream).await {
                         Ok(()) => {
                             if node.send_step_eventually(m, bytes).await.is_ok() {
@@ -466,7 +466,7 @@ impl Transport {
                         }
                     }
                 });
-                let _ = staged.await;
+                let _ = staging.await;
             }
             other => frame::refuse(&conn, &FrameError::UnknownStream(other)),
         }
