@@ -17,6 +17,9 @@
 //!                       rejoin()s them to the live path
 //! ```
 //!
+//! A small batch with nothing queued ahead of it skips the queue: the Raft
+//! task dispatches it itself, under the dispatcher's lock (`dispatch_here`).
+//!
 //! A watcher is in one of three states (etcd's synced / unsynced groups; our
 //! "catching up" replaces etcd's victims):
 //!
@@ -53,8 +56,12 @@
 //!   ([`WatchConfig::catch_up_revisions`] / [`WatchConfig::catch_up_bytes`]).
 //! - The Raft task's cost per applied revision is one size estimate, and
 //!   per batch of applied entries one atomic add and one channel send (one
-//!   dispatcher wake), whatever the number of watchers; with no watcher and
-//!   nothing queued, one uncontended `try_lock` instead (no wake).
+//!   dispatcher wake), whatever the number of watchers. When nothing is
+//!   queued and the lock is free at once, a batch whose events × watchers
+//!   is at most [`WatchConfig::inline_sends`] (and needs no `prev_kv` read) is
+//!   dispatched by the Raft task itself, under the same lock and in the
+//!   same order, which spares the event the dispatcher's wake; with no
+//!   watcher, that is one uncontended `try_lock`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -70,6 +77,11 @@ use crate::core::metrics::METRICS;
 use crate::core::mvcc::{self, KeyRange};
 use crate::core::raft::{EventSink, RevisionEvents};
 use crate::core::storage::Storage;
+
+/// Most bytes of events (`mvcc::events_size`) that [`EventSink::publish`]
+/// dispatches on the caller's thread, which encodes them once
+/// (`SharedEvents`); a larger batch goes to the dispatcher thread.
+pub const INLINE_BYTES: usize = 64 * 1024;
 
 mod dispatch;
 mod shared;
@@ -111,6 +123,12 @@ pub struct WatchConfig {
     /// Most bytes of events waiting for the dispatcher; beyond it `publish`
     /// drops revisions and the watchers concerned catch up from disk.
     pub dispatch_queue_bytes: usize,
+    /// Most watcher × event pairs (each event counted against every
+    /// watcher) that [`EventSink::publish`] dispatches on the caller's
+    /// thread, the Raft thread; a larger batch goes to the dispatcher
+    /// thread, and 0 sends it every batch that has a watcher. The default, 512, keeps the
+    /// Raft thread's share to tens of microseconds per batch.
+    pub inline_sends: usize,
 }
 
 impl Default for WatchConfig {
@@ -123,6 +141,7 @@ impl Default for WatchConfig {
             catch_up_revisions: 1000,
             catch_up_bytes: 1024 * 1024,
             dispatch_queue_bytes: 64 * 1024 * 1024,
+            inline_sends: 512,
         }
     }
 }
@@ -568,43 +587,67 @@ impl WatchHub {
         Ok(chunk)
     }
 
-    /// With no watcher registered and nothing queued, revisions up to
-    /// `last` only move the dispatched revision: done here, under the lock,
-    /// without waking the dispatcher (a put nobody watches costs no thread
-    /// wake). False, changing nothing, when there are watchers, queued
-    /// revisions, or the lock is busy. A watcher registering afterwards
-    /// reads these revisions from history, as any watch starting at or
-    /// below the dispatched revision does.
-    fn skip_dispatch(&self, revisions: &[RevisionEvents], last: i64) -> bool {
+    /// Dispatches `revisions` on the caller's thread when that is cheap and
+    /// keeps the order: nothing queued for the dispatcher, its lock free at
+    /// once, no earlier revision dropped, no `prev_kv` to read from disk,
+    /// at most [`WatchConfig::inline_sends`] watcher × event pairs to look at and
+    /// [`INLINE_BYTES`] of events to encode. With no watcher at all this
+    /// only moves the dispatched revision (a put nobody watches costs
+    /// nothing). Otherwise gives `revisions` back, untouched, for the
+    /// dispatcher thread. On the Raft thread this saves
+    /// the event one thread wake: it goes straight to the streams' tasks,
+    /// as the put's answer goes straight to its handler.
+    fn dispatch_here(&self, revisions: Vec<RevisionEvents>) -> Result<(), Vec<RevisionEvents>> {
         if self.shared.queued_bytes.load(Ordering::Relaxed) != 0 {
-            return false;
+            return Err(revisions);
         }
         let Some(mut st) = self.shared.try_lock() else {
-            return false;
+            return Err(revisions);
         };
         // Under the lock the dispatcher's count is exact: it subtracts a
         // revision's bytes under the lock as it dispatches it.
-        if !st.watchers.is_empty() || self.shared.queued_bytes.load(Ordering::Relaxed) != 0 {
-            return false;
+        if self.shared.queued_bytes.load(Ordering::Relaxed) != 0
+            || self.shared.dropped_upto.load(Ordering::Relaxed) > st.current
+        {
+            return Err(revisions);
         }
-        if last > st.current {
+        let events: usize = revisions.iter().map(|(_, e)| e.len()).sum();
+        if st.watchers.is_empty() {
+            // Nobody to send to: the dispatched revision moves here.
             let current = st.current;
-            let events: usize = revisions
+            let fresh: usize = revisions
                 .iter()
                 .filter(|(r, _)| *r > current)
                 .map(|(_, e)| e.len())
                 .sum();
-            METRICS.watch_events.inc_by(events as u64);
-            st.current = last;
+            METRICS.watch_events.inc_by(fresh as u64);
+            st.current = st.current.max(revisions.last().map_or(0, |(r, _)| *r));
+            return Ok(());
         }
-        true
+        let work = events.saturating_mul(st.watchers.len() + st.ranges.len());
+        let bytes: usize = revisions.iter().map(|(_, e)| mvcc::events_size(e)).sum();
+        if st.prev_watchers > 0 || work > self.shared.config.inline_sends || bytes > INLINE_BYTES {
+            return Err(revisions);
+        }
+        for (revision, events) in revisions {
+            let bytes = mvcc::events_size(&events);
+            let published = Published {
+                revision,
+                events,
+                bytes,
+                prev_read: Vec::new(),
+                prev_generation: None,
+            };
+            st.dispatch(&self.shared.config, &self.shared.storage, published);
+        }
+        Ok(())
     }
 }
 
 impl EventSink for WatchHub {
-    /// Hands a batch of revisions to the dispatcher: size estimates, one
-    /// atomic add and one channel send (one wake); with nobody watching,
-    /// moves the dispatched revision instead (`skip_dispatch`, no wake).
+    /// Dispatches a batch of revisions here when it is small and nothing is
+    /// queued (`dispatch_here`); otherwise hands it to the dispatcher: size
+    /// estimates, one atomic add and one channel send (one wake).
     /// Revisions that would take the queue past
     /// [`WatchConfig::dispatch_queue_bytes`] are dropped, with every one
     /// after them, and recorded; the dispatcher then moves every watcher
@@ -613,9 +656,9 @@ impl EventSink for WatchHub {
         let Some(last) = revisions.last().map(|(r, _)| *r) else {
             return;
         };
-        if self.skip_dispatch(&revisions, last) {
+        let Err(revisions) = self.dispatch_here(revisions) else {
             return;
-        }
+        };
         let queued = self.shared.queued_bytes.load(Ordering::Relaxed);
         let limit = self.shared.config.dispatch_queue_bytes;
         let mut total = 0;

@@ -129,6 +129,7 @@ fn a_batch_is_dispatched_in_order_and_what_overflows_the_queue_is_read_from_disk
     // One revision's estimate is 1 + 1 + 48 + 16 = 66 bytes: two fit.
     let (_dir, hub) = hub(WatchConfig {
         dispatch_queue_bytes: 140,
+        inline_sends: 0,
         ..WatchConfig::default()
     });
     let (tx, mut rx) = StreamSender::channel();
@@ -155,9 +156,11 @@ fn revisions_nobody_watches_move_the_dispatched_revision_without_the_dispatcher(
     // The dispatcher holds the lock for an instant every 100 ms: the fast
     // path then declines, changing nothing, and is tried again.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while !hub.skip_dispatch(&revisions, 3) {
+    let mut revisions = revisions;
+    while let Err(declined) = hub.dispatch_here(revisions) {
         assert_eq!(hub.current(), 1, "a declined skip changes nothing");
         assert!(std::time::Instant::now() < deadline, "the lock stayed busy");
+        revisions = declined;
     }
     assert_eq!(hub.current(), 3);
     assert_eq!(hub.shared.queued_bytes.load(Ordering::Relaxed), 0);
@@ -170,12 +173,14 @@ fn revisions_nobody_watches_move_the_dispatched_revision_without_the_dispatcher(
     let live = hub.register(&tx, KeyRange::new(b"k", b""), 4, false);
     assert_eq!(live.behind, None);
 
-    // With watchers registered the fast path declines, and a published
-    // revision reaches the live watcher through the dispatcher.
-    let next_revisions = vec![(4, vec![put("k", 4)])];
-    assert!(!hub.skip_dispatch(&next_revisions, 4));
-    hub.publish(next_revisions);
-    match next(&mut rx) {
+    // With a watcher registered a small batch is dispatched here: the
+    // live watcher's item is queued when the call returns.
+    let mut next_revisions = vec![(4, vec![put("k", 4)])];
+    while let Err(declined) = hub.dispatch_here(next_revisions) {
+        assert!(std::time::Instant::now() < deadline, "the lock stayed busy");
+        next_revisions = declined;
+    }
+    match rx.try_recv().expect("queued by the caller") {
         StreamItem::Events {
             watcher, revision, ..
         } => {
@@ -222,4 +227,65 @@ fn a_streams_watchers_share_one_byte_budget() {
         } => assert_eq!((watcher, revision), (b.id, 4)),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// A batch past `inline_sends`, or one a `prev_kv` watcher needs, goes to
+/// the dispatcher thread; a small batch published right behind it is
+/// dispatched here only once the queue is empty, so the stream sees every
+/// revision once and in order either way.
+#[test]
+fn batches_dispatched_here_and_by_the_dispatcher_keep_their_order() {
+    // Items taken off the channel here are never marked handled.
+    let (_dir, hub) = hub(WatchConfig {
+        inline_sends: 2,
+        watcher_queue: 1_000,
+        ..WatchConfig::default()
+    });
+    let (tx, mut rx) = StreamSender::channel();
+    hub.register(&tx, KeyRange::new(b"k", b""), 0, false);
+    let big = || {
+        (2..=4)
+            .map(|rev| (rev, vec![put("k", rev)]))
+            .collect::<Vec<_>>()
+    };
+    assert!(hub.dispatch_here(big()).is_err(), "3 pairs > 2");
+    for round in 0..50 {
+        let base = 10 * round;
+        hub.publish(
+            (base + 2..=base + 4)
+                .map(|rev| (rev, vec![put("k", rev)]))
+                .collect(),
+        );
+        hub.publish(vec![(base + 5, vec![put("k", base + 5)])]);
+        hub.publish(vec![(base + 6, vec![put("k", base + 6)])]);
+        // Revisions base+7..=base+11 are left out of the stream's key.
+        hub.publish(
+            ((base + 7)..=(base + 11))
+                .map(|rev| (rev, vec![put("x", rev)]))
+                .collect(),
+        );
+        for want in base + 2..=base + 6 {
+            match next(&mut rx) {
+                StreamItem::Events { revision, .. } => assert_eq!(revision, want),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+    // The last batch (no event for the stream) may still be queued.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while hub.current() != 10 * 49 + 11 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stuck at {}",
+            hub.current()
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+
+    // A watcher asking for prev_kv sends every batch to the dispatcher,
+    // which reads it from history.
+    let (ptx, _prx) = StreamSender::channel();
+    hub.register(&ptx, KeyRange::new(b"p", b""), 0, true);
+    let rev = hub.current() + 1;
+    assert!(hub.dispatch_here(vec![(rev, vec![put("k", rev)])]).is_err());
 }
