@@ -1,7 +1,9 @@
 //! The dispatcher: one thread that takes each applied revision from the
 //! dispatch queue, matches its keys against the watchers, and queues it to
 //! the synced watchers' streams (or moves a watcher with a full queue off
-//! the live path). See the module docs of `core::watch` for the states.
+//! the live path). `State::dispatch` is also called by the Raft thread for
+//! a small batch with nothing queued ahead of it (`WatchHub::dispatch_here`).
+//! See the module docs of `core::watch` for the states.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! Raft task ──publish([(rev, events)])─▶ dispatch queue ─▶ dispatcher thread
-//!   (O(1), never blocks; drops when          │  matches keys, per watcher:
+//!   (bounded, never blocks; drops when       │  matches keys, per watcher:
 //!    the queue holds too many bytes)          │  synced → StreamItem::Events
 //!                                             ▼  queue full → StreamItem::Behind
 //!                                   one unbounded channel per gRPC stream
@@ -54,14 +54,16 @@
 //!   at most `rejoin_buffer` revisions buffered while catching up, and a
 //!   catch-up read holds at most one chunk
 //!   ([`WatchConfig::catch_up_revisions`] / [`WatchConfig::catch_up_bytes`]).
-//! - The Raft task's cost per applied revision is one size estimate, and
-//!   per batch of applied entries one atomic add and one channel send (one
-//!   dispatcher wake), whatever the number of watchers. When nothing is
-//!   queued and the lock is free at once, a batch whose events × watchers
-//!   is at most [`WatchConfig::inline_sends`] (and needs no `prev_kv` read) is
-//!   dispatched by the Raft task itself, under the same lock and in the
-//!   same order, which spares the event the dispatcher's wake; with no
-//!   watcher, that is one uncontended `try_lock`.
+//! - The Raft task never waits on the hub: it only `try_lock`s it. Its cost
+//!   per batch of applied entries is either a hand-off to the dispatcher
+//!   (a size estimate per revision, one atomic add, one channel send: one
+//!   dispatcher wake), whatever the number of watchers, or, when nothing is
+//!   queued and the lock is free at once, the dispatch itself of a batch
+//!   that follows the dispatched revision without a gap, needs no
+//!   `prev_kv` read and has at most [`WatchConfig::inline_sends`] pairs of
+//!   an event and a watcher (range watchers counted twice) and
+//!   [`INLINE_BYTES`] of events; that spares the event the dispatcher's
+//!   wake. With no watcher, it is one uncontended `try_lock`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
@@ -79,8 +81,8 @@ use crate::core::raft::{EventSink, RevisionEvents};
 use crate::core::storage::Storage;
 
 /// Most bytes of events (`mvcc::events_size`) that [`EventSink::publish`]
-/// dispatches on the caller's thread, which encodes them once
-/// (`SharedEvents`); a larger batch goes to the dispatcher thread.
+/// dispatches on the caller's thread; a larger batch goes to the
+/// dispatcher thread.
 pub const INLINE_BYTES: usize = 64 * 1024;
 
 mod dispatch;
@@ -123,11 +125,12 @@ pub struct WatchConfig {
     /// Most bytes of events waiting for the dispatcher; beyond it `publish`
     /// drops revisions and the watchers concerned catch up from disk.
     pub dispatch_queue_bytes: usize,
-    /// Most watcher × event pairs (each event counted against every
-    /// watcher) that [`EventSink::publish`] dispatches on the caller's
-    /// thread, the Raft thread; a larger batch goes to the dispatcher
-    /// thread, and 0 sends it every batch that has a watcher. The default, 512, keeps the
-    /// Raft thread's share to tens of microseconds per batch.
+    /// Most pairs of an event and a watcher (each event counted against
+    /// every watcher, range watchers twice) that [`EventSink::publish`]
+    /// dispatches on the caller's thread, the Raft thread; a larger batch
+    /// goes to the dispatcher thread, and 0 sends it every batch while a
+    /// watcher exists. The default is 512: at most that many channel sends
+    /// on the Raft thread per batch.
     pub inline_sends: usize,
 }
 
@@ -589,7 +592,8 @@ impl WatchHub {
 
     /// Dispatches `revisions` on the caller's thread when that is cheap and
     /// keeps the order: nothing queued for the dispatcher, its lock free at
-    /// once, no earlier revision dropped, no `prev_kv` to read from disk,
+    /// once, the batch following the dispatched revision without a gap, no
+    /// `prev_kv` to read from disk,
     /// at most [`WatchConfig::inline_sends`] watcher × event pairs to look at and
     /// [`INLINE_BYTES`] of events to encode. With no watcher at all this
     /// only moves the dispatched revision (a put nobody watches costs
@@ -611,7 +615,6 @@ impl WatchHub {
         {
             return Err(revisions);
         }
-        let events: usize = revisions.iter().map(|(_, e)| e.len()).sum();
         if st.watchers.is_empty() {
             // Nobody to send to: the dispatched revision moves here.
             let current = st.current;
@@ -624,9 +627,19 @@ impl WatchHub {
             st.current = st.current.max(revisions.last().map_or(0, |(r, _)| *r));
             return Ok(());
         }
+        // A gap (after a snapshot) moves every watcher off the live path:
+        // the dispatcher's work.
+        let follows = revisions
+            .iter()
+            .zip(st.current..)
+            .all(|((r, _), before)| *r == before + 1);
+        let events: usize = revisions.iter().map(|(_, e)| e.len()).sum();
         let work = events.saturating_mul(st.watchers.len() + st.ranges.len());
+        if !follows || st.prev_watchers > 0 || work > self.shared.config.inline_sends {
+            return Err(revisions);
+        }
         let bytes: usize = revisions.iter().map(|(_, e)| mvcc::events_size(e)).sum();
-        if st.prev_watchers > 0 || work > self.shared.config.inline_sends || bytes > INLINE_BYTES {
+        if bytes > INLINE_BYTES {
             return Err(revisions);
         }
         for (revision, events) in revisions {

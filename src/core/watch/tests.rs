@@ -229,10 +229,10 @@ fn a_streams_watchers_share_one_byte_budget() {
     }
 }
 
-/// A batch past `inline_sends`, or one a `prev_kv` watcher needs, goes to
-/// the dispatcher thread; a small batch published right behind it is
-/// dispatched here only once the queue is empty, so the stream sees every
-/// revision once and in order either way.
+/// A batch past `inline_sends`, one after a gap, or one a `prev_kv`
+/// watcher needs goes to the dispatcher thread; a small batch is
+/// dispatched here only when nothing is queued ahead of it, so the stream
+/// sees every revision once and in order either way.
 #[test]
 fn batches_dispatched_here_and_by_the_dispatcher_keep_their_order() {
     // Items taken off the channel here are never marked handled.
@@ -243,28 +243,46 @@ fn batches_dispatched_here_and_by_the_dispatcher_keep_their_order() {
     });
     let (tx, mut rx) = StreamSender::channel();
     hub.register(&tx, KeyRange::new(b"k", b""), 0, false);
-    let big = || {
-        (2..=4)
-            .map(|rev| (rev, vec![put("k", rev)]))
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let batch = |revs: std::ops::RangeInclusive<i64>, key: &str| {
+        revs.map(|rev| (rev, vec![put(key, rev)]))
             .collect::<Vec<_>>()
     };
-    assert!(hub.dispatch_here(big()).is_err(), "3 pairs > 2");
+    // Dispatched here (retried while the dispatcher's tick holds the
+    // lock): queued for the stream when the call returns.
+    let here = |revisions: Vec<RevisionEvents>| {
+        let mut revisions = revisions;
+        while let Err(declined) = hub.dispatch_here(revisions) {
+            assert!(std::time::Instant::now() < deadline, "declined");
+            revisions = declined;
+        }
+    };
+    here(batch(2..=3, "k"));
+    for want in 2..=3 {
+        match rx.try_recv().expect("queued by the caller") {
+            StreamItem::Events { revision, .. } => assert_eq!(revision, want),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Declined, changing nothing: too many pairs, a gap, bytes queued.
+    assert!(hub.dispatch_here(batch(4..=6, "k")).is_err(), "3 pairs > 2");
+    assert!(hub.dispatch_here(batch(5..=5, "k")).is_err(), "a gap");
+    hub.shared.queued_bytes.fetch_add(1, Ordering::Relaxed);
+    assert!(hub.dispatch_here(batch(4..=4, "k")).is_err(), "queued");
+    hub.shared.queued_bytes.fetch_sub(1, Ordering::Relaxed);
+    assert_eq!(hub.current(), 3);
+    assert!(rx.try_recv().is_err());
+
+    // Interleaved: each round's first batch goes to the dispatcher, the
+    // next two here or behind it, whichever the race gives.
     for round in 0..50 {
         let base = 10 * round;
-        hub.publish(
-            (base + 2..=base + 4)
-                .map(|rev| (rev, vec![put("k", rev)]))
-                .collect(),
-        );
-        hub.publish(vec![(base + 5, vec![put("k", base + 5)])]);
-        hub.publish(vec![(base + 6, vec![put("k", base + 6)])]);
-        // Revisions base+7..=base+11 are left out of the stream's key.
-        hub.publish(
-            ((base + 7)..=(base + 11))
-                .map(|rev| (rev, vec![put("x", rev)]))
-                .collect(),
-        );
-        for want in base + 2..=base + 6 {
+        hub.publish(batch(base + 4..=base + 6, "k"));
+        hub.publish(batch(base + 7..=base + 7, "k"));
+        hub.publish(batch(base + 8..=base + 8, "k"));
+        // Revisions base+9..=base+13 are left out of the stream's key.
+        hub.publish(batch(base + 9..=base + 13, "x"));
+        for want in base + 4..=base + 8 {
             match next(&mut rx) {
                 StreamItem::Events { revision, .. } => assert_eq!(revision, want),
                 other => panic!("unexpected {other:?}"),
@@ -272,8 +290,7 @@ fn batches_dispatched_here_and_by_the_dispatcher_keep_their_order() {
         }
     }
     // The last batch (no event for the stream) may still be queued.
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while hub.current() != 10 * 49 + 11 {
+    while hub.current() != 10 * 49 + 13 {
         assert!(
             std::time::Instant::now() < deadline,
             "stuck at {}",
@@ -281,11 +298,17 @@ fn batches_dispatched_here_and_by_the_dispatcher_keep_their_order() {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+    assert!(rx.try_recv().is_err(), "nothing twice");
 
     // A watcher asking for prev_kv sends every batch to the dispatcher,
-    // which reads it from history.
+    // which reads it from history; once it is gone, batches go here again.
     let (ptx, _prx) = StreamSender::channel();
-    hub.register(&ptx, KeyRange::new(b"p", b""), 0, true);
+    let prev = hub.register(&ptx, KeyRange::new(b"p", b""), 0, true);
     let rev = hub.current() + 1;
-    assert!(hub.dispatch_here(vec![(rev, vec![put("k", rev)])]).is_err());
+    for _ in 0..20 {
+        assert!(hub.dispatch_here(batch(rev..=rev, "k")).is_err());
+    }
+    hub.cancel(&[prev.id]);
+    here(batch(rev..=rev, "k"));
+    assert!(matches!(rx.try_recv(), Ok(StreamItem::Events { revision, .. }) if revision == rev));
 }
