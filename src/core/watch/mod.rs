@@ -18,7 +18,7 @@
 //! ```
 //!
 //! A small batch with nothing queued ahead of it skips the queue: the Raft
-//! task dispatches it itself, under the dispatcher's lock (`dispatch_here`).
+//! task dispatches it itself, under the dispatcher's lock (`Shared::dispatch_here`).
 //!
 //! A watcher is in one of three states (etcd's synced / unsynced groups; our
 //! "catching up" replaces etcd's victims):
@@ -589,78 +589,13 @@ impl WatchHub {
         }
         Ok(chunk)
     }
-
-    /// Dispatches `revisions` on the caller's thread when that is cheap and
-    /// keeps the order: nothing queued for the dispatcher, its lock free at
-    /// once, the batch following the dispatched revision without a gap, no
-    /// `prev_kv` to read from disk,
-    /// at most [`WatchConfig::inline_sends`] watcher × event pairs to look at and
-    /// [`INLINE_BYTES`] of events to encode. With no watcher at all this
-    /// only moves the dispatched revision (a put nobody watches costs
-    /// nothing). Otherwise gives `revisions` back, untouched, for the
-    /// dispatcher thread. On the Raft thread this saves
-    /// the event one thread wake: it goes straight to the streams' tasks,
-    /// as the put's answer goes straight to its handler.
-    fn dispatch_here(&self, revisions: Vec<RevisionEvents>) -> Result<(), Vec<RevisionEvents>> {
-        if self.shared.queued_bytes.load(Ordering::Relaxed) != 0 {
-            return Err(revisions);
-        }
-        let Some(mut st) = self.shared.try_lock() else {
-            return Err(revisions);
-        };
-        // Under the lock the dispatcher's count is exact: it subtracts a
-        // revision's bytes under the lock as it dispatches it.
-        if self.shared.queued_bytes.load(Ordering::Relaxed) != 0
-            || self.shared.dropped_upto.load(Ordering::Relaxed) > st.current
-        {
-            return Err(revisions);
-        }
-        if st.watchers.is_empty() {
-            // Nobody to send to: the dispatched revision moves here.
-            let current = st.current;
-            let fresh: usize = revisions
-                .iter()
-                .filter(|(r, _)| *r > current)
-                .map(|(_, e)| e.len())
-                .sum();
-            METRICS.watch_events.inc_by(fresh as u64);
-            st.current = st.current.max(revisions.last().map_or(0, |(r, _)| *r));
-            return Ok(());
-        }
-        // A gap (after a snapshot) moves every watcher off the live path:
-        // the dispatcher's work.
-        let follows = revisions
-            .iter()
-            .zip(st.current..)
-            .all(|((r, _), before)| *r == before + 1);
-        let events: usize = revisions.iter().map(|(_, e)| e.len()).sum();
-        let work = events.saturating_mul(st.watchers.len() + st.ranges.len());
-        if !follows || st.prev_watchers > 0 || work > self.shared.config.inline_sends {
-            return Err(revisions);
-        }
-        let bytes: usize = revisions.iter().map(|(_, e)| mvcc::events_size(e)).sum();
-        if bytes > INLINE_BYTES {
-            return Err(revisions);
-        }
-        for (revision, events) in revisions {
-            let bytes = mvcc::events_size(&events);
-            let published = Published {
-                revision,
-                events,
-                bytes,
-                prev_read: Vec::new(),
-                prev_generation: None,
-            };
-            st.dispatch(&self.shared.config, &self.shared.storage, published);
-        }
-        Ok(())
-    }
 }
 
 impl EventSink for WatchHub {
-    /// Dispatches a batch of revisions here when it is small and nothing is
-    /// queued (`dispatch_here`); otherwise hands it to the dispatcher: size
-    /// estimates, one atomic add and one channel send (one wake).
+    /// Dispatches a batch of revisions here when it is small and nothing
+    /// is queued (`Shared::dispatch_here`); otherwise hands it to the
+    /// dispatcher: size estimates, one atomic add and one channel send (one
+    /// wake).
     /// Revisions that would take the queue past
     /// [`WatchConfig::dispatch_queue_bytes`] are dropped, with every one
     /// after them, and recorded; the dispatcher then moves every watcher
@@ -669,7 +604,7 @@ impl EventSink for WatchHub {
         let Some(last) = revisions.last().map(|(r, _)| *r) else {
             return;
         };
-        let Err(revisions) = self.dispatch_here(revisions) else {
+        let Err(revisions) = self.shared.dispatch_here(revisions) else {
             return;
         };
         let queued = self.shared.queued_bytes.load(Ordering::Relaxed);

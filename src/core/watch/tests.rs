@@ -157,7 +157,7 @@ fn revisions_nobody_watches_move_the_dispatched_revision_without_the_dispatcher(
     // path then declines, changing nothing, and is tried again.
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let mut revisions = revisions;
-    while let Err(declined) = hub.dispatch_here(revisions) {
+    while let Err(declined) = hub.shared.dispatch_here(revisions) {
         assert_eq!(hub.current(), 1, "a declined skip changes nothing");
         assert!(std::time::Instant::now() < deadline, "the lock stayed busy");
         revisions = declined;
@@ -176,7 +176,7 @@ fn revisions_nobody_watches_move_the_dispatched_revision_without_the_dispatcher(
     // With a watcher registered a small batch is dispatched here: the
     // live watcher's item is queued when the call returns.
     let mut next_revisions = vec![(4, vec![put("k", 4)])];
-    while let Err(declined) = hub.dispatch_here(next_revisions) {
+    while let Err(declined) = hub.shared.dispatch_here(next_revisions) {
         assert!(std::time::Instant::now() < deadline, "the lock stayed busy");
         next_revisions = declined;
     }
@@ -252,7 +252,7 @@ fn batches_dispatched_here_and_by_the_dispatcher_keep_their_order() {
     // lock): queued for the stream when the call returns.
     let here = |revisions: Vec<RevisionEvents>| {
         let mut revisions = revisions;
-        while let Err(declined) = hub.dispatch_here(revisions) {
+        while let Err(declined) = hub.shared.dispatch_here(revisions) {
             assert!(std::time::Instant::now() < deadline, "declined");
             revisions = declined;
         }
@@ -265,10 +265,19 @@ fn batches_dispatched_here_and_by_the_dispatcher_keep_their_order() {
         }
     }
     // Declined, changing nothing: too many pairs, a gap, bytes queued.
-    assert!(hub.dispatch_here(batch(4..=6, "k")).is_err(), "3 pairs > 2");
-    assert!(hub.dispatch_here(batch(5..=5, "k")).is_err(), "a gap");
+    assert!(
+        hub.shared.dispatch_here(batch(4..=6, "k")).is_err(),
+        "3 pairs > 2"
+    );
+    assert!(
+        hub.shared.dispatch_here(batch(5..=5, "k")).is_err(),
+        "a gap"
+    );
     hub.shared.queued_bytes.fetch_add(1, Ordering::Relaxed);
-    assert!(hub.dispatch_here(batch(4..=4, "k")).is_err(), "queued");
+    assert!(
+        hub.shared.dispatch_here(batch(4..=4, "k")).is_err(),
+        "queued"
+    );
     hub.shared.queued_bytes.fetch_sub(1, Ordering::Relaxed);
     assert_eq!(hub.current(), 3);
     assert!(rx.try_recv().is_err());
@@ -306,7 +315,7 @@ fn batches_dispatched_here_and_by_the_dispatcher_keep_their_order() {
     let prev = hub.register(&ptx, KeyRange::new(b"p", b""), 0, true);
     let rev = hub.current() + 1;
     for _ in 0..20 {
-        assert!(hub.dispatch_here(batch(rev..=rev, "k")).is_err());
+        assert!(hub.shared.dispatch_here(batch(rev..=rev, "k")).is_err());
     }
     hub.cancel(&[prev.id]);
     here(batch(rev..=rev, "k"));
