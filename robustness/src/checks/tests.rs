@@ -280,6 +280,35 @@ fn a_revoke_sent_after_the_delete_was_seen_is_not_blamed() {
     assert_eq!(failed(&h), Vec::<String>::new());
 }
 
+/// robustness follower-snapshot's false alarm (session 21): as soak-013,
+/// but the observer's member was cut off and saw revision 5 only at 130,
+/// after the revoke was sent. A read had answered at revision 5 by 99, so
+/// revision 5 existed then and the revoke, sent at 120, cannot have made it.
+#[test]
+fn a_revoke_sent_after_a_read_answered_the_revision_is_not_blamed() {
+    let mut h = clean();
+    leased_b_deleted_at_5(&mut h);
+    if let Some(late) = h.watches[0].segments[0].responses.last_mut() {
+        late.at = 130;
+    }
+    h.ops.push(Op {
+        client: 5,
+        invoke: 72,
+        ret: crate::history::NEVER,
+        request: Request::Delete { key: "b".into() },
+        outcome: Outcome::Unknown("etcdserver: leader changed".into()),
+    });
+    h.ops.push(get(6, 95, 99, "b", None, 5));
+    h.ops.push(Op {
+        client: 7,
+        invoke: 120,
+        ret: crate::history::NEVER,
+        request: Request::LeaseRevoke { id: 7 },
+        outcome: Outcome::Unknown("timed out".into()),
+    });
+    assert_eq!(failed(&h), Vec::<String>::new());
+}
+
 /// The regression histories' common part: `b` put with lease 7 at
 /// revision 4 (seen at 75), deleted at revision 5 (seen at 90).
 fn leased_b_deleted_at_5(h: &mut History) {

@@ -88,6 +88,7 @@ pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
         list.sort_by_key(|&i| history.ops[i].invoke);
         list.reverse(); // pop() takes the earliest
     }
+    let existed = ExistedBy::new(history);
     // An unanswered revoke explains the deletes of one revision.
     let mut revoke_at: HashMap<i64, usize> = HashMap::new();
     for (&revision, events) in &timeline.revisions {
@@ -117,8 +118,16 @@ pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
             }
             let lease = lease_of.remove(e.key.as_str()).unwrap_or(0);
             // Whatever made this change was sent before the observer saw it
-            // (soak-013: a revoke of the key's lease sent seconds later).
-            let seen = timeline.seen_at.get(&revision).copied().unwrap_or(u64::MAX);
+            // (soak-013: a revoke of the key's lease sent seconds later), and
+            // before any answer carried its revision or a later one: the
+            // observer lags when its member is cut off (follower-snapshot,
+            // session 21: seen 6 s after a read had answered past it).
+            let seen = timeline
+                .seen_at
+                .get(&revision)
+                .copied()
+                .unwrap_or(u64::MAX)
+                .min(existed.at(revision));
             let in_time = |i: usize| history.ops[i].invoke <= seen;
             if acked_delete.contains(&(revision, e.key.as_str())) {
                 continue;
@@ -179,6 +188,50 @@ pub fn attribute(history: &History, timeline: &Timeline) -> Attribution {
         }
     }
     a
+}
+
+/// When each revision is known to have existed from the answers alone: an
+/// answer with header revision `r`, returned at `t`, means every revision
+/// up to `r` had been applied by `t`.
+struct ExistedBy {
+    /// Answered revisions, descending.
+    revisions: Vec<i64>,
+    /// `earliest[i]`: the earliest return among answers with a revision of
+    /// at least `revisions[i]`.
+    earliest: Vec<u64>,
+}
+
+impl ExistedBy {
+    fn new(history: &History) -> Self {
+        let mut answers: Vec<(i64, u64)> = history
+            .ops
+            .iter()
+            .filter_map(|op| match &op.outcome {
+                Outcome::Ok(r) if r.revision() > 0 => Some((r.revision(), op.ret)),
+                _ => None,
+            })
+            .collect();
+        answers.sort_unstable_by_key(|&(revision, _)| std::cmp::Reverse(revision));
+        let mut earliest = Vec::with_capacity(answers.len());
+        let mut min = u64::MAX;
+        for &(_, ret) in &answers {
+            min = min.min(ret);
+            earliest.push(min);
+        }
+        ExistedBy {
+            revisions: answers.into_iter().map(|(r, _)| r).collect(),
+            earliest,
+        }
+    }
+
+    /// The earliest time revision `r` is known to have existed (`u64::MAX`
+    /// when no answer reached it).
+    fn at(&self, r: i64) -> u64 {
+        let n = self.revisions.partition_point(|&x| x >= r);
+        n.checked_sub(1)
+            .and_then(|i| self.earliest.get(i).copied())
+            .unwrap_or(u64::MAX)
+    }
 }
 
 /// Every acknowledged write is in the history at its revision; no refused
