@@ -205,12 +205,14 @@ impl Shared {
         if !follows || st.prev_watchers > 0 || work > self.config.inline_sends {
             return Err(revisions);
         }
-        let bytes: usize = revisions.iter().map(|(_, e)| mvcc::events_size(e)).sum();
-        if bytes > INLINE_BYTES {
+        let sizes: Vec<usize> = revisions
+            .iter()
+            .map(|(_, e)| mvcc::events_size(e))
+            .collect();
+        if sizes.iter().sum::<usize>() > INLINE_BYTES {
             return Err(revisions);
         }
-        for (revision, events) in revisions {
-            let bytes = mvcc::events_size(&events);
+        for ((revision, events), bytes) in revisions.into_iter().zip(sizes) {
             let published = Published {
                 revision,
                 events,
